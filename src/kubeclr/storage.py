@@ -1,0 +1,114 @@
+"""Object storage behind one small URI interface.
+
+``open_store(uri)`` returns a :class:`Store` rooted at a prefix: ``file:///abs``
+or a plain path gives :class:`LocalStore`; ``s3://bucket/prefix`` gives the S3
+store (the only place boto3 is imported). Keys are relative, '/'-separated.
+
+Training code receives a Store; it never learns which backend sits behind it.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+from typing import Protocol
+from urllib.parse import unquote, urlparse
+
+from kubeclr.errors import StorageError
+from kubeclr.io import atomic_path
+
+
+class Store(Protocol):
+    """What every backend offers. Keys are relative to the store's root."""
+
+    uri: str
+
+    def read_bytes(self, key: str) -> bytes: ...
+    def write_bytes(self, key: str, data: bytes) -> None: ...
+    def get_file(self, key: str, dest: Path) -> None: ...
+    def put_file(self, src: Path, key: str) -> None: ...
+    def exists(self, key: str) -> bool: ...
+    def list(self, prefix: str = "") -> list[str]: ...
+    def delete(self, key: str) -> None: ...
+
+
+def split_uri(uri: str) -> tuple[str, str]:
+    """Split ``uri`` into (scheme, rest); plain paths are ``file``."""
+    if uri.startswith("s3://"):
+        return "s3", uri[len("s3://"):]
+    if uri.startswith("file://"):
+        parsed = urlparse(uri)
+        if parsed.netloc not in ("", "localhost"):
+            raise StorageError(f"{uri}: file:// URIs must be absolute (file:///path)")
+        return "file", unquote(parsed.path)
+    if "://" in uri:
+        raise StorageError(f"{uri}: unsupported scheme (allowed: s3://, file://, or a path)")
+    return "file", uri
+
+
+def open_store(uri: str) -> Store:
+    """Open the store rooted at ``uri`` (``s3://bucket/prefix``, ``file:///dir`` or a dir)."""
+    scheme, rest = split_uri(uri)
+    if scheme == "s3":
+        from kubeclr import s3  # boto3 is imported only when S3 is used
+
+        return s3.S3Store(uri)
+    return LocalStore(rest)
+
+
+def parent_and_key(uri: str) -> tuple[Store, str]:
+    """Open the store of ``uri``'s parent and return it with the final key (for single objects)."""
+    base, _, name = uri.rstrip("/").rpartition("/")
+    if not name or not base or base.endswith(":/"):
+        raise StorageError(f"{uri}: expected a URI of an object, like s3://bucket/key or file:///dir/file")
+    return open_store(base + ("/" if base.endswith(":/") else "")), name
+
+
+class LocalStore:
+    """A directory on the local filesystem; writes are atomic (temp file + rename)."""
+
+    def __init__(self, root: str | os.PathLike) -> None:
+        self.root = Path(os.path.expanduser(str(root)))
+        self.uri = self.root.resolve().as_uri()
+
+    def _path(self, key: str) -> Path:
+        path = (self.root / key).resolve()
+        root = self.root.resolve()
+        if path != root and root not in path.parents:
+            raise StorageError(f"{self.uri}: key {key!r} escapes the store")
+        return path
+
+    def read_bytes(self, key: str) -> bytes:
+        try:
+            return self._path(key).read_bytes()
+        except FileNotFoundError:
+            raise StorageError(f"{self.uri}/{key}: no such object") from None
+
+    def write_bytes(self, key: str, data: bytes) -> None:
+        with atomic_path(self._path(key)) as tmp:
+            tmp.write_bytes(data)
+
+    def get_file(self, key: str, dest: Path) -> None:
+        src = self._path(key)
+        if not src.is_file():
+            raise StorageError(f"{self.uri}/{key}: no such object")
+        with atomic_path(dest) as tmp:
+            shutil.copyfile(src, tmp)
+
+    def put_file(self, src: Path, key: str) -> None:
+        with atomic_path(self._path(key)) as tmp:
+            shutil.copyfile(src, tmp)
+
+    def exists(self, key: str) -> bool:
+        return self._path(key).is_file()
+
+    def list(self, prefix: str = "") -> list[str]:
+        root = self.root.resolve()
+        if not root.is_dir():
+            return []
+        keys = (p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file())
+        return sorted(k for k in keys if k.startswith(prefix) and not Path(k).name.startswith("."))
+
+    def delete(self, key: str) -> None:
+        self._path(key).unlink(missing_ok=True)
