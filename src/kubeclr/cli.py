@@ -1,10 +1,287 @@
-"""The ``simclr-pipeline`` command line (placeholder, filled by the pipeline issue)."""
+"""``simclr-pipeline``: compile, upload, submit, schedule and run the pipeline.
+
+Each command parses its flags, then makes one library call. User errors print
+one line (``error: …``) and exit 2; nothing prints a traceback for them.
+"""
 
 from __future__ import annotations
 
+import argparse
+import datetime as dt
+import json
+import logging
 import sys
+import tempfile
+from pathlib import Path
+from typing import Any, Sequence
+
+from kubeclr import IMAGE, __version__
+from kubeclr.config import Config, describe_keys, load_config, preset_names
+from kubeclr.errors import UserError
+
+log = logging.getLogger("kubeclr")
 
 
-def main(argv: list[str] | None = None) -> int:
-    print("simclr-pipeline: not built yet", file=sys.stderr)
-    return 1
+class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """Show defaults and keep the epilogs' line breaks."""
+
+
+def _config_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("configuration")
+    g.add_argument("--preset", default="smoke", help=f"preset in configs/ ({', '.join(preset_names())})")
+    g.add_argument("--config", metavar="FILE", help="YAML config file (instead of --preset)")
+    g.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                   help="override one config key (repeatable); see `simclr-pipeline keys`")
+
+
+def _client_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("Kubeflow Pipelines API")
+    g.add_argument("--host", required=True, help="KFP API endpoint, e.g. https://kubeflow.example.com/pipeline")
+    g.add_argument("--namespace", help="Kubeflow profile namespace (multi-user Kubeflow)")
+    g.add_argument("--token", help="existing bearer token (default: $KF_PIPELINES_TOKEN if set)")
+    g.add_argument("--cookies", help="cookie header, e.g. 'authservice_session=…' (Dex/oauth2-proxy login)")
+    g.add_argument("--ssl-ca-cert", metavar="FILE", help="CA bundle for a private TLS endpoint")
+
+
+def _compile_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("compile options")
+    g.add_argument("--image", default=IMAGE, help="image every step runs on (pinned tag or digest)")
+    g.add_argument("--node-selector", action="append", default=[], metavar="KEY=VALUE",
+                   help="node selector for the GPU steps (repeatable), e.g. nvidia.com/gpu.present=true")
+    g.add_argument("--secret-name", default="kubeclr-s3-credentials",
+                   help="Kubernetes Secret with AWS_* S3 credentials exposed to every step ('' = none, e.g. IRSA)")
+    g.add_argument("--pipeline-root", help="artifact root, e.g. s3://bucket/pipeline-root (default: the cluster's)")
+    g.add_argument("--pretrain-cpu", default="8", help="CPU request and limit of the pretrain pod")
+    g.add_argument("--pretrain-memory", default="32Gi", help="memory request and limit of the pretrain pod")
+    g.add_argument("--shm-size", default="8Gi", help="size of the memory-backed /dev/shm of the pretrain pod")
+    g.add_argument("--retries", type=int, default=2, help="pretrain retries (each resumes from the checkpoint)")
+    g.add_argument("--timeout", type=int, default=86400, help="pretrain timeout in seconds")
+    g.add_argument("--cache-pretrain", action="store_true", help="allow KFP to cache the pretrain step")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="simclr-pipeline", formatter_class=_Formatter,
+        description="SimCLR on CIFAR-10 as a Kubeflow pipeline: run it locally, or compile / upload / "
+                    "submit / schedule it on a cluster.",
+        epilog="examples:\n  simclr-pipeline run --local --preset smoke --output-dir outputs/demo\n"
+               "  simclr-pipeline compile --preset fast --output simclr.yaml\n"
+               "  simclr-pipeline submit --host https://kfp.example.com --preset fast --param epochs=200")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    p = sub.add_parser("run", formatter_class=_Formatter, help="run the whole pipeline locally (kfp.local)",
+                       description="Run all six steps through kfp.local on this machine, then copy "
+                                   "metrics.json, report.html, report.md and encoder.pt to --output-dir.")
+    p.add_argument("--local", action="store_true", required=True, help="run locally (the only mode of `run`)")
+    _config_args(p)
+    p.add_argument("--cifar-source", help="https://…, s3://bucket/key, file:///path, a path, or 'sample' "
+                                          "(default: the preset's data.source)")
+    p.add_argument("--cifar-md5", metavar="HEX|none", help="expected MD5 (default: the preset's data.md5)")
+    p.add_argument("--checkpoint-uri", help="file:// or s3:// prefix for checkpoints; resumes from the newest")
+    p.add_argument("--output-dir", default="outputs", help="where the result files are copied")
+    p.add_argument("--run-name", help="run name (default: simclr-<preset>-<UTC time>)")
+    p.add_argument("--workdir", help="kfp.local pipeline root (default: <output-dir>/.kfp)")
+
+    p = sub.add_parser("compile", formatter_class=_Formatter, help="write the pipeline IR YAML")
+    _config_args(p)
+    _compile_args(p)
+    p.add_argument("--output", default="simclr-cifar10.yaml", help="IR YAML to write")
+
+    p = sub.add_parser("upload", formatter_class=_Formatter, help="upload the pipeline (or a new version)")
+    _client_args(p)
+    _config_args(p)
+    _compile_args(p)
+    p.add_argument("--package", metavar="FILE", help="upload this compiled YAML instead of compiling")
+    p.add_argument("--pipeline-name", default="simclr-cifar10", help="pipeline name in the UI")
+    p.add_argument("--version", dest="pipeline_version", help="version name (default: <version>-<UTC time>)")
+    p.add_argument("--description", default="SimCLR on CIFAR-10 (kubeclr)", help="pipeline description")
+
+    for name, helptext in (("submit", "start one run"), ("schedule", "create a recurring run")):
+        p = sub.add_parser(name, formatter_class=_Formatter, help=helptext)
+        _client_args(p)
+        _config_args(p)
+        _compile_args(p)
+        p.add_argument("--experiment", default="simclr", help="experiment name (created if missing)")
+        p.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
+                       help="pipeline parameter (repeatable), e.g. epochs=200, cifar_source=s3://b/k")
+        p.add_argument("--run-name", help="run name (default: simclr-<UTC time>)")
+        if name == "schedule":
+            p.add_argument("--cron", required=True,
+                           help='6-field KFP cron, seconds first, e.g. "0 0 3 * * *" (03:00 daily)')
+            p.add_argument("--catchup", dest="no_catchup", action="store_false",
+                           help="run missed intervals after a pause (default: no catch-up)")
+            p.add_argument("--no-catchup", dest="no_catchup", action="store_true", default=True,
+                           help="skip intervals missed while paused")
+            p.add_argument("--max-concurrency", type=int, default=1, help="runs allowed at once")
+            p.add_argument("--start-time", help="ISO 8601 time the schedule starts")
+            p.add_argument("--end-time", help="ISO 8601 time the schedule ends")
+            p.add_argument("--job-name", help="recurring run name (default: simclr-<preset>-nightly)")
+
+    p = sub.add_parser("bench", formatter_class=_Formatter, help="throughput benchmark (ours vs limit vs seed)")
+    p.add_argument("--device", default="auto", help="cpu, cuda or auto")
+    _config_args(p)
+    p.add_argument("--json", metavar="FILE", help="also write the results as JSON")
+
+    sub.add_parser("keys", help="list every config key with its type, default and rule")
+    return parser
+
+
+# -- commands ---------------------------------------------------------------
+
+def _config(args: argparse.Namespace) -> Config:
+    return load_config(args.preset, args.config, args.overrides)
+
+
+def _compile_options(args: argparse.Namespace):
+    from kubeclr.pipelines.simclr import CompileOptions
+
+    selector = {}
+    for item in args.node_selector:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise UserError(f"--node-selector {item!r}: expected KEY=VALUE")
+        selector[key] = value
+    return CompileOptions(image=args.image, pipeline_root=args.pipeline_root, secret_name=args.secret_name,
+                          node_selector=selector, pretrain_cpu=args.pretrain_cpu,
+                          pretrain_memory=args.pretrain_memory, shm_size=args.shm_size,
+                          pretrain_retries=args.retries, pretrain_timeout_s=args.timeout,
+                          cache_pretrain=args.cache_pretrain)
+
+
+def _utc_stamp() -> str:
+    return dt.datetime.now(dt.timezone.utc).strftime("%Y%m%d-%H%M%S")
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from kubeclr.local_run import run_local
+
+    cfg = _config(args)
+    run_name = args.run_name or f"simclr-{args.preset if not args.config else 'custom'}-{_utc_stamp()}"
+    files = run_local(cfg, run_name=run_name, output_dir=Path(args.output_dir),
+                      cifar_source=args.cifar_source, cifar_md5=args.cifar_md5,
+                      checkpoint_uri=args.checkpoint_uri, workdir=Path(args.workdir) if args.workdir else None)
+    print(f"\nrun {run_name} finished; results:")
+    for name, path in files.items():
+        print(f"  {name:13s} {path}")
+    print(f"\nopen the report: {files['report.html'].resolve().as_uri()}")
+    return 0
+
+
+def cmd_compile(args: argparse.Namespace) -> int:
+    from kubeclr.pipelines.simclr import compile_pipeline
+
+    path = compile_pipeline(_config(args), args.output, _compile_options(args))
+    print(f"wrote {path} (image {args.image})")
+    return 0
+
+
+def _package(args: argparse.Namespace, tmpdir: str) -> str:
+    if getattr(args, "package", None):
+        if not Path(args.package).is_file():
+            raise UserError(f"--package {args.package}: no such file")
+        return args.package
+    from kubeclr.pipelines.simclr import compile_pipeline
+
+    return compile_pipeline(_config(args), str(Path(tmpdir) / "simclr-cifar10.yaml"), _compile_options(args))
+
+
+def _connect(args: argparse.Namespace):
+    from kubeclr import kfp_client
+
+    return kfp_client.connect(args.host, namespace=args.namespace, existing_token=args.token,
+                              cookies=args.cookies, ssl_ca_cert=args.ssl_ca_cert)
+
+
+def _params(items: Sequence[str], package: str) -> dict[str, Any]:
+    import yaml
+
+    from kubeclr import kfp_client
+
+    raw = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise UserError(f"--param {item!r}: expected NAME=VALUE")
+        raw[key.strip()] = value
+    spec = yaml.safe_load(Path(package).read_text())
+    return kfp_client.validate_params(raw, spec)
+
+
+def cmd_upload(args: argparse.Namespace) -> int:
+    from kubeclr import kfp_client
+
+    with tempfile.TemporaryDirectory() as tmp:
+        package = _package(args, tmp)
+        client = _connect(args)
+        out = kfp_client.upload(client, package, pipeline_name=args.pipeline_name,
+                                version=args.pipeline_version, description=args.description)
+    print(json.dumps(out, indent=2))
+    return 0
+
+
+def cmd_submit(args: argparse.Namespace) -> int:
+    from kubeclr import kfp_client
+
+    with tempfile.TemporaryDirectory() as tmp:
+        package = _package(args, tmp)
+        params = _params(args.param, package)
+        client = _connect(args)
+        out = kfp_client.submit(client, package, experiment=args.experiment,
+                                run_name=args.run_name or f"simclr-{_utc_stamp()}", params=params,
+                                pipeline_root=args.pipeline_root, namespace=args.namespace)
+    print(json.dumps(out, indent=2))
+    return 0
+
+
+def cmd_schedule(args: argparse.Namespace) -> int:
+    from kubeclr import kfp_client
+
+    cron = kfp_client.validate_cron(args.cron)  # fail before compiling or connecting
+    with tempfile.TemporaryDirectory() as tmp:
+        package = _package(args, tmp)
+        params = _params(args.param, package)
+        client = _connect(args)
+        out = kfp_client.schedule(client, package, experiment=args.experiment,
+                                  job_name=args.job_name or f"simclr-{args.preset}-recurring", cron=cron,
+                                  params=params, no_catchup=args.no_catchup,
+                                  max_concurrency=args.max_concurrency, start_time=args.start_time,
+                                  end_time=args.end_time)
+    print(json.dumps(out, indent=2))
+    return 0
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from kubeclr import bench
+
+    bench.main(_config(args), device=args.device, json_path=args.json)
+    return 0
+
+
+def cmd_keys(args: argparse.Namespace) -> int:
+    print("config keys (set with --set section.key=value):")
+    print(describe_keys())
+    return 0
+
+
+COMMANDS = {"run": cmd_run, "compile": cmd_compile, "upload": cmd_upload, "submit": cmd_submit,
+            "schedule": cmd_schedule, "bench": cmd_bench, "keys": cmd_keys}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    try:
+        return COMMANDS[args.command](args)
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,109 @@
+"""Run the whole pipeline on this machine through ``kfp.local``.
+
+The same DAG that runs on the cluster executes here with
+``SubprocessRunner(use_venv=False)``: each step is a subprocess of this
+Python, in topological order. Resource and Kubernetes settings are cluster-only
+and ignored here. Afterwards the DESIGN.md result files are copied to
+``output_dir``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Dict, List, Optional
+
+from kubeclr.config import Config
+from kubeclr.errors import UserError
+from kubeclr.steps.runtime import ERROR_FILE_ENV
+
+log = logging.getLogger(__name__)
+
+RESULT_FILES = {"metrics.json": "metrics_json", "report.html": "report", "report.md": "summary",
+                "encoder.pt": "encoder"}
+
+
+def _stream_raw_subprocess(full_command: List[str], env_vars: Optional[Dict[str, str]] = None) -> int:
+    """Like kfp.local's runner, but passes bytes through unchanged.
+
+    kfp.local reads step output line by line in text mode, which turns every
+    carriage return of a progress bar into a new line; copying raw bytes keeps
+    the pretraining bar a bar.
+    """
+    env = {**os.environ, **(env_vars or {})}
+    with subprocess.Popen(full_command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env) as proc:
+        assert proc.stdout is not None
+        out = sys.stdout.buffer
+        while chunk := proc.stdout.read1(4096):
+            out.write(chunk)
+            out.flush()
+        return proc.wait()
+
+
+def _install_raw_streaming() -> None:
+    from kfp.local import subprocess_task_handler
+
+    if hasattr(subprocess_task_handler, "run_local_subprocess"):
+        subprocess_task_handler.run_local_subprocess = _stream_raw_subprocess
+
+
+def run_local(cfg: Config, *, run_name: str, output_dir: Path, cifar_source: str | None = None,
+              cifar_md5: str | None = None, checkpoint_uri: str | None = None,
+              workdir: Path | None = None) -> dict[str, Path]:
+    """Run every step locally and copy the result files to ``output_dir``.
+
+    Args:
+        cfg: the resolved config (preset + overrides).
+        run_name: names the run in the report, metrics and export paths.
+        output_dir: receives metrics.json, report.html, report.md, encoder.pt.
+        cifar_source: overrides ``cfg.data.source``.
+        cifar_md5: overrides ``cfg.data.md5``.
+        checkpoint_uri: overrides ``cfg.storage.checkpoint_uri``.
+        workdir: kfp.local's pipeline root (default ``output_dir/.kfp``).
+
+    Returns:
+        ``{file name: path}`` of the copied results.
+
+    Raises:
+        UserError: a step failed; the message is that step's own one-line cause.
+    """
+    from kfp import local
+
+    from kubeclr.pipelines.simclr import CompileOptions, build_pipeline
+
+    overrides = {k: v for k, v in {"data.source": cifar_source, "data.md5": cifar_md5,
+                                    "storage.checkpoint_uri": checkpoint_uri}.items() if v is not None}
+    cfg = cfg.override(overrides)
+    output_dir = Path(output_dir)
+    workdir = Path(workdir) if workdir else output_dir / ".kfp"
+    workdir.mkdir(parents=True, exist_ok=True)
+
+    _install_raw_streaming()
+    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(workdir), raise_on_error=True)
+    pipeline = build_pipeline(cfg, CompileOptions(gpu_toleration=False, secret_name="", extract_gpu=False))
+
+    with tempfile.TemporaryDirectory() as tmp:
+        error_file = Path(tmp) / "error.txt"
+        os.environ[ERROR_FILE_ENV] = str(error_file)
+        os.environ.setdefault("KUBECLR_PROGRESS", "1" if sys.stderr.isatty() else "0")
+        try:
+            task = pipeline(run_name=run_name)
+        except Exception as exc:  # kfp.local raises RuntimeError naming the failed task
+            cause = error_file.read_text().strip() if error_file.exists() else str(exc).splitlines()[0]
+            raise UserError(f"local run failed: {cause}") from None
+        finally:
+            os.environ.pop(ERROR_FILE_ENV, None)
+
+    output_dir.mkdir(parents=True, exist_ok=True)
+    files = {}
+    for name, output in RESULT_FILES.items():
+        src = Path(task.outputs[output].path)
+        dest = output_dir / name
+        shutil.copyfile(src, dest)
+        files[name] = dest
+    return files

@@ -1,0 +1,131 @@
+"""Compile the pipeline and inspect the IR the cluster will run."""
+
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+import kubeclr
+from kubeclr.config import load_config
+from kubeclr.pipelines.simclr import CompileOptions, compile_pipeline
+
+STEPS = {"download-split", "compute-stats", "pretrain", "extract-features", "linear-eval", "report"}
+# DESIGN.md's DAG: which task consumes which producer's outputs.
+EDGES = {
+    "compute-stats": {"download-split"},
+    "pretrain": {"download-split", "compute-stats"},
+    "extract-features": {"download-split", "compute-stats", "pretrain"},
+    "linear-eval": {"download-split", "compute-stats", "pretrain", "extract-features"},
+    "report": {"download-split", "compute-stats", "pretrain", "extract-features", "linear-eval"},
+}
+
+
+@pytest.fixture(scope="module")
+def ir(tmp_path_factory):
+    path = tmp_path_factory.mktemp("ir") / "p.yaml"
+    opts = CompileOptions(node_selector={"nvidia.com/gpu.present": "true"}, pipeline_root="s3://bucket/root")
+    compile_pipeline(load_config("fast"), str(path), opts)
+    docs = list(yaml.safe_load_all(path.read_text()))
+    return docs[0], docs[1]
+
+
+def test_six_tasks_with_the_design_edges(ir):
+    spec, _ = ir
+    tasks = spec["root"]["dag"]["tasks"]
+    assert set(tasks) == STEPS
+    for name, producers in EDGES.items():
+        assert set(tasks[name]["dependentTasks"]) == producers, name
+    assert "dependentTasks" not in tasks["download-split"]
+    assert spec["pipelineInfo"]["name"] == "simclr-cifar10"
+    assert spec["defaultPipelineRoot"] == "s3://bucket/root"
+
+
+def test_display_names_and_caching(ir):
+    tasks = ir[0]["root"]["dag"]["tasks"]
+    names = {t: tasks[t]["taskInfo"]["name"] for t in tasks}
+    assert names["pretrain"] == "SimCLR pretraining (GPU)"
+    assert names["download-split"] == "Download & split CIFAR-10"
+    for data_step in ("download-split", "compute-stats"):
+        assert tasks[data_step]["cachingOptions"].get("enableCache") is True
+    assert not tasks["pretrain"]["cachingOptions"].get("enableCache")
+
+
+def test_pretrain_requests_gpus_cpu_memory_and_retries(ir):
+    spec, _ = ir
+    container = spec["deploymentSpec"]["executors"]["exec-pretrain"]["container"]
+    res = container["resources"]
+    assert res["accelerator"]["resourceType"] == "nvidia.com/gpu"
+    assert res["resourceCpuLimit"] == "8" and res["resourceMemoryLimit"] == "32Gi"
+    assert res["resourceCpuRequest"] == "8" and res["resourceMemoryRequest"] == "32Gi"
+    # the GPU count is the `gpus` run parameter
+    params = spec["root"]["dag"]["tasks"]["pretrain"]["inputs"]["parameters"]
+    assert "pipelinechannel--gpus" in params["accelerator_count"]["runtimeValue"]["constant"]
+    retry = spec["root"]["dag"]["tasks"]["pretrain"]["retryPolicy"]
+    assert retry["maxRetryCount"] == 2
+
+
+def test_kubernetes_platform_config(ir):
+    _, platform = ir
+    executors = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+    pre = executors["exec-pretrain"]
+    assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in pre["tolerations"]
+    shm = pre["emptyDirMounts"][0]
+    assert (shm["mountPath"], shm["medium"], shm["sizeLimit"]) == ("/dev/shm", "Memory", "8Gi")
+    assert pre["nodeSelector"]["labels"] == {"nvidia.com/gpu.present": "true"}
+    assert int(pre["activeDeadlineSeconds"]) == 86400
+    assert pre["podMetadata"]["labels"]["app.kubernetes.io/component"] == "simclr-pretrain"
+    for name in ("exec-download-split", "exec-pretrain", "exec-report"):
+        secret = executors[name]["secretAsEnv"][0]
+        assert secret["secretName"] == "kubeclr-s3-credentials"
+        envs = {m["envVar"] for m in secret["keyToEnv"]}
+        assert {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_ENDPOINT_URL"} <= envs
+
+
+def test_no_runtime_pip_and_one_pinned_image(ir):
+    spec, _ = ir
+    executors = spec["deploymentSpec"]["executors"]
+    assert len(executors) == 6
+    for name, ex in executors.items():
+        container = ex["container"]
+        assert container["image"] == kubeclr.IMAGE, name
+        assert container["image"].endswith(":" + kubeclr.__version__)
+        assert not container["image"].endswith(":latest")
+        text = " ".join(container["command"] + container.get("args", []))
+        assert "pip install" not in text and "pip3 install" not in text, name
+
+
+def test_parameters_default_to_the_preset(ir):
+    params = ir[0]["root"]["inputDefinitions"]["parameters"]
+    fast = load_config("fast")
+    assert params["epochs"]["defaultValue"] == fast.pretrain.epochs
+    assert params["batch_size"]["defaultValue"] == fast.pretrain.batch_size
+    assert params["arch"]["defaultValue"] == "resnet18"
+    assert params["pretrain_config"]["defaultValue"]["compile"] is True
+    assert "NT-Xent temperature" in params["temperature"]["description"]
+    for name in ("arch", "epochs", "batch_size", "lr", "temperature", "gpus", "cifar_source",
+                 "checkpoint_uri", "run_name"):
+        assert params[name].get("description"), name
+
+
+def test_latest_image_is_refused(tmp_path):
+    from kubeclr.errors import UserError
+
+    with pytest.raises(UserError, match="never :latest"):
+        compile_pipeline(load_config("smoke"), str(tmp_path / "p.yaml"), CompileOptions(image="repo/img:latest"))
+    assert not (tmp_path / "p.yaml").exists()
+
+
+def test_cli_compile_with_image_override(tmp_path):
+    out = tmp_path / "ir.yaml"
+    proc = subprocess.run([sys.executable, "-m", "kubeclr.cli", "compile", "--preset", "smoke", "--output", str(out),
+                           "--image", "registry.local/kubeclr:9.9.9", "--secret-name", "my-s3",
+                           "--node-selector", "cloud.google.com/gke-accelerator=nvidia-h100-80gb"],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    docs = list(yaml.safe_load_all(out.read_text()))
+    images = {e["container"]["image"] for e in docs[0]["deploymentSpec"]["executors"].values()}
+    assert images == {"registry.local/kubeclr:9.9.9"}
+    pre = docs[1]["platforms"]["kubernetes"]["deploymentSpec"]["executors"]["exec-pretrain"]
+    assert pre["secretAsEnv"][0]["secretName"] == "my-s3"
+    assert pre["nodeSelector"]["labels"] == {"cloud.google.com/gke-accelerator": "nvidia-h100-80gb"}
