@@ -113,6 +113,7 @@ class EvalConfig:
 class MetricsConfig:
     pushgateway_url: str = _f("", help="Prometheus Pushgateway URL ('' = off)")
     port: int = _f(0, ge=0, le=65535, help="serve /metrics on this port while a step runs (0 = off)")
+    addr: str = _f("0.0.0.0", help="address the /metrics endpoint binds to (tests use 127.0.0.1)")
     job: str = _f("simclr", help="Pushgateway job name")
 
 

@@ -1,0 +1,90 @@
+"""The CLI as a user meets it: help, one-line errors, and the whole local run."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from tests.cifar_fixtures import make_cifar_tarball
+
+CLI = [sys.executable, "-m", "kubeclr.cli"]
+
+
+def run(*args, timeout=600, **kw):
+    return subprocess.run([*CLI, *args], capture_output=True, text=True, timeout=timeout, **kw)
+
+
+def test_help_lists_the_design_commands():
+    proc = run("--help")
+    assert proc.returncode == 0
+    for command in ("run", "compile", "upload", "submit", "schedule", "bench"):
+        assert command in proc.stdout
+    for command in ("run", "compile", "upload", "submit", "schedule", "bench"):
+        sub = run(command, "--help")
+        assert sub.returncode == 0, command
+        assert "default" in sub.stdout, command
+
+
+@pytest.mark.parametrize("args, fragment", [
+    (["compile", "--set", "pretrain.epochs=-3"], "pretrain.epochs=-3 is out of range"),
+    (["compile", "--preset", "huge"], "unknown preset 'huge'"),
+    (["compile", "--set", "model.arch=vgg"], "one of resnet18, resnet34, resnet50"),
+    (["compile", "--node-selector", "gpu"], "expected KEY=VALUE"),
+])
+def test_user_errors_are_one_line(args, fragment, tmp_path):
+    proc = run(*args, "--output", str(tmp_path / "p.yaml"))
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and fragment in lines[0], proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert not (tmp_path / "p.yaml").exists()
+
+
+def _check_outputs(out: Path, run_name: str) -> dict:
+    from kubeclr.evaluate.report import validate_metrics
+
+    for name in ("metrics.json", "report.html", "report.md", "encoder.pt"):
+        assert (out / name).is_file(), name
+    metrics = json.loads((out / "metrics.json").read_text())
+    validate_metrics(metrics)
+    assert metrics["run_name"] == run_name
+    state = torch.load(out / "encoder.pt", weights_only=True)
+    assert all(isinstance(v, torch.Tensor) for v in state.values())
+    assert run_name in (out / "report.html").read_text()
+    return metrics
+
+
+@pytest.mark.e2e
+def test_local_run_on_a_cifar_layout_tarball(tmp_path):
+    tarball = tmp_path / "cifar-10-python.tar.gz"
+    md5 = make_cifar_tarball(tarball, per_batch=40, seed=1)
+    out = tmp_path / "out"
+    proc = run("run", "--local", "--preset", "smoke", "--cifar-source", f"file://{tarball}",
+               "--cifar-md5", md5, "--output-dir", str(out), "--run-name", "e2e-tarball",
+               "--set", "pretrain.epochs=1", "--set", "data.train_limit=0", "--set", "data.val_limit=0",
+               "--set", "data.test_limit=0", "--set", "eval.tsne_points=50",
+               "--checkpoint-uri", f"file://{tmp_path / 'ckpt'}")
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    metrics = _check_outputs(out, "e2e-tarball")
+    assert metrics["dataset"]["synthetic"] is False
+    assert (metrics["dataset"]["train_size"], metrics["dataset"]["val_size"], metrics["dataset"]["test_size"]) \
+        == (160, 40, 40)
+    assert metrics["pretrain"]["epochs"] == 1
+    assert "report.html" in proc.stdout
+    assert any((tmp_path / "ckpt").rglob("MANIFEST.json"))
+
+
+@pytest.mark.e2e
+def test_local_run_with_a_bad_md5_fails_with_one_clear_line(tmp_path):
+    tarball = tmp_path / "cifar-10-python.tar.gz"
+    make_cifar_tarball(tarball, per_batch=10, seed=2)
+    out = tmp_path / "out"
+    proc = run("run", "--local", "--preset", "smoke", "--cifar-source", str(tarball),
+               "--cifar-md5", "0" * 32, "--output-dir", str(out))
+    assert proc.returncode == 2
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: local run failed: download_split:") and "0" * 32 in last, last
+    assert not (out / "metrics.json").exists()
