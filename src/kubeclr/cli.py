@@ -43,8 +43,11 @@ def _client_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--ssl-ca-cert", metavar="FILE", help="CA bundle for a private TLS endpoint")
 
 
-def _compile_args(p: argparse.ArgumentParser) -> None:
+def _compile_args(p: argparse.ArgumentParser, *, package: bool = False) -> None:
     g = p.add_argument_group("compile options")
+    if package:
+        g.add_argument("--package", metavar="FILE",
+                       help="use this compiled YAML instead of compiling (the options below are then unused)")
     g.add_argument("--image", default=IMAGE, help="image every step runs on (pinned tag or digest)")
     g.add_argument("--node-selector", action="append", default=[], metavar="KEY=VALUE",
                    help="node selector for the GPU steps (repeatable), e.g. nvidia.com/gpu.present=true")
@@ -92,8 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("upload", formatter_class=_Formatter, help="upload the pipeline (or a new version)")
     _client_args(p)
     _config_args(p)
-    _compile_args(p)
-    p.add_argument("--package", metavar="FILE", help="upload this compiled YAML instead of compiling")
+    _compile_args(p, package=True)
     p.add_argument("--pipeline-name", default="simclr-cifar10", help="pipeline name in the UI")
     p.add_argument("--version", dest="pipeline_version", help="version name (default: <version>-<UTC time>)")
     p.add_argument("--description", default="SimCLR on CIFAR-10 (kubeclr)", help="pipeline description")
@@ -102,7 +104,7 @@ def build_parser() -> argparse.ArgumentParser:
         p = sub.add_parser(name, formatter_class=_Formatter, help=helptext)
         _client_args(p)
         _config_args(p)
-        _compile_args(p)
+        _compile_args(p, package=True)
         p.add_argument("--experiment", default="simclr", help="experiment name (created if missing)")
         p.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
                        help="pipeline parameter (repeatable), e.g. epochs=200, cifar_source=s3://b/k")
@@ -195,8 +197,6 @@ def _connect(args: argparse.Namespace):
 
 
 def _params(items: Sequence[str], package: str) -> dict[str, Any]:
-    import yaml
-
     from kubeclr import kfp_client
 
     raw = {}
@@ -205,8 +205,7 @@ def _params(items: Sequence[str], package: str) -> dict[str, Any]:
         if not sep or not key:
             raise UserError(f"--param {item!r}: expected NAME=VALUE")
         raw[key.strip()] = value
-    spec = yaml.safe_load(Path(package).read_text())
-    return kfp_client.validate_params(raw, spec)
+    return kfp_client.validate_params(raw, kfp_client.load_pipeline_spec(package))
 
 
 def cmd_upload(args: argparse.Namespace) -> int:
