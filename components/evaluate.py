@@ -5,7 +5,7 @@ from kfp.dsl import HTML, ClassificationMetrics, Dataset, Input, Markdown, Metri
 
 def extract_features(encoder: Input[Model], stats: Input[Dataset], train: Input[Dataset],
                      val: Input[Dataset], test: Input[Dataset], model_config: dict, eval_config: dict,
-                     arch: str, run_name: str, job_name: str, metrics_config: dict, features: Output[Dataset]):
+                     pretrain_config: dict, arch: str, run_name: str, job_name: str, metrics_config: dict, features: Output[Dataset]):
     """Encode every image once with the frozen encoder (no projection head).
 
     Args:
@@ -16,6 +16,7 @@ def extract_features(encoder: Input[Model], stats: Input[Dataset], train: Input[
         test: the test split.
         model_config: the ``model`` config section (to rebuild the encoder).
         eval_config: the ``eval`` config section (extraction batch size).
+        pretrain_config: the ``pretrain`` config section (device).
         arch: the encoder architecture used in pretraining.
         run_name: the run's name ('' = the KFP run's own name).
         job_name: the KFP run's name (filled in by the pipeline).
@@ -25,15 +26,16 @@ def extract_features(encoder: Input[Model], stats: Input[Dataset], train: Input[
     from kubeclr.steps import evaluate, runtime
 
     runtime.run_step("extract_features", run_name or job_name, evaluate.extract_features,
-                     {"model": model_config, "eval": eval_config, "metrics": metrics_config},
+                     {"model": model_config, "eval": eval_config, "pretrain": pretrain_config,
+                      "metrics": metrics_config},
                      {"model.arch": arch},
                      encoder.path, stats.path, train.path, val.path, test.path, features.path)
 
 
 def linear_eval(features: Input[Dataset], encoder: Input[Model], stats: Input[Dataset],
                 train: Input[Dataset], val: Input[Dataset], test: Input[Dataset],
-                model_config: dict, eval_config: dict, arch: str, run_name: str, job_name: str, metrics_config: dict,
-                metrics: Output[Metrics], confusion: Output[ClassificationMetrics],
+                model_config: dict, augment_config: dict, pretrain_config: dict, eval_config: dict, arch: str,
+                run_name: str, job_name: str, metrics_config: dict, metrics: Output[Metrics], confusion: Output[ClassificationMetrics],
                 classifier: Output[Model], results: Output[Dataset]):
     """Linear evaluation (logistic regression on frozen features) and kNN accuracy.
 
@@ -45,6 +47,8 @@ def linear_eval(features: Input[Dataset], encoder: Input[Model], stats: Input[Da
         val: the validation split (``seed`` protocol).
         test: the test split (``seed`` protocol).
         model_config: the ``model`` config section.
+        augment_config: the ``augment`` config section (``seed`` protocol crops).
+        pretrain_config: the ``pretrain`` config section (device, seed).
         eval_config: the ``eval`` config section (protocol, L2 grid, kNN k).
         arch: the encoder architecture.
         run_name: the run's name ('' = the KFP run's own name).
@@ -58,7 +62,8 @@ def linear_eval(features: Input[Dataset], encoder: Input[Model], stats: Input[Da
     from kubeclr.steps import evaluate, runtime
 
     out = runtime.run_step("linear_eval", run_name or job_name, evaluate.linear_eval,
-                           {"model": model_config, "eval": eval_config, "metrics": metrics_config},
+                           {"model": model_config, "augment": augment_config, "pretrain": pretrain_config,
+                            "eval": eval_config, "metrics": metrics_config},
                            {"model.arch": arch}, features.path, results.path, classifier.path,
                            encoder_path=encoder.path, stats_path=stats.path, train_path=train.path,
                            val_path=val.path, test_path=test.path)
@@ -67,10 +72,16 @@ def linear_eval(features: Input[Dataset], encoder: Input[Model], stats: Input[Da
 
 def report(train: Input[Dataset], val: Input[Dataset], test: Input[Dataset], stats: Input[Dataset],
            history: Input[Dataset], features: Input[Dataset], results: Input[Dataset], encoder: Input[Model],
-           eval_config: dict, metrics_config: dict, run_name: str, job_name: str, export_uri: str,
+           data_config: dict, model_config: dict, augment_config: dict, pretrain_config: dict,
+           eval_config: dict, metrics_config: dict, cifar_source: str, cifar_md5: str, arch: str,
+           epochs: int, batch_size: int, lr: float, temperature: float, checkpoint_uri: str,
+           mirror_uri: str, export_uri: str, run_name: str, job_name: str,
            html: Output[HTML], summary: Output[Markdown], metrics_json: Output[Dataset],
            metrics: Output[Metrics]):
     """The HTML report, the Markdown summary and ``metrics.json``.
+
+    The report shows the whole config the run used, so this step receives
+    every section and every run parameter.
 
     Args:
         train: the train split (sizes, source).
@@ -81,12 +92,25 @@ def report(train: Input[Dataset], val: Input[Dataset], test: Input[Dataset], sta
         features: encoder features (t-SNE).
         results: linear evaluation and kNN results.
         encoder: the encoder (exported with the report when export_uri is set).
+        data_config: the ``data`` config section.
+        model_config: the ``model`` config section.
+        augment_config: the ``augment`` config section.
+        pretrain_config: the ``pretrain`` config section.
         eval_config: the ``eval`` config section (t-SNE points).
         metrics_config: the ``metrics`` config section.
-        run_name: the run's name, shown in the report ('' = the KFP run's own name).
-        job_name: the KFP run's name (filled in by the pipeline).
+        cifar_source: the dataset source of the run.
+        cifar_md5: the expected MD5 of the run.
+        arch: the encoder architecture.
+        epochs: pretraining epochs.
+        batch_size: global pretraining batch size.
+        lr: base learning rate.
+        temperature: NT-Xent temperature.
+        checkpoint_uri: the checkpoint prefix of the run.
+        mirror_uri: the dataset mirror of the run.
         export_uri: copy encoder, report and metrics.json under
             ``<export_uri>/<run_name>/`` ('' = off).
+        run_name: the run's name, shown in the report ('' = the KFP run's own name).
+        job_name: the KFP run's name (filled in by the pipeline).
         html: the self-contained report, rendered on the run page.
         summary: the Markdown summary, rendered on the run page.
         metrics_json: ``metrics.json`` (schema in DESIGN.md).
@@ -95,10 +119,14 @@ def report(train: Input[Dataset], val: Input[Dataset], test: Input[Dataset], sta
     from kubeclr.steps import export, runtime
 
     out = runtime.run_step("report", run_name or job_name, export.report_and_export,
-                           {"eval": eval_config, "metrics": metrics_config}, {"storage.export_uri": export_uri},
+                           {"data": data_config, "model": model_config, "augment": augment_config,
+                            "pretrain": pretrain_config, "eval": eval_config, "metrics": metrics_config},
+                           {"data.source": cifar_source, "data.md5": cifar_md5, "model.arch": arch,
+                            "pretrain.epochs": epochs, "pretrain.batch_size": batch_size, "pretrain.lr": lr,
+                            "pretrain.temperature": temperature, "storage.checkpoint_uri": checkpoint_uri,
+                            "storage.mirror_uri": mirror_uri, "storage.export_uri": export_uri},
                            run_name=run_name or job_name, encoder_path=encoder.path, train_path=train.path,
-                           val_path=val.path, test_path=test.path,
-                           stats_path=stats.path, history_path=history.path, features_path=features.path,
-                           results_path=results.path, html_out=html.path, markdown_out=summary.path,
-                           metrics_out=metrics_json.path)
+                           val_path=val.path, test_path=test.path, stats_path=stats.path,
+                           history_path=history.path, features_path=features.path, results_path=results.path,
+                           html_out=html.path, markdown_out=summary.path, metrics_out=metrics_json.path)
     runtime.log_report(out, metrics)

@@ -12,6 +12,7 @@ config section travels as one ``*_config`` struct parameter.
 
 # no `from __future__ import annotations`: KFP reads the pipeline signature at runtime
 
+import json
 from dataclasses import dataclass, field
 from typing import Callable, NamedTuple
 
@@ -138,17 +139,27 @@ def build_pipeline(cfg: Config, opts: CompileOptions = CompileOptions()) -> Call
         pre.set_cpu_request(opts.pretrain_cpu).set_cpu_limit(opts.pretrain_cpu)
         pre.set_memory_request(opts.pretrain_memory).set_memory_limit(opts.pretrain_memory)
         # a retried pod resumes from the newest complete checkpoint at checkpoint_uri
-        pre.set_retry(num_retries=opts.pretrain_retries, backoff_duration="60s", backoff_factor=2.0,
-                      backoff_max_duration="600s")
+        if opts.pretrain_retries:
+            pre.set_retry(num_retries=opts.pretrain_retries, backoff_duration="60s", backoff_factor=2.0,
+                          backoff_max_duration="600s")
         _gpu_settings(pre, opts)
         kubernetes.empty_dir_mount(pre, volume_name="dshm", mount_path="/dev/shm", medium="Memory",
                                    size_limit=opts.shm_size)
         kubernetes.set_timeout(pre, opts.pretrain_timeout_s)
+        # what the step needs to launch a PyTorchJob like itself when nodes > 1
+        for name, value in {"KUBECLR_IMAGE": opts.image, "KUBECLR_SECRET_NAME": opts.secret_name,
+                            "KUBECLR_NODE_SELECTOR": json.dumps(opts.node_selector),
+                            "KUBECLR_GPU_TOLERATION": str(opts.gpu_toleration).lower(),
+                            "KUBECLR_POD_CPU": opts.pretrain_cpu, "KUBECLR_POD_MEMORY": opts.pretrain_memory,
+                            "KUBECLR_SHM_SIZE": opts.shm_size,
+                            "KUBECLR_TIMEOUT_S": str(opts.pretrain_timeout_s)}.items():
+            pre.set_env_variable(name, value)
+        kubernetes.use_field_path_as_env(pre, "KUBECLR_SERVICE_ACCOUNT", "spec.serviceAccountName")
         kubernetes.add_pod_label(pre, *PRETRAIN_POD_LABEL)
 
         feats = c.extract_features(encoder=pre.outputs["encoder"], stats=stats.outputs["stats"], train=train,
                                    val=val, test=test, model_config=model_config, eval_config=eval_config,
-                                   arch=arch, **common)
+                                   pretrain_config=pretrain_config, arch=arch, **common)
         feats.set_display_name("Extract features").set_caching_options(True)
         if opts.extract_gpu:
             feats.set_accelerator_type(GPU_RESOURCE).set_accelerator_limit(1)
@@ -156,13 +167,17 @@ def build_pipeline(cfg: Config, opts: CompileOptions = CompileOptions()) -> Call
 
         lin = c.linear_eval(features=feats.outputs["features"], encoder=pre.outputs["encoder"],
                             stats=stats.outputs["stats"], train=train, val=val, test=test,
-                            model_config=model_config, eval_config=eval_config, arch=arch, **common)
+                            model_config=model_config, augment_config=augment_config,
+                            pretrain_config=pretrain_config, eval_config=eval_config, arch=arch, **common)
         lin.set_display_name("Linear evaluation & kNN").set_caching_options(True)
 
         rep = c.report(train=train, val=val, test=test, stats=stats.outputs["stats"],
                        history=pre.outputs["history"], features=feats.outputs["features"],
-                       results=lin.outputs["results"], encoder=pre.outputs["encoder"], eval_config=eval_config,
-                       export_uri=export_uri, **common)
+                       results=lin.outputs["results"], encoder=pre.outputs["encoder"], data_config=data_config,
+                       model_config=model_config, augment_config=augment_config, pretrain_config=pretrain_config,
+                       eval_config=eval_config, cifar_source=cifar_source, cifar_md5=cifar_md5, arch=arch,
+                       epochs=epochs, batch_size=batch_size, lr=lr, temperature=temperature,
+                       checkpoint_uri=checkpoint_uri, mirror_uri=mirror_uri, export_uri=export_uri, **common)
         rep.set_display_name("Report").set_caching_options(False)
 
         for task in (split, stats, pre, feats, lin, rep):

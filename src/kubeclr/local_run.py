@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -24,6 +25,7 @@ from kubeclr.steps.runtime import ERROR_FILE_ENV
 
 log = logging.getLogger(__name__)
 
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
 RESULT_FILES = {"metrics.json": "metrics_json", "report.html": "report", "report.md": "summary",
                 "encoder.pt": "encoder"}
 
@@ -85,7 +87,9 @@ def run_local(cfg: Config, *, run_name: str, output_dir: Path, cifar_source: str
 
     _install_raw_streaming()
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(workdir), raise_on_error=True)
-    pipeline = build_pipeline(cfg, CompileOptions(gpu_toleration=False, secret_name="", extract_gpu=False))
+    # no retries locally: a failure here is a bug or bad input, not a preempted pod
+    pipeline = build_pipeline(cfg, CompileOptions(gpu_toleration=False, secret_name="", extract_gpu=False,
+                                                  pretrain_retries=0))
 
     with tempfile.TemporaryDirectory() as tmp:
         error_file = Path(tmp) / "error.txt"
@@ -94,7 +98,8 @@ def run_local(cfg: Config, *, run_name: str, output_dir: Path, cifar_source: str
         try:
             task = pipeline(run_name=run_name)
         except Exception as exc:  # kfp.local raises RuntimeError naming the failed task
-            cause = error_file.read_text().strip() if error_file.exists() else str(exc).splitlines()[0]
+            cause = error_file.read_text().strip() if error_file.exists() else \
+                _ANSI.sub("", str(exc).splitlines()[0]) + " (see the step's log above)"
             raise UserError(f"local run failed: {cause}") from None
         finally:
             os.environ.pop(ERROR_FILE_ENV, None)

@@ -32,7 +32,7 @@ def build_config(sections: Mapping[str, Any], overrides: Mapping[str, Any]) -> C
 
 
 def run_step(step: str, run_name: str, fn: Callable[..., Any], sections: Mapping[str, Any],
-             overrides: Mapping[str, Any], *args: Any, **kwargs: Any) -> Any:
+             overrides: Mapping[str, Any], /, *args: Any, **kwargs: Any) -> Any:
     """Run ``fn(cfg, *args, **kwargs)`` as pipeline step ``step``."""
     setup_logging()
     try:

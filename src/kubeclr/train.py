@@ -1,0 +1,270 @@
+"""SimCLR pretraining loop: data on the device, batched augmentation, resumable.
+
+Chen et al., "A Simple Framework for Contrastive Learning of Visual
+Representations", ICML 2020 (arXiv:2002.05709), Algorithm 1: for each batch,
+draw two augmented views of every image, embed both with the encoder and the
+projection head, and minimise NT-Xent over the 2N views.
+
+As in airbench, the whole uint8 dataset is moved to the device once and
+augmented there, so no DataLoader workers (or ``/dev/shm``) are involved.
+Under ``torchrun`` every rank holds the data, draws the same permutation from
+the shared seed and trains on its shard of each global batch; the loss
+contrasts against the global batch (see :mod:`kubeclr.loss`). Side effects
+reach the loop only through a :class:`~kubeclr.storage.Store` (checkpoints,
+rank 0 only) and :class:`~kubeclr.callbacks.Callback` hooks.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import random
+import time
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from kubeclr import checkpoint, distributed
+from kubeclr.augment import SimCLRAugment, two_views
+from kubeclr.callbacks import Callback
+from kubeclr.config import Config, PretrainConfig
+from kubeclr.device import describe_device
+from kubeclr.errors import ConfigError, DataError, UserError
+from kubeclr.loss import NTXentLoss
+from kubeclr.model import build_model, load_init_weights
+from kubeclr.optim import build_optimizer, build_scheduler
+from kubeclr.progress import progress
+from kubeclr.storage import Store
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class PretrainResult:
+    """What :func:`pretrain` hands back.
+
+    Attributes:
+        model: the trained ``SimCLRModel`` (unwrapped from DDP/compile), on the training device.
+        history: one record per epoch: epoch, loss, lr, images_per_second, seconds[, knn_top1].
+        summary: the metrics.json ``pretrain`` block (plus ``world_size``, ``device_name``).
+    """
+
+    model: nn.Module
+    history: list[dict[str, Any]]
+    summary: dict[str, Any]
+
+
+def forward_loss(model: nn.Module, loss_fn: nn.Module, view1: Tensor, view2: Tensor) -> Tensor:
+    """NT-Xent of one (local) batch of view pairs.
+
+    Both views go through the model in one call, so BatchNorm sees all 2N
+    views and DDP sees one forward per backward.
+
+    Args:
+        model: returns ``(h, z)``; may be DDP-wrapped or compiled.
+        loss_fn: :class:`~kubeclr.loss.NTXentLoss`.
+        view1, view2: ``(N, 3, S, S)`` float views; row i of each is the same image.
+
+    Returns:
+        Scalar loss (float32).
+    """
+    _, z = model(torch.cat([view1, view2]))  # (2N, proj_dim)
+    z1, z2 = z.chunk(2)                      # (N, proj_dim) each
+    return loss_fn(z1, z2)
+
+
+def batch_plan(batch_size: int, world_size: int, n_images: int) -> tuple[int, int]:
+    """(per-rank batch, steps per epoch); the last incomplete global batch is dropped.
+
+    Raises:
+        ConfigError: the batch does not split evenly over ranks, or exceeds the data.
+    """
+    if batch_size % world_size:
+        raise ConfigError(f"pretrain.batch_size={batch_size} is not divisible by the {world_size} training processes")
+    if batch_size > n_images:
+        raise ConfigError(f"pretrain.batch_size={batch_size} exceeds the {n_images} training images")
+    return batch_size // world_size, n_images // batch_size
+
+
+def pretrain(cfg: Config, images: Tensor | np.ndarray, mean: Sequence[float], std: Sequence[float], *,
+             device: torch.device, store: Store | None = None, callbacks: Callback | None = None,
+             knn_data: tuple | None = None, init_state: dict | None = None) -> PretrainResult:
+    """Pretrain encoder + head with SimCLR, resuming from ``store`` if it holds a checkpoint.
+
+    Args:
+        cfg: the full config (model, augment, pretrain, eval for the kNN monitor).
+        images: uint8 ``(N, 3, H, W)`` training images (labels are never used).
+        mean, std: per-channel normalisation statistics in [0, 1].
+        device: this process's device (``cuda:LOCAL_RANK`` under torchrun).
+        store: checkpoint store; the newest complete checkpoint is resumed and
+            rank 0 writes one every ``checkpoint_every`` epochs and at the end.
+        callbacks: hooks for metrics/logging (called on every rank; rank-aware
+            callbacks decide themselves).
+        knn_data: ``(bank_images, bank_labels, query_images, query_labels)``
+            for the kNN monitor every ``pretrain.knn_every`` epochs.
+        init_state: encoder state dict when ``model.init`` is a URI.
+
+    Returns:
+        A :class:`PretrainResult`.
+
+    Raises:
+        DataError: ``images`` is not a uint8 ``(N, 3, H, W)`` array.
+        ConfigError: batch size incompatible with the data or the ranks.
+        UserError: the checkpoint at ``store`` was written for another model.
+    """
+    pc = cfg.pretrain
+    images = torch.as_tensor(images)
+    if images.dtype != torch.uint8 or images.dim() != 4 or images.shape[1] != 3:
+        raise DataError(f"pretraining images must be uint8 (N, 3, H, W), got {images.dtype} {tuple(images.shape)}")
+    rank, world = distributed.rank_and_world()
+    per_rank, steps_per_epoch = batch_plan(pc.batch_size, world, images.shape[0])
+    callbacks = callbacks or Callback()
+    cuda = device.type == "cuda"
+    channels_last = pc.channels_last and cuda
+
+    _seed_everything(pc.seed)
+    model = build_model(cfg.model)
+    load_init_weights(model.encoder, cfg.model, init_state)
+    model = model.to(device, memory_format=torch.channels_last if channels_last else torch.preserve_format)
+    wrapped = distributed.wrap_model(model, device, sync_bn=cfg.model.sync_bn)
+    model = distributed.unwrap(wrapped)  # SyncBatchNorm conversion may have replaced layers
+    forward = torch.compile(wrapped) if pc.compile else wrapped
+    optimizer = build_optimizer(model, pc)
+    scheduler = build_scheduler(optimizer, pc, steps_per_epoch)
+    scaler = torch.amp.GradScaler("cuda", enabled=cuda and pc.precision == "fp16")
+    loss_fn = NTXentLoss(pc.temperature)
+    aug = SimCLRAugment(cfg.augment, mean, std).to(device)
+    gens = {"shuffle": torch.Generator().manual_seed(pc.seed),                       # same on every rank
+            "augment": torch.Generator(device=device).manual_seed(pc.seed + 7919 * (rank + 1))}
+    data = images.to(device)  # (N, 3, H, W) uint8, resident for the whole run
+
+    history: list[dict[str, Any]] = []
+    parts = {"model": model, "optimizer": optimizer, "scheduler": scheduler, "scaler": scaler}
+    resumed = checkpoint.load_latest(store) if store is not None else None
+    if resumed is not None:
+        history = _restore(resumed[1], parts, gens, cfg, rank, world, store)
+    start_epoch = len(history)
+    callbacks.on_train_start({"arch": cfg.model.arch, "device": str(device), "epochs": pc.epochs,
+                              "steps_per_epoch": steps_per_epoch, "world_size": world, "start_epoch": start_epoch})
+    autocast = (torch.autocast("cuda", dtype=torch.bfloat16 if pc.precision == "bf16" else torch.float16)
+                if cuda and pc.precision != "fp32" else contextlib.nullcontext())
+
+    for epoch in range(start_epoch + 1, pc.epochs + 1):
+        model.train()
+        t0 = time.perf_counter()
+        perm = torch.randperm(data.shape[0], generator=gens["shuffle"]).to(device)  # (N,)
+        loss_sum = torch.zeros((), device=device)
+        bar = progress(range(steps_per_epoch), total=steps_per_epoch, desc=f"epoch {epoch}/{pc.epochs}") \
+            if rank == 0 else range(steps_per_epoch)
+        for i in bar:
+            t_step = time.perf_counter()
+            start = i * pc.batch_size + rank * per_rank
+            batch = data[perm[start:start + per_rank]]                   # (b, 3, H, W) uint8
+            view1, view2 = two_views(aug, batch, gens["augment"])        # (b, 3, S, S) float32 each
+            if channels_last:
+                view1 = view1.contiguous(memory_format=torch.channels_last)
+                view2 = view2.contiguous(memory_format=torch.channels_last)
+            with autocast:
+                loss = forward_loss(forward, loss_fn, view1, view2)
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+            lr = optimizer.param_groups[0]["lr"]
+            scheduler.step()
+            loss_sum += loss.detach()  # stays on the device: no sync per step
+            callbacks.on_step_end((epoch - 1) * steps_per_epoch + i + 1, time.perf_counter() - t_step)
+        mean_loss = float(distributed.all_reduce_mean(loss_sum / steps_per_epoch).item())  # one sync per epoch
+        seconds = time.perf_counter() - t0
+        record: dict[str, Any] = {"epoch": epoch, "loss": mean_loss, "lr": float(lr),
+                                  "images_per_second": steps_per_epoch * pc.batch_size / seconds,
+                                  "seconds": seconds}
+        if knn_data is not None and pc.knn_every and (epoch % pc.knn_every == 0 or epoch == pc.epochs):
+            record["knn_top1"] = _knn_monitor(model.encoder, knn_data, mean, std, cfg, device)
+        history.append(record)
+        if store is not None and _checkpoint_due(epoch, pc):
+            _save(store, epoch, epoch * steps_per_epoch, parts, gens, cfg, history, rank)
+        if rank == 0:
+            log.info("epoch %d/%d loss %.4f lr %.4g %.0f img/s %.1fs%s", epoch, pc.epochs, mean_loss, lr,
+                     record["images_per_second"], seconds,
+                     f" knn {record['knn_top1']:.3f}" if "knn_top1" in record else "")
+        callbacks.on_epoch_end(record)
+
+    summary = _summary(cfg, history, device, world)
+    callbacks.on_train_end(summary)
+    return PretrainResult(model=model, history=history, summary=summary)
+
+
+def _seed_everything(seed: int) -> None:
+    """Seed the global RNGs so that model initialisation is identical on every rank and run."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def _checkpoint_due(epoch: int, pc: PretrainConfig) -> bool:
+    return epoch == pc.epochs or (pc.checkpoint_every > 0 and epoch % pc.checkpoint_every == 0)
+
+
+def _save(store: Store, epoch: int, step: int, parts: dict[str, Any], gens: dict[str, torch.Generator],
+          cfg: Config, history: list[dict], rank: int) -> None:
+    """Checkpoint on rank 0; every rank contributes its RNG state (a collective)."""
+    rng = distributed.all_gather_object(checkpoint.capture_rng(gens))  # [rank0, rank1, …]
+    if rank != 0:
+        return
+    state = {name: part.state_dict() for name, part in parts.items()}
+    state.update(epoch=epoch, step=step, rng=rng, config=cfg.to_dict(), history=history)
+    checkpoint.save_checkpoint(store, epoch, state)
+
+
+def _restore(state: dict[str, Any], parts: dict[str, Any], gens: dict[str, torch.Generator], cfg: Config,
+             rank: int, world: int, store: Store) -> list[dict[str, Any]]:
+    """Load a checkpoint's state into the live objects; returns its history."""
+    saved = state.get("config", {})
+    if saved.get("model") != cfg.to_dict()["model"]:
+        raise UserError(f"checkpoint at {store.uri} was written for a different model config "
+                        f"({saved.get('model')}); use another checkpoint URI")
+    changed = [f"{s}.{k}" for s in ("augment", "pretrain") for k, v in cfg.to_dict()[s].items()
+               if saved.get(s, {}).get(k) != v and k != "device"]
+    if changed:
+        log.warning("resuming %s with changed settings: %s", store.uri, ", ".join(changed))
+    for name, part in parts.items():
+        if state.get(name):
+            part.load_state_dict(state[name])
+    rng = state["rng"]
+    if len(rng) == world:
+        checkpoint.restore_rng(rng[rank], gens)
+    else:  # another world size: the shuffle is shared, augmentation streams cannot be matched
+        log.warning("checkpoint written by %d processes, resuming with %d: augmentation RNG re-seeded",
+                    len(rng), world)
+        checkpoint.restore_rng(rng[0], {"shuffle": gens["shuffle"]})
+    log.info("resumed from %s at epoch %d", store.uri, state["epoch"])
+    return [dict(r) for r in state["history"]]
+
+
+def _knn_monitor(encoder: nn.Module, knn_data: tuple, mean: Sequence[float], std: Sequence[float],
+                 cfg: Config, device: torch.device) -> float:
+    """Weighted kNN top-1 of the current encoder (Wu et al. 2018), a cheap progress signal."""
+    from kubeclr.evaluate.features import extract_features  # evaluation code only when the monitor is on
+    from kubeclr.evaluate.knn import knn_accuracy
+
+    bank_x, bank_y, query_x, query_y = knn_data
+    bank_y, query_y = torch.as_tensor(bank_y), torch.as_tensor(query_y)
+    feats = [extract_features(encoder, x, mean, std, device=device, batch_size=cfg.eval.batch_size)
+             for x in (bank_x, query_x)]
+    num_classes = int(max(bank_y.max(), query_y.max())) + 1
+    return float(knn_accuracy(feats[0], bank_y, feats[1], query_y, k=cfg.eval.knn_k,
+                              temperature=cfg.eval.knn_temperature, num_classes=num_classes))
+
+
+def _summary(cfg: Config, history: list[dict[str, Any]], device: torch.device, world: int) -> dict[str, Any]:
+    """The metrics.json ``pretrain`` block, over every epoch including those before a resume."""
+    seconds = sum(r["seconds"] for r in history)
+    images = sum(r["images_per_second"] * r["seconds"] for r in history)  # images seen, all ranks
+    return {"arch": cfg.model.arch, "epochs": len(history), "batch_size": cfg.pretrain.batch_size,
+            "final_loss": history[-1]["loss"] if history else float("nan"), "seconds": seconds,
+            "images_per_second": images / seconds if seconds else 0.0, "device": device.type,
+            "device_name": describe_device(device), "world_size": world}

@@ -1,0 +1,115 @@
+"""Checkpoints: round trip, newest-complete selection, pruning, RNG capture."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import random
+
+import numpy as np
+import pytest
+import torch
+
+from kubeclr import checkpoint
+from kubeclr.storage import LocalStore
+
+
+def _state(epoch: int) -> dict:
+    return {"epoch": epoch, "step": epoch * 10, "weights": torch.full((3, 2), float(epoch)),
+            "history": [{"epoch": e, "loss": 1.0 / e} for e in range(1, epoch + 1)],
+            "config": {"pretrain": {"epochs": 5, "crop": [0.08, 1.0]}}}
+
+
+def test_round_trip_through_a_file_uri(tmp_path):
+    uri = (tmp_path / "ckpts").as_uri()
+    checkpoint.save_checkpoint(checkpoint.as_store(uri), 3, _state(3))
+    epoch, state = checkpoint.load_latest(uri)
+    assert epoch == 3
+    assert torch.equal(state["weights"], torch.full((3, 2), 3.0))
+    assert state["history"] == _state(3)["history"]
+    assert state["config"] == _state(3)["config"]
+    manifest = json.loads((tmp_path / "ckpts" / "ckpt-000003" / "MANIFEST.json").read_text())
+    assert manifest["epoch"] == 3 and manifest["step"] == 30
+    assert manifest["files"]["state.pt"]["size"] == (tmp_path / "ckpts" / "ckpt-000003" / "state.pt").stat().st_size
+
+
+def test_empty_store_has_no_checkpoint(tmp_path):
+    assert checkpoint.load_latest(LocalStore(tmp_path / "none")) is None
+
+
+def test_keeps_only_the_newest_complete_checkpoints(tmp_path):
+    store = LocalStore(tmp_path)
+    for epoch in range(1, 5):
+        checkpoint.save_checkpoint(store, epoch, _state(epoch), keep=2)
+    assert checkpoint.list_checkpoints(store) == [4, 3]
+    assert store.list() == ["ckpt-000003/MANIFEST.json", "ckpt-000003/state.pt",
+                            "ckpt-000004/MANIFEST.json", "ckpt-000004/state.pt"]
+
+
+def test_incomplete_newest_checkpoint_is_ignored(tmp_path, caplog):
+    store = LocalStore(tmp_path)
+    checkpoint.save_checkpoint(store, 1, _state(1))
+    checkpoint.save_checkpoint(store, 2, _state(2))
+    store.delete("ckpt-000002/MANIFEST.json")  # crashed between state.pt and its manifest
+    with caplog.at_level(logging.WARNING):
+        epoch, state = checkpoint.load_latest(store)
+    assert epoch == 1 and torch.equal(state["weights"], torch.full((3, 2), 1.0))
+    assert "incomplete" in caplog.text and "ckpt-000002" in caplog.text
+
+
+@pytest.mark.parametrize("damage", ["truncate", "flip", "bad_manifest", "missing_state"])
+def test_corrupt_newest_checkpoint_is_ignored(tmp_path, caplog, damage):
+    store = LocalStore(tmp_path)
+    checkpoint.save_checkpoint(store, 1, _state(1))
+    checkpoint.save_checkpoint(store, 2, _state(2))
+    state_file = tmp_path / "ckpt-000002" / "state.pt"
+    blob = state_file.read_bytes()
+    if damage == "truncate":
+        state_file.write_bytes(blob[: len(blob) // 2])
+    elif damage == "flip":
+        state_file.write_bytes(blob[:-1] + bytes([blob[-1] ^ 0xFF]))
+    elif damage == "bad_manifest":
+        (tmp_path / "ckpt-000002" / "MANIFEST.json").write_text("{not json")
+    else:
+        state_file.unlink()
+    with caplog.at_level(logging.WARNING):
+        epoch, _ = checkpoint.load_latest(store)
+    assert epoch == 1
+    assert "ignoring checkpoint" in caplog.text
+
+
+def test_state_with_arbitrary_objects_is_refused_on_load(tmp_path, caplog):
+    """A manifest-consistent state.pt holding a non-weights object must not be unpickled."""
+    store = LocalStore(tmp_path)
+    checkpoint.save_checkpoint(store, 1, _state(1))
+    checkpoint.save_checkpoint(store, 2, {"evil": _Unsafe()})
+    with caplog.at_level(logging.WARNING):
+        epoch, _ = checkpoint.load_latest(store)
+    assert epoch == 1
+    assert "cannot load" in caplog.text
+
+
+class _Unsafe:
+    """A custom class: weights_only loading must reject it."""
+
+
+def test_rng_capture_and_restore_replays_every_stream():
+    gens = {"shuffle": torch.Generator().manual_seed(1), "augment": torch.Generator().manual_seed(2)}
+    random.seed(3), np.random.seed(4), torch.manual_seed(5)
+    saved = checkpoint.capture_rng(gens)
+
+    def draw():
+        return (random.random(), np.random.rand(), torch.rand(1).item(), np.random.randn(),
+                torch.rand(2, generator=gens["shuffle"]).tolist(), torch.rand(2, generator=gens["augment"]).tolist())
+
+    first = draw()
+    draw()
+    checkpoint.restore_rng(saved, gens)
+    assert draw() == first
+    # the captured state survives a weights_only round trip through a checkpoint
+    buf = io.BytesIO()
+    torch.save(saved, buf)
+    reloaded = torch.load(io.BytesIO(buf.getvalue()), weights_only=True)
+    checkpoint.restore_rng(reloaded, gens)
+    assert draw() == first

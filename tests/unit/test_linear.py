@@ -1,0 +1,151 @@
+"""Linear evaluation: both protocols, the encoder sanity check, and feature extraction."""
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from kubeclr.config import EvalConfig, ModelConfig
+from kubeclr.evaluate import seed_protocol
+from kubeclr.evaluate.features import extract_features
+from kubeclr.evaluate.linear import (confusion_matrix, fit_logistic, linear_eval_features, standardization,
+                                     topk_accuracy)
+from kubeclr.evaluate.seed_protocol import EncoderChangedError, linear_eval_seed, snapshot
+from kubeclr.model import build_encoder
+
+CPU = torch.device("cpu")
+FAST = EvalConfig(l2_grid=(1e-4, 1e-2), max_iter=100, seed_epochs=1, batch_size=16)
+
+
+def gaussian_features(n_per_class, classes, dim, separation, seed, random_labels=False):
+    gen = torch.Generator().manual_seed(seed)
+    centers = torch.randn(classes, dim, generator=torch.Generator().manual_seed(99)) * separation
+    out = {}
+    for i, split in enumerate(("train", "val", "test")):
+        y = torch.arange(n_per_class * classes) % classes
+        x = centers[y] + torch.randn(len(y), dim, generator=gen)
+        if random_labels:
+            y = torch.randint(0, classes, (len(y),), generator=gen)
+        out[f"{split}_x"], out[f"{split}_y"] = x * 3 + 5, y   # offset/scale: standardisation must undo it
+    return out
+
+
+def test_separable_features_reach_full_accuracy():
+    feats = gaussian_features(30, 10, 32, separation=4.0, seed=0)
+    names = [f"c{i}" for i in range(10)]
+    out = linear_eval_features(feats, names, FAST, device=CPU)
+    r = out.results
+    assert r["test_top1"] >= 0.99 and r["val_top1"] >= 0.99 and r["test_top5"] == 1.0
+    assert r["l2"] in FAST.l2_grid and r["protocol"] == "features"
+    assert sum(map(sum, r["confusion"])) == 300
+    assert set(r["per_class"]) == set(names)
+    # the classifier applies as documented: logits = ((x - mean) / std) @ W.T + b
+    c = out.classifier
+    logits = ((feats["test_x"] - c["mean"]) / c["std"]) @ c["weight"].T + c["bias"]
+    assert topk_accuracy(logits, feats["test_y"], 1) == r["test_top1"]
+
+
+def test_random_labels_give_chance_accuracy():
+    feats = gaussian_features(100, 4, 16, separation=0.0, seed=1, random_labels=True)
+    r = linear_eval_features(feats, ["a", "b", "c", "d"], FAST, device=CPU).results
+    assert 0.10 <= r["test_top1"] <= 0.40     # chance is 0.25 on 400 test points
+
+
+def test_lbfgs_reaches_the_optimum():
+    """At the returned weights the gradient of the regularised objective vanishes (convex: global optimum)."""
+    feats = gaussian_features(20, 3, 6, separation=1.0, seed=2)
+    mean, std = standardization(feats["train_x"])
+    x, y, l2 = (feats["train_x"] - mean) / std, feats["train_y"], 1e-2
+    head = fit_logistic(x, y, num_classes=3, l2=l2, max_iter=200)
+    loss = F.cross_entropy(head(x), y) + 0.5 * l2 * head.weight.pow(2).sum()
+    grads = torch.autograd.grad(loss, list(head.parameters()))
+    assert max(float(g.abs().max()) for g in grads) < 1e-4
+
+
+def test_topk_and_confusion_against_hand_computed_values():
+    logits = torch.tensor([[3.0, 2.0, 1.0], [1.0, 3.0, 2.0], [1.0, 2.0, 3.0], [3.0, 1.0, 2.0]])
+    y = torch.tensor([0, 2, 1, 1])
+    assert topk_accuracy(logits, y, 1) == 0.25
+    assert topk_accuracy(logits, y, 2) == 0.75
+    assert topk_accuracy(logits, y, 5) == 1.0
+    ref = np.zeros((3, 3), dtype=np.int64)
+    np.add.at(ref, (y.numpy(), logits.argmax(1).numpy()), 1)
+    assert confusion_matrix(logits.argmax(1), y, 3).tolist() == ref.tolist() == [[1, 0, 0], [1, 0, 1], [0, 1, 0]]
+
+
+def tiny_images(n, seed):
+    gen = torch.Generator().manual_seed(seed)
+    labels = torch.arange(n) % 4
+    noise = torch.randint(0, 40, (n, 3, 32, 32), generator=gen)
+    images = (noise + (labels * 60).view(-1, 1, 1, 1)).to(torch.uint8)   # class = brightness
+    return images, labels
+
+
+@pytest.fixture(scope="module")
+def seed_data():
+    torch.manual_seed(0)
+    encoder = build_encoder(ModelConfig(arch="resnet18", width=4))
+    imgs, labs = {}, {}
+    for i, split in enumerate(("train", "val", "test")):
+        imgs[split], labs[split] = tiny_images(40 if split == "train" else 16, seed=i)
+    return encoder, imgs, labs
+
+
+def run_seed(encoder, imgs, labs, cfg=FAST):
+    return linear_eval_seed(encoder, imgs, labs, ["a", "b", "c", "<d>"], (0.5, 0.5, 0.5), (0.25, 0.25, 0.25),
+                            cfg, crop_size=32, crop_scale=(0.08, 1.0), device=CPU, seed=0)
+
+
+def test_seed_protocol_runs_end_to_end_and_leaves_encoder_unchanged(seed_data):
+    encoder, imgs, labs = seed_data
+    before = snapshot(encoder)
+    r = run_seed(encoder, imgs, labs).results
+    assert r["protocol"] == "seed" and r["l2"] is None
+    for key in ("val_top1", "val_top5", "test_top1", "test_top5"):
+        assert 0.0 <= r[key] <= 1.0
+    assert r["test_top5"] == 1.0                        # 4 classes: top-5 covers all of them
+    assert np.asarray(r["confusion"]).sum() == 16
+    assert all(torch.equal(v, before[k]) for k, v in encoder.state_dict().items())
+
+
+def test_sanity_check_fires_when_training_changes_the_encoder(seed_data, monkeypatch):
+    encoder, imgs, labs = seed_data
+    real = seed_protocol._train_one_epoch
+
+    def leaky_epoch(enc, *args, **kwargs):
+        loss = real(enc, *args, **kwargs)
+        with torch.no_grad():
+            next(enc.parameters()).add_(1e-3)           # the bug: a step that touches the backbone
+        return loss
+
+    monkeypatch.setattr(seed_protocol, "_train_one_epoch", leaky_epoch)
+    with pytest.raises(EncoderChangedError, match="conv1.weight"):
+        run_seed(encoder, imgs, labs)
+
+
+def test_finetune_switch_trains_the_encoder(seed_data):
+    _, imgs, labs = seed_data
+    torch.manual_seed(1)
+    encoder = build_encoder(ModelConfig(arch="resnet18", width=4))
+    before = snapshot(encoder)
+    small = {s: v[:16] for s, v in imgs.items()}
+    run_seed(encoder, small, {s: v[:16] for s, v in labs.items()},
+             EvalConfig(seed_epochs=1, batch_size=16, finetune=True))
+    assert not torch.equal(encoder.state_dict()["conv1.weight"], before["conv1.weight"])
+
+
+def test_extract_features_is_deterministic_eval_mode_and_matches_direct_forward(seed_data):
+    encoder, imgs, _ = seed_data
+    encoder.train()
+    mean, std = (0.5, 0.4, 0.3), (0.2, 0.25, 0.3)
+    a = extract_features(encoder, imgs["train"].numpy(), mean, std, device=CPU, batch_size=7)
+    b = extract_features(encoder, imgs["train"], mean, std, device=CPU, batch_size=40)
+    assert a.shape == (40, encoder.feature_dim) and a.dtype == torch.float32
+    assert encoder.training                               # mode restored
+    encoder.eval()
+    with torch.no_grad():
+        x = (imgs["train"].float() / 255 - torch.tensor(mean).view(1, 3, 1, 1)) / torch.tensor(std).view(1, 3, 1, 1)
+        direct = encoder(x)
+    encoder.train()
+    torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(a, direct, rtol=1e-4, atol=1e-5)

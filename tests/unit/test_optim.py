@@ -1,0 +1,132 @@
+"""LARS against hand-computed updates, parameter groups, and the warm-up + cosine schedule."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from kubeclr.config import PretrainConfig
+from kubeclr.optim import LARS, build_optimizer, build_scheduler, param_groups, scaled_lr, warmup_cosine
+
+
+def _param(values, grad):
+    p = nn.Parameter(torch.tensor(values, dtype=torch.float64))
+    p.grad = torch.tensor(grad, dtype=torch.float64)
+    return p
+
+
+def test_lars_two_steps_match_hand_computation():
+    lr, m, wd, eta = 0.5, 0.9, 0.1, 0.01
+    w0, g0, g1 = [[3.0, 0.0], [0.0, 4.0]], [[1.0, 2.0], [2.0, -1.0]], [[0.5, 0.5], [-1.0, 0.0]]
+    p = _param(w0, g0)
+    opt = LARS([p], lr=lr, momentum=m, weight_decay=wd, trust_coefficient=eta)
+    opt.step()
+    # by hand: d = g + wd*w = [[1.3, 2], [2, -0.6]]; ||w|| = 5; ||d|| = sqrt(1.69 + 4 + 4 + 0.36)
+    d0 = torch.tensor([[1.3, 2.0], [2.0, -0.6]], dtype=torch.float64)
+    trust0 = eta * 5.0 / math.sqrt(10.05)
+    v0 = lr * trust0 * d0
+    w1 = torch.tensor(w0, dtype=torch.float64) - v0
+    torch.testing.assert_close(p.data, w1)
+
+    p.grad = torch.tensor(g1, dtype=torch.float64)
+    opt.step()
+    d1 = torch.tensor(g1, dtype=torch.float64) + wd * w1
+    trust1 = eta * w1.norm() / d1.norm()
+    v1 = m * v0 + lr * trust1 * d1
+    torch.testing.assert_close(p.data, w1 - v1)
+
+
+def test_lars_excluded_group_is_plain_momentum_sgd_without_decay():
+    lr, m = 0.1, 0.9
+    p = _param([1.0, -2.0, 3.0], [0.5, 0.5, -1.0])
+    q = _param([1.0, -2.0, 3.0], [0.5, 0.5, -1.0])
+    lars = LARS([dict(params=[p], weight_decay=0.0, lars_exclude=True)], lr=lr, momentum=m,
+                weight_decay=0.5, trust_coefficient=0.001)
+    sgd = torch.optim.SGD([q], lr=lr, momentum=m)
+    for grad in ([0.5, 0.5, -1.0], [1.0, 0.0, 2.0], [-0.3, 0.2, 0.1]):
+        p.grad = torch.tensor(grad, dtype=torch.float64)
+        q.grad = p.grad.clone()
+        lars.step()
+        sgd.step()
+    torch.testing.assert_close(p.data, q.data)
+    # by hand for the first step: no decay, no trust ratio
+    r = _param([1.0, -2.0, 3.0], [0.5, 0.5, -1.0])
+    LARS([dict(params=[r], weight_decay=0.0, lars_exclude=True)], lr=lr).step()
+    torch.testing.assert_close(r.data, torch.tensor([0.95, -2.05, 3.1], dtype=torch.float64))
+
+
+def test_lars_zero_norms_are_safe():
+    zero_w = _param([0.0, 0.0], [1.0, -2.0])        # ||w|| = 0 -> trust 1
+    zero_g = _param([1.0, 2.0], [0.0, 0.0])         # ||d|| = 0 (no decay) -> trust 1, no change
+    opt = LARS([zero_w, zero_g], lr=0.1, weight_decay=0.0)
+    opt.step()
+    torch.testing.assert_close(zero_w.data, torch.tensor([-0.1, 0.2], dtype=torch.float64))
+    torch.testing.assert_close(zero_g.data, torch.tensor([1.0, 2.0], dtype=torch.float64))
+    assert torch.isfinite(zero_w.data).all() and torch.isfinite(zero_g.data).all()
+
+
+def test_lars_state_dict_round_trip():
+    model = nn.Linear(3, 2)
+    opt = LARS(param_groups(model, 1e-4), lr=0.1)
+    model(torch.randn(4, 3)).sum().backward()
+    opt.step()
+    clone = LARS(param_groups(model, 1e-4), lr=0.1)
+    clone.load_state_dict(opt.state_dict())
+    assert torch.equal(clone.state[model.weight]["momentum_buffer"], opt.state[model.weight]["momentum_buffer"])
+
+
+def test_param_groups_exclude_bias_and_batchnorm():
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.Flatten(), nn.Linear(4, 2))
+    regular, excluded = param_groups(model, 1e-6)
+    assert {id(p) for p in regular["params"]} == {id(model[0].weight), id(model[3].weight)}
+    assert {id(p) for p in excluded["params"]} == {id(model[0].bias), id(model[1].weight),
+                                                    id(model[1].bias), id(model[3].bias)}
+    assert regular["weight_decay"] == 1e-6 and not regular["lars_exclude"]
+    assert excluded["weight_decay"] == 0.0 and excluded["lars_exclude"]
+
+
+def test_scaled_lr():
+    assert scaled_lr(PretrainConfig(lr=0.3, batch_size=1024)) == pytest.approx(1.2)
+    assert scaled_lr(PretrainConfig(lr=0.3, batch_size=1024, lr_scaling="none")) == 0.3
+
+
+@pytest.mark.parametrize("name, cls", [("lars", LARS), ("sgd", torch.optim.SGD), ("adamw", torch.optim.AdamW)])
+def test_build_optimizer(name, cls):
+    model = nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4))
+    opt = build_optimizer(model, PretrainConfig(optimizer=name, lr=0.5, batch_size=512, weight_decay=1e-3))
+    assert isinstance(opt, cls)
+    assert [g["lr"] for g in opt.param_groups] == [1.0, 1.0]
+    assert [g["weight_decay"] for g in opt.param_groups] == [1e-3, 0.0]
+    if name == "sgd":
+        assert opt.param_groups[0]["nesterov"] is False and opt.param_groups[0]["momentum"] == 0.9
+
+
+def test_warmup_cosine_key_points():
+    base, total, warmup = 2.0, 110, 10
+    assert warmup_cosine(0, total, warmup, base) == pytest.approx(base / warmup)    # ~0 at start
+    assert warmup_cosine(warmup - 1, total, warmup, base) == pytest.approx(base)    # warm-up reaches base
+    assert warmup_cosine(warmup, total, warmup, base) == pytest.approx(base)        # cosine starts at base
+    assert warmup_cosine(60, total, warmup, base) == pytest.approx(base / 2)        # cosine midpoint
+    assert warmup_cosine(total, total, warmup, base) == pytest.approx(0.0, abs=1e-12)
+    assert warmup_cosine(0, 10, 0, base) == pytest.approx(base)                     # no warm-up
+    values = [warmup_cosine(s, total, warmup, base) for s in range(total + 1)]
+    assert all(a <= b for a, b in zip(values[:warmup], values[1:warmup + 1]))
+    assert all(a >= b for a, b in zip(values[warmup:], values[warmup + 1:]))
+
+
+def test_scheduler_steps_per_iteration():
+    model = nn.Linear(2, 2)
+    cfg = PretrainConfig(epochs=4, warmup_epochs=1, lr=0.3, batch_size=256, optimizer="sgd")
+    opt = build_optimizer(model, cfg)
+    sched = build_scheduler(opt, cfg, steps_per_epoch=5)
+    seen = []
+    for _ in range(20):
+        seen.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    expected = [warmup_cosine(s, 20, 5, 0.3) for s in range(20)]
+    assert seen == pytest.approx(expected)
+    assert opt.param_groups[0]["lr"] == pytest.approx(0.0, abs=1e-12)

@@ -1,0 +1,170 @@
+"""The evaluation steps end to end on tiny files, the report's content and escaping, metrics.json."""
+
+import base64
+import json
+import re
+import xml.etree.ElementTree as ET
+
+import numpy as np
+import pytest
+import torch
+
+from kubeclr.config import Config
+from kubeclr.evaluate.report import validate_metrics
+from kubeclr.io import Split, read_json, save_arrays, save_split, write_json
+from kubeclr.model import build_encoder
+from kubeclr.steps import evaluate as steps
+
+RUN = "<script>alert(1)</script>"
+CLASSES = ("plane", "a<b & c", "cat", "dog")
+
+
+def make_inputs(tmp, synthetic=True):
+    """Files of the steps before ``linear_eval``, with separable features (no training needed)."""
+    cfg = Config.from_dict({"model": {"width": 4}, "pretrain": {"device": "cpu"},
+                            "eval": {"knn_k": 5, "tsne_points": 40, "max_iter": 50, "l2_grid": [1e-3]}})
+    gen = np.random.default_rng(0)
+    centers = gen.normal(size=(4, 16)) * 5
+    paths, arrays = {}, {}
+    for split, n in (("train", 40), ("val", 20), ("test", 40)):
+        labels = np.arange(n) % 4
+        meta = {"source": "sample", "synthetic": synthetic, "split": split, "seconds": 1.5, "md5": None}
+        paths[split] = tmp / f"{split}.npz"
+        save_split(paths[split], Split(gen.integers(0, 256, (n, 3, 32, 32), dtype=np.uint8), labels, CLASSES, meta))
+        arrays[f"{split}_x"] = (centers[labels] + gen.normal(size=(n, 16))).astype(np.float32)
+        arrays[f"{split}_y"] = labels.astype(np.int64)
+    paths["stats"] = tmp / "stats.json"
+    write_json(paths["stats"], {"mean": [0.5, 0.5, 0.5], "std": [0.25, 0.25, 0.25], "count": 40, "seconds": 0.1,
+                                "synthetic": synthetic})
+    paths["features"] = tmp / "features.npz"
+    save_arrays(paths["features"], **arrays, class_names=np.asarray(CLASSES),
+                meta=np.asarray(json.dumps({"seconds": 0.3, "feature_dim": 16, "device": "cpu"})))
+    epochs = [{"epoch": e, "loss": 5.0 - e, "lr": 0.1 * e, "images_per_second": 100.0 + e, "seconds": 2.0}
+              for e in (1, 2, 3)]
+    summary = {"arch": "resnet18", "epochs": 3, "batch_size": 16, "final_loss": 2.0, "seconds": 6.0,
+               "images_per_second": 101.0, "device": "cpu"}
+    paths["history"] = tmp / "history.json"
+    write_json(paths["history"], {"epochs": epochs, "summary": summary, "config": cfg.to_dict()})
+    return cfg, paths
+
+
+@pytest.fixture(scope="module")
+def report_dir(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("report")
+    cfg, p = make_inputs(tmp)
+    results = steps.linear_eval(cfg, p["features"], tmp / "results.json", tmp / "classifier.pt")
+    metrics = steps.report(cfg, run_name=RUN, train_path=p["train"], val_path=p["val"], test_path=p["test"],
+                           stats_path=p["stats"], history_path=p["history"], features_path=p["features"],
+                           results_path=tmp / "results.json", html_out=tmp / "report.html",
+                           markdown_out=tmp / "report.md", metrics_out=tmp / "metrics.json")
+    return tmp, results, metrics
+
+
+def embedded_svgs(page):
+    imgs = re.findall(r'<img src="data:image/svg\+xml;base64,([A-Za-z0-9+/=]+)" alt="([^"]*)" '
+                      r'width="(\d+)" height="(\d+)">', page)
+    return [(ET.fromstring(base64.b64decode(data)), alt, int(w), int(h)) for data, alt, w, h in imgs]
+
+
+def test_linear_eval_step_writes_results_with_knn_and_a_safe_classifier(report_dir):
+    tmp, results, _ = report_dir
+    assert read_json(tmp / "results.json") == json.loads(json.dumps(results))
+    assert results["test_top1"] == 1.0 and results["knn"]["test_top1"] == 1.0 and results["knn"]["k"] == 5
+    assert results["class_names"] == list(CLASSES)
+    clf = torch.load(tmp / "classifier.pt", weights_only=True)
+    assert clf["weight"].shape == (4, 16) and clf["mean"].shape == (16,) and clf["class_names"] == list(CLASSES)
+
+
+def test_report_embeds_the_plots_as_decodable_svg_images(report_dir):
+    tmp, _, _ = report_dir
+    page = (tmp / "report.html").read_text()
+    svgs = embedded_svgs(page)
+    alts = [alt for _, alt, _, _ in svgs]
+    for needle in ("loss", "Confusion matrix", "t-SNE", "Per-class", "throughput"):
+        assert any(needle in a for a in alts), needle
+    ns = "{http://www.w3.org/2000/svg}"
+    for root, _, w, h in svgs:
+        assert root.tag == ns + "svg" and int(root.get("width")) == w > 0 and int(root.get("height")) == h > 0
+    tsne_svg = next(root for root, alt, _, _ in svgs if "t-SNE" in alt)
+    assert len(tsne_svg.findall(f".//{ns}circle")) >= 40        # 40 points (+ legend)
+    heat = next(root for root, alt, _, _ in svgs if "Confusion" in alt)
+    assert "a<b & c" in [t.text for t in heat.iter(ns + "text")]  # class name escaped, so it parses back intact
+    # self-contained: nothing fetched from the network
+    assert not re.search(r'(src|href)\s*=\s*["\']?(https?:)?//', page)
+    assert '<meta name="viewport"' in page
+
+
+def test_report_escapes_user_strings(report_dir):
+    tmp, _, _ = report_dir
+    page = (tmp / "report.html").read_text()
+    assert "<script>" not in page and "&lt;script&gt;alert(1)&lt;/script&gt;" in page
+    assert "a<b" not in page
+    assert "SYNTHETIC" in page
+    md = (tmp / "report.md").read_text()
+    assert "<script>" not in md and "SYNTHETIC" in md and "100.00%" in md
+
+
+def test_metrics_json_validates_and_matches_inputs(report_dir):
+    tmp, results, metrics = report_dir
+    on_disk = read_json(tmp / "metrics.json")
+    validate_metrics(on_disk)
+    assert on_disk["run_name"] == RUN
+    assert on_disk["dataset"]["train_size"] == 40 and on_disk["dataset"]["synthetic"] is True
+    assert on_disk["linear_eval"]["test_top1"] == results["test_top1"]
+    assert on_disk["knn"]["test_top1"] == results["knn"]["test_top1"]
+    assert set(on_disk["timings"]) == {"download_split", "compute_stats", "pretrain", "extract_features",
+                                       "linear_eval", "report"}
+
+
+@pytest.mark.parametrize("path,value,message", [
+    (("dataset", "train_size"), None, "missing key 'dataset.train_size'"),
+    (("linear_eval", "test_top1"), 1.5, "'linear_eval.test_top1' must be a fraction"),
+    (("dataset", "synthetic"), "no", "'dataset.synthetic' must be a boolean"),
+    (("pretrain", "epochs"), True, "'pretrain.epochs' must be a non-negative integer"),
+    (("dataset", "mean"), [0.1, 0.2], "'dataset.mean' must be a list of 3"),
+])
+def test_validate_metrics_names_the_bad_key(report_dir, path, value, message):
+    bad = json.loads(json.dumps(report_dir[2]))
+    if value is None:
+        del bad[path[0]][path[1]]
+    else:
+        bad[path[0]][path[1]] = value
+    with pytest.raises(ValueError, match=re.escape(message)):
+        validate_metrics(bad)
+
+
+def test_extract_features_step_roundtrip(tmp_path):
+    cfg, p = make_inputs(tmp_path)
+    encoder = build_encoder(cfg.model)
+    torch.save(encoder.state_dict(), tmp_path / "encoder.pt")
+    out = steps.extract_features(cfg, tmp_path / "encoder.pt", p["stats"], p["train"], p["val"], p["test"],
+                                 tmp_path / "feats.npz")
+    assert out["feature_dim"] == encoder.feature_dim and out["test_size"] == 40
+    with np.load(tmp_path / "feats.npz", allow_pickle=False) as npz:
+        assert npz["train_x"].shape == (40, encoder.feature_dim) and npz["train_x"].dtype == np.float32
+        assert npz["test_y"].dtype == np.int64 and json.loads(str(npz["meta"]))["device"] == "cpu"
+
+
+def test_wrong_encoder_file_is_a_clear_user_error(tmp_path):
+    from kubeclr.errors import DataError
+    cfg, p = make_inputs(tmp_path)
+    torch.save(build_encoder(cfg.override({"model.width": 8}).model).state_dict(), tmp_path / "encoder.pt")
+    with pytest.raises(DataError, match=r"encoder .*encoder.pt: does not match model.arch=resnet18 width=4"):
+        steps.extract_features(cfg, tmp_path / "encoder.pt", p["stats"], p["train"], p["val"], p["test"],
+                               tmp_path / "feats.npz")
+    assert not (tmp_path / "feats.npz").exists()
+
+
+def test_linear_eval_step_seed_protocol(tmp_path):
+    from kubeclr.errors import ConfigError
+    cfg, p = make_inputs(tmp_path)
+    cfg = cfg.override({"eval.protocol": "seed", "eval.seed_epochs": 1, "eval.batch_size": 20})
+    torch.save(build_encoder(cfg.model).state_dict(), tmp_path / "encoder.pt")
+    with pytest.raises(ConfigError, match="eval.protocol=seed needs"):
+        steps.linear_eval(cfg, p["features"], tmp_path / "r.json", tmp_path / "c.pt")
+    results = steps.linear_eval(cfg, p["features"], tmp_path / "r.json", tmp_path / "c.pt",
+                                encoder_path=tmp_path / "encoder.pt", stats_path=p["stats"], train_path=p["train"],
+                                val_path=p["val"], test_path=p["test"])
+    assert results["protocol"] == "seed" and results["l2"] is None and 0 <= results["test_top1"] <= 1
+    assert np.asarray(results["confusion"]).sum() == 40 and results["knn"]["test_top1"] == 1.0
+    assert torch.load(tmp_path / "c.pt", weights_only=True)["weight"].shape == (4, 8 * 4)

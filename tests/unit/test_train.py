@@ -1,0 +1,222 @@
+"""Pretraining loop and step: exact resume, learning, outputs (CPU, tiny data)."""
+
+from __future__ import annotations
+
+import io
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from kubeclr import train
+from kubeclr.callbacks import Callback
+from kubeclr.config import Config
+from kubeclr.errors import ConfigError, UserError
+from kubeclr.io import Split, save_split, write_json
+from kubeclr.model import build_encoder
+from kubeclr.steps import pretrain as step
+from kubeclr.storage import LocalStore
+
+CPU = torch.device("cpu")
+MEAN, STD = [0.5, 0.5, 0.5], [0.25, 0.25, 0.25]
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """One intra-op thread: faster on the shared 2-core runner, and identical in both runs of a comparison."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def tiny_config(**overrides) -> Config:
+    base = {"model.width": 4, "model.proj_dim": 16, "augment.size": 16, "augment.crop_scale": [0.5, 1.0],
+            "augment.color_strength": 0.2, "pretrain.batch_size": 16, "pretrain.epochs": 3,
+            "pretrain.device": "cpu", "pretrain.warmup_epochs": 1, "pretrain.optimizer": "lars",
+            "pretrain.lr": 1.0, "pretrain.lr_scaling": "none", "pretrain.checkpoint_every": 1}
+    base.update(overrides)
+    return Config().override(base)
+
+
+def structured_images(n: int = 64, size: int = 16, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Four classes: a class colour modulated by class-specific stripes, plus noise. uint8 (n, 3, size, size)."""
+    g = torch.Generator().manual_seed(seed)
+    colours = torch.randint(0, 256, (4, 3, 1, 1), generator=g).float()
+    labels = torch.arange(n) % 4
+    yy, xx = torch.meshgrid(torch.arange(size), torch.arange(size), indexing="ij")
+    stripes = ((xx + yy * (labels.view(-1, 1, 1) + 1)) % 4 < 2).float()       # (n, size, size)
+    images = colours[labels] * (0.5 + 0.5 * stripes[:, None]) + 10 * torch.randn(n, 3, size, size, generator=g)
+    return images.clamp(0, 255).to(torch.uint8), labels
+
+
+class Interrupt(Exception):
+    pass
+
+
+class InterruptAfter(Callback):
+    """Simulates a killed pod: raises at the end of ``epoch`` (after its checkpoint was written)."""
+
+    def __init__(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def on_epoch_end(self, record):
+        if record["epoch"] == self.epoch:
+            raise Interrupt
+
+
+class Recorder(Callback):
+    def __init__(self) -> None:
+        self.start, self.epochs, self.steps, self.summary = None, [], 0, None
+
+    def on_train_start(self, info):
+        self.start = dict(info)
+
+    def on_step_end(self, step, seconds):
+        self.steps += 1
+
+    def on_epoch_end(self, record):
+        self.epochs.append(record["epoch"])
+
+    def on_train_end(self, summary):
+        self.summary = dict(summary)
+
+
+def test_interrupted_then_resumed_run_is_bitwise_equal(tmp_path):
+    cfg = tiny_config()
+    images, _ = structured_images()
+    full = train.pretrain(cfg, images, MEAN, STD, device=CPU, store=LocalStore(tmp_path / "a"))
+
+    store = LocalStore(tmp_path / "b")
+    with pytest.raises(Interrupt):
+        train.pretrain(cfg, images, MEAN, STD, device=CPU, store=store, callbacks=InterruptAfter(2))
+    rec = Recorder()
+    resumed = train.pretrain(cfg, images, MEAN, STD, device=CPU, store=store, callbacks=rec)
+
+    assert rec.start["start_epoch"] == 2 and rec.epochs == [3]  # it really resumed, it did not start over
+    assert rec.steps == 4                                        # 64 images / batch 16, one epoch
+    want, got = full.model.state_dict(), resumed.model.state_dict()
+    assert want.keys() == got.keys()
+    for key in want:
+        assert torch.equal(want[key], got[key]), key
+    assert [r["loss"] for r in resumed.history] == [r["loss"] for r in full.history]
+    assert [r["lr"] for r in resumed.history] == [r["lr"] for r in full.history]
+
+
+def test_short_run_lowers_the_loss():
+    images, _ = structured_images(seed=2)
+    rec = Recorder()
+    result = train.pretrain(tiny_config(**{"pretrain.epochs": 12, "pretrain.seed": 2}), images, MEAN, STD,
+                            device=CPU, callbacks=rec)
+    losses = [r["loss"] for r in result.history]
+    assert [r["epoch"] for r in result.history] == list(range(1, 13))
+    assert losses[0] == pytest.approx(np.log(2 * 16 - 1), abs=0.3)  # chance level: log(2N-1)
+    assert np.mean(losses[:3]) - np.mean(losses[-3:]) > 0.1
+    assert rec.summary == result.summary
+    assert result.summary["final_loss"] == losses[-1] and result.summary["epochs"] == 12
+    assert set(result.summary) >= {"arch", "epochs", "batch_size", "final_loss", "seconds",
+                                   "images_per_second", "device"}
+
+
+def test_finished_checkpoint_is_not_trained_again(tmp_path):
+    cfg = tiny_config(**{"pretrain.epochs": 1})
+    images, _ = structured_images()
+    first = train.pretrain(cfg, images, MEAN, STD, device=CPU, store=LocalStore(tmp_path))
+    rec = Recorder()
+    again = train.pretrain(cfg, images, MEAN, STD, device=CPU, store=LocalStore(tmp_path), callbacks=rec)
+    assert rec.steps == 0 and rec.start["start_epoch"] == 1
+    assert again.history == first.history
+    assert all(torch.equal(v, again.model.state_dict()[k]) for k, v in first.model.state_dict().items())
+
+
+def test_resume_refuses_a_checkpoint_of_another_model(tmp_path):
+    images, _ = structured_images()
+    train.pretrain(tiny_config(**{"pretrain.epochs": 1}), images, MEAN, STD, device=CPU, store=LocalStore(tmp_path))
+    with pytest.raises(UserError, match="different model config"):
+        train.pretrain(tiny_config(**{"model.width": 8}), images, MEAN, STD, device=CPU,
+                       store=LocalStore(tmp_path))
+
+
+def test_knn_monitor_is_recorded():
+    images, labels = structured_images()
+    cfg = tiny_config(**{"pretrain.epochs": 2, "pretrain.knn_every": 2, "eval.knn_k": 5})
+    result = train.pretrain(cfg, images, MEAN, STD, device=CPU,
+                            knn_data=(images[:48], labels[:48], images[48:], labels[48:]))
+    assert "knn_top1" not in result.history[0]
+    assert 0.0 <= result.history[1]["knn_top1"] <= 1.0
+
+
+@pytest.mark.parametrize("batch,world,n,message", [(16, 3, 64, "divisible"), (128, 1, 64, "exceeds")])
+def test_batch_plan_rejects_impossible_batches(batch, world, n, message):
+    with pytest.raises(ConfigError, match=message):
+        train.batch_plan(batch, world, n)
+
+
+def test_batch_plan_drops_the_incomplete_batch():
+    assert train.batch_plan(16, 2, 70) == (8, 4)
+
+
+def _write_inputs(tmp_path):
+    images, labels = structured_images(n=32)
+    split = Split(images.numpy(), labels.numpy(), tuple("abcd"), {"source": "test", "synthetic": True,
+                                                                  "split": "train", "seconds": 0.0, "md5": None})
+    save_split(tmp_path / "train.npz", split)
+    write_json(tmp_path / "stats.json", {"mean": MEAN, "std": STD, "count": 32, "seconds": 0.0, "synthetic": True})
+    return tmp_path / "train.npz", tmp_path / "stats.json"
+
+
+def test_step_writes_contract_outputs_and_honours_the_checkpoint_uri(tmp_path):
+    train_path, stats_path = _write_inputs(tmp_path)
+    cfg = tiny_config(**{"pretrain.epochs": 2})
+    ckpt_uri = (tmp_path / "ckpt").as_uri()
+    summary = step.pretrain(cfg, train_path, stats_path, tmp_path / "out" / "encoder.pt",
+                            tmp_path / "out" / "history.json", run_name="t", checkpoint_uri=ckpt_uri)
+
+    encoder = build_encoder(cfg.model)
+    encoder.load_state_dict(torch.load(tmp_path / "out" / "encoder.pt", weights_only=True))
+    history = json.loads((tmp_path / "out" / "history.json").read_text())
+    assert [e["epoch"] for e in history["epochs"]] == [1, 2]
+    assert set(history["epochs"][0]) >= {"epoch", "loss", "lr", "images_per_second", "seconds"}
+    assert history["summary"] == summary
+    assert Config.from_dict(history["config"]).storage.checkpoint_uri == ckpt_uri
+    assert {k: summary[k] for k in ("arch", "epochs", "batch_size", "device")} == \
+        {"arch": "resnet18", "epochs": 2, "batch_size": 16, "device": "cpu"}
+    assert LocalStore(tmp_path / "ckpt").exists("ckpt-000002/MANIFEST.json")
+
+
+def test_step_initialises_the_encoder_from_a_uri(tmp_path):
+    train_path, stats_path = _write_inputs(tmp_path)
+    cfg = tiny_config(**{"pretrain.epochs": 1})
+    torch.manual_seed(123)  # differs from the run's own seed-0 initialisation
+    source = build_encoder(cfg.model)
+    buf = io.BytesIO()
+    torch.save(source.state_dict(), buf)
+    (tmp_path / "init.pt").write_bytes(buf.getvalue())
+    still = cfg.override({"model.init": (tmp_path / "init.pt").as_uri(), "pretrain.lr": 1e-9})
+    step.pretrain(still, train_path, stats_path, tmp_path / "e.pt", tmp_path / "h.json", run_name="t")
+    trained = torch.load(tmp_path / "e.pt", weights_only=True)
+    assert torch.allclose(trained["conv1.weight"], source.state_dict()["conv1.weight"], atol=1e-6)
+    (tmp_path / "e.pt").unlink(), (tmp_path / "h.json").unlink()
+    (tmp_path / "bad.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(UserError, match="bad.pt"):
+        step.pretrain(cfg.override({"model.init": (tmp_path / "bad.pt").as_uri()}), train_path, stats_path,
+                      tmp_path / "e.pt", tmp_path / "h.json", run_name="t")
+    assert not (tmp_path / "e.pt").exists() and not (tmp_path / "h.json").exists()
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("precision", ["bf16", "fp16"])
+def test_cuda_mixed_precision_channels_last_run_resumes(tmp_path, precision):
+    cfg = tiny_config(**{"pretrain.epochs": 2, "pretrain.precision": precision, "pretrain.channels_last": True,
+                         "pretrain.device": "cuda"})
+    images, _ = structured_images()
+    cuda = torch.device("cuda")
+    with pytest.raises(Interrupt):
+        train.pretrain(cfg, images, MEAN, STD, device=cuda, store=LocalStore(tmp_path), callbacks=InterruptAfter(1))
+    rec = Recorder()
+    result = train.pretrain(cfg, images, MEAN, STD, device=cuda, store=LocalStore(tmp_path), callbacks=rec)
+    assert rec.start["start_epoch"] == 1 and rec.epochs == [2]
+    assert all(np.isfinite(r["loss"]) for r in result.history)
+    assert next(result.model.parameters()).device.type == "cuda" and result.summary["device"] == "cuda"
