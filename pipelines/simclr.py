@@ -84,7 +84,7 @@ def build_pipeline(cfg: Config, opts: CompileOptions = CompileOptions()) -> Call
         batch_size: int = cfg.pretrain.batch_size,
         lr: float = cfg.pretrain.lr,
         temperature: float = cfg.pretrain.temperature,
-        gpus: int = 1,
+        gpus_per_node: int = 1,
         nodes: int = 1,
         checkpoint_uri: str = cfg.storage.checkpoint_uri,
         mirror_uri: str = cfg.storage.mirror_uri,
@@ -107,7 +107,7 @@ def build_pipeline(cfg: Config, opts: CompileOptions = CompileOptions()) -> Call
             batch_size: Global batch size across all GPUs.
             lr: Base learning rate (x batch/256 when lr_scaling is linear).
             temperature: NT-Xent temperature.
-            gpus: GPUs per node for pretraining (torchrun, one process per GPU).
+            gpus_per_node: GPUs per node for pretraining (torchrun, one process per GPU).
             nodes: Nodes for pretraining; more than 1 launches a Training Operator PyTorchJob.
             checkpoint_uri: s3:// or file:// prefix for checkpoints; retries resume from the newest.
             mirror_uri: s3:// prefix caching the dataset tarball ('' = off).
@@ -132,10 +132,10 @@ def build_pipeline(cfg: Config, opts: CompileOptions = CompileOptions()) -> Call
 
         pre = c.pretrain(train=train, stats=stats.outputs["stats"], model_config=model_config,
                          augment_config=augment_config, pretrain_config=pretrain_config, arch=arch,
-                         epochs=epochs, batch_size=batch_size, lr=lr, temperature=temperature, gpus=gpus,
+                         epochs=epochs, batch_size=batch_size, lr=lr, temperature=temperature, gpus=gpus_per_node,
                          nodes=nodes, checkpoint_uri=checkpoint_uri, **common)
         pre.set_display_name("SimCLR pretraining (GPU)").set_caching_options(opts.cache_pretrain)
-        pre.set_accelerator_type(GPU_RESOURCE).set_accelerator_limit(gpus)
+        pre.set_accelerator_type(GPU_RESOURCE).set_accelerator_limit(gpus_per_node)
         pre.set_cpu_request(opts.pretrain_cpu).set_cpu_limit(opts.pretrain_cpu)
         pre.set_memory_request(opts.pretrain_memory).set_memory_limit(opts.pretrain_memory)
         # a retried pod resumes from the newest complete checkpoint at checkpoint_uri

@@ -144,7 +144,7 @@ def grayscale(x: Tensor) -> Tensor:
 def rgb_to_hsv(x: Tensor) -> Tensor:
     """``(B, 3, H, W)`` RGB in [0, 1] -> HSV in [0, 1] (hue as a fraction of a turn)."""
     r, g, b = x.unbind(1)
-    maxc = x.amax(1)  # values only: max(1) also computes indices (~2x slower on CPU)
+    maxc = x.amax(1)  # values only: max(1) also computes indices (~25x slower on CPU)
     minc = x.amin(1)
     delta = maxc - minc
     safe = torch.where(delta > 0, delta, torch.ones_like(delta))

@@ -109,6 +109,8 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
                        help="pipeline parameter (repeatable), e.g. epochs=200, cifar_source=s3://b/k")
         p.add_argument("--run-name", help="run name (default: simclr-<UTC time>)")
+        p.add_argument("--service-account", default="kubeclr-pipeline-runner",
+                       help="Kubernetes service account of the run's pods (manifests/base; '' = the cluster's)")
         if name == "schedule":
             p.add_argument("--cron", required=True,
                            help='6-field KFP cron, seconds first, e.g. "0 0 3 * * *" (03:00 daily)')
@@ -229,7 +231,8 @@ def cmd_submit(args: argparse.Namespace) -> int:
         client = _connect(args)
         out = kfp_client.submit(client, package, experiment=args.experiment,
                                 run_name=args.run_name or f"simclr-{_utc_stamp()}", params=params,
-                                pipeline_root=args.pipeline_root, namespace=args.namespace)
+                                pipeline_root=args.pipeline_root, namespace=args.namespace,
+                                service_account=args.service_account)
     print(json.dumps(out, indent=2))
     return 0
 
@@ -246,7 +249,8 @@ def cmd_schedule(args: argparse.Namespace) -> int:
                                   job_name=args.job_name or f"simclr-{args.preset}-recurring", cron=cron,
                                   params=params, no_catchup=args.no_catchup,
                                   max_concurrency=args.max_concurrency, start_time=args.start_time,
-                                  end_time=args.end_time)
+                                  end_time=args.end_time, pipeline_root=args.pipeline_root,
+                                  namespace=args.namespace, service_account=args.service_account)
     print(json.dumps(out, indent=2))
     return 0
 

@@ -234,7 +234,8 @@ def upload(client: kfp.Client, package_path: str, *, pipeline_name: str, version
 
 
 def submit(client: kfp.Client, package_path: str, *, experiment: str, run_name: str, params: dict,
-           pipeline_root: str | None = None, namespace: str | None = None) -> dict:
+           pipeline_root: str | None = None, namespace: str | None = None,
+           service_account: str | None = None) -> dict:
     """Start one run of a compiled pipeline in an experiment (created if missing).
 
     Parameters are checked against the package before any request is sent.
@@ -248,7 +249,8 @@ def submit(client: kfp.Client, package_path: str, *, experiment: str, run_name: 
         exp = client.create_experiment(name=experiment, namespace=namespace)
         result = client.create_run_from_pipeline_package(
             str(package_path), arguments=arguments, run_name=run_name,
-            experiment_id=exp.experiment_id, namespace=namespace, pipeline_root=pipeline_root or None)
+            experiment_id=exp.experiment_id, namespace=namespace, pipeline_root=pipeline_root or None,
+            service_account=service_account or None)
     return {"run_id": result.run_id, "run_name": run_name, "experiment_id": exp.experiment_id,
             "experiment": experiment, "params": arguments, "url": _ui(client, f"runs/details/{result.run_id}")}
 
@@ -256,7 +258,8 @@ def submit(client: kfp.Client, package_path: str, *, experiment: str, run_name: 
 def schedule(client: kfp.Client, package_path: str, *, experiment: str, job_name: str, cron: str,
              params: dict, no_catchup: bool = True, max_concurrency: int = 1,
              start_time: str | None = None, end_time: str | None = None, enabled: bool = True,
-             pipeline_root: str | None = None, namespace: str | None = None) -> dict:
+             pipeline_root: str | None = None, namespace: str | None = None,
+             service_account: str | None = None) -> dict:
     """Create a recurring run on a 6-field cron schedule.
 
     ``no_catchup=True`` (default) runs only the latest missed interval after a
@@ -280,7 +283,8 @@ def schedule(client: kfp.Client, package_path: str, *, experiment: str, job_name
         job = client.create_recurring_run(
             exp.experiment_id, job_name, cron_expression=cron, max_concurrency=int(max_concurrency),
             no_catchup=bool(no_catchup), start_time=start, end_time=end, params=arguments,
-            pipeline_package_path=str(package_path), enabled=enabled, pipeline_root=pipeline_root or None)
+            pipeline_package_path=str(package_path), enabled=enabled, pipeline_root=pipeline_root or None,
+            service_account=service_account or None)
     return {"recurring_run_id": job.recurring_run_id, "job_name": job_name,
             "experiment_id": exp.experiment_id, "cron": cron, "no_catchup": bool(no_catchup),
             "max_concurrency": int(max_concurrency), "start_time": start, "end_time": end,

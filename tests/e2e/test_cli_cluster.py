@@ -41,6 +41,7 @@ def test_submit_sends_spec_and_typed_parameters(package, capsys):
         assert rc == 0
         run = server.find("POST", f"{API}/runs")[0].json
         assert run["display_name"] == "r1"
+        assert run["service_account"] == "kubeclr-pipeline-runner"
         assert run["runtime_config"]["parameters"] == {"epochs": 3, "lr": 0.5, "cifar_source": "sample"}
         spec = run["pipeline_spec"].get("pipeline_spec", run["pipeline_spec"])  # with platform_spec when present
         assert spec["pipelineInfo"]["name"] == "simclr-cifar10"
@@ -58,6 +59,7 @@ def test_schedule_defaults_no_catchup_and_one_at_a_time(package):
         assert job["display_name"] == "nightly-canary"
         assert job["trigger"]["cron_schedule"]["cron"] == "0 0 3 * * *"
         assert job["no_catchup"] is True and int(job["max_concurrency"]) == 1
+        assert job["service_account"] == "kubeclr-pipeline-runner"
         rc = main(["schedule", "--host", server.url, "--package", package, "--cron", "0 30 2 * * 1",
                    "--catchup", "--max-concurrency", "2"])
         job = server.find("POST", f"{API}/recurringruns")[1].json

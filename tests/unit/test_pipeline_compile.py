@@ -58,9 +58,9 @@ def test_pretrain_requests_gpus_cpu_memory_and_retries(ir):
     assert res["accelerator"]["resourceType"] == "nvidia.com/gpu"
     assert res["resourceCpuLimit"] == "8" and res["resourceMemoryLimit"] == "32Gi"
     assert res["resourceCpuRequest"] == "8" and res["resourceMemoryRequest"] == "32Gi"
-    # the GPU count is the `gpus` run parameter
+    # the GPU count is the `gpus_per_node` run parameter
     params = spec["root"]["dag"]["tasks"]["pretrain"]["inputs"]["parameters"]
-    assert "pipelinechannel--gpus" in params["accelerator_count"]["runtimeValue"]["constant"]
+    assert "pipelinechannel--gpus_per_node" in params["accelerator_count"]["runtimeValue"]["constant"]
     retry = spec["root"]["dag"]["tasks"]["pretrain"]["retryPolicy"]
     assert retry["maxRetryCount"] == 2
 
@@ -103,7 +103,7 @@ def test_parameters_default_to_the_preset(ir):
     assert params["arch"]["defaultValue"] == "resnet18"
     assert params["pretrain_config"]["defaultValue"]["compile"] is True
     assert "NT-Xent temperature" in params["temperature"]["description"]
-    for name in ("arch", "epochs", "batch_size", "lr", "temperature", "gpus", "cifar_source",
+    for name in ("arch", "epochs", "batch_size", "lr", "temperature", "gpus_per_node", "nodes", "cifar_source",
                  "checkpoint_uri", "run_name"):
         assert params[name].get("description"), name
 

@@ -99,7 +99,7 @@ def _launch_multinode(cfg: Config, train_path, stats_path, encoder_out, history_
     if not uri.startswith("s3://"):
         raise UserError(f"nodes={nodes} needs checkpoint_uri to be an s3:// prefix the job's pods can reach "
                         f"(got {uri!r})")
-    cluster = pytorchjob.ClusterSettings.from_env(nodes=nodes, gpus_per_node=max(1, gpus))
+    cluster = pytorchjob.ClusterSettings.from_env(nodes=nodes, gpus_per_node=gpus)
     return pytorchjob.run_multinode(cfg, train_path, stats_path, encoder_out, history_out, run_name=run_name,
                                     output_uri=f"{uri.rstrip('/')}/multinode", cluster=cluster,
                                     checkpoint_uri=f"{uri.rstrip('/')}/checkpoints")

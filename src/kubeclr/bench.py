@@ -1,0 +1,312 @@
+"""Throughput benchmark: our pretraining step against the compute limit and the seed baseline.
+
+``simclr-pipeline bench`` measures, in one process, on one device, with the
+same model and batch size:
+
+- ``step`` (a): our full pretraining step — :func:`kubeclr.train.pretrain`
+  itself on device-resident synthetic data (batched on-device augmentation of
+  two views, encoder + head, NT-Xent, LARS), timed per epoch;
+- ``limit`` (b): the compute limit — forward + backward + optimiser step of the
+  same encoder + head on pre-made view tensors with a trivial loss;
+- ``seed`` (c): the seed article's path — torchvision PIL transforms in a
+  ``DataLoader`` with workers, fp32 (:mod:`kubeclr.bench_seed`);
+- ``augment_ours`` / ``augment_pil`` / ``augment_pil_loader`` (d): two views of
+  each image, by our batched module, by PIL in this process, and by PIL in
+  DataLoader workers;
+- ``features`` (e): :func:`kubeclr.evaluate.features.extract_features`.
+
+Every rate counts *source images* per second (one image -> two views), so
+(a), (b) and (c) are directly comparable. Each measurement runs warm-up
+iterations, then reports the median over repeats (as airbench reports its
+claims over repeated runs). Ratios: ``ratio_step_vs_limit`` = a/b,
+``ratio_step_vs_seed`` = a/c.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import logging
+import os
+import resource
+import statistics
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+from kubeclr import bench_seed, train
+from kubeclr.augment import SimCLRAugment, two_views
+from kubeclr.config import Config
+from kubeclr.device import describe_device, resolve_device
+from kubeclr.errors import ConfigError
+from kubeclr.evaluate.features import extract_features
+from kubeclr.io import write_json
+from kubeclr.model import build_model
+from kubeclr.optim import build_optimizer, build_scheduler
+
+log = logging.getLogger(__name__)
+
+CIFAR_MEAN, CIFAR_STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
+CIFAR_TRAIN_IMAGES = 50_000
+RATES = ("step", "limit", "seed", "augment_ours", "augment_pil", "augment_pil_loader", "features")
+
+
+@dataclass(frozen=True)
+class BenchSettings:
+    """Benchmark knobs (not part of the training config).
+
+    Each can be set from the environment as ``KUBECLR_BENCH_<NAME>`` (e.g.
+    ``KUBECLR_BENCH_REPEATS=5``), see :meth:`from_env`.
+
+    Attributes:
+        warmup: untimed iterations before timing (``step``: one warm-up epoch if > 0).
+        repeats: timed repeats; the median is reported.
+        steps: iterations per repeat (and steps per epoch of ``step`` unless ``images`` is set).
+        workers: DataLoader workers of the seed baseline (-1 = min(4, CPU count)).
+        images: synthetic training-set size for ``step`` (0 = steps × batch size).
+        threads: torch intra-op threads (0 = leave torch's default).
+        seed: seed of the synthetic data and the samplers.
+    """
+
+    warmup: int = 1
+    repeats: int = 3
+    steps: int = 2
+    workers: int = -1
+    images: int = 0
+    threads: int = 0
+    seed: int = 0
+
+    @classmethod
+    def from_env(cls, env: dict[str, str] | None = None, **overrides: int) -> "BenchSettings":
+        """Defaults, then ``KUBECLR_BENCH_*`` variables, then ``overrides``.
+
+        Raises:
+            ConfigError: a variable that is not an integer, or a value out of range.
+        """
+        env = os.environ if env is None else env
+        values: dict[str, int] = {}
+        for f in dataclasses.fields(cls):
+            raw = env.get(f"KUBECLR_BENCH_{f.name.upper()}")
+            if raw is not None:
+                try:
+                    values[f.name] = int(raw)
+                except ValueError:
+                    raise ConfigError(f"KUBECLR_BENCH_{f.name.upper()}={raw!r} is not an integer") from None
+        values.update(overrides)
+        settings = cls(**values)
+        for name in ("repeats", "steps"):
+            if getattr(settings, name) < 1:
+                raise ConfigError(f"bench setting {name}={getattr(settings, name)} must be >= 1")
+        if settings.warmup < 0 or settings.images < 0 or settings.threads < 0:
+            raise ConfigError("bench settings warmup, images and threads must be >= 0")
+        return settings
+
+    def loader_workers(self) -> int:
+        return min(4, os.cpu_count() or 1) if self.workers < 0 else self.workers
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def measure(call: Callable[[], Any], images_per_call: int, *, warmup: int, repeats: int, calls: int,
+            device: torch.device) -> list[float]:
+    """Images/s of ``repeats`` timed blocks of ``calls`` calls, after ``warmup`` untimed calls.
+
+    The device is synchronised before each clock read, so queued GPU work is counted.
+
+    Returns:
+        One rate per repeat (use the median).
+    """
+    for _ in range(warmup):
+        call()
+    sync(device)
+    rates = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        for _ in range(calls):
+            call()
+        sync(device)
+        rates.append(calls * images_per_call / (time.perf_counter() - t0))
+    return rates
+
+
+def synthetic_images(n: int, size: int, device: torch.device, seed: int) -> torch.Tensor:
+    """uint8 ``(n, 3, size, size)`` noise images generated on ``device`` (no host copy for GPU runs)."""
+    g = torch.Generator(device=device).manual_seed(seed)
+    return torch.randint(0, 256, (n, 3, size, size), generator=g, device=device, dtype=torch.uint8)
+
+
+def _autocast(cfg: Config, device: torch.device):
+    pc = cfg.pretrain
+    enabled = device.type == "cuda" and pc.precision != "fp32"
+    return torch.autocast(device.type, dtype=torch.bfloat16 if pc.precision == "bf16" else torch.float16,
+                          enabled=enabled)
+
+
+def bench_step(cfg: Config, images: torch.Tensor, device: torch.device, s: BenchSettings) -> list[float]:
+    """(a) :func:`kubeclr.train.pretrain` itself, one epoch per repeat, after one warm-up epoch (if ``warmup``).
+
+    Epochs are ``images / batch`` steps long and timed by the loop itself (it
+    synchronises once per epoch to read the loss).
+    """
+    warm = 1 if s.warmup else 0
+    run_cfg = cfg.override({"pretrain.epochs": warm + s.repeats, "pretrain.checkpoint_every": 0,
+                            "pretrain.knn_every": 0})
+    result = train.pretrain(run_cfg, images, CIFAR_MEAN, CIFAR_STD, device=device)
+    return [r["images_per_second"] for r in result.history[warm:]]
+
+
+def bench_limit(cfg: Config, device: torch.device, s: BenchSettings) -> list[float]:
+    """(b) Same model, optimiser, precision and memory format on pre-made views; loss = mean(z²)."""
+    pc, b = cfg.pretrain, cfg.pretrain.batch_size
+    fmt = torch.channels_last if pc.channels_last and device.type == "cuda" else torch.contiguous_format
+    model = build_model(cfg.model).to(device, memory_format=fmt).train()
+    forward = torch.compile(model) if pc.compile else model
+    optimizer = build_optimizer(model, pc)
+    scheduler = build_scheduler(optimizer, pc, steps_per_epoch=s.steps)
+    g = torch.Generator(device=device).manual_seed(s.seed)
+    views = torch.randn(2 * b, 3, cfg.augment.size, cfg.augment.size, generator=g, device=device)
+    views = views.contiguous(memory_format=fmt)  # (2B, 3, S, S): two views of B images
+
+    def step() -> None:
+        with _autocast(cfg, device):
+            _, z = forward(views)                  # (2B, proj_dim)
+            loss = z.float().square().mean()
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        scheduler.step()
+
+    return measure(step, b, warmup=s.warmup, repeats=s.repeats, calls=s.steps, device=device)
+
+
+def bench_seed_step(cfg: Config, host_images: np.ndarray, device: torch.device, s: BenchSettings) -> list[float]:
+    """(c) The seed article's path: PIL views from DataLoader workers, fp32, same model and optimiser."""
+    b = cfg.pretrain.batch_size
+    loader = bench_seed.pil_loader(host_images, cfg, CIFAR_MEAN, CIFAR_STD, batch_size=b,
+                                   batches=s.warmup + s.repeats * s.steps, workers=s.loader_workers(),
+                                   pin_memory=device.type == "cuda", seed=s.seed)
+    step = bench_seed.seed_step(cfg, loader, device)
+    return measure(step, b, warmup=s.warmup, repeats=s.repeats, calls=s.steps, device=device)
+
+
+def bench_augment(cfg: Config, images: torch.Tensor, host_images: np.ndarray, device: torch.device,
+                  s: BenchSettings) -> dict[str, list[float]]:
+    """(d) Two views per image: our batched module on ``device``, PIL in-process, PIL in DataLoader workers."""
+    b = cfg.pretrain.batch_size
+    aug = SimCLRAugment(cfg.augment, CIFAR_MEAN, CIFAR_STD).to(device)
+    g = torch.Generator(device=device).manual_seed(s.seed)
+    batch = images[:b]
+    kw = dict(warmup=s.warmup, repeats=s.repeats, device=device)
+    ours = measure(lambda: two_views(aug, batch, g), b, calls=s.steps, **kw)
+    pil = measure(bench_seed.pil_augment_images(host_images[:b], cfg, CIFAR_MEAN, CIFAR_STD), b, calls=1, **kw)
+    loader = iter(bench_seed.pil_loader(host_images, cfg, CIFAR_MEAN, CIFAR_STD, batch_size=b,
+                                        batches=s.warmup + s.repeats * s.steps, workers=s.loader_workers(),
+                                        pin_memory=False, seed=s.seed))
+    pil_loader = measure(lambda: next(loader), b, calls=s.steps, **kw)
+    return {"augment_ours": ours, "augment_pil": pil, "augment_pil_loader": pil_loader}
+
+
+def bench_features(cfg: Config, images: torch.Tensor, device: torch.device, s: BenchSettings) -> list[float]:
+    """(e) Frozen-encoder feature extraction over ``steps × batch`` images (eval batch size)."""
+    encoder = build_model(cfg.model).encoder
+    n = min(images.shape[0], s.steps * cfg.pretrain.batch_size)
+    chunk = images[:n]
+    return measure(lambda: extract_features(encoder, chunk, CIFAR_MEAN, CIFAR_STD, device=device,
+                                            batch_size=cfg.eval.batch_size),
+                   n, warmup=min(s.warmup, 1), repeats=s.repeats, calls=1, device=device)
+
+
+def peak_host_memory_mb() -> dict[str, float]:
+    """Peak resident set size of this process and of its (finished) children, MiB (ru_maxrss is KiB on Linux)."""
+    return {"self": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+            "children": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024}
+
+
+def run(cfg: Config, device: torch.device, settings: BenchSettings) -> dict[str, Any]:
+    """Run (a)–(e) and return the benchmark record (see the module docstring)."""
+    s, b = settings, cfg.pretrain.batch_size
+    if s.threads:
+        torch.set_num_threads(s.threads)
+    start = time.perf_counter()
+    n_train = s.images or s.steps * b
+    images = synthetic_images(max(n_train, b), cfg.augment.size, device, s.seed)      # (N, 3, S, S) uint8
+    host_images = images[:max(b, 2048)].cpu().numpy()  # pool the PIL paths sample from (with replacement)
+    rates: dict[str, list[float]] = {}
+    for name, fn in (("step", lambda: bench_step(cfg, images, device, s)),
+                     ("limit", lambda: bench_limit(cfg, device, s)),
+                     ("seed", lambda: bench_seed_step(cfg, host_images, device, s)),
+                     ("augment", lambda: bench_augment(cfg, images, host_images, device, s)),
+                     ("features", lambda: bench_features(cfg, images, device, s))):
+        log.info("bench: measuring %s", name)
+        out = fn()
+        rates.update(out if isinstance(out, dict) else {name: out})
+    ips = {k: statistics.median(v) for k, v in rates.items()}
+    name = describe_device(device)
+    return {
+        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "device": device.type, "device_name": name, "torch": torch.__version__,
+        "cpu_count": os.cpu_count(), "load_average": list(os.getloadavg()), "threads": torch.get_num_threads(), "workers": s.loader_workers(),
+        "settings": dataclasses.asdict(s), "config": cfg.to_dict(),
+        "images_per_second": ips, "repeats": rates,
+        "ratio_step_vs_limit": ips["step"] / ips["limit"], "ratio_step_vs_seed": ips["step"] / ips["seed"],
+        "ratio_augment_ours_vs_pil_loader": ips["augment_ours"] / ips["augment_pil_loader"],
+        "seconds_per_epoch": CIFAR_TRAIN_IMAGES / ips["step"],
+        "peak_host_memory_mb": peak_host_memory_mb(), "seconds": time.perf_counter() - start,
+    }
+
+
+def format_table(result: dict[str, Any]) -> str:
+    """The human-readable table printed by ``simclr-pipeline bench``."""
+    ips, cfg = result["images_per_second"], result["config"]
+    labels = {"step": "(a) our pretraining step", "limit": "(b) compute limit (fwd+bwd+opt)",
+              "seed": "(c) seed baseline (PIL DataLoader, fp32)", "augment_ours": "(d) augmentation, ours",
+              "augment_pil": "(d) augmentation, PIL in-process",
+              "augment_pil_loader": f"(d) augmentation, PIL {result['workers']} workers",
+              "features": "(e) feature extraction"}
+    lines = [f"device {result['device_name']} · torch {result['torch']} · {result['threads']} threads · "
+             f"{cfg['model']['arch']} width {cfg['model']['width']} · batch {cfg['pretrain']['batch_size']} · "
+             f"{cfg['pretrain']['precision'] if result['device'] == 'cuda' else 'fp32'}",
+             f"{'measurement':<44}{'images/s':>12}"]
+    lines += [f"{labels[k]:<44}{ips[k]:>12.1f}" for k in RATES]
+    lines += [f"{'a/b ratio_step_vs_limit':<44}{result['ratio_step_vs_limit']:>12.3f}",
+              f"{'a/c ratio_step_vs_seed':<44}{result['ratio_step_vs_seed']:>12.3f}",
+              f"{'seconds per 50k-image epoch (a)':<44}{result['seconds_per_epoch']:>12.1f}"]
+    if result.get("mfu") is not None:  # added by kubeclr.bench_gpu
+        lines.append(f"{'MFU of (a) vs bf16 dense peak':<44}{result['mfu']:>12.1%}")
+    lines.append(f"{'peak host memory, MiB (self/children)':<44}"
+                 f"{result['peak_host_memory_mb']['self']:>7.0f}/{result['peak_host_memory_mb']['children']:.0f}")
+    return "\n".join(lines)
+
+
+def main(cfg: Config, device: str = "auto", json_path: str | None = None,
+         settings: BenchSettings | None = None) -> dict[str, Any]:
+    """Entry of ``simclr-pipeline bench``: run, print the table to stdout, optionally write JSON.
+
+    Args:
+        cfg: the config (preset + ``--set``) whose model, augmentation and batch size are measured.
+        device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
+        json_path: where to write the record (atomically), or None.
+        settings: benchmark knobs; default :meth:`BenchSettings.from_env`.
+
+    Returns:
+        The benchmark record.
+
+    Raises:
+        ConfigError: unknown/unavailable device, bad settings, or a batch size the model cannot train on.
+    """
+    dev = resolve_device(device)
+    settings = settings or BenchSettings.from_env()
+    result = run(cfg, dev, settings)
+    sys.stdout.write(format_table(result) + "\n")
+    if json_path:
+        write_json(Path(json_path), result)
+        log.info("bench: wrote %s", json_path)
+    return result

@@ -1,0 +1,142 @@
+"""Benchmark harness: record schema, rate and ratio arithmetic, FLOP counting, GPU-check dry run.
+
+Smoke tests on tiny settings; they never assert timing thresholds.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import subprocess
+from pathlib import Path
+
+import pytest
+import torch
+
+from kubeclr import bench, bench_gpu
+from kubeclr.cli import main as cli_main
+from kubeclr.config import load_config
+from kubeclr.errors import ConfigError
+
+ROOT = Path(__file__).resolve().parents[2]
+TINY = ["model.width=4", "model.proj_dim=16", "pretrain.batch_size=8", "augment.size=16", "eval.batch_size=16"]
+RATE_KEYS = {"step", "limit", "seed", "augment_ours", "augment_pil", "augment_pil_loader", "features"}
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """One intra-op thread: fast and predictable on the shared 2-core runner."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def test_settings_from_env_and_overrides():
+    s = bench.BenchSettings.from_env({"KUBECLR_BENCH_REPEATS": "5", "KUBECLR_BENCH_WORKERS": "0"}, steps=7)
+    assert (s.repeats, s.workers, s.steps, s.warmup) == (5, 0, 7, 1)
+    assert s.loader_workers() == 0
+    assert bench.BenchSettings(workers=-1).loader_workers() == min(4, __import__("os").cpu_count() or 1)
+    with pytest.raises(ConfigError, match="KUBECLR_BENCH_STEPS"):
+        bench.BenchSettings.from_env({"KUBECLR_BENCH_STEPS": "two"})
+    with pytest.raises(ConfigError, match="repeats"):
+        bench.BenchSettings.from_env({}, repeats=0)
+
+
+def test_measure_counts_images_over_synchronised_wall_time(monkeypatch):
+    """A fake clock that advances 0.25 s per call: rate = calls × images / (calls × 0.25)."""
+    clock = {"t": 100.0}
+    calls = []
+
+    def call():
+        calls.append(1)
+        clock["t"] += 0.25
+
+    monkeypatch.setattr(bench.time, "perf_counter", lambda: clock["t"])
+    rates = bench.measure(call, 64, warmup=2, repeats=3, calls=4, device=torch.device("cpu"))
+    assert len(calls) == 2 + 3 * 4
+    assert rates == pytest.approx([4 * 64 / (4 * 0.25)] * 3)
+
+
+def test_cli_bench_writes_record_with_ratios_from_measured_rates(tmp_path, monkeypatch, capsys):
+    for name, value in {"WARMUP": 1, "REPEATS": 2, "STEPS": 1, "WORKERS": 1, "IMAGES": 16}.items():
+        monkeypatch.setenv(f"KUBECLR_BENCH_{name}", str(value))
+    out = tmp_path / "bench.json"
+    sets = [a for kv in TINY for a in ("--set", kv)]
+    assert cli_main(["bench", "--device", "cpu", "--preset", "smoke", *sets, "--json", str(out)]) == 0
+    table = capsys.readouterr().out
+    for label in ("(a) our pretraining step", "(b) compute limit", "(c) seed baseline", "a/b ratio_step_vs_limit"):
+        assert label in table
+
+    rec = json.loads(out.read_text())
+    assert {"date", "device", "device_name", "torch", "config", "settings", "images_per_second",
+            "ratio_step_vs_limit", "ratio_step_vs_seed", "peak_host_memory_mb"} <= set(rec)
+    assert rec["device"] == "cpu" and rec["torch"] == torch.__version__
+    assert rec["config"]["model"]["width"] == 4 and rec["config"]["pretrain"]["batch_size"] == 8
+    assert rec["settings"]["repeats"] == 2 and rec["workers"] == 1
+    ips, reps = rec["images_per_second"], rec["repeats"]
+    assert set(ips) == RATE_KEYS == set(reps)
+    for key in RATE_KEYS:
+        assert len(reps[key]) == 2 and all(r > 0 for r in reps[key])
+        assert ips[key] == pytest.approx(statistics.median(reps[key]))
+    assert rec["ratio_step_vs_limit"] == pytest.approx(ips["step"] / ips["limit"])
+    assert rec["ratio_step_vs_seed"] == pytest.approx(ips["step"] / ips["seed"])
+    assert rec["seconds_per_epoch"] == pytest.approx(50_000 / ips["step"])
+    assert rec["peak_host_memory_mb"]["self"] > 10
+
+
+def _resnet18_cifar_forward_flops(w: int, proj: int, size: int = 32) -> tuple[int, int]:
+    """(forward FLOPs of encoder + MLP head per view, FLOPs of conv1) from the architecture, 2 FLOPs per MAC."""
+    def conv(cin, cout, k, out_side):
+        return 2 * cin * cout * k * k * out_side * out_side
+
+    first = conv(3, w, 3, size)
+    total, cin, side = first, w, size
+    for stage, cout in enumerate((w, 2 * w, 4 * w, 8 * w)):
+        stride = 1 if stage == 0 else 2
+        side //= stride
+        total += conv(cin, cout, 3, side) + conv(cout, cout, 3, side)   # block 1
+        if stride != 1 or cin != cout:
+            total += conv(cin, cout, 1, side)                              # downsample
+        total += 2 * conv(cout, cout, 3, side)                             # block 2
+        cin = cout
+    d = 8 * w
+    total += 2 * d * d + 2 * d * proj                                      # head: Linear(d,d), Linear(d,proj)
+    return total, first
+
+
+def test_flops_per_image_matches_architecture_oracle():
+    """fwd+bwd of two views = 2 × (3 × forward − conv1's input gradient, which is never computed)."""
+    cfg = load_config("smoke", None, ["model.width=8", "model.proj_dim=16", "augment.size=32"])
+    fwd, conv1 = _resnet18_cifar_forward_flops(8, 16)
+    assert bench_gpu.flops_per_image(cfg, torch.device("cpu")) == pytest.approx(2 * (3 * fwd - conv1), rel=1e-9)
+
+
+def test_mfu_uses_the_peak_table(monkeypatch):
+    assert bench_gpu.peak_flops("NVIDIA H100 80GB HBM3") == 989e12
+    assert bench_gpu.peak_flops("NVIDIA H100 PCIe") == 756e12
+    assert bench_gpu.peak_flops("NVIDIA H200") == 989e12
+    assert bench_gpu.peak_flops("NVIDIA A100-SXM4-80GB") == 312e12
+    assert bench_gpu.peak_flops("NVIDIA GeForce RTX 4090") is None
+    monkeypatch.setattr(bench_gpu, "flops_per_image", lambda cfg, device: 2e9)
+    rec = {"device_name": "NVIDIA A100-SXM4-40GB", "images_per_second": {"step": 31_200.0}}
+    out = bench_gpu.add_mfu(rec, load_config("smoke"), torch.device("cuda"))
+    assert out["mfu"] == pytest.approx(2e9 * 31_200 / 312e12)
+    cpu = bench_gpu.add_mfu({"device_name": "cpu", "images_per_second": {"step": 1.0}}, load_config("smoke"),
+                            torch.device("cpu"))
+    assert cpu["mfu"] is None and cpu["peak_flops"] is None
+
+
+def test_gpu_check_script_parses_and_its_python_runs_dry(tmp_path, capsys):
+    for script in ("gpu_check.sh", "run_cpu.sh"):
+        subprocess.run(["bash", "-n", str(ROOT / "benchmarks" / script)], check=True)
+    assert bench_gpu._cli(["--dry-run", "--arch", "resnet18", "--out", str(tmp_path)]) == 0
+    jsons, mds = list(tmp_path.glob("gpu-cpu-*.json")), list(tmp_path.glob("gpu-cpu-*.md"))
+    assert len(jsons) == 1 and len(mds) == 1
+    summary = json.loads(jsons[0].read_text())
+    rec = summary["archs"]["resnet18"]
+    assert rec["config"]["pretrain"]["precision"] == "bf16" and rec["config"]["model"]["stem"] == "cifar"
+    assert rec["flops_per_image"] > 0 and rec["mfu"] is None
+    assert rec["ratio_step_vs_limit"] == pytest.approx(rec["images_per_second"]["step"]
+                                                       / rec["images_per_second"]["limit"])
+    assert "| resnet18 |" in mds[0].read_text()
