@@ -16,6 +16,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Dict, List, Optional
 
@@ -86,6 +87,10 @@ def run_local(cfg: Config, *, run_name: str, output_dir: Path, cifar_source: str
     workdir.mkdir(parents=True, exist_ok=True)
 
     _install_raw_streaming()
+    # Cluster-only settings are ignored here by design; say so once, not per task.
+    warnings.filterwarnings("ignore", message=r".*have no effect in the current local runner.*")
+    warnings.filterwarnings("ignore", message=r".*custom or non-Python base image.*")
+    log.info("local run: GPU requests, tolerations, secrets and retries apply on a cluster only")
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(workdir), raise_on_error=True)
     # no retries locally: a failure here is a bug or bad input, not a preempted pod
     pipeline = build_pipeline(cfg, CompileOptions(gpu_toleration=False, secret_name="", extract_gpu=False,

@@ -36,7 +36,8 @@ def test_local_pipeline_on_s3_with_mirror_checkpoints_export_and_metrics(s3_serv
          "--set", "storage.mirror_uri=" + s3_server.uri("mirror"),
          "--set", "storage.export_uri=" + s3_server.uri("export"),
          "--set", "metrics.pushgateway_url=" + pushgateway.url,
-         "--set", "pretrain.epochs=1", "--set", "model.width=4", "--set", "eval.tsne_points=40",
+         "--set", "pretrain.epochs=1", "--set", "pretrain.batch_size=32", "--set", "model.width=4",
+         "--set", "eval.tsne_points=40",
          "--set", "data.train_limit=0", "--set", "data.val_limit=0", "--set", "data.test_limit=0",
          "--set", f"data.cache_dir={tmp_path / 'cache'}"],
         capture_output=True, text=True, timeout=900, env=os.environ.copy())
