@@ -210,49 +210,42 @@ def _params(items: Sequence[str], package: str) -> dict[str, Any]:
     return kfp_client.validate_params(raw, kfp_client.load_pipeline_spec(package))
 
 
+def _on_cluster(args: argparse.Namespace, call) -> int:
+    """Compile (or take --package), check --param against it, connect, then ``call``; print its result."""
+    with tempfile.TemporaryDirectory() as tmp:
+        package = _package(args, tmp)
+        params = _params(getattr(args, "param", []), package)
+        out = call(_connect(args), package, params)
+    print(json.dumps(out, indent=2))
+    return 0
+
+
 def cmd_upload(args: argparse.Namespace) -> int:
     from kubeclr import kfp_client
 
-    with tempfile.TemporaryDirectory() as tmp:
-        package = _package(args, tmp)
-        client = _connect(args)
-        out = kfp_client.upload(client, package, pipeline_name=args.pipeline_name,
-                                version=args.pipeline_version, description=args.description)
-    print(json.dumps(out, indent=2))
-    return 0
+    return _on_cluster(args, lambda client, package, _: kfp_client.upload(
+        client, package, pipeline_name=args.pipeline_name, version=args.pipeline_version,
+        description=args.description))
 
 
 def cmd_submit(args: argparse.Namespace) -> int:
     from kubeclr import kfp_client
 
-    with tempfile.TemporaryDirectory() as tmp:
-        package = _package(args, tmp)
-        params = _params(args.param, package)
-        client = _connect(args)
-        out = kfp_client.submit(client, package, experiment=args.experiment,
-                                run_name=args.run_name or f"simclr-{_utc_stamp()}", params=params,
-                                pipeline_root=args.pipeline_root, namespace=args.namespace,
-                                service_account=args.service_account)
-    print(json.dumps(out, indent=2))
-    return 0
+    return _on_cluster(args, lambda client, package, params: kfp_client.submit(
+        client, package, experiment=args.experiment, run_name=args.run_name or f"simclr-{_utc_stamp()}",
+        params=params, pipeline_root=args.pipeline_root, namespace=args.namespace,
+        service_account=args.service_account))
 
 
 def cmd_schedule(args: argparse.Namespace) -> int:
     from kubeclr import kfp_client
 
     cron = kfp_client.validate_cron(args.cron)  # fail before compiling or connecting
-    with tempfile.TemporaryDirectory() as tmp:
-        package = _package(args, tmp)
-        params = _params(args.param, package)
-        client = _connect(args)
-        out = kfp_client.schedule(client, package, experiment=args.experiment,
-                                  job_name=args.job_name or f"simclr-{args.preset}-recurring", cron=cron,
-                                  params=params, no_catchup=args.no_catchup,
-                                  max_concurrency=args.max_concurrency, start_time=args.start_time,
-                                  end_time=args.end_time, pipeline_root=args.pipeline_root,
-                                  namespace=args.namespace, service_account=args.service_account)
-    print(json.dumps(out, indent=2))
-    return 0
+    return _on_cluster(args, lambda client, package, params: kfp_client.schedule(
+        client, package, experiment=args.experiment, job_name=args.job_name or f"simclr-{args.preset}-recurring",
+        cron=cron, params=params, no_catchup=args.no_catchup, max_concurrency=args.max_concurrency,
+        start_time=args.start_time, end_time=args.end_time, pipeline_root=args.pipeline_root,
+        namespace=args.namespace, service_account=args.service_account))
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
