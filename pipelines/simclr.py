@@ -51,6 +51,7 @@ class CompileOptions:
     pretrain_timeout_s: int = 24 * 3600
     cache_pretrain: bool = False
     extract_gpu: bool = True
+    delete_pytorchjob: bool = True  # nodes > 1: delete the finished job (False keeps its pods for kubectl logs)
 
 
 def _gpu_settings(task: dsl.PipelineTask, opts: CompileOptions) -> None:
@@ -152,7 +153,8 @@ def build_pipeline(cfg: Config, opts: CompileOptions = CompileOptions()) -> Call
                             "KUBECLR_GPU_TOLERATION": str(opts.gpu_toleration).lower(),
                             "KUBECLR_POD_CPU": opts.pretrain_cpu, "KUBECLR_POD_MEMORY": opts.pretrain_memory,
                             "KUBECLR_SHM_SIZE": opts.shm_size,
-                            "KUBECLR_TIMEOUT_S": str(opts.pretrain_timeout_s)}.items():
+                            "KUBECLR_TIMEOUT_S": str(opts.pretrain_timeout_s),
+                            "KUBECLR_DELETE_JOB": str(opts.delete_pytorchjob).lower()}.items():
             pre.set_env_variable(name, value)
         kubernetes.use_field_path_as_env(pre, "KUBECLR_SERVICE_ACCOUNT", "spec.serviceAccountName")
         kubernetes.add_pod_label(pre, *PRETRAIN_POD_LABEL)

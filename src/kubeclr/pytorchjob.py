@@ -298,7 +298,8 @@ class ClusterSettings:
 
         ``simclr-pipeline compile`` sets ``KUBECLR_IMAGE``, ``KUBECLR_SECRET_NAME``,
         ``KUBECLR_NODE_SELECTOR`` (JSON), ``KUBECLR_GPU_TOLERATION``, ``KUBECLR_POD_CPU``,
-        ``KUBECLR_POD_MEMORY``, ``KUBECLR_SHM_SIZE`` and ``KUBECLR_TIMEOUT_S`` on the pretrain task.
+        ``KUBECLR_POD_MEMORY``, ``KUBECLR_SHM_SIZE``, ``KUBECLR_TIMEOUT_S`` and ``KUBECLR_DELETE_JOB``
+        on the pretrain task.
         """
         from kubeclr import IMAGE
 
@@ -311,7 +312,8 @@ class ClusterSettings:
                    cpu=environ.get("KUBECLR_POD_CPU", "8"), memory=environ.get("KUBECLR_POD_MEMORY", "32Gi"),
                    shm_size=environ.get("KUBECLR_SHM_SIZE", "8Gi"),
                    service_account=environ.get("KUBECLR_SERVICE_ACCOUNT") or None,
-                   timeout_s=float(environ.get("KUBECLR_TIMEOUT_S", 24 * 3600)))
+                   timeout_s=float(environ.get("KUBECLR_TIMEOUT_S", 24 * 3600)),
+                   delete_after=environ.get("KUBECLR_DELETE_JOB", "true") == "true")
 
 
 def config_overrides(cfg: Config) -> list[str]:

@@ -164,3 +164,37 @@ def test_dollar_paren_in_values_is_escaped_for_kubernetes():
         "template"]["spec"]["containers"][0]["command"]
     assert cmd[-1] == "data.source=s3://b/$$(HOME)/x"  # Kubernetes turns '$$(' back into a literal '$('
     assert "--rdzv_endpoint=$(MASTER_ADDR):$(MASTER_PORT)" in cmd  # ours is still expanded
+
+
+def test_cluster_settings_come_from_the_compiled_pipeline_env(tmp_path):
+    """What `compile` puts on the pretrain task is what the launcher uses for the job's pods."""
+    import yaml
+
+    from kubeclr.config import load_config
+    from kubeclr.pipelines.simclr import CompileOptions, compile_pipeline
+    from kubeclr.pytorchjob import ClusterSettings
+
+    path = tmp_path / "p.yaml"
+    compile_pipeline(load_config("smoke"), str(path), CompileOptions(
+        image="registry.local/kubeclr:1.2.3", node_selector={"nvidia.com/gpu.present": "true"},
+        secret_name="s3-creds", pretrain_cpu="16", pretrain_memory="64Gi", shm_size="16Gi",
+        pretrain_timeout_s=3600, delete_pytorchjob=False))
+    spec = next(yaml.safe_load_all(path.read_text()))
+    env = {e["name"]: e["value"] for e in spec["deploymentSpec"]["executors"]["exec-pretrain"]["container"]["env"]}
+    cluster = ClusterSettings.from_env(nodes=3, gpus_per_node=8, environ=env)
+    assert (cluster.image, cluster.secret_name, cluster.node_selector) == \
+        ("registry.local/kubeclr:1.2.3", "s3-creds", {"nvidia.com/gpu.present": "true"})
+    assert (cluster.cpu, cluster.memory, cluster.shm_size, cluster.timeout_s) == ("16", "64Gi", "16Gi", 3600.0)
+    assert cluster.tolerations == [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
+    assert cluster.delete_after is False and (cluster.nodes, cluster.gpus_per_node) == (3, 8)
+
+
+def test_multinode_pretrain_needs_object_storage(tmp_path):
+    from kubeclr.config import load_config
+    from kubeclr.errors import UserError
+    from kubeclr.steps import pretrain as step
+
+    with pytest.raises(UserError, match=r"nodes=2 needs checkpoint_uri to be an s3:// prefix"):
+        step.pretrain(load_config("smoke"), tmp_path / "train.npz", tmp_path / "stats.json", tmp_path / "enc.pt",
+                      tmp_path / "history.json", run_name="r", checkpoint_uri=(tmp_path / "ckpt").as_uri(), nodes=2)
+    assert list(tmp_path.iterdir()) == []
