@@ -5,7 +5,8 @@ from kfp.dsl import HTML, ClassificationMetrics, Dataset, Input, Markdown, Metri
 
 def extract_features(encoder: Input[Model], stats: Input[Dataset], train: Input[Dataset],
                      val: Input[Dataset], test: Input[Dataset], model_config: dict, eval_config: dict,
-                     pretrain_config: dict, arch: str, run_name: str, job_name: str, metrics_config: dict, features: Output[Dataset]):
+                     pretrain_config: dict, arch: str, run_name: str, job_name: str, metrics_config: dict,
+                     features: Output[Dataset]):
     """Encode every image once with the frozen encoder (no projection head).
 
     Args:
@@ -34,9 +35,10 @@ def extract_features(encoder: Input[Model], stats: Input[Dataset], train: Input[
 
 def linear_eval(features: Input[Dataset], encoder: Input[Model], stats: Input[Dataset],
                 train: Input[Dataset], val: Input[Dataset], test: Input[Dataset],
-                model_config: dict, augment_config: dict, pretrain_config: dict, eval_config: dict, arch: str,
-                run_name: str, job_name: str, metrics_config: dict, metrics: Output[Metrics], confusion: Output[ClassificationMetrics],
-                classifier: Output[Model], results: Output[Dataset]):
+                data_config: dict, model_config: dict, augment_config: dict, pretrain_config: dict,
+                eval_config: dict, arch: str, run_name: str, job_name: str, metrics_config: dict,
+                metrics: Output[Metrics], confusion: Output[ClassificationMetrics], classifier: Output[Model],
+                results: Output[Dataset]):
     """Linear evaluation (logistic regression on frozen features) and kNN accuracy.
 
     Args:
@@ -46,6 +48,7 @@ def linear_eval(features: Input[Dataset], encoder: Input[Model], stats: Input[Da
         train: the train split (``seed`` protocol).
         val: the validation split (``seed`` protocol).
         test: the test split (``seed`` protocol).
+        data_config: the ``data`` config section (its seed drives the ``seed`` protocol).
         model_config: the ``model`` config section.
         augment_config: the ``augment`` config section (``seed`` protocol crops).
         pretrain_config: the ``pretrain`` config section (device, seed).
@@ -62,8 +65,8 @@ def linear_eval(features: Input[Dataset], encoder: Input[Model], stats: Input[Da
     from kubeclr.steps import evaluate, runtime
 
     out = runtime.run_step("linear_eval", run_name or job_name, evaluate.linear_eval,
-                           {"model": model_config, "augment": augment_config, "pretrain": pretrain_config,
-                            "eval": eval_config, "metrics": metrics_config},
+                           {"data": data_config, "model": model_config, "augment": augment_config,
+                            "pretrain": pretrain_config, "eval": eval_config, "metrics": metrics_config},
                            {"model.arch": arch}, features.path, results.path, classifier.path,
                            encoder_path=encoder.path, stats_path=stats.path, train_path=train.path,
                            val_path=val.path, test_path=test.path)

@@ -3,7 +3,8 @@
 from kfp.dsl import Dataset, Input, Model, Output
 
 
-def pretrain(train: Input[Dataset], stats: Input[Dataset], model_config: dict, augment_config: dict,
+def pretrain(train: Input[Dataset], stats: Input[Dataset], data_config: dict, model_config: dict,
+             augment_config: dict,
              pretrain_config: dict, metrics_config: dict, arch: str, epochs: int, batch_size: int,
              lr: float, temperature: float, gpus: int, nodes: int, checkpoint_uri: str,
              run_name: str, job_name: str, encoder: Output[Model], history: Output[Dataset]):
@@ -12,6 +13,7 @@ def pretrain(train: Input[Dataset], stats: Input[Dataset], model_config: dict, a
     Args:
         train: the train split.
         stats: normalisation statistics of the train split.
+        data_config: the ``data`` config section (its seed picks the kNN monitor's held-out images).
         model_config: the ``model`` config section (width, stem, head, …).
         augment_config: the ``augment`` config section (crop scale, colour strength, …).
         pretrain_config: the ``pretrain`` config section (optimizer, warm-up, precision, …).
@@ -33,8 +35,8 @@ def pretrain(train: Input[Dataset], stats: Input[Dataset], model_config: dict, a
     from kubeclr.steps import pretrain as step, runtime
 
     runtime.run_step("pretrain", run_name or job_name, step.pretrain,
-                     {"model": model_config, "augment": augment_config, "pretrain": pretrain_config,
-                      "metrics": metrics_config},
+                     {"data": data_config, "model": model_config, "augment": augment_config,
+                      "pretrain": pretrain_config, "metrics": metrics_config},
                      {"model.arch": arch, "pretrain.epochs": epochs, "pretrain.batch_size": batch_size,
                       "pretrain.lr": lr, "pretrain.temperature": temperature},
                      train.path, stats.path, encoder.path, history.path,

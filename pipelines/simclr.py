@@ -131,7 +131,7 @@ def build_pipeline(cfg: Config, opts: CompileOptions = CompileOptions()) -> Call
         stats = c.compute_stats(train=train, **common)
         stats.set_display_name("Normalisation statistics").set_caching_options(True)
 
-        pre = c.pretrain(train=train, stats=stats.outputs["stats"], model_config=model_config,
+        pre = c.pretrain(train=train, stats=stats.outputs["stats"], data_config=data_config, model_config=model_config,
                          augment_config=augment_config, pretrain_config=pretrain_config, arch=arch,
                          epochs=epochs, batch_size=batch_size, lr=lr, temperature=temperature, gpus=gpus_per_node,
                          nodes=nodes, checkpoint_uri=checkpoint_uri, **common)
@@ -169,7 +169,7 @@ def build_pipeline(cfg: Config, opts: CompileOptions = CompileOptions()) -> Call
 
         lin = c.linear_eval(features=feats.outputs["features"], encoder=pre.outputs["encoder"],
                             stats=stats.outputs["stats"], train=train, val=val, test=test,
-                            model_config=model_config, augment_config=augment_config,
+                            data_config=data_config, model_config=model_config, augment_config=augment_config,
                             pretrain_config=pretrain_config, eval_config=eval_config, arch=arch, **common)
         lin.set_display_name("Linear evaluation & kNN").set_caching_options(True)
 

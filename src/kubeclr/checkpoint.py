@@ -133,6 +133,8 @@ def _read_verified(store: Store, epoch: int) -> dict[str, Any] | None:
     try:
         manifest = json.loads(store.read_bytes(f"{folder}/{MANIFEST}"))
         expected = manifest["files"][STATE]
+        if not isinstance(expected, dict):
+            raise ValueError(f"{MANIFEST} has no entry for {STATE}")
         blob = store.read_bytes(f"{folder}/{STATE}")
     except Exception as exc:  # noqa: BLE001 - any unreadable checkpoint is skipped, not fatal
         log.warning("ignoring checkpoint %s: %s", where, str(exc).splitlines()[0] if str(exc) else type(exc).__name__)

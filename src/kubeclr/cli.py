@@ -156,6 +156,11 @@ def _compile_options(args: argparse.Namespace):
                           cache_pretrain=args.cache_pretrain, delete_pytorchjob=not args.keep_pytorchjobs)
 
 
+def _label(args: argparse.Namespace) -> str:
+    """The preset's name, or 'custom' for a --config file."""
+    return "custom" if args.config else args.preset
+
+
 def _utc_stamp() -> str:
     return dt.datetime.now(dt.timezone.utc).strftime("%Y%m%d-%H%M%S")
 
@@ -164,7 +169,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from kubeclr.local_run import run_local
 
     cfg = _config(args)
-    run_name = args.run_name or f"simclr-{args.preset if not args.config else 'custom'}-{_utc_stamp()}"
+    run_name = args.run_name or f"simclr-{_label(args)}-{_utc_stamp()}"
     files = run_local(cfg, run_name=run_name, output_dir=Path(args.output_dir),
                       cifar_source=args.cifar_source, cifar_md5=args.cifar_md5,
                       checkpoint_uri=args.checkpoint_uri, workdir=Path(args.workdir) if args.workdir else None)
@@ -227,7 +232,7 @@ def cmd_upload(args: argparse.Namespace) -> int:
 
     return _on_cluster(args, lambda client, package, _: kfp_client.upload(
         client, package, pipeline_name=args.pipeline_name, version=args.pipeline_version,
-        description=args.description))
+        description=args.description, namespace=args.namespace))
 
 
 def cmd_submit(args: argparse.Namespace) -> int:
@@ -244,7 +249,7 @@ def cmd_schedule(args: argparse.Namespace) -> int:
 
     cron = kfp_client.validate_cron(args.cron)  # fail before compiling or connecting
     return _on_cluster(args, lambda client, package, params: kfp_client.schedule(
-        client, package, experiment=args.experiment, job_name=args.job_name or f"simclr-{args.preset}-recurring",
+        client, package, experiment=args.experiment, job_name=args.job_name or f"simclr-{_label(args)}-recurring",
         cron=cron, params=params, no_catchup=args.no_catchup, max_concurrency=args.max_concurrency,
         start_time=args.start_time, end_time=args.end_time, pipeline_root=args.pipeline_root,
         namespace=args.namespace, service_account=args.service_account))

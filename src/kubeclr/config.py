@@ -13,6 +13,7 @@ whole config.
 from __future__ import annotations
 
 import dataclasses
+import math
 import typing
 from dataclasses import dataclass, field
 from importlib import resources
@@ -245,7 +246,10 @@ def _coerce(dotted: str, hint: Any, value: Any, origin: str) -> Any:
     if typing.get_origin(hint) is tuple:
         args = typing.get_args(hint)
         if isinstance(value, str):
-            value = yaml.safe_load(value if value.strip().startswith("[") else f"[{value}]")
+            try:
+                value = yaml.safe_load(value if value.strip().startswith("[") else f"[{value}]")
+            except yaml.YAMLError:
+                raise fail("a list") from None
         if not isinstance(value, (list, tuple)):
             raise fail("a list")
         variadic = len(args) == 2 and args[1] is Ellipsis
@@ -273,16 +277,15 @@ def _coerce(dotted: str, hint: Any, value: Any, origin: str) -> Any:
                 raise fail("an integer") from None
         raise fail("an integer")
     if hint is float:
-        if isinstance(value, bool):
+        if isinstance(value, bool) or not isinstance(value, (int, float, str)):
             raise fail("a number")
-        if isinstance(value, (int, float)):
-            return float(value)
-        if isinstance(value, str):
-            try:
-                return float(value)
-            except ValueError:
-                raise fail("a number") from None
-        raise fail("a number")
+        try:
+            number = float(value)
+        except ValueError:
+            raise fail("a number") from None
+        if not math.isfinite(number):
+            raise fail("a finite number")
+        return number
     if hint is str:
         if isinstance(value, (str, int, float)) and not isinstance(value, bool):
             return str(value)

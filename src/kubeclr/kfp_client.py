@@ -126,10 +126,10 @@ def _probe(host: str, headers: dict, ssl_ca_cert: str | None, timeout: float) ->
     if 300 <= response.status < 400:
         where = response.headers.get("Location", "?")
         raise KfpError(f"KFP API at {host} redirected to a login page ({where}); "
-                       f"pass --existing-token or --cookies")
+                       f"pass --token or --cookies")
     if response.status in (401, 403):
         raise KfpError(f"KFP API at {host} rejected the credentials (HTTP {response.status}); "
-                       f"check --existing-token/{TOKEN_ENV}, --cookies and --namespace")
+                       f"check --token/{TOKEN_ENV}, --cookies and --namespace")
     if response.status != 200:
         raise KfpError(f"no KFP v2 API at {url} (HTTP {response.status}); check --host")
     try:
@@ -199,7 +199,7 @@ def _host(client: kfp.Client) -> str:
 
 
 def upload(client: kfp.Client, package_path: str, *, pipeline_name: str, version: str | None,
-           description: str = "") -> dict:
+           description: str = "", namespace: str | None = None) -> dict:
     """Upload a compiled pipeline, or a new version of it when the name exists.
 
     Args:
@@ -208,6 +208,7 @@ def upload(client: kfp.Client, package_path: str, *, pipeline_name: str, version
         pipeline_name: display name in the UI (unique on the server).
         version: version name for an existing pipeline; None -> ``<kubeclr version>-<UTC time>``.
         description: shown in the UI.
+        namespace: profile namespace of a new pipeline (multi-user Kubeflow); None = shared.
 
     Returns:
         ``{"pipeline_id", "pipeline_name", "version_id", "version_name", "created", "url"}``;
@@ -221,7 +222,7 @@ def upload(client: kfp.Client, package_path: str, *, pipeline_name: str, version
         pipeline_id = client.get_pipeline_id(pipeline_name)
         if pipeline_id is None:
             made = client.upload_pipeline(str(package_path), pipeline_name=pipeline_name,
-                                          description=description or None)
+                                          description=description or None, namespace=namespace or None)
             return {"pipeline_id": made.pipeline_id, "pipeline_name": pipeline_name, "version_id": None,
                     "version_name": pipeline_name, "created": True,
                     "url": _ui(client, f"pipelines/details/{made.pipeline_id}")}

@@ -16,6 +16,8 @@ import json
 import logging
 import os
 import re
+import signal
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -196,6 +198,9 @@ def launch_and_wait(job: dict, *, api: K8sApi, timeout_s: float, poll_s: float =
     _create(api, collection, job, what, deadline, poll_s, log)
     log.info("%s created (timeout %.0fs)", what, timeout_s)
     delete, heartbeat = True, time.monotonic() + HEARTBEAT_S
+    # A cancelled KFP run or an evicted launcher pod gets SIGTERM: turn it into an exception so
+    # the `finally` below deletes the job instead of leaving its GPU pods running.
+    previous = _raise_on_sigterm()
     try:
         while True:
             obj = _get_status(api, f"{collection}/{name}", what, log) or obj
@@ -221,8 +226,25 @@ def launch_and_wait(job: dict, *, api: K8sApi, timeout_s: float, poll_s: float =
                                  f"(last state: {', '.join(sorted(seen)) or 'pending'}); deleted it")
             time.sleep(poll_s)
     finally:
+        _restore_sigterm(previous)
         if delete:
             _delete(api, f"{collection}/{name}", what, log)
+
+
+def _raise_on_sigterm():
+    """Install a SIGTERM handler that raises SystemExit(143); return the previous handler (or None)."""
+    if threading.current_thread() is not threading.main_thread():
+        return None  # signal handlers can only be set from the main thread
+
+    def handler(signum, frame):
+        raise SystemExit(128 + signum)
+
+    return signal.signal(signal.SIGTERM, handler)
+
+
+def _restore_sigterm(previous) -> None:
+    if previous is not None:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _get_status(api: K8sApi, path: str, what: str, log: logging.Logger) -> dict | None:

@@ -9,10 +9,11 @@ Training code receives a Store; it never learns which backend sits behind it.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 from pathlib import Path
-from typing import Protocol
+from typing import Iterator, Protocol
 from urllib.parse import unquote, urlparse
 
 from kubeclr.errors import StorageError
@@ -60,9 +61,11 @@ def open_store(uri: str) -> Store:
 def parent_and_key(uri: str) -> tuple[Store, str]:
     """Open the store of ``uri``'s parent and return it with the final key (for single objects)."""
     base, _, name = uri.rstrip("/").rpartition("/")
-    if not name or not base or base.endswith(":/"):
+    if base == "file://":  # file:///name: an object at the filesystem root
+        base = "file:///"
+    if not name or not base or base.endswith(":/") or base == "s3:/":
         raise StorageError(f"{uri}: expected a URI of an object, like s3://bucket/key or file:///dir/file")
-    return open_store(base + ("/" if base.endswith(":/") else "")), name
+    return open_store(base), name
 
 
 class LocalStore:
@@ -79,25 +82,33 @@ class LocalStore:
             raise StorageError(f"{self.uri}: key {key!r} escapes the store")
         return path
 
-    def read_bytes(self, key: str) -> bytes:
+    @contextlib.contextmanager
+    def _os_errors(self, key: str) -> Iterator[None]:
+        """Filesystem failures (permissions, full disk, read-only mount) as one line naming the object."""
         try:
-            return self._path(key).read_bytes()
+            yield
         except FileNotFoundError:
             raise StorageError(f"{self.uri}/{key}: no such object") from None
+        except OSError as exc:
+            raise StorageError(f"{self.uri}/{key}: {exc.strerror or exc}") from None
+
+    def read_bytes(self, key: str) -> bytes:
+        with self._os_errors(key):
+            return self._path(key).read_bytes()
 
     def write_bytes(self, key: str, data: bytes) -> None:
-        with atomic_path(self._path(key)) as tmp:
+        with self._os_errors(key), atomic_path(self._path(key)) as tmp:
             tmp.write_bytes(data)
 
     def get_file(self, key: str, dest: Path) -> None:
         src = self._path(key)
         if not src.is_file():
             raise StorageError(f"{self.uri}/{key}: no such object")
-        with atomic_path(dest) as tmp:
+        with self._os_errors(key), atomic_path(dest) as tmp:
             shutil.copyfile(src, tmp)
 
     def put_file(self, src: Path, key: str) -> None:
-        with atomic_path(self._path(key)) as tmp:
+        with self._os_errors(key), atomic_path(self._path(key)) as tmp:
             shutil.copyfile(src, tmp)
 
     def exists(self, key: str) -> bool:
@@ -111,4 +122,5 @@ class LocalStore:
         return sorted(k for k in keys if k.startswith(prefix) and not Path(k).name.startswith("."))
 
     def delete(self, key: str) -> None:
-        self._path(key).unlink(missing_ok=True)
+        with self._os_errors(key):
+            self._path(key).unlink(missing_ok=True)

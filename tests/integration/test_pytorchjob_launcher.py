@@ -233,3 +233,19 @@ def test_in_cluster_config_over_tls(monkeypatch, tmp_path):
         (other / "token").write_text("sa-token")
         with pytest.raises(K8sError, match="cannot reach|CERTIFICATE_VERIFY_FAILED|certificate"):
             K8sApi.in_cluster(other).request("GET", "/apis/kubeflow.org/v1/namespaces/ml/pytorchjobs/x")
+
+
+def test_sigterm_while_waiting_deletes_the_job():
+    """A cancelled KFP run SIGTERMs the launcher pod: the job must not outlive it."""
+    import os
+    import signal
+    import threading
+
+    state = FakeK8s(script=[[CREATED, RUNNING]])  # Running forever
+    timer = threading.Timer(0.3, os.kill, (os.getpid(), signal.SIGTERM))
+    with FakeK8sServer(state) as srv, pytest.raises(SystemExit) as exit_info:
+        timer.start()
+        launch_and_wait(tiny_job(), api=K8sApi(srv.url), timeout_s=60, poll_s=0.02, delete_after=False)
+    assert exit_info.value.code == 128 + signal.SIGTERM
+    assert len(state.of("DELETE")) == 1 and state.jobs == {}
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # the handler was restored

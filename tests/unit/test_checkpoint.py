@@ -58,7 +58,8 @@ def test_incomplete_newest_checkpoint_is_ignored(tmp_path, caplog):
     assert "incomplete" in caplog.text and "ckpt-000002" in caplog.text
 
 
-@pytest.mark.parametrize("damage", ["truncate", "flip", "bad_manifest", "missing_state"])
+@pytest.mark.parametrize("damage", ["truncate", "flip", "bad_manifest", "manifest_without_entry",
+                                    "missing_state"])
 def test_corrupt_newest_checkpoint_is_ignored(tmp_path, caplog, damage):
     store = LocalStore(tmp_path)
     checkpoint.save_checkpoint(store, 1, _state(1))
@@ -71,6 +72,8 @@ def test_corrupt_newest_checkpoint_is_ignored(tmp_path, caplog, damage):
         state_file.write_bytes(blob[:-1] + bytes([blob[-1] ^ 0xFF]))
     elif damage == "bad_manifest":
         (tmp_path / "ckpt-000002" / "MANIFEST.json").write_text("{not json")
+    elif damage == "manifest_without_entry":
+        (tmp_path / "ckpt-000002" / "MANIFEST.json").write_text('{"files": {"state.pt": "deadbeef"}}')
     else:
         state_file.unlink()
     with caplog.at_level(logging.WARNING):

@@ -51,6 +51,9 @@ def test_config_is_frozen():
     ("augment.crop_scale=0.9,0.1", "0 < min <= max <= 1"),
     ("data.val_split=half", "'batch5' or 'random:<fraction in (0,1)>'"),
     ("pretrain.epochs", "expected section.key=value"),
+    ("pretrain.lr=nan", "pretrain.lr='nan' is not a finite number"),
+    ("pretrain.temperature=inf", "is not a finite number"),
+    ("augment.crop_scale=[0.1,", "augment.crop_scale='[0.1,' is not a list"),
 ])
 def test_bad_overrides_fail_with_one_line_naming_the_key(override, fragment):
     with pytest.raises(ConfigError) as err:

@@ -97,6 +97,12 @@ def test_pickle_payload_never_runs(tmp_path):
     assert marker.exists()
 
 
+def test_unknown_codec_in_a_pickle_is_a_data_error():
+    payload = b"c_codecs\nencode\n(Vx\nVno-such-codec\ntR."  # protocol 0: _codecs.encode('x', 'no-such-codec')
+    with pytest.raises(DataError, match="corrupt pickle|unsafe or corrupt pickle"):
+        safe_loads(payload, origin="x")
+
+
 @pytest.mark.parametrize("global_name", ["os system", "builtins eval", "numpy load", "subprocess Popen"])
 def test_unpickler_refuses_other_globals(global_name):
     module, name = global_name.split()

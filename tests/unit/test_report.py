@@ -168,3 +168,10 @@ def test_linear_eval_step_seed_protocol(tmp_path):
     assert results["protocol"] == "seed" and results["l2"] is None and 0 <= results["test_top1"] <= 1
     assert np.asarray(results["confusion"]).sum() == 40 and results["knn"]["test_top1"] == 1.0
     assert torch.load(tmp_path / "c.pt", weights_only=True)["weight"].shape == (4, 8 * 4)
+
+
+def test_markdown_escaping_keeps_apostrophes_readable():
+    from kubeclr.evaluate.report import md_escape
+
+    assert md_escape("bob's run #1") == "bob's run \\#1"
+    assert md_escape("<img src=x onerror=alert(1)>") == "&lt;img src=x onerror=alert\\(1\\)&gt;"

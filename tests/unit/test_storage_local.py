@@ -73,6 +73,8 @@ def test_parent_and_key(tmp_path):
     assert key == "f.json" and store.read_bytes(key) == b"{}"
     with pytest.raises(StorageError, match="expected a URI of an object"):
         parent_and_key("s3://bucket")
+    root, name = parent_and_key("file:///cifar-10-python.tar.gz")  # an object at the filesystem root
+    assert (str(root.root), name) == ("/", "cifar-10-python.tar.gz")
 
 
 def test_s3_uris_open_the_s3_store_without_network(monkeypatch):

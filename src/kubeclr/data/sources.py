@@ -193,8 +193,8 @@ def _fetch_source(cfg: DataConfig, expected: str | None) -> Path:
 
 
 def _mirror_key(cfg: DataConfig, expected: str | None) -> str:
-    name = os.path.basename(urlparse(cfg.source).path.rstrip("/")) or "source"
-    return f"{expected or name}/{MIRROR_NAME}"
+    """By MD5; unverified sources (md5 none) by a digest of their URI, so two sources never share a copy."""
+    return f"{expected or 'uri-' + hashlib.sha256(cfg.source.encode()).hexdigest()[:16]}/{MIRROR_NAME}"
 
 
 def _from_mirror(mirror_uri: str, key: str, cfg: DataConfig, expected: str | None) -> Path | None:

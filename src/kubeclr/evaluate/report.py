@@ -112,7 +112,8 @@ def build_metrics(inp: ReportInputs) -> dict:
 
 def md_escape(text: object) -> str:
     """Neutralise HTML and Markdown syntax in a user string (one line)."""
-    text = html.escape(" ".join(str(text).split()), quote=True)
+    # quote=False: an entity like &#x27; would carry a '#' into the Markdown escapes below
+    text = html.escape(" ".join(str(text).split()), quote=False)
     return re.sub(r"([\\`*_\[\]{}()#+!|~>-])", r"\\\1", text)
 
 
