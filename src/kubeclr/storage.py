@@ -48,6 +48,20 @@ def split_uri(uri: str) -> tuple[str, str]:
     return "file", uri
 
 
+def redact_uri(uri: str) -> str:
+    """``uri`` without credentials: user info and a query string (pre-signed URLs) are replaced.
+
+    For anything a person or a log sees: reports, metrics.json, log lines, error messages.
+    """
+    parsed = urlparse(uri)
+    if not parsed.scheme or not parsed.netloc:
+        return uri
+    netloc = parsed.netloc.rpartition("@")[2]
+    if "@" in parsed.netloc:
+        netloc = "***@" + netloc
+    return parsed._replace(netloc=netloc, query="…" if parsed.query else "", fragment="").geturl()
+
+
 def open_store(uri: str) -> Store:
     """Open the store rooted at ``uri`` (``s3://bucket/prefix``, ``file:///dir`` or a dir)."""
     scheme, rest = split_uri(uri)

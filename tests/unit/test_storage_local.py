@@ -104,3 +104,29 @@ def test_s3_settings_errors_are_user_errors(monkeypatch):
     monkeypatch.setenv("KUBECLR_S3_MAX_ATTEMPTS", "many")
     with pytest.raises(UserError, match="KUBECLR_S3_MAX_ATTEMPTS='many'"):
         open_store("s3://bucket/x")
+
+
+@pytest.mark.parametrize("uri, shown", [
+    ("https://user:secret@host/c.tar.gz?X-Amz-Signature=abc", "https://***@host/c.tar.gz?…"),
+    ("https://host/c.tar.gz", "https://host/c.tar.gz"),
+    ("s3://bucket/key", "s3://bucket/key"),
+    ("sample", "sample"),
+    ("/data/c.tar.gz", "/data/c.tar.gz"),
+])
+def test_redact_uri_hides_credentials(uri, shown):
+    from kubeclr.storage import redact_uri
+
+    assert redact_uri(uri) == shown
+
+
+def test_download_errors_never_show_credentials(tmp_path):
+    from kubeclr.config import load_config
+    from kubeclr.errors import DataError
+    from kubeclr.steps.data import download_split
+
+    cfg = load_config("smoke", overrides=["data.source=http://user:s3cret@127.0.0.1:9/c.tar.gz?sig=t0ken",
+                                          "data.md5=none", f"data.cache_dir={tmp_path / 'cache'}"])
+    with pytest.raises(DataError) as err:
+        download_split(cfg, tmp_path / "t.npz", tmp_path / "v.npz", tmp_path / "s.npz")
+    assert "127.0.0.1" in str(err.value)
+    assert "s3cret" not in str(err.value) and "t0ken" not in str(err.value)

@@ -33,7 +33,7 @@ from kubeclr.config import DataConfig
 from kubeclr.data.sample import sample_tarball
 from kubeclr.errors import ConfigError, DataError, StorageError
 from kubeclr.progress import byte_bar
-from kubeclr.storage import open_store, parent_and_key, split_uri
+from kubeclr.storage import open_store, parent_and_key, redact_uri, split_uri
 
 logger = logging.getLogger(__name__)
 
@@ -119,10 +119,10 @@ def download(url: str, dest: Path, *, timeout: float = 60.0) -> None:
         if exc.code == 416 and offset:  # the .part is not a prefix of this file: start over
             part.unlink()
             return download(url, dest, timeout=timeout)
-        raise DataError(f"{url}: HTTP error {exc.code} {exc.reason}") from None
+        raise DataError(f"{redact_uri(url)}: HTTP error {exc.code} {exc.reason}") from None
     except (URLError, OSError, ValueError, http.client.HTTPException) as exc:
         reason = getattr(exc, "reason", exc)
-        raise DataError(f"{url}: cannot download ({reason})") from None
+        raise DataError(f"{redact_uri(url)}: cannot download ({reason})") from None
     with response:
         resumed = offset and response.status == 206 and \
             response.headers.get("Content-Range", "").startswith(f"bytes {offset}-")
@@ -130,7 +130,7 @@ def download(url: str, dest: Path, *, timeout: float = 60.0) -> None:
             offset = 0  # the server sent the whole file
         length = response.headers.get("Content-Length")
         total = offset + int(length) if length and length.isdigit() else None
-        logger.info("downloading %s%s", url, f" (resuming at {offset} bytes)" if offset else "")
+        logger.info("downloading %s%s", redact_uri(url), f" (resuming at {offset} bytes)" if offset else "")
         with open(part, "ab" if offset else "wb") as fh, byte_bar(total, dest.name) as bar:
             bar.update(offset)
             try:
@@ -139,11 +139,11 @@ def download(url: str, dest: Path, *, timeout: float = 60.0) -> None:
                     bar.update(len(chunk))
             except (OSError, http.client.HTTPException) as exc:
                 fh.flush()
-                raise DataError(f"{url}: download broke off after {fh.tell()} bytes "
+                raise DataError(f"{redact_uri(url)}: download broke off after {fh.tell()} bytes "
                                 f"({type(exc).__name__}); run again to resume") from None
     size = part.stat().st_size
     if total is not None and size != total:
-        raise DataError(f"{url}: download broke off after {size} of {total} bytes; run again to resume")
+        raise DataError(f"{redact_uri(url)}: download broke off after {size} of {total} bytes; run again to resume")
     os.replace(part, dest)
 
 
@@ -156,7 +156,7 @@ def _fetch_into_cache(uri: str, scheme: str, cache_dir: str, expected: str | Non
         raise DataError(f"data.cache_dir={cache_dir!r}: cannot create {dest.parent} ({exc.strerror})") from None
     if dest.is_file():
         if expected is None or md5_of(dest) == expected:
-            logger.info("using cached %s (%s)", uri, dest)
+            logger.info("using cached %s (%s)", redact_uri(uri), dest)
             return dest
         dest.unlink()  # stale or corrupt: fetch again
     if scheme == "s3":
@@ -247,7 +247,7 @@ def fetch_tarball(cfg: DataConfig, mirror_uri: str = "") -> Tarball:
                        md5=hashlib.md5(data, usedforsecurity=False).hexdigest())
     expected = expected_md5(cfg.md5)
     if expected is None:
-        logger.warning("data.md5 is 'none': the tarball from %s is not verified", cfg.source)
+        logger.warning("data.md5 is 'none': the tarball from %s is not verified", redact_uri(cfg.source))
     key = _mirror_key(cfg, expected)
     path = _from_mirror(mirror_uri, key, cfg, expected) if mirror_uri else None
     from_mirror = path is not None
@@ -256,4 +256,4 @@ def fetch_tarball(cfg: DataConfig, mirror_uri: str = "") -> Tarball:
     md5 = md5_of(path)
     if mirror_uri and not from_mirror:
         _to_mirror(mirror_uri, key, path)
-    return Tarball(data=path, source=cfg.source, md5=md5, synthetic=False)
+    return Tarball(data=path, source=redact_uri(cfg.source), md5=md5, synthetic=False)

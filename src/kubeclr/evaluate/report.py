@@ -17,6 +17,7 @@ from typing import Any, Mapping, Sequence
 
 from kubeclr import __version__
 from kubeclr.evaluate import charts
+from kubeclr.storage import redact_uri
 
 STEPS = ("download_split", "compute_stats", "pretrain", "extract_features", "linear_eval", "report")
 
@@ -231,7 +232,8 @@ def render_html(inp: ReportInputs, metrics: Mapping[str, Any]) -> str:
             ("final loss", f"{pre['final_loss']:.4f}")]
     total = sum(metrics["timings"].values()) or 1.0
     timing_rows = [(s, f"{v:.2f}", f"{100 * v / total:.1f}%") for s, v in metrics["timings"].items()]
-    config_rows = [(f"{sec}.{key}", value) for sec, keys in inp.config.items() for key, value in keys.items()]
+    config_rows = [(f"{sec}.{key}", redact_uri(value) if isinstance(value, str) else value)
+                   for sec, keys in inp.config.items() for key, value in keys.items()]
     acc_rows = [("linear (" + str(lin.get("protocol")) + ")", _pct(lin["val_top1"]), _pct(lin.get("val_top5")),
                  _pct(lin["test_top1"]), _pct(lin["test_top5"])),
                 (f"kNN (k={knn.get('k', '–')}, τ={knn.get('temperature', '–')})", "–", "–",
