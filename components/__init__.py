@@ -18,7 +18,6 @@ from kubeclr import IMAGE
 from kubeclr.errors import UserError
 from kubeclr.components import data, evaluate, pretrain
 
-STEPS = ("download_split", "compute_stats", "pretrain", "extract_features", "linear_eval", "report")
 
 
 @dataclass(frozen=True)

@@ -52,6 +52,8 @@ class CompileOptions:
     cache_pretrain: bool = False
     extract_gpu: bool = True
     delete_pytorchjob: bool = True  # nodes > 1: delete the finished job (False keeps its pods for kubectl logs)
+    # The pretrain task only launches a PyTorchJob (nodes > 1): no GPU and a small pod for it.
+    launcher: bool = False
 
 
 def _gpu_settings(task: dsl.PipelineTask, opts: CompileOptions) -> None:
@@ -86,7 +88,7 @@ def build_pipeline(cfg: Config, opts: CompileOptions = CompileOptions()) -> Call
         lr: float = cfg.pretrain.lr,
         temperature: float = cfg.pretrain.temperature,
         gpus_per_node: int = 1,
-        nodes: int = 1,
+        nodes: int = 2 if opts.launcher else 1,
         checkpoint_uri: str = cfg.storage.checkpoint_uri,
         mirror_uri: str = cfg.storage.mirror_uri,
         export_uri: str = cfg.storage.export_uri,
@@ -131,21 +133,27 @@ def build_pipeline(cfg: Config, opts: CompileOptions = CompileOptions()) -> Call
         stats = c.compute_stats(train=train, **common)
         stats.set_display_name("Normalisation statistics").set_caching_options(True)
 
-        pre = c.pretrain(train=train, stats=stats.outputs["stats"], data_config=data_config, model_config=model_config,
-                         augment_config=augment_config, pretrain_config=pretrain_config, arch=arch,
+        pre = c.pretrain(train=train, stats=stats.outputs["stats"], data_config=data_config,
+                         model_config=model_config, augment_config=augment_config,
+                         pretrain_config=pretrain_config, arch=arch,
                          epochs=epochs, batch_size=batch_size, lr=lr, temperature=temperature, gpus=gpus_per_node,
                          nodes=nodes, checkpoint_uri=checkpoint_uri, **common)
-        pre.set_display_name("SimCLR pretraining (GPU)").set_caching_options(opts.cache_pretrain)
-        pre.set_accelerator_type(GPU_RESOURCE).set_accelerator_limit(gpus_per_node)
-        pre.set_cpu_request(opts.pretrain_cpu).set_cpu_limit(opts.pretrain_cpu)
-        pre.set_memory_request(opts.pretrain_memory).set_memory_limit(opts.pretrain_memory)
+        pre.set_caching_options(opts.cache_pretrain)
+        if opts.launcher:  # the GPUs, /dev/shm and node placement go to the job's pods (env below)
+            pre.set_display_name("SimCLR pretraining (PyTorchJob launcher)")
+            pre.set_cpu_request("500m").set_cpu_limit("1").set_memory_request("2Gi").set_memory_limit("4Gi")
+        else:
+            pre.set_display_name("SimCLR pretraining (GPU)")
+            pre.set_accelerator_type(GPU_RESOURCE).set_accelerator_limit(gpus_per_node)
+            pre.set_cpu_request(opts.pretrain_cpu).set_cpu_limit(opts.pretrain_cpu)
+            pre.set_memory_request(opts.pretrain_memory).set_memory_limit(opts.pretrain_memory)
+            _gpu_settings(pre, opts)
+            kubernetes.empty_dir_mount(pre, volume_name="dshm", mount_path="/dev/shm", medium="Memory",
+                                       size_limit=opts.shm_size)
         # a retried pod resumes from the newest complete checkpoint at checkpoint_uri
         if opts.pretrain_retries:
             pre.set_retry(num_retries=opts.pretrain_retries, backoff_duration="60s", backoff_factor=2.0,
                           backoff_max_duration="600s")
-        _gpu_settings(pre, opts)
-        kubernetes.empty_dir_mount(pre, volume_name="dshm", mount_path="/dev/shm", medium="Memory",
-                                   size_limit=opts.shm_size)
         kubernetes.set_timeout(pre, opts.pretrain_timeout_s)
         # what the step needs to launch a PyTorchJob like itself when nodes > 1
         for name, value in {"KUBECLR_IMAGE": opts.image, "KUBECLR_SECRET_NAME": opts.secret_name,
@@ -154,7 +162,8 @@ def build_pipeline(cfg: Config, opts: CompileOptions = CompileOptions()) -> Call
                             "KUBECLR_POD_CPU": opts.pretrain_cpu, "KUBECLR_POD_MEMORY": opts.pretrain_memory,
                             "KUBECLR_SHM_SIZE": opts.shm_size,
                             "KUBECLR_TIMEOUT_S": str(opts.pretrain_timeout_s),
-                            "KUBECLR_DELETE_JOB": str(opts.delete_pytorchjob).lower()}.items():
+                            "KUBECLR_DELETE_JOB": str(opts.delete_pytorchjob).lower(),
+                            "KUBECLR_LAUNCHER_ONLY": str(opts.launcher).lower()}.items():
             pre.set_env_variable(name, value)
         kubernetes.use_field_path_as_env(pre, "KUBECLR_SERVICE_ACCOUNT", "spec.serviceAccountName")
         kubernetes.add_pod_label(pre, *PRETRAIN_POD_LABEL)

@@ -60,6 +60,9 @@ def _compile_args(p: argparse.ArgumentParser, *, package: bool = False) -> None:
     g.add_argument("--retries", type=int, default=2, help="pretrain retries (each resumes from the checkpoint)")
     g.add_argument("--timeout", type=int, default=86400, help="pretrain timeout in seconds")
     g.add_argument("--cache-pretrain", action="store_true", help="allow KFP to cache the pretrain step")
+    g.add_argument("--launcher", action="store_true",
+                   help="multi-node variant: pretrain only launches a PyTorchJob (needs nodes >= 2), so that "
+                        "step holds no GPU while the job's pods train")
     g.add_argument("--keep-pytorchjobs", action="store_true",
                    help="nodes > 1: keep the finished PyTorchJob (and its pods' logs) instead of deleting it")
 
@@ -153,7 +156,8 @@ def _compile_options(args: argparse.Namespace):
                           node_selector=selector, pretrain_cpu=args.pretrain_cpu,
                           pretrain_memory=args.pretrain_memory, shm_size=args.shm_size,
                           pretrain_retries=args.retries, pretrain_timeout_s=args.timeout,
-                          cache_pretrain=args.cache_pretrain, delete_pytorchjob=not args.keep_pytorchjobs)
+                          cache_pretrain=args.cache_pretrain, delete_pytorchjob=not args.keep_pytorchjobs,
+                          launcher=args.launcher)
 
 
 def _label(args: argparse.Namespace) -> str:

@@ -329,8 +329,7 @@ class ClusterSettings:
         return cls(image=environ.get("KUBECLR_IMAGE", IMAGE), nodes=nodes, gpus_per_node=gpus_per_node,
                    secret_name=environ.get("KUBECLR_SECRET_NAME") or None,
                    node_selector=json.loads(environ.get("KUBECLR_NODE_SELECTOR", "{}")),
-                   tolerations=[{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
-                   if tolerate else [],
+                   tolerations=[dict(GPU_TOLERATION)] if tolerate else [],
                    cpu=environ.get("KUBECLR_POD_CPU", "8"), memory=environ.get("KUBECLR_POD_MEMORY", "32Gi"),
                    shm_size=environ.get("KUBECLR_SHM_SIZE", "8Gi"),
                    service_account=environ.get("KUBECLR_SERVICE_ACCOUNT") or None,

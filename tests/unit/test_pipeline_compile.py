@@ -129,3 +129,28 @@ def test_cli_compile_with_image_override(tmp_path):
     pre = docs[1]["platforms"]["kubernetes"]["deploymentSpec"]["executors"]["exec-pretrain"]
     assert pre["secretAsEnv"][0]["secretName"] == "my-s3"
     assert pre["nodeSelector"]["labels"] == {"cloud.google.com/gke-accelerator": "nvidia-h100-80gb"}
+
+
+def test_launcher_variant_holds_no_gpu(tmp_path):
+    """`compile --launcher`: the pretrain pod only launches a PyTorchJob, so it requests no GPU."""
+    path = tmp_path / "p.yaml"
+    compile_pipeline(load_config("fast"), str(path), CompileOptions(launcher=True))
+    spec, platform = yaml.safe_load_all(path.read_text())
+    container = spec["deploymentSpec"]["executors"]["exec-pretrain"]["container"]
+    assert "accelerator" not in container["resources"]
+    assert container["resources"]["resourceCpuLimit"] == "1"
+    env = {e["name"]: e["value"] for e in container["env"]}
+    assert env["KUBECLR_LAUNCHER_ONLY"] == "true" and env["KUBECLR_POD_CPU"] == "8"  # the job's pods get 8
+    pre = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]["exec-pretrain"]
+    assert "emptyDirMounts" not in pre and "tolerations" not in pre
+    assert spec["root"]["inputDefinitions"]["parameters"]["nodes"]["defaultValue"] == 2
+
+
+def test_launcher_variant_refuses_one_node(tmp_path, monkeypatch):
+    from kubeclr.errors import UserError
+    from kubeclr.steps import pretrain as step
+
+    monkeypatch.setenv("KUBECLR_LAUNCHER_ONLY", "true")
+    with pytest.raises(UserError, match="compiled with --launcher"):
+        step.pretrain(load_config("smoke"), tmp_path / "t.npz", tmp_path / "s.json", tmp_path / "e.pt",
+                      tmp_path / "h.json", run_name="r", nodes=1)

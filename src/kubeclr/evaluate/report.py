@@ -17,9 +17,8 @@ from typing import Any, Mapping, Sequence
 
 from kubeclr import __version__
 from kubeclr.evaluate import charts
+from kubeclr.steps import STEPS
 from kubeclr.storage import redact_uri
-
-STEPS = ("download_split", "compute_stats", "pretrain", "extract_features", "linear_eval", "report")
 
 # key -> type name; nested dicts are sections. Extra keys are allowed.
 METRICS_SCHEMA: dict[str, Any] = {

@@ -11,6 +11,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+import os
 import subprocess
 import sys
 import tempfile
@@ -77,6 +78,9 @@ def pretrain(cfg: Config, train_path: str | Path, stats_path: str | Path, encode
     """
     if checkpoint_uri:
         cfg = cfg.override({"storage.checkpoint_uri": checkpoint_uri})
+    if nodes < 2 and os.environ.get("KUBECLR_LAUNCHER_ONLY") == "true":
+        raise UserError(f"this pipeline was compiled with --launcher (pretraining runs as a PyTorchJob): "
+                        f"set nodes to 2 or more (got {nodes}), or compile without --launcher")
     with step_metrics(cfg.metrics, run_name, "pretrain"):
         if nodes > 1:
             return _launch_multinode(cfg, train_path, stats_path, encoder_out, history_out,
