@@ -25,10 +25,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torchvision import transforms as T
 
+from kubeclr.color import grayscale, jitter_in_order
 from kubeclr.config import AugmentConfig
 
 RATIO = (3 / 4, 4 / 3)
-_GRAY = (0.2989, 0.587, 0.114)  # ITU-R 601 luma, exactly as torchvision rgb_to_grayscale
 
 
 def _rand(shape: Sequence[int], generator: torch.Generator | None, device: torch.device) -> Tensor:
@@ -135,83 +135,38 @@ def random_resized_crop(images: Tensor, size: int, scale: Sequence[float] = (0.0
     return crop_resize(x, boxes, size)
 
 
-def grayscale(x: Tensor) -> Tensor:
-    """``(B, 3, H, W)`` -> ``(B, 1, H, W)`` luma."""
-    r, g, b = x.unbind(1)
-    return (_GRAY[0] * r + _GRAY[1] * g + _GRAY[2] * b).unsqueeze(1)
-
-
-def rgb_to_hsv(x: Tensor) -> Tensor:
-    """``(B, 3, H, W)`` RGB in [0, 1] -> HSV in [0, 1] (hue as a fraction of a turn)."""
-    r, g, b = x.unbind(1)
-    maxc = x.amax(1)  # values only: max(1) also computes indices (~25x slower on CPU)
-    minc = x.amin(1)
-    delta = maxc - minc
-    safe = torch.where(delta > 0, delta, torch.ones_like(delta))
-    hue = torch.where(maxc == r, ((g - b) / safe) % 6,
-                      torch.where(maxc == g, (b - r) / safe + 2, (r - g) / safe + 4)) / 6
-    hue = torch.where(delta > 0, hue, torch.zeros_like(hue))
-    sat = torch.where(maxc > 0, delta / torch.where(maxc > 0, maxc, torch.ones_like(maxc)), torch.zeros_like(maxc))
-    return torch.stack([hue, sat, maxc], 1)
-
-
-def hsv_to_rgb(x: Tensor) -> Tensor:
-    """Inverse of :func:`rgb_to_hsv`: ``c = v - v·s·clamp(min(k, 4 - k), 0, 1)``, ``k = (n + 6h) mod 6``."""
-    h, s, v = x.unbind(1)
-    n = torch.tensor([5.0, 3.0, 1.0], device=x.device, dtype=x.dtype).view(1, 3, 1, 1)  # R, G, B
-    k = (n + 6 * h.unsqueeze(1)) % 6
-    return v.unsqueeze(1) - (v * s).unsqueeze(1) * torch.minimum(k, 4 - k).clamp(0, 1)
-
-
 def _per_sample(f: Tensor) -> Tensor:
     return f.view(-1, 1, 1, 1)
 
 
-def adjust_brightness(x: Tensor, f: Tensor) -> Tensor:
-    return (x * _per_sample(f)).clamp(0, 1)
-
-
-def adjust_contrast(x: Tensor, f: Tensor) -> Tensor:
-    m = grayscale(x).mean(dim=(1, 2, 3), keepdim=True)  # (B, 1, 1, 1)
-    return (m + (x - m) * _per_sample(f)).clamp(0, 1)
-
-
-def adjust_saturation(x: Tensor, f: Tensor) -> Tensor:
-    gray = grayscale(x)
-    return (gray + (x - gray) * _per_sample(f)).clamp(0, 1)
-
-
-def adjust_hue(x: Tensor, shift: Tensor) -> Tensor:
-    hsv = rgb_to_hsv(x)
-    hue = (hsv[:, 0] + shift.view(-1, 1, 1)) % 1.0
-    return hsv_to_rgb(torch.stack([hue, hsv[:, 1], hsv[:, 2]], 1))
-
-
-def color_jitter(x: Tensor, strength: float, p: float, generator: torch.Generator | None = None) -> Tensor:
+def color_jitter(x: Tensor, strength: float, p: float, generator: torch.Generator | None = None, *,
+                 select: bool | None = None) -> Tensor:
     """SimCLR colour distortion on ``(B, 3, H, W)`` floats in [0, 1], per-sample parameters and order.
 
     Brightness, contrast and saturation factors ~ U(max(0, 1 - 0.8s), 1 + 0.8s),
     hue shift ~ U(-0.2s, 0.2s) (capped at ±0.5), applied to each sample with
     probability ``p`` in a random order of its own (torchvision ``ColorJitter``
-    semantics). The order is realised by running the four operations at each of
-    four positions, with identity factors where a sample's permutation puts a
-    different operation there.
+    semantics). See :func:`kubeclr.color.jitter_in_order` for how the orders are batched.
+
+    ``select`` (default: on CPU, where a host sync is free) computes only the
+    samples drawn for jitter; otherwise every sample is computed and the others
+    are restored with one ``where``, which never syncs with the host (CUDA).
     """
     b, dev = x.shape[0], x.device
     if strength <= 0 or p <= 0:
         return x
     j, hue = 0.8 * strength, min(0.2 * strength, 0.5)
     apply = _rand((b,), generator, dev) < p
-    factors = [_uniform(max(0.0, 1 - j), 1 + j, b, generator, dev) for _ in range(3)]
+    factors = torch.stack([_uniform(max(0.0, 1 - j), 1 + j, b, generator, dev) for _ in range(3)], 1)  # (B, 3)
     shift = _uniform(-hue, hue, b, generator, dev)
-    order = _rand((b, 4), generator, dev).argsort(dim=1)  # (B, 4): op index at each position
-    ops = [(adjust_brightness, factors[0], 1.0), (adjust_contrast, factors[1], 1.0),
-           (adjust_saturation, factors[2], 1.0), (adjust_hue, shift, 0.0)]
-    for pos in range(4):
-        for op_id, (op, value, identity) in enumerate(ops):
-            here = apply & (order[:, pos] == op_id)  # no .any() check: avoids a host sync on GPU
-            x = torch.where(_per_sample(here), op(x, torch.where(here, value, identity)), x)
-    return x
+    order = _rand((b, 4), generator, dev).argsort(dim=1)  # (B, 4): op index at each position, 3 = hue
+    if select is None:
+        select = dev.type == "cpu"
+    if select:
+        idx = apply.nonzero().squeeze(1)                   # (M,) the selected samples
+        picked = jitter_in_order(x.index_select(0, idx), factors[idx], shift[idx], order[idx])
+        return x.index_copy(0, idx, picked)
+    return torch.where(_per_sample(apply), jitter_in_order(x, factors, shift, order), x)
 
 
 def gaussian_blur(x: Tensor, sigma: Tensor) -> Tensor:
@@ -269,10 +224,28 @@ class SimCLRAugment(nn.Module):
         return (x - self.mean.to(dev).view(1, 3, 1, 1)) / self.std.to(dev).view(1, 3, 1, 1)
 
 
+def paired_views(aug: SimCLRAugment, images: Tensor, generator: torch.Generator | None = None) -> Tensor:
+    """Two independent augmentations of every image, drawn as one ``2B`` batch.
+
+    One call of ``aug`` on the batch stacked twice: half the kernel launches of
+    two calls, and the result is already the model's input (no ``torch.cat``).
+
+    Args:
+        aug: the augmentation module.
+        images: ``(B, 3, H, W)`` uint8 (or float in [0, 1]).
+        generator: source of randomness on the images' device.
+
+    Returns:
+        ``(2B, 3, S, S)``: rows ``i`` and ``B + i`` are the two views of image ``i``.
+    """
+    return aug(torch.cat([images, images]), generator)
+
+
 def two_views(aug: SimCLRAugment, images: Tensor,
               generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
-    """Two independent augmentations of the same batch (the positive pairs)."""
-    return aug(images, generator), aug(images, generator)
+    """Two independent augmentations of the same batch (the positive pairs), ``(B, 3, S, S)`` each."""
+    view1, view2 = paired_views(aug, images, generator).chunk(2)
+    return view1, view2
 
 
 def pil_pipeline(cfg: AugmentConfig, mean: Sequence[float], std: Sequence[float]) -> T.Compose:

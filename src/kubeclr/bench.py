@@ -18,8 +18,9 @@ same model and batch size:
 Every rate counts *source images* per second (one image -> two views), so
 (a), (b) and (c) are directly comparable. Each measurement runs warm-up
 iterations, then reports the median over repeats (as airbench reports its
-claims over repeated runs). Ratios: ``ratio_step_vs_limit`` = a/b,
-``ratio_step_vs_seed`` = a/c.
+claims over repeated runs); the repeats of (a), (b) and (c) are interleaved
+(a₁ b₁ c₁ a₂ b₂ c₂ …) so that a shared machine's changing load hits all
+three alike. Ratios: ``ratio_step_vs_limit`` = a/b, ``ratio_step_vs_seed`` = a/c.
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ import torch
 
 from kubeclr import bench_seed, train
 from kubeclr.augment import SimCLRAugment, two_views
+from kubeclr.callbacks import Callback
 from kubeclr.config import Config
 from kubeclr.device import describe_device, resolve_device
 from kubeclr.errors import ConfigError
@@ -150,21 +152,51 @@ def _autocast(cfg: Config, device: torch.device):
                           enabled=enabled)
 
 
-def bench_step(cfg: Config, images: torch.Tensor, device: torch.device, s: BenchSettings) -> list[float]:
-    """(a) :func:`kubeclr.train.pretrain` itself, one epoch per repeat, after one warm-up epoch (if ``warmup``).
+class _Interleaved(Callback):
+    """After every epoch of (a), one repeat of each of (b) and (c), so a shared machine's load drifts hit all three.
 
-    Epochs are ``images / batch`` steps long and timed by the loop itself (it
-    synchronises once per epoch to read the loss).
+    Measured one after the other, minutes apart, the three rates of a loaded
+    2-core machine differed by up to 2× between repeats; interleaved, each
+    repeat of (a) has a (b) and a (c) measured under the same load.
+    """
+
+    def __init__(self, others: dict[str, Callable[[bool], list[float]]], warm: int) -> None:
+        self.others, self.warm = others, warm
+        self.rates: dict[str, list[float]] = {name: [] for name in others}
+
+    def on_epoch_end(self, record: dict[str, Any]) -> None:
+        for name, repeat in self.others.items():
+            rates = repeat(record["epoch"] <= self.warm)  # the warm-up epoch of (a) warms (b) up too
+            if record["epoch"] > self.warm:
+                self.rates[name] += rates
+
+
+def bench_training(cfg: Config, images: torch.Tensor, host_images: np.ndarray, device: torch.device,
+                   s: BenchSettings) -> dict[str, list[float]]:
+    """(a), (b) and (c), their repeats interleaved (see :class:`_Interleaved`).
+
+    (a) is :func:`kubeclr.train.pretrain` itself, one epoch of ``images / batch``
+    steps per repeat after one warm-up epoch (if ``warmup``), timed by the loop
+    (one sync per epoch). (b) and (c) run ``steps`` timed steps per repeat.
     """
     warm = 1 if s.warmup else 0
+    b = cfg.pretrain.batch_size
+    limit, seed = limit_step(cfg, device, s), seed_repeat(cfg, host_images, device, s)
+    def limit_repeat(warming: bool) -> list[float]:
+        if warming:
+            return measure(limit, b, warmup=s.warmup, repeats=0, calls=0, device=device)
+        return measure(limit, b, warmup=0, repeats=1, calls=s.steps, device=device)
+
+    others = {"limit": limit_repeat, "seed": lambda warming: [] if warming else seed()}
+    interleaved = _Interleaved(others, warm)
     run_cfg = cfg.override({"pretrain.epochs": warm + s.repeats, "pretrain.checkpoint_every": 0,
                             "pretrain.knn_every": 0})
-    result = train.pretrain(run_cfg, images, CIFAR_MEAN, CIFAR_STD, device=device)
-    return [r["images_per_second"] for r in result.history[warm:]]
+    result = train.pretrain(run_cfg, images, CIFAR_MEAN, CIFAR_STD, device=device, callbacks=interleaved)
+    return {"step": [r["images_per_second"] for r in result.history[warm:]], **interleaved.rates}
 
 
-def bench_limit(cfg: Config, device: torch.device, s: BenchSettings) -> list[float]:
-    """(b) Same model, optimiser, precision and memory format on pre-made views; loss = mean(z²)."""
+def limit_step(cfg: Config, device: torch.device, s: BenchSettings) -> Callable[[], None]:
+    """(b) One step of the same model, optimiser, precision and memory format on pre-made views; loss = mean(z²)."""
     pc, b = cfg.pretrain, cfg.pretrain.batch_size
     fmt = torch.channels_last if pc.channels_last and device.type == "cuda" else torch.contiguous_format
     model = build_model(cfg.model).to(device, memory_format=fmt).train()
@@ -184,17 +216,27 @@ def bench_limit(cfg: Config, device: torch.device, s: BenchSettings) -> list[flo
         optimizer.step()
         scheduler.step()
 
-    return measure(step, b, warmup=s.warmup, repeats=s.repeats, calls=s.steps, device=device)
+    return step
 
 
-def bench_seed_step(cfg: Config, host_images: np.ndarray, device: torch.device, s: BenchSettings) -> list[float]:
-    """(c) The seed article's path: PIL views from DataLoader workers, fp32, same model and optimiser."""
+def seed_repeat(cfg: Config, host_images: np.ndarray, device: torch.device,
+                s: BenchSettings) -> Callable[[], list[float]]:
+    """(c) One timed repeat per call of the seed article's path: PIL views from DataLoader workers, fp32.
+
+    Each repeat starts the loader's workers afresh and spends one untimed step
+    on their start-up; the workers exit after the repeat, so they neither
+    steal CPU from (a) and (b) nor hand (c) batches made while those ran.
+    """
     b = cfg.pretrain.batch_size
-    loader = bench_seed.pil_loader(host_images, cfg, CIFAR_MEAN, CIFAR_STD, batch_size=b,
-                                   batches=s.warmup + s.repeats * s.steps, workers=s.loader_workers(),
-                                   pin_memory=device.type == "cuda", seed=s.seed)
-    step = bench_seed.seed_step(cfg, loader, device)
-    return measure(step, b, warmup=s.warmup, repeats=s.repeats, calls=s.steps, device=device)
+    loader = bench_seed.pil_loader(host_images, cfg, CIFAR_MEAN, CIFAR_STD, batch_size=b, batches=1 + s.steps,
+                                   workers=s.loader_workers(), pin_memory=device.type == "cuda", seed=s.seed)
+    step = bench_seed.seed_step(cfg, device, steps_per_epoch=len(loader))
+
+    def repeat() -> list[float]:
+        batches = iter(loader)
+        return measure(lambda: step(*next(batches)), b, warmup=1, repeats=1, calls=s.steps, device=device)
+
+    return repeat
 
 
 def bench_augment(cfg: Config, images: torch.Tensor, host_images: np.ndarray, device: torch.device,
@@ -240,9 +282,7 @@ def run(cfg: Config, device: torch.device, settings: BenchSettings) -> dict[str,
     images = synthetic_images(max(n_train, b), cfg.augment.size, device, s.seed)      # (N, 3, S, S) uint8
     host_images = images[:max(b, 2048)].cpu().numpy()  # pool the PIL paths sample from (with replacement)
     rates: dict[str, list[float]] = {}
-    for name, fn in (("step", lambda: bench_step(cfg, images, device, s)),
-                     ("limit", lambda: bench_limit(cfg, device, s)),
-                     ("seed", lambda: bench_seed_step(cfg, host_images, device, s)),
+    for name, fn in (("step, limit, seed", lambda: bench_training(cfg, images, host_images, device, s)),
                      ("augment", lambda: bench_augment(cfg, images, host_images, device, s)),
                      ("features", lambda: bench_features(cfg, images, device, s))):
         log.info("bench: measuring %s", name)
@@ -253,7 +293,8 @@ def run(cfg: Config, device: torch.device, settings: BenchSettings) -> dict[str,
     return {
         "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "device": device.type, "device_name": name, "torch": torch.__version__,
-        "cpu_count": os.cpu_count(), "load_average": list(os.getloadavg()), "threads": torch.get_num_threads(), "workers": s.loader_workers(),
+        "cpu_count": os.cpu_count(), "load_average": list(os.getloadavg()), "threads": torch.get_num_threads(),
+        "workers": s.loader_workers(),
         "settings": dataclasses.asdict(s), "config": cfg.to_dict(),
         "images_per_second": ips, "repeats": rates,
         "ratio_step_vs_limit": ips["step"] / ips["limit"], "ratio_step_vs_seed": ips["step"] / ips["seed"],

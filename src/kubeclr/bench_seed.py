@@ -15,6 +15,7 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 from PIL import Image
+from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, RandomSampler
 
 from kubeclr.augment import pil_pipeline
@@ -73,20 +74,18 @@ def pil_augment_images(images: np.ndarray, cfg: Config, mean: Sequence[float],
     return run
 
 
-def seed_step(cfg: Config, loader: DataLoader, device: torch.device) -> Callable[[], None]:
-    """One training step per call in the seed article's style: host views -> device, fp32 model.
+def seed_step(cfg: Config, device: torch.device, *, steps_per_epoch: int) -> Callable[[Tensor, Tensor], None]:
+    """A training step in the seed article's style on one batch of host views: copy to the device, fp32 model.
 
     Same model, NT-Xent and optimiser (with its per-step schedule) as our
     pretraining; no autocast, no channels_last, no compile.
     """
     model = build_model(cfg.model).to(device).train()
     optimizer = build_optimizer(model, cfg.pretrain)
-    scheduler = build_scheduler(optimizer, cfg.pretrain, steps_per_epoch=max(1, len(loader)))
+    scheduler = build_scheduler(optimizer, cfg.pretrain, steps_per_epoch=max(1, steps_per_epoch))
     loss_fn = NTXentLoss(cfg.pretrain.temperature)
-    batches = iter(loader)
 
-    def step() -> None:
-        view1, view2 = next(batches)                                   # (B, 3, S, S) float32 each, host
+    def step(view1: Tensor, view2: Tensor) -> None:  # (B, 3, S, S) float32 each, host
         view1 = view1.to(device, non_blocking=True)
         view2 = view2.to(device, non_blocking=True)
         loss = forward_loss(model, loss_fn, view1, view2)

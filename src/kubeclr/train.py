@@ -21,14 +21,14 @@ import logging
 import random
 import time
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any, Iterable, Sequence
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
 from kubeclr import checkpoint, distributed
-from kubeclr.augment import SimCLRAugment, two_views
+from kubeclr.augment import SimCLRAugment, paired_views
 from kubeclr.callbacks import Callback
 from kubeclr.config import Config, PretrainConfig
 from kubeclr.device import describe_device
@@ -36,6 +36,7 @@ from kubeclr.errors import ConfigError, DataError, UserError
 from kubeclr.loss import NTXentLoss
 from kubeclr.model import build_model, load_init_weights
 from kubeclr.optim import build_optimizer, build_scheduler
+from kubeclr.prefetch import Prefetch
 from kubeclr.progress import progress
 from kubeclr.storage import Store
 
@@ -71,8 +72,13 @@ def forward_loss(model: nn.Module, loss_fn: nn.Module, view1: Tensor, view2: Ten
     Returns:
         Scalar loss (float32).
     """
-    _, z = model(torch.cat([view1, view2]))  # (2N, proj_dim)
-    z1, z2 = z.chunk(2)                      # (N, proj_dim) each
+    return paired_loss(model, loss_fn, torch.cat([view1, view2]))
+
+
+def paired_loss(model: nn.Module, loss_fn: nn.Module, views: Tensor) -> Tensor:
+    """:func:`forward_loss` of views already stacked as ``(2N, 3, S, S)``, rows i and N + i a pair."""
+    _, z = model(views)  # (2N, proj_dim)
+    z1, z2 = z.chunk(2)  # (N, proj_dim) each
     return loss_fn(z1, z2)
 
 
@@ -123,7 +129,7 @@ def pretrain(cfg: Config, images: Tensor | np.ndarray, mean: Sequence[float], st
     per_rank, steps_per_epoch = batch_plan(pc.batch_size, world, images.shape[0])
     callbacks = callbacks or Callback()
     cuda = device.type == "cuda"
-    channels_last = pc.channels_last and cuda
+    channels_last = pc.channels_last and cuda  # CPU stays NCHW: torch 2.14.1's NHWC backward segfaults at width 4
 
     _seed_everything(pc.seed)
     model = build_model(cfg.model)
@@ -159,24 +165,21 @@ def pretrain(cfg: Config, images: Tensor | np.ndarray, mean: Sequence[float], st
         loss_sum = torch.zeros((), device=device)
         bar = progress(range(steps_per_epoch), total=steps_per_epoch, desc=f"epoch {epoch}/{pc.epochs}") \
             if rank == 0 else range(steps_per_epoch)
-        for i in bar:
-            t_step = time.perf_counter()
-            start = i * pc.batch_size + rank * per_rank
-            batch = data[perm[start:start + per_rank]]                   # (b, 3, H, W) uint8
-            view1, view2 = two_views(aug, batch, gens["augment"])        # (b, 3, S, S) float32 each
-            if channels_last:
-                view1 = view1.contiguous(memory_format=torch.channels_last)
-                view2 = view2.contiguous(memory_format=torch.channels_last)
-            with autocast:
-                loss = forward_loss(forward, loss_fn, view1, view2)
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
-            lr = optimizer.param_groups[0]["lr"]
-            scheduler.step()
-            loss_sum += loss.detach()  # stays on the device: no sync per step
-            callbacks.on_step_end((epoch - 1) * steps_per_epoch + i + 1, time.perf_counter() - t_step)
+        with _view_batches(aug, data, perm, gens["augment"], batch_size=pc.batch_size, per_rank=per_rank,
+                           rank=rank, steps=steps_per_epoch, channels_last=channels_last,
+                           background=device.type == "cpu") as batches:
+            for i, batch_views in zip(bar, batches):
+                t_step = time.perf_counter()
+                with autocast:
+                    loss = paired_loss(forward, loss_fn, batch_views)
+                optimizer.zero_grad(set_to_none=True)
+                scaler.scale(loss).backward()
+                scaler.step(optimizer)
+                scaler.update()
+                lr = optimizer.param_groups[0]["lr"]
+                scheduler.step()
+                loss_sum += loss.detach()  # stays on the device: no sync per step
+                callbacks.on_step_end((epoch - 1) * steps_per_epoch + i + 1, time.perf_counter() - t_step)
         mean_loss = float(distributed.all_reduce_mean(loss_sum / steps_per_epoch).item())  # one sync per epoch
         seconds = time.perf_counter() - t0
         record: dict[str, Any] = {"epoch": epoch, "loss": mean_loss, "lr": float(lr),
@@ -196,6 +199,26 @@ def pretrain(cfg: Config, images: Tensor | np.ndarray, mean: Sequence[float], st
     summary = _summary(cfg, history, device, world)
     callbacks.on_train_end(summary)
     return PretrainResult(model=model, history=history, summary=summary)
+
+
+def _view_batches(aug: SimCLRAugment, data: Tensor, perm: Tensor, generator: torch.Generator, *, batch_size: int,
+                  per_rank: int, rank: int, steps: int, channels_last: bool,
+                  background: bool) -> contextlib.AbstractContextManager[Iterable[Tensor]]:
+    """This rank's ``steps`` batches of paired views for one epoch, as a context manager over an iterable.
+
+    Batch i holds the views ``(2 * per_rank, 3, S, S)`` of
+    ``data[perm[i * batch_size + rank * per_rank :][:per_rank]]``. With
+    ``background`` (CPU) batch i + 1 is augmented on one thread while batch i
+    trains, the overlap a DataLoader's workers give; that thread alone draws
+    from ``generator``, in order, so the stream and every checkpoint are
+    bitwise those of the inline loop. On CUDA kernels are asynchronous anyway.
+    """
+    def views(i: int) -> Tensor:
+        start = i * batch_size + rank * per_rank
+        v = paired_views(aug, data[perm[start:start + per_rank]], generator)  # (2b, 3, S, S) float32
+        return v.contiguous(memory_format=torch.channels_last) if channels_last else v
+
+    return Prefetch(views, steps) if background else contextlib.nullcontext(map(views, range(steps)))
 
 
 def _seed_everything(seed: int) -> None:

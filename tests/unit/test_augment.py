@@ -10,7 +10,7 @@ import torch
 import torchvision.transforms.functional as TF
 from PIL import Image
 
-from kubeclr import augment
+from kubeclr import augment, color
 from kubeclr.augment import SimCLRAugment, crop_resize, normalize, sample_crop_boxes, two_views
 from kubeclr.config import AugmentConfig
 
@@ -118,24 +118,27 @@ def test_colour_jitter_probability_and_strength_zero():
 
 
 @pytest.mark.parametrize("name, ours, theirs, factor", [
-    ("brightness", augment.adjust_brightness, TF.adjust_brightness, 1.3),
-    ("contrast", augment.adjust_contrast, TF.adjust_contrast, 0.6),
-    ("saturation", augment.adjust_saturation, TF.adjust_saturation, 1.4),
-    ("hue", augment.adjust_hue, TF.adjust_hue, -0.1),
+    ("brightness", color.adjust_brightness, TF.adjust_brightness, 1.3),
+    ("contrast", color.adjust_contrast, TF.adjust_contrast, 0.6),
+    ("saturation", color.adjust_saturation, TF.adjust_saturation, 1.4),
+    ("hue", color.adjust_hue, TF.adjust_hue, -0.1),
 ])
 def test_colour_ops_match_torchvision(name, ours, theirs, factor):
     x = augment.to_float(_images(3, size=8))
     torch.testing.assert_close(ours(x, torch.full((3,), factor)), theirs(x, factor), atol=2e-6, rtol=0)
 
 
-def test_colour_jitter_matches_torchvision_in_each_samples_own_order():
+@pytest.mark.parametrize("p, select", [(1.0, None), (0.6, True), (0.6, False)])
+def test_colour_jitter_matches_torchvision_in_each_samples_own_order(p, select):
     n, strength = 24, 1.0
     x = augment.to_float(_images(n, size=6))
-    out = augment.color_jitter(x, strength, 1.0, _gen(5))
+    out = augment.color_jitter(x, strength, p, _gen(5), select=select)
     # Oracle: replay the same draws (apply, 3 factors, hue shift, order) and run
-    # torchvision's functional ops one sample at a time, in that sample's order.
+    # torchvision's functional ops one sample at a time, in that sample's order;
+    # samples not drawn for jitter must come back bitwise unchanged.
     g, j = _gen(5), 0.8 * strength
-    torch.rand((n,), generator=g)
+    apply = torch.rand((n,), generator=g) < p
+    assert 0 < int(apply.sum()) <= n and (p == 1.0 or not apply.all())
     factors = [(1 - j) + 2 * j * torch.rand((n,), generator=g) for _ in range(3)]
     shift = -0.2 * strength + 0.4 * strength * torch.rand((n,), generator=g)
     order = torch.rand((n, 4), generator=g).argsort(1)
@@ -144,14 +147,44 @@ def test_colour_jitter_matches_torchvision_in_each_samples_own_order():
     assert len({tuple(o.tolist()) for o in order}) > 5  # genuinely different orders
     for i in range(n):
         y = x[i]
+        if not apply[i]:
+            assert torch.equal(out[i], y)
+            continue
         for op_id in order[i].tolist():
             y = ops[op_id](y, values[op_id][i].item())
         torch.testing.assert_close(out[i], y, atol=1e-5, rtol=0)
 
 
+def test_colour_jitter_selected_and_masked_paths_agree_and_convert_to_hsv_once(monkeypatch):
+    """The CPU path (only the drawn samples) and the sync-free device path (all, then where) agree."""
+    x = augment.to_float(_images(64, size=8))
+    calls = []
+    real = color.rgb_to_hsv
+    monkeypatch.setattr(color, "rgb_to_hsv", lambda t: calls.append(t.shape[0]) or real(t))
+    picked = augment.color_jitter(x, 0.5, 0.8, _gen(3), select=True)
+    masked = augment.color_jitter(x, 0.5, 0.8, _gen(3), select=False)
+    torch.testing.assert_close(picked, masked, atol=1e-6, rtol=0)
+    # one HSV round trip per call (not one per position), on the drawn samples only in the CPU path
+    assert len(calls) == 2 and calls[1] == 64 and 40 <= calls[0] < 64
+
+
+def test_paired_views_stack_two_views_of_each_image():
+    images = _images(5)
+    plain = SimCLRAugment(IDENTITY, MEAN, STD)
+    out = augment.paired_views(plain, images, _gen(0))
+    assert out.shape == (10, 3, 32, 32)
+    torch.testing.assert_close(out[:5], normalize(images, MEAN, STD), atol=1e-5, rtol=0)
+    torch.testing.assert_close(out[5:], normalize(images, MEAN, STD), atol=1e-5, rtol=0)
+    aug = SimCLRAugment(AugmentConfig(), MEAN, STD)
+    pairs = augment.paired_views(aug, images, _gen(4))
+    view1, view2 = two_views(aug, images, _gen(4))
+    assert torch.equal(pairs, torch.cat([view1, view2]))
+    assert not torch.allclose(pairs[:5], pairs[5:])
+
+
 def test_hsv_round_trip():
     x = augment.to_float(_images(4, size=8))
-    torch.testing.assert_close(augment.hsv_to_rgb(augment.rgb_to_hsv(x)), x, atol=2e-6, rtol=0)
+    torch.testing.assert_close(color.hsv_to_rgb(color.rgb_to_hsv(x)), x, atol=2e-6, rtol=0)
 
 
 def test_gaussian_blur_keeps_constants_and_smooths():

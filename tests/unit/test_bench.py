@@ -140,3 +140,18 @@ def test_gpu_check_script_parses_and_its_python_runs_dry(tmp_path, capsys):
     assert rec["ratio_step_vs_limit"] == pytest.approx(rec["images_per_second"]["step"]
                                                        / rec["images_per_second"]["limit"])
     assert "| resnet18 |" in mds[0].read_text()
+
+
+def test_interleaved_repeats_follow_each_epoch_of_the_step_and_skip_the_warm_up():
+    calls = []
+
+    def repeat(name):
+        return lambda warming: calls.append((name, warming)) or ([] if warming else [float(len(calls))])
+
+    inter = bench._Interleaved({"limit": repeat("limit"), "seed": repeat("seed")}, warm=1)
+    for epoch in (1, 2, 3):
+        calls.append(("step", epoch))
+        inter.on_epoch_end({"epoch": epoch})
+    assert calls == [("step", 1), ("limit", True), ("seed", True), ("step", 2), ("limit", False),
+                     ("seed", False), ("step", 3), ("limit", False), ("seed", False)]
+    assert inter.rates == {"limit": [5.0, 8.0], "seed": [6.0, 9.0]}

@@ -4,17 +4,20 @@ from __future__ import annotations
 
 import io
 import json
+import threading
 
 import numpy as np
 import pytest
 import torch
 
 from kubeclr import train
+from kubeclr.augment import SimCLRAugment, paired_views
 from kubeclr.callbacks import Callback
 from kubeclr.config import Config
 from kubeclr.errors import ConfigError, UserError
 from kubeclr.io import Split, save_split, write_json
 from kubeclr.model import build_encoder
+from kubeclr.prefetch import Prefetch
 from kubeclr.steps import pretrain as step
 from kubeclr.storage import LocalStore
 
@@ -220,3 +223,52 @@ def test_cuda_mixed_precision_channels_last_run_resumes(tmp_path, precision):
     assert rec.start["start_epoch"] == 1 and rec.epochs == [2]
     assert all(np.isfinite(r["loss"]) for r in result.history)
     assert next(result.model.parameters()).device.type == "cuda" and result.summary["device"] == "cuda"
+
+
+def test_background_views_are_bitwise_the_inline_views_and_leave_the_same_generator_state():
+    cfg = tiny_config()
+    images, _ = structured_images(n=48)
+    aug = SimCLRAugment(cfg.augment, MEAN, STD)
+    perm = torch.randperm(48, generator=torch.Generator().manual_seed(1))
+    runs = {}
+    for background in (False, True):
+        gen = torch.Generator().manual_seed(9)
+        with train._view_batches(aug, images, perm, gen, batch_size=16, per_rank=8, rank=1, steps=3,
+                                 channels_last=False, background=background) as batches:
+            runs[background] = ([v.clone() for v in batches], gen.get_state())
+    (inline, inline_state), (ahead, ahead_state) = runs[False], runs[True]
+    assert len(inline) == len(ahead) == 3 and inline[0].shape == (16, 3, 16, 16)
+    assert all(torch.equal(a, b) for a, b in zip(inline, ahead))
+    assert torch.equal(inline_state, ahead_state)
+    assert not torch.equal(inline[0], inline[1])
+    # batch i of rank 1 augments images perm[16 i + 8 : 16 i + 16]: same draws as paired_views on them
+    check = paired_views(aug, images[perm[8:16]], torch.Generator().manual_seed(9))
+    assert torch.equal(check, inline[0])
+
+
+def test_prefetch_runs_ahead_on_its_own_thread_count_and_relays_errors():
+    torch.set_num_threads(2)
+    seen = []
+
+    def produce(i):
+        seen.append(torch.get_num_threads())
+        if i == 3:
+            raise ValueError("bad batch 3")
+        return i * 10
+
+    got = []
+    with pytest.raises(ValueError, match="bad batch 3"):
+        with Prefetch(produce, 6, threads=1) as items:
+            for item in items:
+                got.append(item)
+    assert got == [0, 10, 20] and seen == [1, 1, 1, 1] and torch.get_num_threads() == 2
+
+
+def test_prefetch_stops_its_producer_when_the_consumer_leaves_early():
+    produced = []
+    with Prefetch(lambda i: produced.append(i) or i, 1000, depth=1) as items:
+        for item in items:
+            if item == 2:
+                break
+    assert 3 <= len(produced) <= 5  # 3 consumed, at most one queued and one in flight, not 1000
+    assert not any(t.name == "kubeclr-prefetch" and t.is_alive() for t in threading.enumerate())
