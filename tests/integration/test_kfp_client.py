@@ -285,7 +285,7 @@ def test_rejected_credentials_fail_at_connect_in_one_line(token):
         with pytest.raises(kfp_client.KfpError) as error:
             kfp_client.connect(server.url, existing_token=token)
         text = _one_line(error)
-        assert "HTTP 401" in text and "--existing-token" in text and server.url in text
+        assert "HTTP 401" in text and "--token" in text and server.url in text
         assert len(server.requests) == 1  # one probe, no retry loop
 
 
