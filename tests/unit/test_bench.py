@@ -23,13 +23,7 @@ TINY = ["model.width=4", "model.proj_dim=16", "pretrain.batch_size=8", "augment.
 RATE_KEYS = {"step", "limit", "seed", "augment_ours", "augment_pil", "augment_pil_loader", "features"}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One intra-op thread: fast and predictable on the shared 2-core runner."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def test_settings_from_env_and_overrides():

@@ -25,13 +25,7 @@ CPU = torch.device("cpu")
 MEAN, STD = [0.5, 0.5, 0.5], [0.25, 0.25, 0.25]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One intra-op thread: faster on the shared 2-core runner, and identical in both runs of a comparison."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def tiny_config(**overrides) -> Config:
