@@ -42,8 +42,8 @@ test-unit: $(BIN)/.installed-dev
 	$(BIN)/python -m pytest -q tests/unit
 
 image:
-	docker build -f images/Dockerfile --target gpu -t $(IMAGE):$(VERSION) .
-	docker build -f images/Dockerfile --target cpu -t $(IMAGE):$(VERSION)-cpu .
+	docker build -f images/Dockerfile --target gpu --build-arg VERSION=$(VERSION) -t $(IMAGE):$(VERSION) .
+	docker build -f images/Dockerfile --target cpu --build-arg VERSION=$(VERSION) -t $(IMAGE):$(VERSION)-cpu .
 
 image-lint: $(BIN)/.installed-dev
 	$(BIN)/hadolint images/Dockerfile
