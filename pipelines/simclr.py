@@ -54,6 +54,7 @@ class CompileOptions:
     delete_pytorchjob: bool = True  # nodes > 1: delete the finished job (False keeps its pods for kubectl logs)
     # The pretrain task only launches a PyTorchJob (nodes > 1): no GPU and a small pod for it.
     launcher: bool = False
+    priority_class: str = ""  # nodes > 1: priorityClassName of the job's pods ('' = the cluster default)
 
 
 def _gpu_settings(task: dsl.PipelineTask, opts: CompileOptions) -> None:
@@ -163,7 +164,8 @@ def build_pipeline(cfg: Config, opts: CompileOptions = CompileOptions()) -> Call
                             "KUBECLR_SHM_SIZE": opts.shm_size,
                             "KUBECLR_TIMEOUT_S": str(opts.pretrain_timeout_s),
                             "KUBECLR_DELETE_JOB": str(opts.delete_pytorchjob).lower(),
-                            "KUBECLR_LAUNCHER_ONLY": str(opts.launcher).lower()}.items():
+                            "KUBECLR_LAUNCHER_ONLY": str(opts.launcher).lower(),
+                            "KUBECLR_PRIORITY_CLASS": opts.priority_class}.items():
             pre.set_env_variable(name, value)
         kubernetes.use_field_path_as_env(pre, "KUBECLR_SERVICE_ACCOUNT", "spec.serviceAccountName")
         kubernetes.add_pod_label(pre, *PRETRAIN_POD_LABEL)

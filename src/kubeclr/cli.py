@@ -63,6 +63,8 @@ def _compile_args(p: argparse.ArgumentParser, *, package: bool = False) -> None:
     g.add_argument("--launcher", action="store_true",
                    help="multi-node variant: pretrain only launches a PyTorchJob (needs nodes >= 2), so that "
                         "step holds no GPU while the job's pods train")
+    g.add_argument("--priority-class", default="",
+                   help="nodes > 1: PriorityClass of the job's pods, e.g. kubeclr-gpu-training (manifests/base)")
     g.add_argument("--keep-pytorchjobs", action="store_true",
                    help="nodes > 1: keep the finished PyTorchJob (and its pods' logs) instead of deleting it")
 
@@ -157,7 +159,7 @@ def _compile_options(args: argparse.Namespace):
                           pretrain_memory=args.pretrain_memory, shm_size=args.shm_size,
                           pretrain_retries=args.retries, pretrain_timeout_s=args.timeout,
                           cache_pretrain=args.cache_pretrain, delete_pytorchjob=not args.keep_pytorchjobs,
-                          launcher=args.launcher)
+                          launcher=args.launcher, priority_class=args.priority_class)
 
 
 def _label(args: argparse.Namespace) -> str:

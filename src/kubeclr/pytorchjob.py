@@ -49,7 +49,8 @@ def build_pytorchjob(*, name: str, namespace: str, image: str, nodes: int, gpus_
                      node_selector: dict[str, str], tolerations: list[dict], cpu: str, memory: str,
                      shm_size: str, service_account: str | None, labels: dict,
                      clean_pod_policy: str = "Running", backoff_limit: int = 2,
-                     active_deadline_s: int | None = None, metrics_port: int = 0) -> dict:
+                     active_deadline_s: int | None = None, metrics_port: int = 0,
+                     priority_class: str | None = None) -> dict:
     """Build a ``kubeflow.org/v1`` PyTorchJob running ``torchrun -m kubeclr.train_entry``.
 
     Env contract (training-operator ``pkg/controller.v1/pytorch/envvar.go``, v1.7+):
@@ -131,6 +132,8 @@ def build_pytorchjob(*, name: str, namespace: str, image: str, nodes: int, gpus_
     }
     if service_account:
         pod_spec["serviceAccountName"] = service_account
+    if priority_class:  # e.g. kubeclr-gpu-training from manifests/base: GPU training preempts lower work
+        pod_spec["priorityClassName"] = priority_class
     template = {"metadata": {"labels": pod_labels,
                              # an Istio sidecar blocks the rendezvous port until it is ready
                              "annotations": {"sidecar.istio.io/inject": "false"}},
@@ -170,6 +173,7 @@ class ClusterSettings:
     shm_size: str = "8Gi"
     service_account: str | None = None
     labels: dict[str, str] = field(default_factory=dict)
+    priority_class: str | None = None
     timeout_s: float = 24 * 3600
     poll_s: float = 10
     delete_after: bool = True
@@ -193,6 +197,7 @@ class ClusterSettings:
                    cpu=environ.get("KUBECLR_POD_CPU", "8"), memory=environ.get("KUBECLR_POD_MEMORY", "32Gi"),
                    shm_size=environ.get("KUBECLR_SHM_SIZE", "8Gi"),
                    service_account=environ.get("KUBECLR_SERVICE_ACCOUNT") or None,
+                   priority_class=environ.get("KUBECLR_PRIORITY_CLASS") or None,
                    timeout_s=float(environ.get("KUBECLR_TIMEOUT_S", 24 * 3600)),
                    delete_after=environ.get("KUBECLR_DELETE_JOB", "true") == "true")
 
@@ -253,7 +258,8 @@ def run_multinode(cfg: Config, train_path: str | Path, stats_path: str | Path, e
         env=cluster.env, secret_name=cluster.secret_name, node_selector=cluster.node_selector,
         tolerations=cluster.tolerations, cpu=cluster.cpu, memory=cluster.memory, shm_size=cluster.shm_size,
         service_account=cluster.service_account, labels={"kubeclr.io/run": name, **cluster.labels},
-        active_deadline_s=int(cluster.timeout_s), metrics_port=cfg.metrics.port)
+        active_deadline_s=int(cluster.timeout_s), metrics_port=cfg.metrics.port,
+        priority_class=cluster.priority_class)
     launch_and_wait(job, api=api, timeout_s=cluster.timeout_s, poll_s=cluster.poll_s,
                     delete_after=cluster.delete_after, log=logger)
     try:

@@ -88,6 +88,9 @@ def test_pod_spec(role):
     assert spec["nodeSelector"] == {"nvidia.com/gpu.present": "true"}
     assert spec["tolerations"] == [GPU_TAINT]
     assert spec["serviceAccountName"] == "pipeline-runner"
+    assert "priorityClassName" not in spec  # only when asked: a missing PriorityClass would block the pods
+    assert make(priority_class="kubeclr-gpu-training")["spec"]["pytorchReplicaSpecs"][role]["template"]["spec"][
+        "priorityClassName"] == "kubeclr-gpu-training"
     assert spec["securityContext"]["runAsNonRoot"] is True
     labels = tmpl["metadata"]["labels"]
     assert labels["team"] == "vision" and labels["app.kubernetes.io/component"] == "simclr-pretrain"
@@ -178,7 +181,7 @@ def test_cluster_settings_come_from_the_compiled_pipeline_env(tmp_path):
     compile_pipeline(load_config("smoke"), str(path), CompileOptions(
         image="registry.local/kubeclr:1.2.3", node_selector={"nvidia.com/gpu.present": "true"},
         secret_name="s3-creds", pretrain_cpu="16", pretrain_memory="64Gi", shm_size="16Gi",
-        pretrain_timeout_s=3600, delete_pytorchjob=False))
+        pretrain_timeout_s=3600, delete_pytorchjob=False, priority_class="kubeclr-gpu-training"))
     spec = next(yaml.safe_load_all(path.read_text()))
     env = {e["name"]: e["value"] for e in spec["deploymentSpec"]["executors"]["exec-pretrain"]["container"]["env"]}
     cluster = ClusterSettings.from_env(nodes=3, gpus_per_node=8, environ=env)
@@ -187,6 +190,7 @@ def test_cluster_settings_come_from_the_compiled_pipeline_env(tmp_path):
     assert (cluster.cpu, cluster.memory, cluster.shm_size, cluster.timeout_s) == ("16", "64Gi", "16Gi", 3600.0)
     assert cluster.tolerations == [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
     assert cluster.delete_after is False and (cluster.nodes, cluster.gpus_per_node) == (3, 8)
+    assert cluster.priority_class == "kubeclr-gpu-training"
 
 
 def test_multinode_pretrain_needs_object_storage(tmp_path):
