@@ -139,7 +139,7 @@ def test_launcher_variant_holds_no_gpu(tmp_path):
     container = spec["deploymentSpec"]["executors"]["exec-pretrain"]["container"]
     assert "accelerator" not in container["resources"]
     assert container["resources"]["resourceCpuLimit"] == "1"
-    env = {e["name"]: e["value"] for e in container["env"]}
+    env = {e["name"]: e.get("value", "") for e in container["env"]}  # empty values are omitted
     assert env["KUBECLR_LAUNCHER_ONLY"] == "true" and env["KUBECLR_POD_CPU"] == "8"  # the job's pods get 8
     pre = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]["exec-pretrain"]
     assert "emptyDirMounts" not in pre and "tolerations" not in pre

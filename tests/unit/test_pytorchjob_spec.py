@@ -183,7 +183,8 @@ def test_cluster_settings_come_from_the_compiled_pipeline_env(tmp_path):
         secret_name="s3-creds", pretrain_cpu="16", pretrain_memory="64Gi", shm_size="16Gi",
         pretrain_timeout_s=3600, delete_pytorchjob=False, priority_class="kubeclr-gpu-training"))
     spec = next(yaml.safe_load_all(path.read_text()))
-    env = {e["name"]: e["value"] for e in spec["deploymentSpec"]["executors"]["exec-pretrain"]["container"]["env"]}
+    env = {e["name"]: e.get("value", "")  # the IR omits empty values
+           for e in spec["deploymentSpec"]["executors"]["exec-pretrain"]["container"]["env"]}
     cluster = ClusterSettings.from_env(nodes=3, gpus_per_node=8, environ=env)
     assert (cluster.image, cluster.secret_name, cluster.node_selector) == \
         ("registry.local/kubeclr:1.2.3", "s3-creds", {"nvidia.com/gpu.present": "true"})
