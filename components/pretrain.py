@@ -6,7 +6,7 @@ from kfp.dsl import Dataset, Input, Model, Output
 def pretrain(train: Input[Dataset], stats: Input[Dataset], data_config: dict, model_config: dict,
              augment_config: dict,
              pretrain_config: dict, metrics_config: dict, arch: str, epochs: int, batch_size: int,
-             lr: float, temperature: float, gpus: int, nodes: int, checkpoint_uri: str,
+             lr: float, temperature: float, gpus: int, nodes: int, checkpoint_uri: str, checkpoint_scope: str,
              run_name: str, job_name: str, encoder: Output[Model], history: Output[Dataset]):
     """SimCLR pretraining: ResNet encoder + projection head, NT-Xent, LARS.
 
@@ -27,6 +27,9 @@ def pretrain(train: Input[Dataset], stats: Input[Dataset], data_config: dict, mo
         nodes: nodes; more than one launches a Training Operator PyTorchJob.
         checkpoint_uri: file:// or s3:// prefix; a retried pod resumes from
             the newest complete checkpoint there ('' = no checkpoints).
+        checkpoint_scope: sub-folder of checkpoint_uri for this run (the KFP
+            run ID on a cluster: task retries resume, the next scheduled run
+            starts fresh); '' = checkpoint_uri itself.
         run_name: the run's name ('' = the KFP run's own name).
         job_name: the KFP run's name (filled in by the pipeline).
         encoder: the encoder's state dict (``encoder.pt``).
@@ -40,4 +43,5 @@ def pretrain(train: Input[Dataset], stats: Input[Dataset], data_config: dict, mo
                      {"model.arch": arch, "pretrain.epochs": epochs, "pretrain.batch_size": batch_size,
                       "pretrain.lr": lr, "pretrain.temperature": temperature},
                      train.path, stats.path, encoder.path, history.path,
-                     run_name=run_name or job_name, checkpoint_uri=checkpoint_uri, gpus=gpus, nodes=nodes)
+                     run_name=run_name or job_name, checkpoint_uri=checkpoint_uri,
+                     checkpoint_scope=checkpoint_scope, gpus=gpus, nodes=nodes)

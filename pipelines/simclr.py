@@ -55,6 +55,9 @@ class CompileOptions:
     # The pretrain task only launches a PyTorchJob (nodes > 1): no GPU and a small pod for it.
     launcher: bool = False
     priority_class: str = ""  # nodes > 1: priorityClassName of the job's pods ('' = the cluster default)
+    # Checkpoints under <checkpoint_uri>/<KFP run ID>: retries of a run resume, the next (scheduled)
+    # run starts fresh. Local runs use checkpoint_uri itself, so re-running the command resumes.
+    checkpoints_per_run: bool = True
 
 
 def _gpu_settings(task: dsl.PipelineTask, opts: CompileOptions) -> None:
@@ -138,7 +141,9 @@ def build_pipeline(cfg: Config, opts: CompileOptions = CompileOptions()) -> Call
                          model_config=model_config, augment_config=augment_config,
                          pretrain_config=pretrain_config, arch=arch,
                          epochs=epochs, batch_size=batch_size, lr=lr, temperature=temperature, gpus=gpus_per_node,
-                         nodes=nodes, checkpoint_uri=checkpoint_uri, **common)
+                         nodes=nodes, checkpoint_uri=checkpoint_uri,
+                         checkpoint_scope=dsl.PIPELINE_JOB_ID_PLACEHOLDER if opts.checkpoints_per_run else "",
+                         **common)
         pre.set_caching_options(opts.cache_pretrain)
         if opts.launcher:  # the GPUs, /dev/shm and node placement go to the job's pods (env below)
             pre.set_display_name("SimCLR pretraining (PyTorchJob launcher)")

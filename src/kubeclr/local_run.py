@@ -93,8 +93,9 @@ def run_local(cfg: Config, *, run_name: str, output_dir: Path, cifar_source: str
     log.info("local run: GPU requests, tolerations, secrets and retries apply on a cluster only")
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(workdir), raise_on_error=True)
     # no retries locally: a failure here is a bug or bad input, not a preempted pod
+    # --checkpoint-uri is used as given, so running the same command again resumes
     pipeline = build_pipeline(cfg, CompileOptions(gpu_toleration=False, secret_name="", extract_gpu=False,
-                                                  pretrain_retries=0))
+                                                  pretrain_retries=0, checkpoints_per_run=False))
 
     with tempfile.TemporaryDirectory() as tmp:
         error_file = Path(tmp) / "error.txt"

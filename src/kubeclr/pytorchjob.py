@@ -225,7 +225,7 @@ def train_entry_args(cfg: Config, *, prefix: str, run_name: str, checkpoint_uri:
 
 def run_multinode(cfg: Config, train_path: str | Path, stats_path: str | Path, encoder_out: str | Path,
                   history_out: str | Path, *, run_name: str, output_uri: str, cluster: ClusterSettings,
-                  checkpoint_uri: str = "", api: K8sApi | None = None) -> dict:
+                  checkpoint_uri: str = "", api: K8sApi | None = None, name: str | None = None) -> dict:
     """Pretrain on ``cluster.nodes`` pods through a PyTorchJob; fetch rank 0's outputs.
 
     Inputs go to ``<output_uri>/<job>/inputs/``, the config into the command
@@ -241,7 +241,7 @@ def run_multinode(cfg: Config, train_path: str | Path, stats_path: str | Path, e
         K8sError, JobFailed, JobTimeout: see :func:`launch_and_wait`.
         StorageError: inputs cannot be uploaded, or the job succeeded without writing its outputs.
     """
-    name = job_name(run_name)
+    name = name or job_name(run_name)
     prefix = f"{output_uri.rstrip('/')}/{name}"
     store = open_store(prefix)
     for key in ("encoder.pt", "history.json", "summary.json"):  # never pick up a previous attempt's outputs

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
 from pathlib import Path
 from typing import Iterator, Protocol
@@ -46,6 +47,12 @@ def split_uri(uri: str) -> tuple[str, str]:
     if "://" in uri:
         raise StorageError(f"{uri}: unsupported scheme (allowed: s3://, file://, or a path)")
     return "file", uri
+
+
+def safe_segment(text: str) -> str:
+    """``text`` as one object-key segment: no '/', no '..', only ``[A-Za-z0-9._-]``."""
+    cleaned = re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip(".-")
+    return cleaned or "run"
 
 
 def redact_uri(uri: str) -> str:

@@ -63,6 +63,8 @@ def test_pretrain_requests_gpus_cpu_memory_and_retries(ir):
     assert "pipelinechannel--gpus_per_node" in params["accelerator_count"]["runtimeValue"]["constant"]
     retry = spec["root"]["dag"]["tasks"]["pretrain"]["retryPolicy"]
     assert retry["maxRetryCount"] == 2
+    # checkpoints are scoped by the KFP run ID: retries resume, the next scheduled run starts fresh
+    assert params["checkpoint_scope"]["runtimeValue"]["constant"] == "{{$.pipeline_job_uuid}}"
 
 
 def test_kubernetes_platform_config(ir):

@@ -182,6 +182,25 @@ def test_step_writes_contract_outputs_and_honours_the_checkpoint_uri(tmp_path):
     assert LocalStore(tmp_path / "ckpt").exists("ckpt-000002/MANIFEST.json")
 
 
+def test_run_scoped_checkpoints_resume_retries_but_not_the_next_run(tmp_path):
+    """On a cluster the scope is the KFP run ID: a retried task resumes, a new (scheduled) run starts over."""
+    train_path, stats_path = _write_inputs(tmp_path)
+    cfg = tiny_config(**{"pretrain.epochs": 1})
+    ckpt_uri = (tmp_path / "ckpt").as_uri()
+
+    def run(scope: str) -> dict:
+        step.pretrain(cfg, train_path, stats_path, tmp_path / "e.pt", tmp_path / "h.json", run_name="nightly",
+                      checkpoint_uri=ckpt_uri, checkpoint_scope=scope)
+        return json.loads((tmp_path / "h.json").read_text())
+
+    first = run("run-1")
+    assert LocalStore(tmp_path / "ckpt").exists("run-1/ckpt-000001/MANIFEST.json")
+    assert run("run-1")["epochs"] == first["epochs"]  # retry: resumed from the finished checkpoint
+    run("run/2")                                      # next run: trains in its own (sanitised) folder
+    assert LocalStore(tmp_path / "ckpt").exists("run-2/ckpt-000001/MANIFEST.json")
+    assert sorted(p.name for p in (tmp_path / "ckpt").iterdir()) == ["run-1", "run-2"]
+
+
 def test_step_initialises_the_encoder_from_a_uri(tmp_path):
     train_path, stats_path = _write_inputs(tmp_path)
     cfg = tiny_config(**{"pretrain.epochs": 1})

@@ -3,27 +3,20 @@
 from __future__ import annotations
 
 import logging
-import re
 from pathlib import Path
 from typing import Any
 
 from kubeclr.config import Config
 from kubeclr.steps import evaluate
-from kubeclr.storage import open_store
+from kubeclr.storage import open_store, safe_segment
 
 log = logging.getLogger(__name__)
-
-
-def safe_run_name(run_name: str) -> str:
-    """A run name usable as one object-key segment (no '/', no '..')."""
-    cleaned = re.sub(r"[^A-Za-z0-9._-]+", "-", run_name).strip(".-")
-    return cleaned or "run"
 
 
 def export_results(export_uri: str, run_name: str, files: dict[str, str | Path]) -> list[str]:
     """Copy ``files`` ({name: local path}) under ``<export_uri>/<run_name>/``; return their URIs."""
     store = open_store(export_uri)
-    prefix = safe_run_name(run_name)
+    prefix = safe_segment(run_name)
     uris = []
     for name, path in files.items():
         store.put_file(Path(path), f"{prefix}/{name}")

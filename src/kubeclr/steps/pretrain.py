@@ -27,7 +27,7 @@ from kubeclr.config import Config
 from kubeclr.errors import DataError, UserError
 from kubeclr.io import Split, load_split, read_json, write_bytes_atomic, write_json
 from kubeclr.metrics import step_metrics, training_callback
-from kubeclr.storage import open_store, parent_and_key
+from kubeclr.storage import open_store, parent_and_key, safe_segment
 
 log = logging.getLogger(__name__)
 
@@ -49,8 +49,8 @@ class LogCallback(Callback):
 
 
 def pretrain(cfg: Config, train_path: str | Path, stats_path: str | Path, encoder_out: str | Path,
-             history_out: str | Path, *, run_name: str, checkpoint_uri: str = "", gpus: int = 1,
-             nodes: int = 1) -> dict:
+             history_out: str | Path, *, run_name: str, checkpoint_uri: str = "", checkpoint_scope: str = "",
+             gpus: int = 1, nodes: int = 1) -> dict:
     """Pretrain on the train split and write the encoder and the history.
 
     Args:
@@ -62,6 +62,9 @@ def pretrain(cfg: Config, train_path: str | Path, stats_path: str | Path, encode
         run_name: labels the exported metrics.
         checkpoint_uri: overrides ``storage.checkpoint_uri`` when non-empty;
             checkpoints go there and the newest complete one is resumed.
+        checkpoint_scope: when non-empty, checkpoints (and multi-node outputs) go to
+            ``<checkpoint_uri>/<checkpoint_scope>`` instead: the pipeline passes the
+            KFP run ID, so a retried task resumes and a new run does not.
         gpus: GPUs of this pod; with more than one (and that many visible) the
             step runs ``torchrun --nproc_per_node=gpus``.
         nodes: with more than one, this step only launches a Training Operator
@@ -78,6 +81,9 @@ def pretrain(cfg: Config, train_path: str | Path, stats_path: str | Path, encode
     """
     if checkpoint_uri:
         cfg = cfg.override({"storage.checkpoint_uri": checkpoint_uri})
+    if checkpoint_scope and cfg.storage.checkpoint_uri:
+        scoped = f"{cfg.storage.checkpoint_uri.rstrip('/')}/{safe_segment(checkpoint_scope)}"
+        cfg = cfg.override({"storage.checkpoint_uri": scoped})
     if nodes < 2 and os.environ.get("KUBECLR_LAUNCHER_ONLY") == "true":
         raise UserError(f"this pipeline was compiled with --launcher (pretraining runs as a PyTorchJob): "
                         f"set nodes to 2 or more (got {nodes}), or compile without --launcher")
@@ -106,7 +112,8 @@ def _launch_multinode(cfg: Config, train_path, stats_path, encoder_out, history_
     cluster = pytorchjob.ClusterSettings.from_env(nodes=nodes, gpus_per_node=gpus)
     return pytorchjob.run_multinode(cfg, train_path, stats_path, encoder_out, history_out, run_name=run_name,
                                     output_uri=f"{uri.rstrip('/')}/multinode", cluster=cluster,
-                                    checkpoint_uri=f"{uri.rstrip('/')}/checkpoints")
+                                    checkpoint_uri=f"{uri.rstrip('/')}/checkpoints",
+                                    name=pytorchjob.job_name(uri))  # unique per run when the URI is run-scoped
 
 
 def run(cfg: Config, train_path: str | Path, stats_path: str | Path, encoder_out: str | Path | None,
