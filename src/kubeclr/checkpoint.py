@@ -30,6 +30,7 @@ from typing import Any, Mapping
 import numpy as np
 import torch
 
+from kubeclr.errors import IntegrityError, ObjectNotFound
 from kubeclr.storage import Store, open_store
 
 log = logging.getLogger(__name__)
@@ -136,7 +137,10 @@ def _read_verified(store: Store, epoch: int) -> dict[str, Any] | None:
         if not isinstance(expected, dict):
             raise ValueError(f"{MANIFEST} has no entry for {STATE}")
         blob = store.read_bytes(f"{folder}/{STATE}")
-    except Exception as exc:  # noqa: BLE001 - any unreadable checkpoint is skipped, not fatal
+    except (ObjectNotFound, IntegrityError, ValueError, KeyError, TypeError) as exc:
+        # a missing, corrupt or malformed checkpoint is skipped for an older one; any other
+        # StorageError (store unreachable, server error) propagates: resuming from an older
+        # checkpoint, or from none, while the newest is merely unreadable would lose work
         log.warning("ignoring checkpoint %s: %s", where, str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
         return None
     if len(blob) != expected.get("size") or hashlib.sha256(blob).hexdigest() != expected.get("sha256"):

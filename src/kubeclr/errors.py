@@ -22,3 +22,11 @@ class DataError(UserError):
 
 class StorageError(UserError):
     """Object storage that cannot be reached, read or written."""
+
+
+class ObjectNotFound(StorageError):
+    """The object does not exist (the store itself answered)."""
+
+
+class IntegrityError(StorageError):
+    """The object exists but its bytes do not match the digest stored with it."""

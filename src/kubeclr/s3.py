@@ -42,7 +42,7 @@ import botocore.exceptions as bx
 from boto3.s3.transfer import TransferConfig
 from botocore.config import Config as BotoConfig
 
-from kubeclr.errors import StorageError
+from kubeclr.errors import IntegrityError, ObjectNotFound, StorageError
 from kubeclr.io import atomic_path
 
 log = logging.getLogger(__name__)
@@ -158,7 +158,7 @@ class S3Store:
                 return StorageError(f"{where}: access denied ({code}); check AWS_ACCESS_KEY_ID, "
                                     "AWS_SECRET_ACCESS_KEY and the bucket policy")
             if code in _MISSING_CODES:
-                return StorageError(f"{where}: no such object")
+                return ObjectNotFound(f"{where}: no such object")
             return StorageError(f"{where}: {action} failed: {code} {err.get('Message', '')}".rstrip())
         if isinstance(cause, _UNREACHABLE):
             endpoint = self._client.meta.endpoint_url
@@ -175,7 +175,7 @@ class S3Store:
         if expected is None:
             log.debug("%s/%s has no sha256 metadata; relying on the S3 checksum", self.uri, key)
         elif expected != data_digest:
-            raise StorageError(f"{self.uri}/{key}: integrity check failed (sha256 {data_digest[:12]}… "
+            raise IntegrityError(f"{self.uri}/{key}: integrity check failed (sha256 {data_digest[:12]}… "
                                f"!= stored {expected[:12]}…); the object is corrupt")
 
     def _upload(self, fileobj: BinaryIO, key: str, digest: str) -> None:

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Iterator, Protocol
 from urllib.parse import unquote, urlparse
 
-from kubeclr.errors import StorageError
+from kubeclr.errors import ObjectNotFound, StorageError
 from kubeclr.io import atomic_path
 
 
@@ -109,7 +109,7 @@ class LocalStore:
         try:
             yield
         except FileNotFoundError:
-            raise StorageError(f"{self.uri}/{key}: no such object") from None
+            raise ObjectNotFound(f"{self.uri}/{key}: no such object") from None
         except OSError as exc:
             raise StorageError(f"{self.uri}/{key}: {exc.strerror or exc}") from None
 
@@ -124,7 +124,7 @@ class LocalStore:
     def get_file(self, key: str, dest: Path) -> None:
         src = self._path(key)
         if not src.is_file():
-            raise StorageError(f"{self.uri}/{key}: no such object")
+            raise ObjectNotFound(f"{self.uri}/{key}: no such object")
         with self._os_errors(key), atomic_path(dest) as tmp:
             shutil.copyfile(src, tmp)
 

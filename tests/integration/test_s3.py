@@ -194,6 +194,24 @@ class _StopAfter:
         return getattr(self._store, name)
 
 
+def _load_when_back(uri: str, timeout: float = 60.0):
+    """load_latest once the restarted server serves reads again.
+
+    Right after a restart SeaweedFS may answer reads with InternalError while its
+    volumes come back; load_latest must then fail (a transient error is not a
+    corrupt checkpoint: skipping it would silently resume from an older one),
+    and succeed once the store is healthy.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return checkpoint.load_latest(uri)
+        except StorageError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.5)
+
+
 def test_checkpoint_series_never_resumes_from_partial(s3_server, monkeypatch):
     monkeypatch.setenv("KUBECLR_S3_MAX_ATTEMPTS", "2")
     uri = s3_server.uri("ckpt")
@@ -208,7 +226,7 @@ def test_checkpoint_series_never_resumes_from_partial(s3_server, monkeypatch):
     s3_server.server.start()
 
     assert "ckpt-000003/state.pt" in store.list()  # the fragment is there …
-    epoch, state = checkpoint.load_latest(uri)  # … but never resumed from
+    epoch, state = _load_when_back(uri)  # … but never resumed from
     assert epoch == 2 and torch.equal(state["w"], states[2]["w"])
 
     # The retried pod resumes from epoch 2 and writes 3 and 4.

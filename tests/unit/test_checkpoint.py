@@ -116,3 +116,21 @@ def test_rng_capture_and_restore_replays_every_stream():
     reloaded = torch.load(io.BytesIO(buf.getvalue()), weights_only=True)
     checkpoint.restore_rng(reloaded, gens)
     assert draw() == first
+
+
+def test_an_unreachable_store_fails_instead_of_resuming_from_an_older_checkpoint(tmp_path):
+    """A transient storage error is not a corrupt checkpoint: skipping it would silently lose work."""
+    from kubeclr.errors import StorageError
+
+    store = LocalStore(tmp_path)
+    checkpoint.save_checkpoint(store, 1, _state(1))
+    checkpoint.save_checkpoint(store, 2, _state(2))
+
+    class Flaky(LocalStore):
+        def read_bytes(self, key):
+            if key.startswith("ckpt-000002/"):
+                raise StorageError(f"{self.uri}/{key}: cannot reach S3 endpoint")
+            return super().read_bytes(key)
+
+    with pytest.raises(StorageError, match="cannot reach"):
+        checkpoint.load_latest(Flaky(tmp_path))
