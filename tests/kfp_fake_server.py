@@ -115,18 +115,19 @@ class FakeKfpServer:
             self.experiments[exp["experiment_id"]] = exp
             return 200, exp
         if route == ("POST", f"{API}/runs"):
-            if req.json.get("experiment_id") not in self.experiments:
-                return 404, _error(5, f"experiment {req.json.get('experiment_id')} not found")
-            run = dict(req.json, run_id=self.new_id("run"), state="PENDING")
-            self.runs[run["run_id"]] = run
-            return 200, run
+            return self._create_in_experiment(req, self.runs, "run_id", "run", state="PENDING")
         if route == ("POST", f"{API}/recurringruns"):
-            if req.json.get("experiment_id") not in self.experiments:
-                return 404, _error(5, f"experiment {req.json.get('experiment_id')} not found")
-            job = dict(req.json, recurring_run_id=self.new_id("rr"), status="ENABLED")
-            self.recurring_runs[job["recurring_run_id"]] = job
-            return 200, job
+            return self._create_in_experiment(req, self.recurring_runs, "recurring_run_id", "rr", status="ENABLED")
         return 404, _error(5, f"Not Found: {req.method} {req.path}")
+
+    def _create_in_experiment(self, req: Recorded, store: dict, id_key: str, prefix: str,
+                              **fields: Any) -> tuple[int, dict]:
+        """A run or recurring run: its experiment must exist; the server adds an id and a state."""
+        if req.json.get("experiment_id") not in self.experiments:
+            return 404, _error(5, f"experiment {req.json.get('experiment_id')} not found")
+        obj = dict(req.json, **{id_key: self.new_id(prefix)}, **fields)
+        store[obj[id_key]] = obj
+        return 200, obj
 
     def _upload(self, req: Recorded) -> tuple[int, dict]:
         name = _one(req.query, "name") or _one(req.query, "display_name")
