@@ -63,6 +63,27 @@ def read_json(path: str | Path) -> Any:
     return json.loads(Path(path).read_text())
 
 
+def load_stats(path: str | Path) -> tuple[list[float], list[float], dict[str, Any]]:
+    """Read a ``compute_stats`` JSON: ``(mean, std, whole record)``.
+
+    Raises:
+        DataError: unreadable, or not 3 means and 3 positive standard deviations.
+    """
+    from kubeclr.errors import DataError
+
+    try:
+        stats = read_json(path)
+    except (OSError, ValueError) as exc:
+        raise DataError(f"stats file {path}: cannot be read ({type(exc).__name__}: {exc})") from None
+    try:
+        mean, std = [float(v) for v in stats["mean"]], [float(v) for v in stats["std"]]
+    except (KeyError, TypeError, ValueError):
+        raise DataError(f"stats file {path}: expected 'mean' and 'std' lists of 3 numbers") from None
+    if len(mean) != 3 or len(std) != 3 or min(std) <= 0:
+        raise DataError(f"stats file {path}: expected 3 means and 3 positive stds")
+    return mean, std, stats
+
+
 def save_arrays(path: str | Path, **arrays: np.ndarray) -> None:
     """Save named arrays to ``path`` (``.npz``, uncompressed), atomically.
 

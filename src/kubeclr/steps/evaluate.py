@@ -25,7 +25,7 @@ from kubeclr.evaluate.knn import knn_accuracy
 from kubeclr.evaluate.linear import linear_eval_features
 from kubeclr.evaluate.report import ReportInputs, build_metrics, render_html, render_markdown
 from kubeclr.evaluate.tsne import stratified_indices, tsne
-from kubeclr.io import load_arrays, load_split, read_json, save_arrays, write_bytes_atomic, write_json
+from kubeclr.io import load_arrays, load_split, load_stats, read_json, save_arrays, write_bytes_atomic, write_json
 from kubeclr.model import build_encoder
 
 log = logging.getLogger(__name__)
@@ -38,17 +38,6 @@ def _read(what: str, path: str | Path, reader: Any) -> Any:
         return reader(path)
     except (OSError, KeyError, ValueError, TypeError) as exc:
         raise DataError(f"{what} {path}: cannot be read ({type(exc).__name__}: {exc})") from None
-
-
-def _stats(path: str | Path) -> tuple[list[float], list[float], dict]:
-    stats = _read("stats file", path, read_json)
-    try:
-        mean, std = [float(v) for v in stats["mean"]], [float(v) for v in stats["std"]]
-    except (KeyError, TypeError, ValueError):
-        raise DataError(f"stats file {path}: expected 'mean' and 'std' lists of 3 numbers") from None
-    if len(mean) != 3 or len(std) != 3 or min(std) <= 0:
-        raise DataError(f"stats file {path}: expected 3 means and 3 positive stds")
-    return mean, std, stats
 
 
 def load_encoder(cfg: Config, path: str | Path) -> torch.nn.Module:
@@ -81,7 +70,7 @@ def extract_features(cfg: Config, encoder_path: str | Path, stats_path: str | Pa
     start = time.perf_counter()
     device = resolve_device(cfg.pretrain.device)
     encoder = load_encoder(cfg, encoder_path)
-    mean, std, _ = _stats(stats_path)
+    mean, std, _ = load_stats(stats_path)
     arrays: dict[str, np.ndarray] = {}
     class_names: tuple[str, ...] = ()
     for name, path in zip(SPLITS, (train_path, val_path, test_path)):
@@ -133,7 +122,7 @@ def linear_eval(cfg: Config, features_path: str | Path, results_out: str | Path,
         if not all((encoder_path, stats_path, train_path, val_path, test_path)):
             raise ConfigError("eval.protocol=seed needs the encoder, stats and train/val/test splits")
         from kubeclr.evaluate.seed_protocol import linear_eval_seed  # image augmentation: only this protocol
-        mean, std, _ = _stats(stats_path)
+        mean, std, _ = load_stats(stats_path)
         splits = {s: _read(f"{s} split", p, load_split) for s, p in zip(SPLITS, (train_path, val_path, test_path))}
         images = {s: torch.from_numpy(v.images) for s, v in splits.items()}
         labels = {s: torch.from_numpy(v.labels) for s, v in splits.items()}
@@ -182,7 +171,7 @@ def report(cfg: Config, *, run_name: str, train_path: str | Path, val_path: str 
     sizes, metas = {}, {}
     for name, path in zip(SPLITS, (train_path, val_path, test_path)):
         sizes[name], metas[name] = _split_facts(f"{name} split", path)
-    mean, std, stats = _stats(stats_path)
+    mean, std, stats = load_stats(stats_path)
     history = _read("history file", history_path, read_json)
     results = _read("results file", results_path, read_json)
     feats, names, feat_meta = _features(features_path)

@@ -25,7 +25,7 @@ from kubeclr import distributed, train
 from kubeclr.callbacks import Callback, CallbackList
 from kubeclr.config import Config
 from kubeclr.errors import DataError, UserError
-from kubeclr.io import Split, load_split, read_json, write_bytes_atomic, write_json
+from kubeclr.io import Split, load_split, load_stats, read_json, write_bytes_atomic, write_json
 from kubeclr.metrics import step_metrics, training_callback
 from kubeclr.storage import open_store, parent_and_key, safe_segment
 
@@ -131,7 +131,7 @@ def run(cfg: Config, train_path: str | Path, stats_path: str | Path, encoder_out
         The metrics.json ``pretrain`` block.
     """
     split = _load_split(train_path)
-    mean, std = _load_stats(stats_path)
+    mean, std, _ = load_stats(stats_path)
     init_state = load_init_state(cfg.model.init)
     store = open_store(cfg.storage.checkpoint_uri) if cfg.storage.checkpoint_uri else None
     main = distributed.is_main()
@@ -165,17 +165,6 @@ def _load_split(path: str | Path) -> Split:
         return load_split(path)
     except (OSError, KeyError, ValueError) as exc:
         raise DataError(f"train split {path}: cannot be read ({type(exc).__name__}: {exc})") from None
-
-
-def _load_stats(path: str | Path) -> tuple[list[float], list[float]]:
-    try:
-        stats = read_json(path)
-        mean, std = [float(v) for v in stats["mean"]], [float(v) for v in stats["std"]]
-    except (OSError, KeyError, ValueError, TypeError) as exc:
-        raise DataError(f"stats file {path}: cannot be read ({type(exc).__name__}: {exc})") from None
-    if len(mean) != 3 or len(std) != 3 or min(std) <= 0:
-        raise DataError(f"stats file {path}: expected 3 means and 3 positive stds")
-    return mean, std
 
 
 def load_init_state(init: str) -> dict | None:
