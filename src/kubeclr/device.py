@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import torch
+from torch import nn
 
 from kubeclr.errors import ConfigError
 
@@ -29,3 +30,18 @@ def describe_device(device: torch.device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
     return "cpu"
+
+
+def channels_last_ok(model: nn.Module, device: torch.device) -> bool:
+    """Whether ``model`` may run in channels_last (NHWC) memory format on ``device``.
+
+    Always on CUDA. On CPU only when every 1×1 convolution has input and output
+    channel counts that are multiples of 8: torch 2.14.1's oneDNN AVX2 1×1
+    backward-weights kernel writes out of bounds for NHWC convolutions with fewer
+    channels (a segfault, an abort or a hang at ``model.width`` 4 or 6).
+    Wider models gain ~30% (training) to ~50% (inference) on CPU from NHWC.
+    """
+    if device.type == "cuda":
+        return True
+    return all(conv.in_channels % 8 == 0 and conv.out_channels % 8 == 0
+               for conv in model.modules() if isinstance(conv, nn.Conv2d) and conv.kernel_size == (1, 1))

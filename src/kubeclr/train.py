@@ -31,7 +31,7 @@ from kubeclr import checkpoint, distributed
 from kubeclr.augment import SimCLRAugment, paired_views
 from kubeclr.callbacks import Callback
 from kubeclr.config import Config, PretrainConfig
-from kubeclr.device import describe_device
+from kubeclr.device import channels_last_ok, describe_device
 from kubeclr.errors import ConfigError, DataError, UserError
 from kubeclr.loss import NTXentLoss
 from kubeclr.model import build_model, load_init_weights
@@ -129,10 +129,10 @@ def pretrain(cfg: Config, images: Tensor | np.ndarray, mean: Sequence[float], st
     per_rank, steps_per_epoch = batch_plan(pc.batch_size, world, images.shape[0])
     callbacks = callbacks or Callback()
     cuda = device.type == "cuda"
-    channels_last = pc.channels_last and cuda  # CPU stays NCHW: torch 2.14.1's NHWC backward segfaults at width 4
 
     _seed_everything(pc.seed)
     model = build_model(cfg.model)
+    channels_last = pc.channels_last and channels_last_ok(model, device)
     load_init_weights(model.encoder, cfg.model, init_state)
     model = model.to(device, memory_format=torch.channels_last if channels_last else torch.preserve_format)
     wrapped = distributed.wrap_model(model, device, sync_bn=cfg.model.sync_bn)

@@ -15,6 +15,7 @@ import torch
 from torch import Tensor, nn
 
 from kubeclr.augment import normalize
+from kubeclr.device import channels_last_ok
 from kubeclr.progress import progress
 
 log = logging.getLogger(__name__)
@@ -25,8 +26,9 @@ def extract_features(encoder: nn.Module, images: Tensor | np.ndarray, mean: Sequ
     """Encode images with a frozen encoder, in eval mode, without gradients.
 
     The encoder is moved to ``device``; its train/eval mode is restored on exit.
-    Autocast (bf16) is used on CUDA only, so CPU results are exact fp32 and the
-    output is deterministic for a given encoder and input.
+    Autocast (bf16) is used on CUDA only, so CPU results are fp32 and the
+    output is deterministic for a given encoder and input. Inputs are
+    channels_last where :func:`~kubeclr.device.channels_last_ok` allows it.
 
     Args:
         encoder: maps (B, 3, H, W) float to (B, D).
@@ -43,6 +45,7 @@ def extract_features(encoder: nn.Module, images: Tensor | np.ndarray, mean: Sequ
         raise ValueError(f"extract_features: expected uint8 (N, 3, H, W), got {images.dtype} {tuple(images.shape)}")
     was_training = encoder.training
     encoder.to(device).eval()
+    fmt = torch.channels_last if channels_last_ok(encoder, device) else torch.contiguous_format
     chunks = []
     starts = range(0, images.shape[0], batch_size)
     try:
@@ -50,7 +53,8 @@ def extract_features(encoder: nn.Module, images: Tensor | np.ndarray, mean: Sequ
                                                     enabled=device.type == "cuda"):
             for start in progress(starts, total=len(starts), desc="features", unit="batch"):
                 batch = images[start:start + batch_size].to(device, non_blocking=True)
-                chunks.append(encoder(normalize(batch, mean, std)).float().cpu())  # (B, D)
+                x = normalize(batch, mean, std).contiguous(memory_format=fmt)          # (B, 3, H, W)
+                chunks.append(encoder(x).float().cpu())                                  # (B, D)
     finally:
         encoder.train(was_training)
     if not chunks:
