@@ -105,7 +105,7 @@ class EvalConfig:
     batch_size: int = _f(512, ge=1, help="batch size of feature extraction")
     l2_grid: tuple[float, ...] = _f((1e-6, 1e-5, 1e-4, 1e-3, 1e-2), help="L2 strengths tried on val")
     max_iter: int = _f(500, ge=1, help="L-BFGS iterations of the logistic regression")
-    seed_epochs: int = _f(10, ge=1, help="epochs of the 'seed' protocol's linear layer")
+    seed_epochs: int = _f(100, ge=1, help="epochs of the 'seed' protocol's linear layer (100 as in MoCo's main_lincls.py)")
     seed_lr: float = _f(0.1, gt=0)
     finetune: bool = _f(False, help="'seed' protocol: unfreeze the encoder")
 
