@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Callable
 
+from servers import send_json
+
 PATH = re.compile(r"^/apis/(?P<group>[^/]+)/(?P<version>[^/]+)/namespaces/(?P<ns>[^/]+)/(?P<plural>[^/]+)"
                   r"(?:/(?P<name>[^/?]+))?(?:\?.*)?$")
 
@@ -67,12 +69,7 @@ class _Handler(BaseHTTPRequestHandler):
         pass
 
     def _send(self, code: int, obj: dict) -> None:
-        data = json.dumps(obj).encode()
-        self.send_response(code)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
+        send_json(self, code, obj)
 
     def _status(self, code: int, reason: str, message: str) -> None:
         self._send(code, {"kind": "Status", "apiVersion": "v1", "status": "Failure",

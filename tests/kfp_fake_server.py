@@ -26,6 +26,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+from servers import send_json
+
 API = "/apis/v2beta1"
 
 
@@ -207,12 +209,7 @@ def _handler_for(server: FakeKfpServer) -> type[BaseHTTPRequestHandler]:
                 return
             with server._lock:
                 status, payload = server.handle(req)
-            data = json.dumps(payload).encode()
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
+            send_json(self, status, payload)
 
         do_GET = do_POST = do_DELETE = do_PATCH = _serve
 

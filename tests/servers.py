@@ -1,4 +1,5 @@
-"""Real servers for integration tests: SeaweedFS (S3) and the Prometheus Pushgateway.
+"""Real servers for integration tests (SeaweedFS, the Prometheus Pushgateway) and
+the one JSON-response helper of the in-process fakes (KFP, Kubernetes).
 
 Both run as child processes on free loopback ports and can be stopped and
 started again on the same ports and data directory, so fault tests can take a
@@ -14,6 +15,7 @@ Fixtures built on these live in ``tests/integration/conftest.py``.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import socket
@@ -22,10 +24,22 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
+from typing import Any
 
 ACCESS_KEY = "kubeclr-test-key"
 SECRET_KEY = "kubeclr-test-secret"
+
+
+def send_json(handler: BaseHTTPRequestHandler, code: int, obj: Any) -> None:
+    """Answer ``handler``'s request with ``obj`` as a JSON body and status ``code``."""
+    data = json.dumps(obj).encode()
+    handler.send_response(code)
+    handler.send_header("Content-Type", "application/json")
+    handler.send_header("Content-Length", str(len(data)))
+    handler.end_headers()
+    handler.wfile.write(data)
 
 
 def free_port(host: str = "127.0.0.1", exclude: set[int] | None = None) -> int:
