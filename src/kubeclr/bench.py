@@ -44,7 +44,7 @@ from kubeclr import bench_seed, train
 from kubeclr.augment import SimCLRAugment, two_views
 from kubeclr.callbacks import Callback
 from kubeclr.config import Config
-from kubeclr.device import channels_last_ok, describe_device, resolve_device
+from kubeclr.device import describe_device, memory_format, resolve_device
 from kubeclr.errors import ConfigError
 from kubeclr.evaluate.features import extract_features
 from kubeclr.io import write_json
@@ -199,7 +199,7 @@ def limit_step(cfg: Config, device: torch.device, s: BenchSettings) -> Callable[
     """(b) One step of the same model, optimiser, precision and memory format on pre-made views; loss = mean(z²)."""
     pc, b = cfg.pretrain, cfg.pretrain.batch_size
     model = build_model(cfg.model)
-    fmt = torch.channels_last if pc.channels_last and channels_last_ok(model, device) else torch.contiguous_format
+    fmt = memory_format(model, device, pc.channels_last)
     model = model.to(device, memory_format=fmt).train()
     forward = torch.compile(model) if pc.compile else model
     optimizer = build_optimizer(model, pc)

@@ -45,3 +45,8 @@ def channels_last_ok(model: nn.Module, device: torch.device) -> bool:
         return True
     return all(conv.in_channels % 8 == 0 and conv.out_channels % 8 == 0
                for conv in model.modules() if isinstance(conv, nn.Conv2d) and conv.kernel_size == (1, 1))
+
+
+def memory_format(model: nn.Module, device: torch.device, wanted: bool = True) -> torch.memory_format:
+    """channels_last when ``wanted`` and :func:`channels_last_ok`, else contiguous (NCHW)."""
+    return torch.channels_last if wanted and channels_last_ok(model, device) else torch.contiguous_format

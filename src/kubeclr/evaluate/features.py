@@ -15,7 +15,7 @@ import torch
 from torch import Tensor, nn
 
 from kubeclr.augment import normalize
-from kubeclr.device import channels_last_ok
+from kubeclr.device import memory_format
 from kubeclr.progress import progress
 
 log = logging.getLogger(__name__)
@@ -28,7 +28,7 @@ def extract_features(encoder: nn.Module, images: Tensor | np.ndarray, mean: Sequ
     The encoder is moved to ``device``; its train/eval mode is restored on exit.
     Autocast (bf16) is used on CUDA only, so CPU results are fp32 and the
     output is deterministic for a given encoder and input. Inputs are
-    channels_last where :func:`~kubeclr.device.channels_last_ok` allows it.
+    channels_last where :func:`~kubeclr.device.memory_format` allows it.
 
     Args:
         encoder: maps (B, 3, H, W) float to (B, D).
@@ -45,7 +45,7 @@ def extract_features(encoder: nn.Module, images: Tensor | np.ndarray, mean: Sequ
         raise ValueError(f"extract_features: expected uint8 (N, 3, H, W), got {images.dtype} {tuple(images.shape)}")
     was_training = encoder.training
     encoder.to(device).eval()
-    fmt = torch.channels_last if channels_last_ok(encoder, device) else torch.contiguous_format
+    fmt = memory_format(encoder, device)
     chunks = []
     starts = range(0, images.shape[0], batch_size)
     try:

@@ -22,7 +22,7 @@ from torch import Tensor, nn
 
 from kubeclr.augment import normalize, random_resized_crop
 from kubeclr.config import EvalConfig
-from kubeclr.device import channels_last_ok
+from kubeclr.device import memory_format
 from kubeclr.evaluate.features import extract_features
 from kubeclr.evaluate.linear import LinearResult, classification_results
 from kubeclr.progress import progress
@@ -60,11 +60,11 @@ def _train_one_epoch(encoder: nn.Module, head: nn.Linear, images: Tensor, labels
                      mean: Sequence[float], std: Sequence[float], crop_size: int,
                      crop_scale: tuple[float, float], batch_size: int, finetune: bool,
                      shuffle: torch.Generator, crops: torch.Generator, device: torch.device,
-                     memory_format: torch.memory_format) -> float:
+                     fmt: torch.memory_format) -> float:
     """One pass over shuffled train images; returns the mean cross-entropy.
 
     ``shuffle`` is a CPU generator for the order, ``crops`` lives on ``device``;
-    crops enter the encoder in ``memory_format`` (as in feature extraction).
+    crops enter the encoder in memory format ``fmt`` (as in feature extraction).
     """
     n = images.shape[0]
     order = torch.randperm(n, generator=shuffle)
@@ -73,7 +73,7 @@ def _train_one_epoch(encoder: nn.Module, head: nn.Linear, images: Tensor, labels
         idx = order[start:start + batch_size]
         x = normalize(images[idx].to(device), mean, std)                     # (B, 3, H, W)
         x = random_resized_crop(x, crop_size, crop_scale, _RATIO, crops)       # (B, 3, S, S)
-        x = x.contiguous(memory_format=memory_format)
+        x = x.contiguous(memory_format=fmt)
         with torch.set_grad_enabled(finetune):
             h = encoder(x)                                                         # (B, D)
         loss = F.cross_entropy(head(h), labels[idx].to(device))
@@ -130,14 +130,14 @@ def linear_eval_seed(encoder: nn.Module, images: Mapping[str, Tensor], labels: M
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 0.5 * (1 + math.cos(math.pi * s / steps)))
     shuffle = torch.Generator().manual_seed(seed)
     crops = torch.Generator(device=device).manual_seed(seed)
-    fmt = torch.channels_last if channels_last_ok(encoder, device) else torch.contiguous_format
+    fmt = memory_format(encoder, device)
     train_images, train_labels = torch.as_tensor(images["train"]), torch.as_tensor(labels["train"])
     try:
         for epoch in range(cfg.seed_epochs):
             loss = _train_one_epoch(encoder, head, train_images, train_labels, optimizer, scheduler,
                                     mean=mean, std=std, crop_size=crop_size, crop_scale=crop_scale,
                                     batch_size=cfg.batch_size, finetune=not frozen,
-                                    shuffle=shuffle, crops=crops, device=device, memory_format=fmt)
+                                    shuffle=shuffle, crops=crops, device=device, fmt=fmt)
             log.info("seed linear eval: epoch %d/%d loss %.4f", epoch + 1, cfg.seed_epochs, loss)
     finally:
         for name, p in encoder.named_parameters():
