@@ -177,6 +177,11 @@ class SeaweedServer(_Process):
             f"-s3.config={self.config_path}", "-master.telemetry=false", "-webdav=false",
             "-admin.ui=false", "-s3.port.iceberg=0", "-s3.port.lance=0",
             "-s3.autoCreateBucket=false",  # as on AWS: writing to a missing bucket fails
+            # Every bucket is a collection with volumes of its own. Left at 0, the volume
+            # count is free disk / volume size (12 on a disk with 13 GB free), so on a fuller
+            # disk the 11th test bucket already got "no free volumes left" (InternalError).
+            # Small volumes are sparse files, so a fixed generous count costs no disk.
+            "-volume.max=256", "-master.volumeSizeLimitMB=64",
             f"-master.port={p['master']}", f"-master.port.grpc={p['master_grpc']}",
             f"-volume.port={p['volume']}", f"-volume.port.grpc={p['volume_grpc']}",
             f"-filer.port={p['filer']}", f"-filer.port.grpc={p['filer_grpc']}",

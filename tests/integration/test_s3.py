@@ -26,6 +26,26 @@ def _head(s3_server, key):
     return s3_server.client().head_object(Bucket=s3_server.bucket, Key=key)
 
 
+def test_seaweed_has_room_for_many_buckets(seaweed):
+    """Each test takes a fresh bucket (a SeaweedFS collection with its own volumes): the
+    session server must accept writes to far more buckets than one test session creates,
+    whatever the free disk space of the machine (CI once ran out at the 11th bucket)."""
+    client = seaweed.client()
+    names = [f"kubeclr-room-{os.getpid()}-{i:02d}" for i in range(32)]
+    try:
+        for name in names:
+            client.create_bucket(Bucket=name)
+            client.put_object(Bucket=name, Key="k", Body=b"x")
+        assert all(client.get_object(Bucket=n, Key="k")["Body"].read() == b"x" for n in names)
+    finally:
+        for name in names:
+            try:
+                client.delete_object(Bucket=name, Key="k")
+                client.delete_bucket(Bucket=name)
+            except Exception:  # noqa: BLE001 - best-effort cleanup of whatever was created
+                pass
+
+
 def test_small_round_trip_bytes_and_files(s3_server, tmp_path):
     store = open_store(s3_server.uri("runs/a"))
     assert isinstance(store, S3Store) and store.uri == s3_server.uri("runs/a")
