@@ -108,6 +108,23 @@ def test_seed_protocol_runs_end_to_end_and_leaves_encoder_unchanged(seed_data):
     assert all(torch.equal(v, before[k]) for k, v in encoder.state_dict().items())
 
 
+def test_seed_protocol_learns_an_easy_task(seed_data):
+    """Classes differ in brightness, which the fixed random encoder's features separate (the
+    features protocol finds it); 10 epochs of the seed protocol's SGD must find it too (chance
+    is 0.25; a learning rate 100x too small stays there)."""
+    encoder, imgs, labs = seed_data
+    train_x, train_y = tiny_images(80, seed=0)
+    imgs, labs = {**imgs, "train": train_x}, {**labs, "train": train_y}
+    feats = {}
+    for split in imgs:
+        feats[f"{split}_x"] = extract_features(encoder, imgs[split], (0.5, 0.5, 0.5), (0.25, 0.25, 0.25),
+                                               batch_size=64, device=CPU)
+        feats[f"{split}_y"] = labs[split]
+    assert linear_eval_features(feats, list("abcd"), FAST, device=CPU).results["test_top1"] >= 0.9
+    r = run_seed(encoder, imgs, labs, EvalConfig(seed_epochs=10, batch_size=16)).results
+    assert r["test_top1"] >= 0.9 and r["val_top1"] >= 0.9
+
+
 def test_sanity_check_fires_when_training_changes_the_encoder(seed_data, monkeypatch):
     encoder, imgs, labs = seed_data
     real = seed_protocol._train_one_epoch

@@ -51,6 +51,20 @@ def test_display_names_and_caching(ir):
     assert not tasks["pretrain"]["cachingOptions"].get("enableCache")
 
 
+def test_run_page_artifact_types(ir):
+    """The run page renders these types inline: scalars, the confusion matrix, the report, the summary."""
+    comps = ir[0]["components"]
+
+    def types(step):
+        outputs = comps[f"comp-{step}"]["outputDefinitions"]["artifacts"]
+        return {name: out["artifactType"]["schemaTitle"] for name, out in outputs.items()}
+
+    assert types("linear-eval") == {"metrics": "system.Metrics", "confusion": "system.ClassificationMetrics",
+                                    "classifier": "system.Model", "results": "system.Dataset"}
+    assert types("report") == {"html": "system.HTML", "summary": "system.Markdown",
+                               "metrics_json": "system.Dataset", "metrics": "system.Metrics"}
+
+
 def test_pretrain_requests_gpus_cpu_memory_and_retries(ir):
     spec, _ = ir
     container = spec["deploymentSpec"]["executors"]["exec-pretrain"]["container"]

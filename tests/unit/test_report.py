@@ -9,54 +9,18 @@ import numpy as np
 import pytest
 import torch
 
-from kubeclr.config import Config
-from kubeclr.evaluate.report import validate_metrics
-from kubeclr.io import Split, read_json, save_arrays, save_split, write_json
+from kubeclr.evaluate.report import CSP, validate_metrics
+from kubeclr.io import read_json
 from kubeclr.model import build_encoder
 from kubeclr.steps import evaluate as steps
 
-RUN = "<script>alert(1)</script>"
-CLASSES = ("plane", "a<b & c", "cat", "dog")
-
-
-def make_inputs(tmp, synthetic=True):
-    """Files of the steps before ``linear_eval``, with separable features (no training needed)."""
-    cfg = Config.from_dict({"model": {"width": 4}, "pretrain": {"device": "cpu"},
-                            "eval": {"knn_k": 5, "tsne_points": 40, "max_iter": 50, "l2_grid": [1e-3]}})
-    gen = np.random.default_rng(0)
-    centers = gen.normal(size=(4, 16)) * 5
-    paths, arrays = {}, {}
-    for split, n in (("train", 40), ("val", 20), ("test", 40)):
-        labels = np.arange(n) % 4
-        meta = {"source": "sample", "synthetic": synthetic, "split": split, "seconds": 1.5, "md5": None}
-        paths[split] = tmp / f"{split}.npz"
-        save_split(paths[split], Split(gen.integers(0, 256, (n, 3, 32, 32), dtype=np.uint8), labels, CLASSES, meta))
-        arrays[f"{split}_x"] = (centers[labels] + gen.normal(size=(n, 16))).astype(np.float32)
-        arrays[f"{split}_y"] = labels.astype(np.int64)
-    paths["stats"] = tmp / "stats.json"
-    write_json(paths["stats"], {"mean": [0.5, 0.5, 0.5], "std": [0.25, 0.25, 0.25], "count": 40, "seconds": 0.1,
-                                "synthetic": synthetic})
-    paths["features"] = tmp / "features.npz"
-    save_arrays(paths["features"], **arrays, class_names=np.asarray(CLASSES),
-                meta=np.asarray(json.dumps({"seconds": 0.3, "feature_dim": 16, "device": "cpu"})))
-    epochs = [{"epoch": e, "loss": 5.0 - e, "lr": 0.1 * e, "images_per_second": 100.0 + e, "seconds": 2.0}
-              for e in (1, 2, 3)]
-    summary = {"arch": "resnet18", "epochs": 3, "batch_size": 16, "final_loss": 2.0, "seconds": 6.0,
-               "images_per_second": 101.0, "device": "cpu"}
-    paths["history"] = tmp / "history.json"
-    write_json(paths["history"], {"epochs": epochs, "summary": summary, "config": cfg.to_dict()})
-    return cfg, paths
+from report_fixtures import CLASSES, RUN, make_inputs, render_report
 
 
 @pytest.fixture(scope="module")
 def report_dir(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("report")
-    cfg, p = make_inputs(tmp)
-    results = steps.linear_eval(cfg, p["features"], tmp / "results.json", tmp / "classifier.pt")
-    metrics = steps.report(cfg, run_name=RUN, train_path=p["train"], val_path=p["val"], test_path=p["test"],
-                           stats_path=p["stats"], history_path=p["history"], features_path=p["features"],
-                           results_path=tmp / "results.json", html_out=tmp / "report.html",
-                           markdown_out=tmp / "report.md", metrics_out=tmp / "metrics.json")
+    results, metrics = render_report(tmp)
     return tmp, results, metrics
 
 
@@ -91,7 +55,7 @@ def test_report_embeds_the_plots_as_decodable_svg_images(report_dir):
     assert "a<b & c" in [t.text for t in heat.iter(ns + "text")]  # class name escaped, so it parses back intact
     # self-contained: nothing fetched from the network
     assert not re.search(r'(src|href)\s*=\s*["\']?(https?:)?//', page)
-    assert '<meta name="viewport"' in page
+    assert '<meta name="viewport"' in page and CSP in page
 
 
 def test_report_escapes_user_strings(report_dir):
@@ -175,3 +139,29 @@ def test_markdown_escaping_keeps_apostrophes_readable():
 
     assert md_escape("bob's run #1") == "bob's run \\#1"
     assert md_escape("<img src=x onerror=alert(1)>") == "&lt;img src=x onerror=alert\\(1\\)&gt;"
+
+
+def test_run_page_artifacts_carry_the_results(report_dir):
+    """What the Kubeflow run page shows: scalars on Metrics, the labelled matrix on ClassificationMetrics."""
+    from kfp import dsl
+
+    from kubeclr.steps import runtime
+
+    tmp, results, summary = report_dir
+    metrics = dsl.Metrics(name="metrics", uri=str(tmp / "m"), metadata={})
+    confusion = dsl.ClassificationMetrics(name="confusion", uri=str(tmp / "c"), metadata={})
+    runtime.log_linear_eval(results, metrics, confusion)
+    assert metrics.metadata == {"val_top1": results["val_top1"], "val_top5": results["val_top5"],
+                                "test_top1": results["test_top1"], "test_top5": results["test_top5"],
+                                "seconds": results["seconds"], "knn_test_top1": results["knn"]["test_top1"]}
+    matrix = confusion.metadata["confusionMatrix"]
+    assert [spec["displayName"] for spec in matrix["annotationSpecs"]] == list(CLASSES)
+    assert [row["row"] for row in matrix["rows"]] == results["confusion"]
+
+    headline = dsl.Metrics(name="metrics", uri=str(tmp / "h"), metadata={})
+    runtime.log_report(summary, headline)
+    assert headline.metadata == {
+        "linear_test_top1": summary["linear_eval"]["test_top1"], "linear_test_top5": summary["linear_eval"]["test_top5"],
+        "knn_test_top1": summary["knn"]["test_top1"], "pretrain_final_loss": summary["pretrain"]["final_loss"],
+        "pretrain_images_per_second": summary["pretrain"]["images_per_second"],
+        "pretrain_seconds": summary["pretrain"]["seconds"]}

@@ -1,0 +1,62 @@
+"""Inputs of the evaluation steps on tiny files, and a report rendered by the real steps.
+
+Shared by the unit tests of the steps and the browser test of the report.
+"""
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from kubeclr.config import Config
+from kubeclr.io import Split, save_arrays, save_split, write_json
+from kubeclr.steps import evaluate as steps
+
+RUN = "<script>alert(1)</script>"
+CLASSES = ("plane", "a<b & c", "cat", "dog")
+
+
+def make_inputs(tmp, synthetic=True):
+    """Files of the steps before ``linear_eval``, with separable features (no training needed)."""
+    cfg = Config.from_dict({"model": {"width": 4}, "pretrain": {"device": "cpu"},
+                            "eval": {"knn_k": 5, "tsne_points": 40, "max_iter": 50, "l2_grid": [1e-3]}})
+    gen = np.random.default_rng(0)
+    centers = gen.normal(size=(4, 16)) * 5
+    paths, arrays = {}, {}
+    for split, n in (("train", 40), ("val", 20), ("test", 40)):
+        labels = np.arange(n) % 4
+        meta = {"source": "sample", "synthetic": synthetic, "split": split, "seconds": 1.5, "md5": None}
+        paths[split] = tmp / f"{split}.npz"
+        save_split(paths[split], Split(gen.integers(0, 256, (n, 3, 32, 32), dtype=np.uint8), labels, CLASSES, meta))
+        arrays[f"{split}_x"] = (centers[labels] + gen.normal(size=(n, 16))).astype(np.float32)
+        arrays[f"{split}_y"] = labels.astype(np.int64)
+    paths["stats"] = tmp / "stats.json"
+    write_json(paths["stats"], {"mean": [0.5, 0.5, 0.5], "std": [0.25, 0.25, 0.25], "count": 40, "seconds": 0.1,
+                                "synthetic": synthetic})
+    paths["features"] = tmp / "features.npz"
+    save_arrays(paths["features"], **arrays, class_names=np.asarray(CLASSES),
+                meta=np.asarray(json.dumps({"seconds": 0.3, "feature_dim": 16, "device": "cpu"})))
+    epochs = [{"epoch": e, "loss": 5.0 - e, "lr": 0.1 * e, "images_per_second": 100.0 + e, "seconds": 2.0,
+               "knn_top1": 0.2 * e} for e in (1, 2, 3)]   # with the kNN monitor's column
+    summary = {"arch": "resnet18", "epochs": 3, "batch_size": 16, "final_loss": 2.0, "seconds": 6.0,
+               "images_per_second": 101.0, "device": "cpu"}
+    paths["history"] = tmp / "history.json"
+    write_json(paths["history"], {"epochs": epochs, "summary": summary, "config": cfg.to_dict()})
+    return cfg, paths
+
+
+
+
+def render_report(tmp: Path, run_name: str = RUN):
+    """Run ``linear_eval`` and ``report`` on :func:`make_inputs`; returns (results, metrics).
+
+    Leaves ``results.json``, ``classifier.pt``, ``report.html``, ``report.md`` and
+    ``metrics.json`` in ``tmp``.
+    """
+    cfg, p = make_inputs(tmp)
+    results = steps.linear_eval(cfg, p["features"], tmp / "results.json", tmp / "classifier.pt")
+    metrics = steps.report(cfg, run_name=run_name, train_path=p["train"], val_path=p["val"], test_path=p["test"],
+                           stats_path=p["stats"], history_path=p["history"], features_path=p["features"],
+                           results_path=tmp / "results.json", html_out=tmp / "report.html",
+                           markdown_out=tmp / "report.md", metrics_out=tmp / "metrics.json")
+    return results, metrics
