@@ -91,7 +91,8 @@ class PretrainConfig:
     compile: bool = _f(False, help="torch.compile the model")
     channels_last: bool = _f(True)
     checkpoint_every: int = _f(10, ge=0, help="epochs between checkpoints (0 = only at the end)")
-    knn_every: int = _f(0, ge=0, help="kNN monitor every N epochs on a held-out subset (0 = off)")
+    knn_every: int = _f(0, ge=0, help="kNN monitor every N epochs (0 = off): up to 1,000 train images, "
+                                      "held out of the labelled bank, queried against up to 10,000 others")
     seed: int = _f(0, ge=0)
     device: str = _f("auto", help="'auto', 'cpu', 'cuda' or 'cuda:N'")
 
@@ -293,17 +294,20 @@ def _coerce(dotted: str, hint: Any, value: Any, origin: str) -> Any:
     raise ConfigError(f"{origin}: {dotted} has an unsupported type {hint}")  # a bug, not user input
 
 
-def _describe(hint: Any, rule: Mapping[str, Any]) -> str:
+def _rule_text(rule: Mapping[str, Any]) -> str:
+    """The field's rule in words ('one of a, b', '> 0 and <= 1'), or '' when it has none."""
     if rule.get("choices"):
         return "one of " + ", ".join(map(str, rule["choices"]))
-    parts = []
-    if rule.get("gt") is not None:
-        parts.append(f"> {rule['gt']}")
-    if rule.get("ge") is not None:
-        parts.append(f">= {rule['ge']}")
-    if rule.get("le") is not None:
-        parts.append(f"<= {rule['le']}")
-    return "allowed: " + " and ".join(parts) if parts else (rule.get("help") or str(hint))
+    bounds = [(op, rule.get(key)) for op, key in ((">", "gt"), (">=", "ge"), ("<=", "le"))]
+    return " and ".join(f"{op} {value}" for op, value in bounds if value is not None)
+
+
+def _describe(hint: Any, rule: Mapping[str, Any]) -> str:
+    """What a value must be, for error messages."""
+    text = _rule_text(rule)
+    if text:
+        return text if rule.get("choices") else "allowed: " + text
+    return rule.get("help") or str(hint)
 
 
 # -- presets and files --------------------------------------------------------
@@ -346,7 +350,8 @@ def describe_keys() -> str:
         cls = section.default_factory  # type: ignore[misc]
         hints = typing.get_type_hints(cls)
         for f in dataclasses.fields(cls):
-            default = f.default
-            lines.append(f"  {section.name}.{f.name} ({getattr(hints[f.name], '__name__', hints[f.name])}, "
-                         f"default {default!r}): {_describe(hints[f.name], f.metadata)}")
+            hint, rule = hints[f.name], _rule_text(f.metadata)
+            head = f"  {section.name}.{f.name} ({getattr(hint, '__name__', hint)}, default {f.default!r}"
+            lines.append(head + (f", {rule})" if rule else ")") + (f": {f.metadata['help']}"
+                                                                  if f.metadata.get("help") else ""))
     return "\n".join(lines)

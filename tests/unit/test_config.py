@@ -1,5 +1,7 @@
 """Config: presets load, overrides parse by type, bad keys/values fail with one line."""
 
+import dataclasses
+
 import pytest
 
 from kubeclr.config import Config, load_config, preset_names
@@ -75,3 +77,14 @@ def test_bad_files(tmp_path):
     typo.write_text("pretrain:\n  epoch: 3\n")
     with pytest.raises(ConfigError, match=r"unknown key 'pretrain.epoch'"):
         load_config(path=typo)
+
+
+def test_keys_listing_shows_rule_and_help_of_every_key():
+    from kubeclr.config import describe_keys
+
+    lines = {line.split()[0]: line for line in describe_keys().splitlines()}
+    assert lines["data.train_limit"] == ("  data.train_limit (int, default 0, >= 0): "
+                                         "stratified subset size of train (0 = all)")
+    assert lines["model.arch"] == "  model.arch (str, default 'resnet18', one of resnet18, resnet34, resnet50)"
+    assert "pretrain.knn_every" in lines and "held out of the labelled bank" in lines["pretrain.knn_every"]
+    assert len(lines) == sum(len(dataclasses.fields(s.default_factory)) for s in dataclasses.fields(Config))
