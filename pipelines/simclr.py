@@ -14,6 +14,7 @@ config section travels as one ``*_config`` struct parameter.
 
 import json
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Callable, NamedTuple
 
 from kfp import dsl, kubernetes
@@ -22,6 +23,7 @@ from kfp.dsl import HTML, Dataset, Markdown, Model
 from kubeclr import IMAGE
 from kubeclr.components import build as build_components
 from kubeclr.config import Config
+from kubeclr.errors import UserError
 
 PIPELINE_NAME = "simclr-cifar10"
 GPU_RESOURCE = "nvidia.com/gpu"
@@ -207,12 +209,22 @@ def build_pipeline(cfg: Config, opts: CompileOptions = CompileOptions()) -> Call
 
 
 def compile_pipeline(cfg: Config, output: str, opts: CompileOptions = CompileOptions()) -> str:
-    """Compile the pipeline to KFP IR YAML at ``output``; return the path."""
+    """Compile the pipeline to KFP IR YAML at ``output``; return the path.
+
+    Raises:
+        UserError: ``output`` is a directory or cannot be written (nothing is left behind).
+    """
     from kfp import compiler
 
     from kubeclr.io import atomic_path
 
-    with atomic_path(output) as tmp:
-        compiler.Compiler().compile(build_pipeline(cfg, opts), package_path=str(tmp.with_suffix(".yaml")))
-        tmp.with_suffix(".yaml").replace(tmp)
+    if Path(output).is_dir():
+        raise UserError(f"output {output}: is a directory (name a file in it, e.g. "
+                        f"{Path(output) / 'simclr-cifar10.yaml'})")
+    try:
+        with atomic_path(output) as tmp:
+            compiler.Compiler().compile(build_pipeline(cfg, opts), package_path=str(tmp.with_suffix(".yaml")))
+            tmp.with_suffix(".yaml").replace(tmp)
+    except (FileExistsError, NotADirectoryError, PermissionError) as exc:
+        raise UserError(f"output {output}: cannot be written ({exc.strerror})") from None
     return output

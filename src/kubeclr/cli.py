@@ -22,14 +22,31 @@ from kubeclr.errors import UserError
 log = logging.getLogger("kubeclr")
 
 
-class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
-    """Show defaults and keep the epilogs' line breaks."""
+DEFAULT_PRESET = "smoke"
+
+
+class _Formatter(argparse.RawDescriptionHelpFormatter):
+    """Keep the epilogs' line breaks; show a default where there is one to show.
+
+    (argparse's ArgumentDefaultsHelpFormatter also prints 'default: None' after
+    help that already names its default, and 'default: True' on flags.)
+    """
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        default = action.default
+        if ("default" in text or default in (None, False, True, [], "") or default is argparse.SUPPRESS
+                or action.option_strings == [] or action.nargs == 0):
+            return text
+        return f"{text} (default: %(default)s)"
 
 
 def _config_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("configuration")
-    g.add_argument("--preset", default="smoke", help=f"preset in configs/ ({', '.join(preset_names())})")
-    g.add_argument("--config", metavar="FILE", help="YAML config file (instead of --preset)")
+    which = g.add_mutually_exclusive_group()
+    which.add_argument("--preset", help=f"preset in configs/ ({', '.join(preset_names())}; default: "
+                                        f"{DEFAULT_PRESET})")
+    which.add_argument("--config", metavar="FILE", help="YAML config file (instead of a preset)")
     g.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
                    help="override one config key (repeatable); see `simclr-pipeline keys`")
 
@@ -92,9 +109,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint-uri", help="file:// or s3:// prefix for checkpoints; resumes from the newest")
     p.add_argument("--output-dir", default="outputs", help="where the result files are copied")
     p.add_argument("--run-name", help="run name (default: simclr-<preset>-<UTC time>)")
-    p.add_argument("--workdir", help="kfp.local pipeline root (default: <output-dir>/.kfp)")
+    p.add_argument("--workdir", help="kfp.local pipeline root; each run adds a folder of every step's artifacts "
+                                     "there (default: <output-dir>/.kfp)")
 
-    p = sub.add_parser("compile", formatter_class=_Formatter, help="write the pipeline IR YAML")
+    p = sub.add_parser("compile", formatter_class=_Formatter, help="write the pipeline IR YAML",
+                       description="Compile the pipeline into the IR YAML that the Kubeflow UI uploads.")
     _config_args(p)
     _compile_args(p)
     p.add_argument("--output", default="simclr-cifar10.yaml", help="IR YAML to write")
@@ -122,27 +141,29 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--cron", required=True,
                            help='6-field KFP cron, seconds first, e.g. "0 0 3 * * *" (03:00 daily)')
             p.add_argument("--catchup", dest="no_catchup", action="store_false",
-                           help="run missed intervals after a pause (default: no catch-up)")
+                           help="run the intervals missed while paused, once resumed")
             p.add_argument("--no-catchup", dest="no_catchup", action="store_true", default=True,
-                           help="skip intervals missed while paused")
+                           help="skip the intervals missed while paused (the default)")
             p.add_argument("--max-concurrency", type=int, default=1, help="runs allowed at once")
             p.add_argument("--start-time", help="ISO 8601 time the schedule starts")
             p.add_argument("--end-time", help="ISO 8601 time the schedule ends")
-            p.add_argument("--job-name", help="recurring run name (default: simclr-<preset>-nightly)")
+            p.add_argument("--job-name", help="recurring run name (default: simclr-<preset>-recurring)")
 
     p = sub.add_parser("bench", formatter_class=_Formatter, help="throughput benchmark (ours vs limit vs seed)")
     p.add_argument("--device", default="auto", help="cpu, cuda or auto")
     _config_args(p)
     p.add_argument("--json", metavar="FILE", help="also write the results as JSON")
 
-    sub.add_parser("keys", help="list every config key with its type, default and rule")
+    sub.add_parser("keys", formatter_class=_Formatter, help="list every config key with its type, default and rule",
+                   description="List every config key (for --set and config files) with its type, default, "
+                               "rule and meaning.")
     return parser
 
 
 # -- commands ---------------------------------------------------------------
 
 def _config(args: argparse.Namespace) -> Config:
-    return load_config(args.preset, args.config, args.overrides)
+    return load_config(args.preset or DEFAULT_PRESET, args.config, args.overrides)
 
 
 def _compile_options(args: argparse.Namespace):
@@ -164,7 +185,7 @@ def _compile_options(args: argparse.Namespace):
 
 def _label(args: argparse.Namespace) -> str:
     """The preset's name, or 'custom' for a --config file."""
-    return "custom" if args.config else args.preset
+    return "custom" if args.config else args.preset or DEFAULT_PRESET
 
 
 def _utc_stamp() -> str:
@@ -179,9 +200,14 @@ def cmd_run(args: argparse.Namespace) -> int:
     files = run_local(cfg, run_name=run_name, output_dir=Path(args.output_dir),
                       cifar_source=args.cifar_source, cifar_md5=args.cifar_md5,
                       checkpoint_uri=args.checkpoint_uri, workdir=Path(args.workdir) if args.workdir else None)
-    print(f"\nrun {run_name} finished; results:")
+    summary = json.loads(files["metrics.json"].read_text())
+    linear, knn, pretrain = summary["linear_eval"], summary["knn"], summary["pretrain"]
+    print(f"\nrun {run_name} finished: linear test top-1 {linear['test_top1']:.3f}, kNN test top-1 "
+          f"{knn['test_top1']:.3f}, final loss {pretrain['final_loss']:.4f}"
+          + (" (SYNTHETIC sample data, not CIFAR-10)" if summary["dataset"]["synthetic"] else ""))
     for name, path in files.items():
         print(f"  {name:13s} {path}")
+    print(f"  every step's artifacts: {args.workdir or Path(args.output_dir) / '.kfp'}")
     print(f"\nopen the report: {files['report.html'].resolve().as_uri()}")
     return 0
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 import typing
 from dataclasses import dataclass, field
 from importlib import resources
@@ -159,12 +160,13 @@ class Config:
                          for k, v in dataclasses.asdict(getattr(self, f.name)).items()}
                 for f in dataclasses.fields(self)}
 
-    def override(self, assignments: Mapping[str, Any] | Sequence[str]) -> "Config":
+    def override(self, assignments: Mapping[str, Any] | Sequence[str], origin: str = "--set") -> "Config":
         """Return a copy with ``section.key`` values replaced.
 
         Args:
             assignments: ``["pretrain.epochs=5", …]`` (strings parsed by the
                 field's type) or ``{"pretrain.epochs": 5}`` (typed values).
+            origin: where the values came from, for error messages (a flag name).
         """
         pairs = _parse_assignments(assignments) if not isinstance(assignments, Mapping) else dict(assignments)
         raw = self.to_dict()
@@ -176,7 +178,7 @@ class Config:
                 raise ConfigError(f"--set {dotted}: unknown key '{key}' in section '{section}' "
                                   f"(allowed: {', '.join(raw[section])})")
             raw[section][key] = value
-        return Config.from_dict(raw, origin="--set")
+        return Config.from_dict(raw, origin=origin)
 
 
 def _parse_assignments(items: Sequence[str]) -> dict[str, Any]:
@@ -220,8 +222,38 @@ def _check_field(dotted: str, f: dataclasses.Field, hint: Any, value: Any, origi
     return value
 
 
+_SOURCE_SCHEMES = ("https://", "http://", "s3://", "file://")
+_STORE_SCHEMES = ("s3://", "file://")
+_URI_KEYS = ("storage.checkpoint_uri", "storage.mirror_uri", "storage.export_uri", "model.init")
+
+
+def parse_md5(value: str) -> str | None:
+    """``data.md5`` as lowercase hex, or None for ``none``.
+
+    Raises:
+        ConfigError: neither 32 hex digits nor ``none``.
+    """
+    value = value.strip().lower()
+    if value == "none":
+        return None
+    if not re.fullmatch(r"[0-9a-f]{32}", value):
+        raise ConfigError(f"data.md5={value!r} is not allowed (32 hex digits or 'none')")
+    return value
+
+
 def _check_special(dotted: str, value: Any, origin: str) -> None:
-    """Constraints that span more than one bound."""
+    """Constraints that span more than one bound, and the formats of hashes and URIs."""
+    if dotted == "data.md5":
+        try:
+            parse_md5(value)
+        except ConfigError as exc:
+            raise ConfigError(f"{origin}: {exc}") from None
+    if dotted == "data.source" and "://" in value and not value.startswith(_SOURCE_SCHEMES):
+        raise ConfigError(f"{origin}: data.source={value!r} has an unsupported scheme "
+                          "(allowed: https://, s3://, file://, a path, or 'sample')")
+    if dotted in _URI_KEYS and "://" in value and not value.startswith(_STORE_SCHEMES):
+        raise ConfigError(f"{origin}: {dotted}={value!r} has an unsupported scheme (allowed: s3://, file://, "
+                          "or a path)")
     if dotted == "augment.crop_scale":
         lo, hi = value
         if not 0 < lo <= hi <= 1:

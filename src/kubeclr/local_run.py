@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Dict, List, Optional
 
 from kubeclr.config import Config
+from kubeclr.data.sources import local_source
 from kubeclr.errors import UserError
 from kubeclr.steps.runtime import ERROR_FILE_ENV
 
@@ -31,20 +32,73 @@ RESULT_FILES = {"metrics.json": "metrics_json", "report.html": "report", "report
                 "encoder.pt": "encoder"}
 
 
+class ExecutorInputFilter:
+    """Drops the KFP executor's ``Got executor_input:`` JSON dump (~70 lines per step) from a step's output.
+
+    Everything else passes through as it arrives, carriage returns included, so a
+    progress bar still redraws in place. Only a line that could still turn out to
+    be the dump's first line is held back until its end is seen.
+    """
+
+    MARKER = b"Got executor_input:"
+    PREFIX = b"[KFP Executor"
+
+    def __init__(self) -> None:
+        self._pending = b""      # start of a line that may be the marker line
+        self._mid_line = False   # inside a line already passed through
+        self._skipping = False   # inside the JSON dump
+
+    def feed(self, chunk: bytes) -> bytes:
+        out = []
+        data = self._pending + chunk
+        self._pending = b""
+        while data:
+            end = data.find(b"\n")
+            line, rest = (data, b"") if end < 0 else (data[:end + 1], data[end + 1:])
+            complete = end >= 0
+            if self._skipping:
+                if not complete:
+                    self._pending = line  # its end decides whether the dump ends here
+                elif line.rstrip(b"\r\n") == b"}":
+                    self._skipping = False
+            elif self._mid_line:
+                out.append(line)
+                self._mid_line = not complete
+            elif complete:
+                if line.startswith(self.PREFIX) and self.MARKER in line:
+                    self._skipping = True
+                else:
+                    out.append(line)
+            elif self.PREFIX.startswith(line[:len(self.PREFIX)]):
+                self._pending = line  # may be the marker line: wait for its end
+            else:
+                out.append(line)
+                self._mid_line = True
+            data = rest
+        return b"".join(out)
+
+    def flush(self) -> bytes:
+        pending, self._pending = self._pending, b""
+        return b"" if self._skipping else pending
+
+
 def _stream_raw_subprocess(full_command: List[str], env_vars: Optional[Dict[str, str]] = None) -> int:
-    """Like kfp.local's runner, but passes bytes through unchanged.
+    """Like kfp.local's runner, but passes bytes through unchanged (less the executor-input dump).
 
     kfp.local reads step output line by line in text mode, which turns every
     carriage return of a progress bar into a new line; copying raw bytes keeps
     the pretraining bar a bar.
     """
     env = {**os.environ, **(env_vars or {})}
+    quiet = ExecutorInputFilter()
     with subprocess.Popen(full_command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env) as proc:
         assert proc.stdout is not None
         out = sys.stdout.buffer
         while chunk := proc.stdout.read1(4096):
-            out.write(chunk)
+            out.write(quiet.feed(chunk))
             out.flush()
+        out.write(quiet.flush())
+        out.flush()
         return proc.wait()
 
 
@@ -53,6 +107,16 @@ def _install_raw_streaming() -> None:
 
     if hasattr(subprocess_task_handler, "run_local_subprocess"):
         subprocess_task_handler.run_local_subprocess = _stream_raw_subprocess
+
+
+def _make_dir(flag: str, folder: Path) -> None:
+    """Create ``folder`` (and its parents) or raise one clear line naming ``flag``."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        raise UserError(f"{flag} {folder}: a file is in the way (a directory is needed)") from None
+    except OSError as exc:
+        raise UserError(f"{flag} {folder}: cannot create the directory ({exc.strerror})") from None
 
 
 def run_local(cfg: Config, *, run_name: str, output_dir: Path, cifar_source: str | None = None,
@@ -79,12 +143,15 @@ def run_local(cfg: Config, *, run_name: str, output_dir: Path, cifar_source: str
 
     from kubeclr.pipelines.simclr import CompileOptions, build_pipeline
 
-    overrides = {k: v for k, v in {"data.source": cifar_source, "data.md5": cifar_md5,
-                                    "storage.checkpoint_uri": checkpoint_uri}.items() if v is not None}
-    cfg = cfg.override(overrides)
+    for flag, key, value in (("--cifar-source", "data.source", cifar_source), ("--cifar-md5", "data.md5", cifar_md5),
+                             ("--checkpoint-uri", "storage.checkpoint_uri", checkpoint_uri)):
+        if value is not None:
+            cfg = cfg.override({key: value}, origin=flag)
+    local_source(cfg.data.source)  # a missing local tarball fails now, not after kfp.local has started
     output_dir = Path(output_dir)
     workdir = Path(workdir) if workdir else output_dir / ".kfp"
-    workdir.mkdir(parents=True, exist_ok=True)
+    for flag, folder in (("--output-dir", output_dir), ("--workdir", workdir)):
+        _make_dir(flag, folder)
 
     _install_raw_streaming()
     # Cluster-only settings are ignored here by design; say so once, not per task.
@@ -110,7 +177,6 @@ def run_local(cfg: Config, *, run_name: str, output_dir: Path, cifar_source: str
         finally:
             os.environ.pop(ERROR_FILE_ENV, None)
 
-    output_dir.mkdir(parents=True, exist_ok=True)
     files = {}
     for name, output in RESULT_FILES.items():
         src = Path(task.outputs[output].path)

@@ -33,6 +33,9 @@ def test_help_lists_the_design_commands():
     (["compile", "--preset", "huge"], "unknown preset 'huge'"),
     (["compile", "--set", "model.arch=vgg"], "one of resnet18, resnet34, resnet50"),
     (["compile", "--node-selector", "gpu"], "expected KEY=VALUE"),
+    (["compile", "--set", "data.md5=xyz"], "data.md5='xyz' is not allowed (32 hex digits or 'none')"),
+    (["compile", "--set", "data.source=ftp://h/c.tar.gz"], "unsupported scheme (allowed: https://, s3://"),
+    (["compile", "--set", "storage.checkpoint_uri=gs://b/x"], "unsupported scheme (allowed: s3://, file://"),
 ])
 def test_user_errors_are_one_line(args, fragment, tmp_path):
     proc = run(*args, "--output", str(tmp_path / "p.yaml"))
@@ -41,6 +44,37 @@ def test_user_errors_are_one_line(args, fragment, tmp_path):
     assert len(lines) == 1 and lines[0].startswith("error: ") and fragment in lines[0], proc.stderr
     assert "Traceback" not in proc.stderr
     assert not (tmp_path / "p.yaml").exists()
+
+
+def test_compile_into_a_directory_is_one_line(tmp_path):
+    proc = run("compile", "--output", str(tmp_path))
+    assert proc.returncode == 2 and proc.stderr.strip() == (
+        f"error: output {tmp_path}: is a directory (name a file in it, e.g. {tmp_path / 'simclr-cifar10.yaml'})")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_preset_and_config_exclude_each_other(tmp_path):
+    config = tmp_path / "c.yaml"
+    config.write_text("model: {arch: resnet34}\n")
+    proc = run("compile", "--preset", "fast", "--config", str(config), "--output", str(tmp_path / "p.yaml"))
+    assert proc.returncode == 2 and "argument --config: not allowed with argument --preset" in proc.stderr
+    assert not (tmp_path / "p.yaml").exists()
+
+
+@pytest.mark.parametrize("flag, value, message", [
+    ("--output-dir", "FILE", "error: --output-dir {tmp}/file: a file is in the way (a directory is needed)"),
+    ("--output-dir", "FILE/sub", "error: --output-dir {tmp}/file/sub: cannot create the directory (Not a directory)"),
+    ("--cifar-source", "{tmp}/missing.tar.gz", "error: data.source {tmp}/missing.tar.gz: no such file"),
+    ("--cifar-md5", "xyz", "error: --cifar-md5: data.md5='xyz' is not allowed (32 hex digits or 'none')"),
+])
+def test_local_run_refuses_bad_arguments_before_starting(tmp_path, flag, value, message):
+    (tmp_path / "file").write_text("")
+    value = value.replace("FILE", str(tmp_path / "file")).format(tmp=tmp_path)
+    args = {"--output-dir": str(tmp_path / "out"), flag: value}
+    proc = run("run", "--local", "--preset", "smoke", *[x for kv in args.items() for x in kv], timeout=60)
+    assert proc.returncode == 2 and proc.stderr.strip() == message.format(tmp=tmp_path), proc.stderr
+    assert proc.stdout == ""                       # kfp.local never started
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file"]
 
 
 def _check_outputs(out: Path, run_name: str) -> dict:
@@ -74,6 +108,8 @@ def test_local_run_on_a_cifar_layout_tarball(tmp_path):
         == (160, 40, 40)
     assert metrics["pretrain"]["epochs"] == 1
     assert "report.html" in proc.stdout
+    assert f"linear test top-1 {metrics['linear_eval']['test_top1']:.3f}" in proc.stdout
+    assert "Got executor_input" not in proc.stdout and "Loading KFP component" in proc.stdout  # only the dump goes
     assert any((tmp_path / "ckpt").rglob("MANIFEST.json"))
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import http.server
+import re
 import socket
 import threading
 from pathlib import Path
@@ -11,7 +12,7 @@ import pytest
 
 from cifar_fixtures import make_cifar_tarball
 
-from kubeclr.config import Config
+from kubeclr.config import Config, DataConfig
 from kubeclr.data.sources import MIRROR_NAME, cache_path, fetch_tarball
 from kubeclr.errors import ConfigError, DataError
 from kubeclr.steps.data import download_split
@@ -149,9 +150,19 @@ def test_malformed_md5_is_a_config_error(tmp_path, tarball):
         fetch_tarball(_data_cfg(tmp_path, tarball[0], "abc").data)
 
 
-def test_unsupported_scheme(tmp_path):
-    with pytest.raises(DataError, match="ftp://x/y.tar.gz"):
-        fetch_tarball(_data_cfg(tmp_path, "ftp://x/y.tar.gz", "none").data)
+def test_unsupported_scheme_names_the_allowed_forms(tmp_path):
+    allowed = re.escape("(allowed: https://, s3://, file://, a path, or 'sample')")
+    with pytest.raises(ConfigError, match=r"data.source='ftp://x/y.tar.gz' has an unsupported scheme " + allowed):
+        _data_cfg(tmp_path, "ftp://x/y.tar.gz", "none")
+    # a DataConfig made without the config checks still fails in the fetch, naming the URI
+    with pytest.raises(DataError, match=r"data.source=ftp://x/y.tar.gz: unsupported scheme " + allowed):
+        fetch_tarball(DataConfig(source="ftp://x/y.tar.gz", md5="none", cache_dir=str(tmp_path)))
+
+
+@pytest.mark.parametrize("key", ["storage.checkpoint_uri", "storage.mirror_uri", "storage.export_uri", "model.init"])
+def test_store_uris_with_an_unsupported_scheme_fail_at_config_time(key):
+    with pytest.raises(ConfigError, match=rf"{re.escape(key)}='gs://b/x' has an unsupported scheme"):
+        Config().override({key: "gs://b/x"})
 
 
 def test_mirror_is_filled_then_used(tmp_path, tarball, server):

@@ -22,16 +22,15 @@ import hashlib
 import http.client
 import logging
 import os
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.error import HTTPError, URLError
 from urllib.parse import urlparse
 from urllib.request import Request, urlopen
 
-from kubeclr.config import DataConfig
+from kubeclr.config import DataConfig, parse_md5
 from kubeclr.data.sample import sample_tarball
-from kubeclr.errors import ConfigError, DataError, StorageError
+from kubeclr.errors import DataError, StorageError
 from kubeclr.progress import byte_bar
 from kubeclr.storage import open_store, parent_and_key, redact_uri, split_uri
 
@@ -56,20 +55,6 @@ class Tarball:
     source: str
     md5: str
     synthetic: bool
-
-
-def expected_md5(value: str) -> str | None:
-    """``data.md5`` as lowercase hex, or None for ``none``.
-
-    Raises:
-        ConfigError: neither 32 hex digits nor ``none``.
-    """
-    value = value.strip().lower()
-    if value == "none":
-        return None
-    if not re.fullmatch(r"[0-9a-f]{32}", value):
-        raise ConfigError(f"data.md5={value!r} is not allowed (32 hex digits or 'none')")
-    return value
 
 
 def md5_of(path: Path) -> str:
@@ -175,19 +160,35 @@ def _fetch_into_cache(uri: str, scheme: str, cache_dir: str, expected: str | Non
     return dest
 
 
+def local_source(uri: str) -> Path | None:
+    """The file a local ``data.source`` (a path or ``file://``) names; None for remote or sample sources.
+
+    Raises:
+        DataError: an unsupported scheme, or no such file.
+    """
+    if uri == "sample" or uri.startswith(("https://", "http://", "s3://")):
+        return None
+    if "://" in uri and not uri.startswith("file://"):
+        raise DataError(f"data.source={uri}: unsupported scheme "
+                        "(allowed: https://, s3://, file://, a path, or 'sample')")
+    try:
+        _, rest = split_uri(uri)
+    except StorageError as exc:
+        raise DataError(f"data.source: {exc}") from None
+    path = Path(os.path.expanduser(rest))
+    if not path.is_file():
+        raise DataError(f"data.source {uri}: {'not a file' if path.exists() else 'no such file'}")
+    return path
+
+
 def _fetch_source(cfg: DataConfig, expected: str | None) -> Path:
     uri = cfg.source
     if uri.startswith(("https://", "http://")):
         return _fetch_into_cache(uri, "https", cfg.cache_dir, expected)
-    try:
-        scheme, rest = split_uri(uri)
-    except StorageError as exc:
-        raise DataError(f"data.source: {exc}") from None
-    if scheme == "s3":
+    if uri.startswith("s3://"):
         return _fetch_into_cache(uri, "s3", cfg.cache_dir, expected)
-    path = Path(os.path.expanduser(rest))
-    if not path.is_file():
-        raise DataError(f"{uri}: {'not a file' if path.exists() else 'no such file'}")
+    path = local_source(uri)
+    assert path is not None  # 'sample' never reaches here
     _verified(path, expected, uri)
     return path
 
@@ -245,7 +246,7 @@ def fetch_tarball(cfg: DataConfig, mirror_uri: str = "") -> Tarball:
         data = sample_tarball(cfg.sample_per_class, cfg.seed)
         return Tarball(data=data, source="sample", synthetic=True,
                        md5=hashlib.md5(data, usedforsecurity=False).hexdigest())
-    expected = expected_md5(cfg.md5)
+    expected = parse_md5(cfg.md5)
     if expected is None:
         logger.warning("data.md5 is 'none': the tarball from %s is not verified", redact_uri(cfg.source))
     key = _mirror_key(cfg, expected)
