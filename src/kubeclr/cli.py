@@ -279,7 +279,8 @@ def cmd_submit(args: argparse.Namespace) -> int:
 def cmd_schedule(args: argparse.Namespace) -> int:
     from kubeclr import kfp_client
 
-    cron = kfp_client.validate_cron(args.cron)  # fail before compiling or connecting
+    # fail before compiling or connecting
+    cron, _, _ = kfp_client.check_schedule(args.cron, args.start_time, args.end_time, args.max_concurrency)
     return _on_cluster(args, lambda client, package, params: kfp_client.schedule(
         client, package, experiment=args.experiment, job_name=args.job_name or f"simclr-{_label(args)}-recurring",
         cron=cron, params=params, no_catchup=args.no_catchup, max_concurrency=args.max_concurrency,

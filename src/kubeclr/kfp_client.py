@@ -256,6 +256,22 @@ def submit(client: kfp.Client, package_path: str, *, experiment: str, run_name: 
             "experiment": experiment, "params": arguments, "url": _ui(client, f"runs/details/{result.run_id}")}
 
 
+def check_schedule(cron: str, start_time: str | None, end_time: str | None,
+                   max_concurrency: int) -> tuple[str, str | None, str | None]:
+    """The cron expression and RFC 3339 start/end times a recurring run gets, checked without any request.
+
+    Raises:
+        KfpError: a malformed cron or time, an end before the start, or a concurrency out of range.
+    """
+    cron = validate_cron(cron)
+    start, end = _rfc3339(start_time, "start time"), _rfc3339(end_time, "end time")
+    if start and end and end <= start:
+        raise KfpError(f"end time {end} must be after start time {start}")
+    if not 1 <= int(max_concurrency) <= _MAX_CONCURRENCY:
+        raise KfpError(f"max concurrency {max_concurrency} must be within 1-{_MAX_CONCURRENCY}")
+    return cron, start, end
+
+
 def schedule(client: kfp.Client, package_path: str, *, experiment: str, job_name: str, cron: str,
              params: dict, no_catchup: bool = True, max_concurrency: int = 1,
              start_time: str | None = None, end_time: str | None = None, enabled: bool = True,
@@ -271,12 +287,7 @@ def schedule(client: kfp.Client, package_path: str, *, experiment: str, job_name
         ``{"recurring_run_id", "job_name", "experiment_id", "cron", "no_catchup",
         "max_concurrency", "start_time", "end_time", "enabled", "url"}``.
     """
-    cron = validate_cron(cron)
-    start, end = _rfc3339(start_time, "start time"), _rfc3339(end_time, "end time")
-    if start and end and end <= start:
-        raise KfpError(f"end time {end} must be after start time {start}")
-    if not 1 <= int(max_concurrency) <= _MAX_CONCURRENCY:
-        raise KfpError(f"max concurrency {max_concurrency} must be within 1-{_MAX_CONCURRENCY}")
+    cron, start, end = check_schedule(cron, start_time, end_time, max_concurrency)
     arguments = validate_params(params, load_pipeline_spec(package_path))
     host = _host(client)
     with _calls(host, f"schedule of {job_name!r}"):

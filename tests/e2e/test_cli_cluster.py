@@ -79,6 +79,12 @@ def _closed_port() -> int:
      "6 fields"),
     (lambda url, pkg: ["submit", "--host", f"http://127.0.0.1:{_closed_port()}", "--package", pkg],
      "127.0.0.1"),
+    # checked before connecting: a dead host does not hide it
+    (lambda url, pkg: ["schedule", "--host", f"http://127.0.0.1:{_closed_port()}", "--package", pkg,
+                       "--cron", "0 0 3 * * *", "--max-concurrency", "0"], "max concurrency 0 must be within 1-10"),
+    (lambda url, pkg: ["schedule", "--host", f"http://127.0.0.1:{_closed_port()}", "--package", pkg,
+                       "--cron", "0 0 3 * * *", "--start-time", "2026-12-02T00:00:00Z",
+                       "--end-time", "2026-12-01T00:00:00Z"], "must be after start time"),
 ])
 def test_user_errors_are_one_line(package, capsys, make_args, fragment):
     with FakeKfpServer() as server:
