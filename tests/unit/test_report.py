@@ -165,3 +165,16 @@ def test_run_page_artifacts_carry_the_results(report_dir):
         "knn_test_top1": summary["knn"]["test_top1"], "pretrain_final_loss": summary["pretrain"]["final_loss"],
         "pretrain_images_per_second": summary["pretrain"]["images_per_second"],
         "pretrain_seconds": summary["pretrain"]["seconds"]}
+
+
+def test_chart_ticks_are_whole_epochs_and_labels_distinct():
+    from kubeclr.evaluate.charts import nice_ticks, tick_labels
+
+    assert nice_ticks(1, 3, count=6, integer=True) == [1, 2, 3]
+    assert all(float(t).is_integer() for t in nice_ticks(1, 100, count=6, integer=True))
+    assert nice_ticks(1, 3, count=6) == [1.0, 1.5, 2.0, 2.5, 3.0]      # without it, half epochs
+    ticks = nice_ticks(101.0, 103.0)                                   # 101, 101.5, … : '102' twice at 3 digits
+    labels = tick_labels(ticks)
+    assert len(set(labels)) == len(labels) and labels[1] == "101.5"
+    assert tick_labels([0.0001, 0.0002, 0.0003]) == ["1e-04", "2e-04", "3e-04"]
+    assert len(set(tick_labels([0.0011, 0.0012, 0.0013]))) == 3

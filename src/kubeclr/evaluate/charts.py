@@ -46,13 +46,15 @@ def svg_img(svg: str, alt: str) -> str:
             f'width="{width.group(1) if width else 480}" height="{height.group(1) if height else 300}">')
 
 
-def nice_ticks(lo: float, hi: float, count: int = 5) -> list[float]:
-    """Round tick values covering [lo, hi] (1-2-5 steps)."""
+def nice_ticks(lo: float, hi: float, count: int = 5, *, integer: bool = False) -> list[float]:
+    """Round tick values covering [lo, hi] (1-2-5 steps; whole numbers only when ``integer``)."""
     if not (math.isfinite(lo) and math.isfinite(hi)):
         return [0.0]
     if hi <= lo:
         lo, hi = lo - (abs(lo) or 1.0) * 0.5, hi + (abs(hi) or 1.0) * 0.5
     raw = (hi - lo) / max(count, 1)
+    if integer:
+        raw = max(raw, 1.0)
     mag = 10 ** math.floor(math.log10(raw))
     step = next(m * mag for m in (1, 2, 5, 10) if m * mag >= raw)
     first = math.floor(lo / step) * step
@@ -63,33 +65,45 @@ def nice_ticks(lo: float, hi: float, count: int = 5) -> list[float]:
     return ticks
 
 
-def fmt(v: float) -> str:
-    """Compact number label: 0.0003 → 3e-04, 12500 → 1.25e+04, 0.25 → 0.25."""
+def fmt(v: float, digits: int = 3) -> str:
+    """Compact number label: 0.0003 → 3e-04, 12500 → 1.25e+04, 0.25 → 0.25 (``digits`` significant)."""
     if v == 0:
         return "0"
-    if abs(v) < 1e-2 or abs(v) >= 1e4:
-        return f"{v:.0e}" if abs(v) < 1e-2 else f"{v:.3g}"
-    return f"{v:.3g}"
+    if abs(v) < 1e-2:
+        return f"{v:.{digits - 3}e}" if digits > 3 else f"{v:.0e}"
+    return f"{v:.{digits}g}"
+
+
+def tick_labels(ticks: Sequence[float]) -> list[str]:
+    """:func:`fmt` labels for ``ticks``, with as many more digits as it takes to tell them apart."""
+    for digits in range(3, 10):
+        labels = [fmt(t, digits) for t in ticks]
+        if len(set(labels)) == len(labels):
+            return labels
+    return labels
 
 
 def line_chart(x: Sequence[float], series: Mapping[str, Sequence[float]], *, title: str,
-               x_label: str, y_label: str, width: int = 460, height: int = 260) -> str:
-    """Lines of one or more series over shared x values (non-finite points skipped)."""
+               x_label: str, y_label: str, width: int = 460, height: int = 260, integer_x: bool = False) -> str:
+    """Lines of one or more series over shared x values (non-finite points skipped).
+
+    ``integer_x``: x is a count (epochs), so its ticks are whole numbers.
+    """
     left, right, top, bottom = 58, 12, 26, 40
     pw, ph = width - left - right, height - top - bottom
     finite = [v for ys in series.values() for v in ys if v is not None and math.isfinite(v)]
     xs = [float(v) for v in x]
     yt = nice_ticks(min(finite, default=0.0), max(finite, default=1.0))
-    xt = nice_ticks(min(xs, default=0.0), max(xs, default=1.0), count=6)
+    xt = nice_ticks(min(xs, default=0.0), max(xs, default=1.0), count=6, integer=integer_x)
     x0, x1, y0, y1 = xt[0], xt[-1], yt[0], yt[-1]
     sx = lambda v: left + (v - x0) / ((x1 - x0) or 1) * pw          # noqa: E731
     sy = lambda v: top + ph - (v - y0) / ((y1 - y0) or 1) * ph      # noqa: E731
     body = [f'<text x="{width / 2}" y="16" text-anchor="middle" font-weight="600">{esc(title)}</text>']
-    for t in yt:
+    for t, label in zip(yt, tick_labels(yt)):
         body.append(f'<line x1="{left}" x2="{left + pw}" y1="{sy(t):.1f}" y2="{sy(t):.1f}" stroke="#e5e5e5"/>'
-                    f'<text x="{left - 5}" y="{sy(t) + 4:.1f}" text-anchor="end">{fmt(t)}</text>')
-    for t in xt:
-        body.append(f'<text x="{sx(t):.1f}" y="{top + ph + 15}" text-anchor="middle">{fmt(t)}</text>')
+                    f'<text x="{left - 5}" y="{sy(t) + 4:.1f}" text-anchor="end">{label}</text>')
+    for t, label in zip(xt, tick_labels(xt)):
+        body.append(f'<text x="{sx(t):.1f}" y="{top + ph + 15}" text-anchor="middle">{label}</text>')
     body.append(f'<line x1="{left}" x2="{left + pw}" y1="{top + ph}" y2="{top + ph}" stroke="#555"/>'
                 f'<text x="{left + pw / 2}" y="{height - 6}" text-anchor="middle">{esc(x_label)}</text>'
                 f'<text transform="translate(13,{top + ph / 2}) rotate(-90)" '

@@ -167,8 +167,12 @@ h2{font-size:1.15rem;margin:0 0 .5em}
 .kpi b{display:block;font-size:1.6rem}
 .kpi span{color:var(--muted);font-size:.85rem}
 table{border-collapse:collapse;width:100%;font-size:.9rem}
-th,td{text-align:left;padding:4px 8px;border-bottom:1px solid var(--line);vertical-align:top;overflow-wrap:anywhere}
+th,td{text-align:left;padding:4px 8px;border-bottom:1px solid var(--line);vertical-align:top}
+td{overflow-wrap:anywhere}
 td.num,th.num{text-align:right;font-variant-numeric:tabular-nums}
+td.num{white-space:nowrap;overflow-wrap:normal}
+@media (max-width:480px){main{padding:8px}.card{padding:10px}table{font-size:.8rem}th,td{padding:3px 4px}
+ .kpi b{font-size:1.3rem}}
 code{word-break:break-all}
 img{max-width:100%;height:auto}
 footer{color:var(--muted);font-size:.8rem;text-align:center;padding:12px}
@@ -194,22 +198,19 @@ def _charts(inp: ReportInputs) -> dict[str, str]:
     """The report's figures as ``<img>`` tags, keyed by section."""
     epochs = inp.history.get("epochs", [])
     x = [e["epoch"] for e in epochs]
+
+    def per_epoch(key: str, name: str, title: str, y_label: str, alt: str) -> str:
+        return charts.svg_img(charts.line_chart(x, {name: [e.get(key) for e in epochs]}, title=title,
+                                                x_label="epoch", y_label=y_label, integer_x=True), alt)
+
     figs = {
-        "loss": charts.svg_img(charts.line_chart(x, {"NT-Xent loss": [e["loss"] for e in epochs]},
-                                                 title="Pretraining loss", x_label="epoch", y_label="loss"),
-                               "Pretraining loss per epoch"),
-        "lr": charts.svg_img(charts.line_chart(x, {"learning rate": [e["lr"] for e in epochs]},
-                                               title="Learning rate (end of epoch)", x_label="epoch", y_label="lr"),
-                             "Learning rate per epoch"),
-        "throughput": charts.svg_img(
-            charts.line_chart(x, {"images/s": [e.get("images_per_second") for e in epochs]},
-                              title="Throughput", x_label="epoch", y_label="images / s"),
-            "Pretraining throughput per epoch"),
+        "loss": per_epoch("loss", "NT-Xent loss", "Pretraining loss", "loss", "Pretraining loss per epoch"),
+        "lr": per_epoch("lr", "learning rate", "Learning rate (end of epoch)", "lr", "Learning rate per epoch"),
+        "throughput": per_epoch("images_per_second", "images/s", "Throughput", "images / s",
+                                "Pretraining throughput per epoch"),
     }
     if any("knn_top1" in e for e in epochs):
-        figs["knn"] = charts.svg_img(
-            charts.line_chart(x, {"kNN top-1": [e.get("knn_top1") for e in epochs]},
-                              title="kNN monitor", x_label="epoch", y_label="top-1"), "kNN monitor accuracy per epoch")
+        figs["knn"] = per_epoch("knn_top1", "kNN top-1", "kNN monitor", "top-1", "kNN monitor accuracy per epoch")
     names = inp.results["class_names"]
     figs["confusion"] = charts.svg_img(charts.heatmap(inp.results["confusion"], names,
                                                       title="Confusion matrix (test)"),
@@ -253,7 +254,8 @@ def render_html(inp: ReportInputs, metrics: Mapping[str, Any]) -> str:
         '<div class="kpis card">' + "".join(f'<div class="kpi"><b>{v}</b><span>{_e(k)}</span></div>'
                                             for k, v in kpis) + "</div>",
         '<section class="card"><h2>Accuracy</h2>'
-        + _table(acc_rows, ("evaluation", "val top-1", "val top-5", "test top-1", "test top-5"), (1, 2, 3, 4))
+        + _table(acc_rows, ("evaluation", *(f"{split} top\u2011{k}" for split in ("val", "test") for k in (1, 5))),
+                 (1, 2, 3, 4))  # non-breaking hyphens: a narrow column breaks "val top-1" at the space only
         + f'<p class="sub">L2 chosen on val: {_e(lin.get("l2"))}</p></section>',
         '<section class="card"><h2>Dataset</h2>'
         + _table([("source", ds["source"]), ("synthetic", "yes" if ds["synthetic"] else "no"),
