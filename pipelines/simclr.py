@@ -216,15 +216,17 @@ def compile_pipeline(cfg: Config, output: str, opts: CompileOptions = CompileOpt
     """
     from kfp import compiler
 
-    from kubeclr.io import atomic_path
+    from kubeclr.io import atomic_path, make_dir
 
     if Path(output).is_dir():
         raise UserError(f"output {output}: is a directory (name a file in it, e.g. "
                         f"{Path(output) / 'simclr-cifar10.yaml'})")
+    make_dir("output folder", Path(output).parent)
+    pipeline = build_pipeline(cfg, opts)
     try:
         with atomic_path(output) as tmp:
-            compiler.Compiler().compile(build_pipeline(cfg, opts), package_path=str(tmp.with_suffix(".yaml")))
+            compiler.Compiler().compile(pipeline, package_path=str(tmp.with_suffix(".yaml")))
             tmp.with_suffix(".yaml").replace(tmp)
-    except (FileExistsError, NotADirectoryError, PermissionError) as exc:
-        raise UserError(f"output {output}: cannot be written ({exc.strerror})") from None
+    except OSError as exc:
+        raise UserError(f"output {output}: cannot be written ({exc.strerror or exc})") from None
     return output

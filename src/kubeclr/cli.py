@@ -35,8 +35,8 @@ class _Formatter(argparse.RawDescriptionHelpFormatter):
     def _get_help_string(self, action: argparse.Action) -> str:
         text = action.help or ""
         default = action.default
-        if ("default" in text or default in (None, False, True, [], "") or default is argparse.SUPPRESS
-                or action.option_strings == [] or action.nargs == 0):
+        if ("default" in text or default is None or isinstance(default, bool) or default in ([], "")
+                or default is argparse.SUPPRESS or action.option_strings == [] or action.nargs == 0):
             return text
         return f"{text} (default: %(default)s)"
 

@@ -233,11 +233,11 @@ def parse_md5(value: str) -> str | None:
     Raises:
         ConfigError: neither 32 hex digits nor ``none``.
     """
-    value = value.strip().lower()
+    given, value = value, value.strip().lower()
     if value == "none":
         return None
     if not re.fullmatch(r"[0-9a-f]{32}", value):
-        raise ConfigError(f"data.md5={value!r} is not allowed (32 hex digits or 'none')")
+        raise ConfigError(f"data.md5={given!r} is not allowed (32 hex digits or 'none')")
     return value
 
 
@@ -250,7 +250,7 @@ def _check_special(dotted: str, value: Any, origin: str) -> None:
             raise ConfigError(f"{origin}: {exc}") from None
     if dotted == "data.source" and "://" in value and not value.startswith(_SOURCE_SCHEMES):
         raise ConfigError(f"{origin}: data.source={value!r} has an unsupported scheme "
-                          "(allowed: https://, s3://, file://, a path, or 'sample')")
+                          "(allowed: http(s)://, s3://, file://, a path, or 'sample')")
     if dotted in _URI_KEYS and "://" in value and not value.startswith(_STORE_SCHEMES):
         raise ConfigError(f"{origin}: {dotted}={value!r} has an unsupported scheme (allowed: s3://, file://, "
                           "or a path)")

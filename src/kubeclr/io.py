@@ -18,6 +18,8 @@ from typing import Any, Iterator
 
 import numpy as np
 
+from kubeclr.errors import UserError
+
 
 def _current_umask() -> int:
     mask = os.umask(0)
@@ -27,6 +29,20 @@ def _current_umask() -> int:
 
 # mkstemp creates 0600 files; results should get the permissions any new file gets
 _FILE_MODE = 0o666 & ~_current_umask()
+
+
+def make_dir(what: str, folder: Path) -> None:
+    """Create ``folder`` and its parents, or raise one clear line naming ``what`` (a flag, say).
+
+    Raises:
+        UserError: a file is in the way, or the directory cannot be created.
+    """
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        raise UserError(f"{what} {folder}: a file is in the way (a directory is needed)") from None
+    except OSError as exc:
+        raise UserError(f"{what} {folder}: cannot create the directory ({exc.strerror})") from None
 
 
 @contextlib.contextmanager

@@ -22,6 +22,7 @@ from typing import Dict, List, Optional
 
 from kubeclr.config import Config
 from kubeclr.data.sources import local_source
+from kubeclr.io import make_dir
 from kubeclr.errors import UserError
 from kubeclr.steps.runtime import ERROR_FILE_ENV
 
@@ -109,16 +110,6 @@ def _install_raw_streaming() -> None:
         subprocess_task_handler.run_local_subprocess = _stream_raw_subprocess
 
 
-def _make_dir(flag: str, folder: Path) -> None:
-    """Create ``folder`` (and its parents) or raise one clear line naming ``flag``."""
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except FileExistsError:
-        raise UserError(f"{flag} {folder}: a file is in the way (a directory is needed)") from None
-    except OSError as exc:
-        raise UserError(f"{flag} {folder}: cannot create the directory ({exc.strerror})") from None
-
-
 def run_local(cfg: Config, *, run_name: str, output_dir: Path, cifar_source: str | None = None,
               cifar_md5: str | None = None, checkpoint_uri: str | None = None,
               workdir: Path | None = None) -> dict[str, Path]:
@@ -147,11 +138,12 @@ def run_local(cfg: Config, *, run_name: str, output_dir: Path, cifar_source: str
                              ("--checkpoint-uri", "storage.checkpoint_uri", checkpoint_uri)):
         if value is not None:
             cfg = cfg.override({key: value}, origin=flag)
-    local_source(cfg.data.source)  # a missing local tarball fails now, not after kfp.local has started
+    if not cfg.storage.mirror_uri:  # (a mirror may hold a copy of a tarball that is gone)
+        local_source(cfg.data.source)  # a missing local tarball fails now, not after kfp.local has started
     output_dir = Path(output_dir)
     workdir = Path(workdir) if workdir else output_dir / ".kfp"
     for flag, folder in (("--output-dir", output_dir), ("--workdir", workdir)):
-        _make_dir(flag, folder)
+        make_dir(flag, folder)
 
     _install_raw_streaming()
     # Cluster-only settings are ignored here by design; say so once, not per task.

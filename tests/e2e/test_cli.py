@@ -26,6 +26,10 @@ def test_help_lists_the_design_commands():
         sub = run(command, "--help")
         assert sub.returncode == 0, command
         assert "default" in sub.stdout, command
+        assert "(default: None)" not in sub.stdout and "(default: False)" not in sub.stdout, command
+    schedule = " ".join(run("schedule", "--help").stdout.split())
+    assert "runs allowed at once (default: 1)" in schedule
+    assert "once resumed --no-catchup" in schedule                    # --catchup: no misleading default
 
 
 @pytest.mark.parametrize("args, fragment", [
@@ -34,7 +38,7 @@ def test_help_lists_the_design_commands():
     (["compile", "--set", "model.arch=vgg"], "one of resnet18, resnet34, resnet50"),
     (["compile", "--node-selector", "gpu"], "expected KEY=VALUE"),
     (["compile", "--set", "data.md5=xyz"], "data.md5='xyz' is not allowed (32 hex digits or 'none')"),
-    (["compile", "--set", "data.source=ftp://h/c.tar.gz"], "unsupported scheme (allowed: https://, s3://"),
+    (["compile", "--set", "data.source=ftp://h/c.tar.gz"], "unsupported scheme (allowed: http(s)://, s3://"),
     (["compile", "--set", "storage.checkpoint_uri=gs://b/x"], "unsupported scheme (allowed: s3://, file://"),
 ])
 def test_user_errors_are_one_line(args, fragment, tmp_path):
@@ -51,6 +55,17 @@ def test_compile_into_a_directory_is_one_line(tmp_path):
     assert proc.returncode == 2 and proc.stderr.strip() == (
         f"error: output {tmp_path}: is a directory (name a file in it, e.g. {tmp_path / 'simclr-cifar10.yaml'})")
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("output, message", [
+    ("file/p.yaml", "error: output folder {tmp}/file: a file is in the way (a directory is needed)"),
+    ("/proc/self/p.yaml", "error: output /proc/self/p.yaml: cannot be written"),
+])
+def test_compile_output_that_cannot_be_written_is_one_line(tmp_path, output, message):
+    (tmp_path / "file").write_text("")
+    proc = run("compile", "--output", str(tmp_path / output) if not output.startswith("/") else output)
+    assert proc.returncode == 2 and proc.stderr.strip().startswith(message.format(tmp=tmp_path)), proc.stderr
+    assert "Traceback" not in proc.stderr and sorted(p.name for p in tmp_path.iterdir()) == ["file"]
 
 
 def test_preset_and_config_exclude_each_other(tmp_path):

@@ -170,7 +170,7 @@ def local_source(uri: str) -> Path | None:
         return None
     if "://" in uri and not uri.startswith("file://"):
         raise DataError(f"data.source={uri}: unsupported scheme "
-                        "(allowed: https://, s3://, file://, a path, or 'sample')")
+                        "(allowed: http(s)://, s3://, file://, a path, or 'sample')")
     try:
         _, rest = split_uri(uri)
     except StorageError as exc:
