@@ -193,7 +193,7 @@ def _utc_stamp() -> str:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from kubeclr.local_run import run_local
+    from kubeclr.local_run import default_workdir, run_local
 
     cfg = _config(args)
     run_name = args.run_name or f"simclr-{_label(args)}-{_utc_stamp()}"
@@ -207,7 +207,7 @@ def cmd_run(args: argparse.Namespace) -> int:
           + (" (SYNTHETIC sample data, not CIFAR-10)" if summary["dataset"]["synthetic"] else ""))
     for name, path in files.items():
         print(f"  {name:13s} {path}")
-    print(f"  every step's artifacts: {args.workdir or Path(args.output_dir) / '.kfp'}")
+    print(f"  every step's artifacts: {args.workdir or default_workdir(Path(args.output_dir))}")
     print(f"\nopen the report: {files['report.html'].resolve().as_uri()}")
     return 0
 

@@ -23,7 +23,7 @@ from typing import Any, Mapping, Sequence
 
 import yaml
 
-from kubeclr.errors import ConfigError
+from kubeclr.errors import ConfigError, StorageError
 
 CIFAR10_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
 CIFAR10_MD5 = "c58f30108f718f92721af3b95e74349a"
@@ -223,8 +223,18 @@ def _check_field(dotted: str, f: dataclasses.Field, hint: Any, value: Any, origi
 
 
 _SOURCE_SCHEMES = ("https://", "http://", "s3://", "file://")
-_STORE_SCHEMES = ("s3://", "file://")
 _URI_KEYS = ("storage.checkpoint_uri", "storage.mirror_uri", "storage.export_uri", "model.init")
+
+
+def check_source_scheme(uri: str) -> None:
+    """Raise unless ``data.source`` is a form the data step can read (what of it exists is not checked).
+
+    Raises:
+        ConfigError: a scheme other than http(s)://, s3:// or file://.
+    """
+    if "://" in uri and not uri.startswith(_SOURCE_SCHEMES):
+        raise ConfigError(f"data.source={uri!r} has an unsupported scheme "
+                          "(allowed: http(s)://, s3://, file://, a path, or 'sample')")
 
 
 def parse_md5(value: str) -> str | None:
@@ -243,17 +253,18 @@ def parse_md5(value: str) -> str | None:
 
 def _check_special(dotted: str, value: Any, origin: str) -> None:
     """Constraints that span more than one bound, and the formats of hashes and URIs."""
-    if dotted == "data.md5":
+    if dotted in ("data.md5", "data.source"):
         try:
-            parse_md5(value)
+            parse_md5(value) if dotted == "data.md5" else check_source_scheme(value)
         except ConfigError as exc:
             raise ConfigError(f"{origin}: {exc}") from None
-    if dotted == "data.source" and "://" in value and not value.startswith(_SOURCE_SCHEMES):
-        raise ConfigError(f"{origin}: data.source={value!r} has an unsupported scheme "
-                          "(allowed: http(s)://, s3://, file://, a path, or 'sample')")
-    if dotted in _URI_KEYS and "://" in value and not value.startswith(_STORE_SCHEMES):
-        raise ConfigError(f"{origin}: {dotted}={value!r} has an unsupported scheme (allowed: s3://, file://, "
-                          "or a path)")
+    if dotted in _URI_KEYS and value:
+        from kubeclr.storage import split_uri  # the stores' own rule (imported late: it pulls in numpy)
+
+        try:
+            split_uri(value)
+        except StorageError as exc:
+            raise ConfigError(f"{origin}: {dotted}: {exc}") from None
     if dotted == "augment.crop_scale":
         lo, hi = value
         if not 0 < lo <= hi <= 1:

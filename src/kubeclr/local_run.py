@@ -110,6 +110,11 @@ def _install_raw_streaming() -> None:
         subprocess_task_handler.run_local_subprocess = _stream_raw_subprocess
 
 
+def default_workdir(output_dir: Path) -> Path:
+    """kfp.local's pipeline root when ``--workdir`` is not given: every step's artifacts, one folder per run."""
+    return Path(output_dir) / ".kfp"
+
+
 def run_local(cfg: Config, *, run_name: str, output_dir: Path, cifar_source: str | None = None,
               cifar_md5: str | None = None, checkpoint_uri: str | None = None,
               workdir: Path | None = None) -> dict[str, Path]:
@@ -141,7 +146,7 @@ def run_local(cfg: Config, *, run_name: str, output_dir: Path, cifar_source: str
     if not cfg.storage.mirror_uri:  # (a mirror may hold a copy of a tarball that is gone)
         local_source(cfg.data.source)  # a missing local tarball fails now, not after kfp.local has started
     output_dir = Path(output_dir)
-    workdir = Path(workdir) if workdir else output_dir / ".kfp"
+    workdir = Path(workdir) if workdir else default_workdir(output_dir)
     for flag, folder in (("--output-dir", output_dir), ("--workdir", workdir)):
         make_dir(flag, folder)
 

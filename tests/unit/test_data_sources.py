@@ -155,13 +155,14 @@ def test_unsupported_scheme_names_the_allowed_forms(tmp_path):
     with pytest.raises(ConfigError, match=r"data.source='ftp://x/y.tar.gz' has an unsupported scheme " + allowed):
         _data_cfg(tmp_path, "ftp://x/y.tar.gz", "none")
     # a DataConfig made without the config checks still fails in the fetch, naming the URI
-    with pytest.raises(DataError, match=r"data.source=ftp://x/y.tar.gz: unsupported scheme " + allowed):
+    with pytest.raises(DataError, match=r"^data.source='ftp://x/y.tar.gz' has an unsupported scheme " + allowed):
         fetch_tarball(DataConfig(source="ftp://x/y.tar.gz", md5="none", cache_dir=str(tmp_path)))
 
 
 @pytest.mark.parametrize("key", ["storage.checkpoint_uri", "storage.mirror_uri", "storage.export_uri", "model.init"])
 def test_store_uris_with_an_unsupported_scheme_fail_at_config_time(key):
-    with pytest.raises(ConfigError, match=rf"{re.escape(key)}='gs://b/x' has an unsupported scheme"):
+    with pytest.raises(ConfigError, match=rf"{re.escape(key)}: gs://b/x: unsupported scheme "
+                                          r"\(allowed: s3://, file://, or a path\)"):
         Config().override({key: "gs://b/x"})
 
 

@@ -28,9 +28,9 @@ from urllib.error import HTTPError, URLError
 from urllib.parse import urlparse
 from urllib.request import Request, urlopen
 
-from kubeclr.config import DataConfig, parse_md5
+from kubeclr.config import DataConfig, check_source_scheme, parse_md5
 from kubeclr.data.sample import sample_tarball
-from kubeclr.errors import DataError, StorageError
+from kubeclr.errors import ConfigError, DataError, StorageError
 from kubeclr.progress import byte_bar
 from kubeclr.storage import open_store, parent_and_key, redact_uri, split_uri
 
@@ -168,9 +168,10 @@ def local_source(uri: str) -> Path | None:
     """
     if uri == "sample" or uri.startswith(("https://", "http://", "s3://")):
         return None
-    if "://" in uri and not uri.startswith("file://"):
-        raise DataError(f"data.source={uri}: unsupported scheme "
-                        "(allowed: http(s)://, s3://, file://, a path, or 'sample')")
+    try:
+        check_source_scheme(uri)  # for a DataConfig made without the config checks
+    except ConfigError as exc:
+        raise DataError(str(exc)) from None
     try:
         _, rest = split_uri(uri)
     except StorageError as exc:
