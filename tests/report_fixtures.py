@@ -16,7 +16,7 @@ RUN = "<script>alert(1)</script>"
 CLASSES = ("plane", "a<b & c", "cat", "dog")
 
 
-def make_inputs(tmp, synthetic=True):
+def make_inputs(tmp, synthetic=True, health=None):
     """Files of the steps before ``linear_eval``, with separable features (no training needed)."""
     cfg = Config.from_dict({"model": {"width": 4}, "pretrain": {"device": "cpu"},
                             "eval": {"knn_k": 5, "tsne_points": 40, "max_iter": 50, "l2_grid": [1e-3]}})
@@ -39,7 +39,7 @@ def make_inputs(tmp, synthetic=True):
     epochs = [{"epoch": e, "loss": 5.0 - e, "lr": 0.1 * e, "images_per_second": 100.0 + e, "seconds": 2.0,
                "knn_top1": 0.2 * e} for e in (1, 2, 3)]   # with the kNN monitor's column
     summary = {"arch": "resnet18", "epochs": 3, "batch_size": 16, "final_loss": 2.0, "seconds": 6.0,
-               "images_per_second": 101.0, "device": "cpu"}
+               "images_per_second": 101.0, "device": "cpu", **({"health": health} if health else {})}
     paths["history"] = tmp / "history.json"
     write_json(paths["history"], {"epochs": epochs, "summary": summary, "config": cfg.to_dict()})
     return cfg, paths
@@ -47,13 +47,13 @@ def make_inputs(tmp, synthetic=True):
 
 
 
-def render_report(tmp: Path, run_name: str = RUN):
+def render_report(tmp: Path, run_name: str = RUN, health=None):
     """Run ``linear_eval`` and ``report`` on :func:`make_inputs`; returns (results, metrics).
 
     Leaves ``results.json``, ``classifier.pt``, ``report.html``, ``report.md`` and
     ``metrics.json`` in ``tmp``.
     """
-    cfg, p = make_inputs(tmp)
+    cfg, p = make_inputs(tmp, health=health)
     results = steps.linear_eval(cfg, p["features"], tmp / "results.json", tmp / "classifier.pt")
     metrics = steps.report(cfg, run_name=run_name, train_path=p["train"], val_path=p["val"], test_path=p["test"],
                            stats_path=p["stats"], history_path=p["history"], features_path=p["features"],

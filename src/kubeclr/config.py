@@ -81,12 +81,15 @@ class PretrainConfig:
     epochs: int = _f(100, ge=1)
     batch_size: int = _f(512, ge=2, help="global batch size (all ranks together)")
     optimizer: str = _f("lars", choices=("lars", "sgd", "adamw"))
-    lr: float = _f(0.3, gt=0, help="base learning rate (scaled by batch/256 when lr_scaling=linear)")
-    lr_scaling: str = _f("linear", choices=("linear", "none"))
+    lr: float = _f(0.3, gt=0, help="base learning rate: the rate at batch 256 under lr_scaling linear or sqrt")
+    lr_scaling: str = _f("linear", choices=("linear", "sqrt", "none"),
+                         help="peak lr = lr x B/256 (linear), lr x sqrt(B/256) (sqrt; SimCLR App. B.1's "
+                              "0.075 x sqrt(B) is lr=1.2), or lr (none); B = global batch")
     weight_decay: float = _f(1e-6, ge=0)
     momentum: float = _f(0.9, ge=0, le=1)
     trust_coefficient: float = _f(0.001, gt=0, help="LARS eta")
-    warmup_epochs: float = _f(10.0, ge=0)
+    warmup_epochs: float = _f(10.0, ge=0, help="linear warm-up length in epochs (fractions allowed)")
+    warmup_steps: int = _f(0, ge=0, help="linear warm-up length in optimizer steps; > 0 replaces warmup_epochs")
     temperature: float = _f(0.5, gt=0)
     precision: str = _f("bf16", choices=("fp32", "bf16", "fp16"), help="autocast dtype on GPU (CPU always fp32)")
     compile: bool = _f(False, help="torch.compile the model")

@@ -109,11 +109,17 @@ def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
     return [g for g in groups if g["params"]]
 
 
+# Peak learning rate from the base rate and the global batch B; all three agree at B = 256.
+LR_SCALING = {
+    "linear": lambda lr, b: lr * b / 256,          # Goyal et al. 2017; SimCLR's 0.3 x B/256 for long schedules
+    "sqrt": lambda lr, b: lr * math.sqrt(b / 256),  # SimCLR App. B.1: 0.075 x sqrt(B) (= 1.2 here) for small B
+    "none": lambda lr, b: lr,
+}
+
+
 def scaled_lr(cfg: PretrainConfig) -> float:
-    """Base learning rate, times batch/256 when ``lr_scaling`` is ``linear`` (Goyal et al. 2017)."""
-    if cfg.lr_scaling == "linear":
-        return cfg.lr * cfg.batch_size / 256
-    return cfg.lr
+    """Peak learning rate: ``cfg.lr`` scaled to the global batch by ``cfg.lr_scaling`` (:data:`LR_SCALING`)."""
+    return LR_SCALING[cfg.lr_scaling](cfg.lr, cfg.batch_size)
 
 
 def build_optimizer(model: nn.Module, cfg: PretrainConfig) -> torch.optim.Optimizer:
@@ -153,6 +159,17 @@ def warmup_cosine(step: int, total_steps: int, warmup_steps: int, base_lr: float
     return base_lr * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
+def warmup_length(cfg: PretrainConfig, steps_per_epoch: int) -> int:
+    """Warm-up length in iterations: ``cfg.warmup_steps`` when set, else ``warmup_epochs`` epochs, rounded.
+
+    A short run on a small dataset has only a few steps per epoch, so a whole
+    epoch of warm-up can be a large part of it; ``warmup_steps`` says it exactly.
+    """
+    if cfg.warmup_steps:
+        return cfg.warmup_steps
+    return round(cfg.warmup_epochs * max(1, steps_per_epoch))
+
+
 def build_scheduler(optimizer: torch.optim.Optimizer, cfg: PretrainConfig,
                     steps_per_epoch: int) -> torch.optim.lr_scheduler.LambdaLR:
     """Per-iteration warm-up + cosine schedule over ``cfg.epochs`` epochs.
@@ -161,11 +178,11 @@ def build_scheduler(optimizer: torch.optim.Optimizer, cfg: PretrainConfig,
 
     Args:
         optimizer: optimiser whose groups' ``lr`` is the peak learning rate.
-        cfg: pretraining section (epochs, warmup_epochs).
+        cfg: pretraining section (epochs, warmup_epochs or warmup_steps).
         steps_per_epoch: iterations per epoch (>= 1).
     """
     total = cfg.epochs * max(1, steps_per_epoch)
-    warmup = min(total, round(cfg.warmup_epochs * max(1, steps_per_epoch)))
+    warmup = min(total, warmup_length(cfg, steps_per_epoch))
 
     def factor(step: int) -> float:
         return warmup_cosine(step, total, warmup, 1.0)

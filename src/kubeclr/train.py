@@ -33,9 +33,10 @@ from kubeclr.callbacks import Callback
 from kubeclr.config import Config, PretrainConfig
 from kubeclr.device import channels_last_ok, describe_device
 from kubeclr.errors import ConfigError, DataError, UserError
+from kubeclr.health import training_health
 from kubeclr.loss import NTXentLoss
 from kubeclr.model import build_model, load_init_weights
-from kubeclr.optim import build_optimizer, build_scheduler
+from kubeclr.optim import build_optimizer, build_scheduler, scaled_lr, warmup_length
 from kubeclr.prefetch import Prefetch
 from kubeclr.progress import progress
 from kubeclr.storage import Store
@@ -158,6 +159,7 @@ def pretrain(cfg: Config, images: Tensor | np.ndarray, mean: Sequence[float], st
     autocast = (torch.autocast("cuda", dtype=torch.bfloat16 if pc.precision == "bf16" else torch.float16)
                 if cuda and pc.precision != "fp32" else contextlib.nullcontext())
 
+    warned = False
     for epoch in range(start_epoch + 1, pc.epochs + 1):
         model.train()
         t0 = time.perf_counter()
@@ -194,9 +196,13 @@ def pretrain(cfg: Config, images: Tensor | np.ndarray, mean: Sequence[float], st
             log.info("epoch %d/%d loss %.4f lr %.4g %.0f img/s %.1fs%s", epoch, pc.epochs, mean_loss, lr,
                      record["images_per_second"], seconds,
                      f" knn {record['knn_top1']:.3f}" if "knn_top1" in record else "")
+            health = _health(history, pc, steps_per_epoch)
+            if health["status"] == "not-learning" and not warned:
+                log.warning("%s", health["message"])
+                warned = True
         callbacks.on_epoch_end(record)
 
-    summary = _summary(cfg, history, device, world)
+    summary = _summary(cfg, history, device, world, steps_per_epoch)
     callbacks.on_train_end(summary)
     return PretrainResult(model=model, history=history, summary=summary)
 
@@ -283,11 +289,19 @@ def _knn_monitor(encoder: nn.Module, knn_data: tuple, mean: Sequence[float], std
                               temperature=cfg.eval.knn_temperature, num_classes=num_classes))
 
 
-def _summary(cfg: Config, history: list[dict[str, Any]], device: torch.device, world: int) -> dict[str, Any]:
+def _health(history: list[dict[str, Any]], pc: PretrainConfig, steps_per_epoch: int) -> dict[str, Any]:
+    return training_health([r["loss"] for r in history], epochs=pc.epochs, batch_size=pc.batch_size,
+                           peak_lr=scaled_lr(pc), lr_scaling=pc.lr_scaling,
+                           warmup_epochs=warmup_length(pc, steps_per_epoch) / max(1, steps_per_epoch))
+
+
+def _summary(cfg: Config, history: list[dict[str, Any]], device: torch.device, world: int,
+             steps_per_epoch: int) -> dict[str, Any]:
     """The metrics.json ``pretrain`` block, over every epoch including those before a resume."""
     seconds = sum(r["seconds"] for r in history)
     images = sum(r["images_per_second"] * r["seconds"] for r in history)  # images seen, all ranks
     return {"arch": cfg.model.arch, "epochs": len(history), "batch_size": cfg.pretrain.batch_size,
             "final_loss": history[-1]["loss"] if history else float("nan"), "seconds": seconds,
             "images_per_second": images / seconds if seconds else 0.0, "device": device.type,
-            "device_name": describe_device(device), "world_size": world}
+            "device_name": describe_device(device), "world_size": world,
+            "peak_lr": scaled_lr(cfg.pretrain), "health": _health(history, cfg.pretrain, steps_per_epoch)}

@@ -93,6 +93,54 @@ def test_scaled_lr():
     assert scaled_lr(PretrainConfig(lr=0.3, batch_size=1024, lr_scaling="none")) == 0.3
 
 
+@pytest.mark.parametrize("batch, expected", [(128, 0.075 * math.sqrt(128)), (256, 1.2), (1024, 2.4), (4096, 4.8)])
+def test_sqrt_scaling_is_the_papers_small_batch_rule(batch, expected):
+    # SimCLR App. B.1: LARS lr = 0.075 x sqrt(B); with base lr 1.2 the sqrt rule gives exactly that
+    cfg = PretrainConfig(lr=1.2, batch_size=batch, lr_scaling="sqrt")
+    assert scaled_lr(cfg) == pytest.approx(expected)
+    assert scaled_lr(cfg) == pytest.approx(0.075 * math.sqrt(batch))
+
+
+def test_the_three_scalings_agree_at_batch_256_and_differ_elsewhere():
+    rates = {s: scaled_lr(PretrainConfig(lr=0.3, batch_size=256, lr_scaling=s)) for s in ("linear", "sqrt", "none")}
+    assert rates == pytest.approx({"linear": 0.3, "sqrt": 0.3, "none": 0.3})
+    at_128 = {s: scaled_lr(PretrainConfig(lr=0.3, batch_size=128, lr_scaling=s)) for s in ("linear", "sqrt", "none")}
+    assert at_128 == pytest.approx({"linear": 0.15, "sqrt": 0.3 / math.sqrt(2), "none": 0.3})
+
+
+def _lrs(cfg: PretrainConfig, steps_per_epoch: int) -> list[float]:
+    """The learning rate of every optimizer step of a whole run (SGD, so the lr is used as is)."""
+    opt = build_optimizer(nn.Linear(2, 2), cfg)
+    sched = build_scheduler(opt, cfg, steps_per_epoch)
+    seen = []
+    for _ in range(cfg.epochs * steps_per_epoch):
+        seen.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    return seen
+
+
+def test_warmup_steps_schedule_by_hand():
+    # 3 epochs x 4 steps = 12 steps, warm-up 3 steps, peak 0.8 x sqrt(64/256) = 0.4:
+    # warm-up 0.4 * (s+1)/3 for s = 0..2, then 0.4 * (1 + cos(pi * (s-3)/9)) / 2 for s = 3..11
+    cfg = PretrainConfig(optimizer="sgd", lr=0.8, lr_scaling="sqrt", batch_size=64, epochs=3, warmup_steps=3,
+                         warmup_epochs=2.0)  # warmup_steps wins over warmup_epochs
+    by_hand = [0.4 / 3, 0.8 / 3, 0.4] + [0.2 * (1 + math.cos(math.pi * k / 9)) for k in range(9)]
+    assert _lrs(cfg, steps_per_epoch=4) == pytest.approx(by_hand)
+
+
+def test_fractional_warmup_epochs_schedule_by_hand():
+    # 2 epochs x 5 steps; warm-up 0.4 epoch = 2 steps; peak 0.1 (no scaling)
+    cfg = PretrainConfig(optimizer="sgd", lr=0.1, lr_scaling="none", epochs=2, warmup_epochs=0.4)
+    by_hand = [0.05, 0.1] + [0.05 * (1 + math.cos(math.pi * k / 8)) for k in range(8)]
+    assert _lrs(cfg, steps_per_epoch=5) == pytest.approx(by_hand)
+
+
+def test_warmup_longer_than_the_run_is_capped():
+    cfg = PretrainConfig(optimizer="sgd", lr=0.1, lr_scaling="none", epochs=1, warmup_steps=100)
+    assert _lrs(cfg, steps_per_epoch=4) == pytest.approx([0.025, 0.05, 0.075, 0.1])
+
+
 @pytest.mark.parametrize("name, cls", [("lars", LARS), ("sgd", torch.optim.SGD), ("adamw", torch.optim.AdamW)])
 def test_build_optimizer(name, cls):
     model = nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4))

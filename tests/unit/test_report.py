@@ -178,3 +178,23 @@ def test_chart_ticks_are_whole_epochs_and_labels_distinct():
     assert len(set(labels)) == len(labels) and labels[1] == "101.5"
     assert tick_labels([0.0001, 0.0002, 0.0003]) == ["1e-04", "2e-04", "3e-04"]
     assert len(set(tick_labels([0.0011, 0.0012, 0.0013]))) == 3
+
+
+def test_report_warns_when_pretraining_did_not_learn(tmp_path):
+    from kubeclr.health import training_health
+
+    health = training_health([3.43, 3.43, 3.43], epochs=3, batch_size=16, peak_lr=1e-6, lr_scaling="none")
+    assert health["status"] == "not-learning"
+    _, metrics = render_report(tmp_path, run_name="stuck", health=health)
+    assert metrics["pretrain"]["health"]["status"] == "not-learning"
+    assert read_json(tmp_path / "metrics.json")["pretrain"]["health"] == health
+    page = (tmp_path / "report.html").read_text()
+    assert page.count('class="warn"') == 1 and "not learning" in page and "peak lr 1e-06" in page
+    assert page.index('class="warn"') < page.index('class="kpis')  # on the first screen, above the numbers
+    assert "**Warning**: not learning" in (tmp_path / "report.md").read_text()
+
+
+def test_healthy_report_has_no_warning(report_dir):
+    tmp, _, _ = report_dir
+    assert 'class="warn"' not in (tmp / "report.html").read_text()
+    assert "Warning" not in (tmp / "report.md").read_text()

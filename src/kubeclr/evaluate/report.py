@@ -125,11 +125,19 @@ def _sec(v: Any) -> str:
     return f"{v:.1f} s" if _is_number(v) else "–"
 
 
+def health_warning(pretrain: Mapping[str, Any]) -> str | None:
+    """The "not learning" message of the pretraining summary, or None when training looked healthy."""
+    health = pretrain.get("health") or {}
+    return str(health.get("message")) if health.get("status") == "not-learning" else None
+
+
 def render_markdown(inp: ReportInputs, metrics: Mapping[str, Any]) -> str:
     """Short Markdown summary: headline accuracies, dataset, pretraining, timings."""
     ds, pre, lin, knn = metrics["dataset"], metrics["pretrain"], metrics["linear_eval"], metrics["knn"]
     synthetic = " **(SYNTHETIC sample data)**" if ds["synthetic"] else ""
+    warning = health_warning(pre)
     lines = [f"# SimCLR run {md_escape(inp.run_name)}", "",
+             *([f"> **Warning**: {md_escape(warning)}", ""] if warning else []),
              "| metric | value |", "|---|---|",
              f"| linear eval test top-1 ({md_escape(lin.get('protocol') or '')}) | {_pct(lin['test_top1'])} |",
              f"| linear eval test top-5 | {_pct(lin['test_top5'])} |",
@@ -162,6 +170,7 @@ h2{font-size:1.15rem;margin:0 0 .5em}
 .grid{display:grid;grid-template-columns:repeat(auto-fit,minmax(320px,1fr));gap:16px}
 .card{background:var(--card);border:1px solid var(--line);border-radius:8px;padding:14px;margin-bottom:16px;
  overflow-x:auto}
+.warn{background:#fff4e5;border:1px solid #f0b35b;border-radius:8px;padding:10px 14px;margin-bottom:16px}
 .kpis{display:grid;grid-template-columns:repeat(auto-fit,minmax(150px,1fr));gap:12px}
 .kpi{background:var(--card);border:1px solid var(--line);border-radius:8px;padding:10px 14px}
 .kpi b{display:block;font-size:1.6rem}
@@ -251,6 +260,8 @@ def render_html(inp: ReportInputs, metrics: Mapping[str, Any]) -> str:
         f"<h1>SimCLR run {_e(inp.run_name)}{badge}</h1>",
         f'<p class="sub">{_e(pre["arch"])} · {pre["epochs"]} epochs · batch {pre["batch_size"]} · '
         f'{_e(pre["device"])} · generated {when}</p>',
+        *([f'<p class="warn" role="alert"><b>Warning</b>: {_e(health_warning(pre))}</p>']
+          if health_warning(pre) else []),
         '<div class="kpis card">' + "".join(f'<div class="kpi"><b>{v}</b><span>{_e(k)}</span></div>'
                                             for k, v in kpis) + "</div>",
         '<section class="card"><h2>Accuracy</h2>'
