@@ -10,7 +10,7 @@ TORCH_PINS ?= torch==2.14.1 torchvision==0.29.1
 VERSION := $(shell sed -n 's/^__version__ = "\(.*\)"/\1/p' src/kubeclr/__init__.py)
 IMAGE ?= ghcr.io/kubeclr/kubeclr
 
-.PHONY: demo test test-unit venv dev tools image image-lint clean
+.PHONY: demo test test-unit lint docs venv dev tools image image-lint clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -34,12 +34,23 @@ tools:
 demo: $(BIN)/.installed
 	$(BIN)/simclr-pipeline run --local --preset smoke --output-dir outputs/demo
 
-## test: every test tier (unit, integration against real servers, e2e)
-test: $(BIN)/.installed-dev tools
+## lint: ruff (lint + format check), the import contracts, the generated config reference
+lint: $(BIN)/.installed-dev
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports
+	$(BIN)/python -m kubeclr.config.docs --check
+
+## test: the checks above, then every test tier (unit, integration against real servers, e2e)
+test: lint tools
 	$(BIN)/python -m pytest -q
 
 test-unit: $(BIN)/.installed-dev
 	$(BIN)/python -m pytest -q tests/unit
+
+## docs: regenerate docs/config.md from the config dataclasses
+docs: $(BIN)/.installed
+	$(BIN)/python -m kubeclr.config.docs
 
 image:
 	docker build -f images/Dockerfile --target gpu --build-arg VERSION=$(VERSION) -t $(IMAGE):$(VERSION) .

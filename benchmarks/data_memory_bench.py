@@ -26,12 +26,12 @@ from pathlib import Path
 
 import numpy as np
 
+from kubeclr.atomic import write_json
 from kubeclr.config import load_config
 from kubeclr.data.cifar import META, ROOT, TEST_BATCH, TRAIN_BATCHES, dump_batch, dump_meta, pack_tarball
-from kubeclr.io import write_json
 
-PER_BATCH = 10_000          # CIFAR-10: 5 × 10,000 train + 10,000 test images
-TARGET_BYTES = 1.5e9        # issue 8: peak host memory of the data steps ≤ 1.5 GB
+PER_BATCH = 10_000  # CIFAR-10: 5 × 10,000 train + 10,000 test images
+TARGET_BYTES = 1.5e9  # issue 8: peak host memory of the data steps ≤ 1.5 GB
 CLASS_NAMES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 
 # Each child prints its peak RSS in KiB as its last line: VmHWM, the high-water mark of its
@@ -40,13 +40,13 @@ CLASS_NAMES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "
 _CHILD = """
 import json, re, sys
 from kubeclr.config import load_config
-from kubeclr.steps import data
+from kubeclr.steps import compute_stats, download_split
 cfg = load_config("smoke", None, json.loads(sys.argv[1]))
 out = sys.argv[2]
 if sys.argv[3] == "download_split":
-    data.download_split(cfg, f"{out}/train.npz", f"{out}/val.npz", f"{out}/test.npz")
+    download_split.run(cfg, f"{out}/train.npz", f"{out}/val.npz", f"{out}/test.npz")
 elif sys.argv[3] == "compute_stats":
-    data.compute_stats(cfg, f"{out}/train.npz", f"{out}/stats.json")
+    compute_stats.run(cfg, f"{out}/train.npz", f"{out}/stats.json")
 print(re.search(r"VmHWM:\\s+(\\d+) kB", open("/proc/self/status").read()).group(1))
 """
 
@@ -66,8 +66,12 @@ def write_cifar_sized_tarball(path: Path, seed: int = 0) -> str:
 
 def peak_rss_mib(step: str, overrides: list[str], out: Path) -> float:
     """Run ``step`` in a fresh interpreter; return its peak RSS in MiB."""
-    proc = subprocess.run([sys.executable, "-c", _CHILD, json.dumps(overrides), str(out), step],
-                          capture_output=True, text=True, check=False)
+    proc = subprocess.run(
+        [sys.executable, "-c", _CHILD, json.dumps(overrides), str(out), step],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     if proc.returncode != 0:
         raise SystemExit(f"{step} failed:\n{proc.stderr[-2000:]}")
     return int(proc.stdout.strip().splitlines()[-1]) / 1024
@@ -76,16 +80,27 @@ def peak_rss_mib(step: str, overrides: list[str], out: Path) -> float:
 def run(work: Path) -> dict:
     tarball = work / "cifar-10-python.tar.gz"
     md5 = write_cifar_sized_tarball(tarball)
-    overrides = [f"data.source={tarball}", f"data.md5={md5}", "data.train_limit=0", "data.val_limit=0",
-                 "data.test_limit=0", f"data.cache_dir={work / 'cache'}"]
+    overrides = [
+        f"data.source={tarball}",
+        f"data.md5={md5}",
+        "data.train_limit=0",
+        "data.val_limit=0",
+        "data.test_limit=0",
+        f"data.cache_dir={work / 'cache'}",
+    ]
     steps = {step: peak_rss_mib(step, overrides, work) for step in ("import_only", "download_split", "compute_stats")}
     sizes = {name: (work / f"{name}.npz").stat().st_size for name in ("train", "val", "test")}
     return {
         "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "device": "cpu", "python": platform.python_version(), "machine": platform.machine(),
+        "device": "cpu",
+        "python": platform.python_version(),
+        "machine": platform.machine(),
         "config": {**load_config("smoke", None, overrides).to_dict()["data"], "source": "CIFAR-sized random tarball"},
-        "tarball_bytes": tarball.stat().st_size, "images": 6 * PER_BATCH, "npz_bytes": sizes,
-        "peak_rss_mib": steps, "target_mib": TARGET_BYTES / 2**20,
+        "tarball_bytes": tarball.stat().st_size,
+        "images": 6 * PER_BATCH,
+        "npz_bytes": sizes,
+        "peak_rss_mib": steps,
+        "target_mib": TARGET_BYTES / 2**20,
         "met": all(v * 2**20 <= TARGET_BYTES for v in steps.values()),
     }
 

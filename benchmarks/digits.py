@@ -27,9 +27,9 @@ import numpy as np
 from kubeclr.data.cifar import META, ROOT, TEST_BATCH, TRAIN_BATCHES, dump_batch, dump_meta, pack_tarball
 
 TEST_SIZE = 397
-BATCH_SIZE = 280   # 5 × 280 + 397 = 1,797
+BATCH_SIZE = 280  # 5 × 280 + 397 = 1,797
 SIZE = 32
-MAX_SHIFT = 2      # pixels, each axis
+MAX_SHIFT = 2  # pixels, each axis
 BRIGHTNESS = (0.55, 1.0)  # peak grey level as a fraction of 255
 
 
@@ -43,7 +43,7 @@ def upsample(digits: np.ndarray, size: int = SIZE) -> np.ndarray:
     lo = np.floor(pos).astype(int)
     hi = np.minimum(lo + 1, h - 1)
     t = (pos - lo).astype(np.float32)
-    rows = x[:, lo, :] * (1 - t)[None, :, None] + x[:, hi, :] * t[None, :, None]        # (N, size, 8)
+    rows = x[:, lo, :] * (1 - t)[None, :, None] + x[:, hi, :] * t[None, :, None]  # (N, size, 8)
     return rows[:, :, lo] * (1 - t)[None, None, :] + rows[:, :, hi] * t[None, None, :]  # (N, size, size)
 
 
@@ -54,7 +54,7 @@ def shift(images: np.ndarray, dy: np.ndarray, dx: np.ndarray) -> np.ndarray:
     out = np.empty_like(images)
     for i in range(n):
         top, left = MAX_SHIFT - dy[i], MAX_SHIFT - dx[i]
-        out[i] = pad[i, top:top + size, left:left + size]
+        out[i] = pad[i, top : top + size, left : left + size]
     return out
 
 
@@ -65,7 +65,7 @@ def digits_arrays(seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     bunch = load_digits()
     rng = np.random.default_rng(seed)
     order = rng.permutation(len(bunch.target))
-    grey = upsample(bunch.images[order])                                          # (N, 32, 32) in [0, 1]
+    grey = upsample(bunch.images[order])  # (N, 32, 32) in [0, 1]
     dy, dx = rng.integers(-MAX_SHIFT, MAX_SHIFT + 1, size=(2, len(order)))
     grey = shift(grey, dy, dx) * rng.uniform(*BRIGHTNESS, size=(len(order), 1, 1)).astype(np.float32)
     images = np.repeat((grey * 255).round().astype(np.uint8)[:, None], 3, axis=1)  # (N, 3, 32, 32)

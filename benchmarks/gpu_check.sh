@@ -13,4 +13,4 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 if [[ -x .venv/bin/python ]]; then PY=.venv/bin/python; else PY=python3; fi
-exec timeout "${GPU_CHECK_TIMEOUT:-480}" "$PY" -m kubeclr.bench_gpu --out benchmarks/results "$@"
+exec timeout "${GPU_CHECK_TIMEOUT:-480}" "$PY" -m kubeclr.bench.gpu --out benchmarks/results "$@"

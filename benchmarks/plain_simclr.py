@@ -35,11 +35,11 @@ from torchvision.transforms import v2
 class Recipe:
     epochs: int = 30
     batch_size: int = 128
-    lr: float = 0.24            # peak learning rate, no scaling applied
+    lr: float = 0.24  # peak learning rate, no scaling applied
     weight_decay: float = 5e-4
     momentum: float = 0.9
-    schedule: str = "onecycle"   # or "warmup-cosine"
-    warmup_epochs: float = 3.0   # warmup-cosine only
+    schedule: str = "onecycle"  # or "warmup-cosine"
+    warmup_epochs: float = 3.0  # warmup-cosine only
     temperature: float = 0.5
     width: int = 32
     proj_dim: int = 128
@@ -90,14 +90,16 @@ def nt_xent(z: torch.Tensor, temperature: float) -> torch.Tensor:
 
 
 def transform(mean: list[float], std: list[float], s: float) -> v2.Compose:
-    return v2.Compose([
-        v2.RandomResizedCrop(32, scale=(0.08, 1.0), antialias=True),
-        v2.RandomHorizontalFlip(),
-        v2.RandomApply([v2.ColorJitter(0.8 * s, 0.8 * s, 0.8 * s, 0.2 * s)], p=0.8),
-        v2.RandomGrayscale(p=0.2),
-        v2.ToDtype(torch.float32, scale=True),
-        v2.Normalize(mean, std),
-    ])
+    return v2.Compose(
+        [
+            v2.RandomResizedCrop(32, scale=(0.08, 1.0), antialias=True),
+            v2.RandomHorizontalFlip(),
+            v2.RandomApply([v2.ColorJitter(0.8 * s, 0.8 * s, 0.8 * s, 0.2 * s)], p=0.8),
+            v2.RandomGrayscale(p=0.2),
+            v2.ToDtype(torch.float32, scale=True),
+            v2.Normalize(mean, std),
+        ]
+    )
 
 
 def train(images: np.ndarray, recipe: Recipe = Recipe(), log=print) -> tuple[nn.Module, list[float]]:
@@ -109,8 +111,12 @@ def train(images: np.ndarray, recipe: Recipe = Recipe(), log=print) -> tuple[nn.
     std = pixels.std(dim=(0, 2, 3)).tolist()
     aug = transform(mean, std, recipe.color_strength)
     encoder = ResNet18(recipe.width)
-    head = nn.Sequential(nn.Linear(encoder.dim, encoder.dim), nn.BatchNorm1d(encoder.dim), nn.ReLU(),
-                         nn.Linear(encoder.dim, recipe.proj_dim))
+    head = nn.Sequential(
+        nn.Linear(encoder.dim, encoder.dim),
+        nn.BatchNorm1d(encoder.dim),
+        nn.ReLU(),
+        nn.Linear(encoder.dim, recipe.proj_dim),
+    )
     params = list(encoder.parameters()) + list(head.parameters())
     opt = torch.optim.SGD(params, lr=recipe.lr, momentum=recipe.momentum, weight_decay=recipe.weight_decay)
     steps = len(x) // recipe.batch_size
@@ -133,7 +139,7 @@ def train(images: np.ndarray, recipe: Recipe = Recipe(), log=print) -> tuple[nn.
         t0, running = time.perf_counter(), 0.0
         perm = torch.randperm(len(x))
         for i in range(steps):
-            batch = x[perm[i * recipe.batch_size:(i + 1) * recipe.batch_size]]
+            batch = x[perm[i * recipe.batch_size : (i + 1) * recipe.batch_size]]
             views = torch.stack([aug(img) for img in batch] + [aug(img) for img in batch])  # (2N, 3, 32, 32)
             loss = nt_xent(head(encoder(views)), recipe.temperature)
             opt.zero_grad()
@@ -152,4 +158,4 @@ def embed(encoder: nn.Module, images: np.ndarray, mean: list[float], std: list[f
     encoder.eval()
     x = torch.from_numpy(images).float().div(255)
     x = (x - torch.tensor(mean).view(1, 3, 1, 1)) / torch.tensor(std).view(1, 3, 1, 1)
-    return torch.cat([encoder(x[i:i + 256]) for i in range(0, len(x), 256)]).numpy()
+    return torch.cat([encoder(x[i : i + 256]) for i in range(0, len(x), 256)]).numpy()

@@ -1,7 +1,8 @@
-"""KFP components, one per pipeline step.
+"""KFP components, one module per pipeline step.
 
-Each module holds plain, typed Python functions with a docstring for every
-parameter and one call into the library. :func:`build` turns them into
+Each module holds one plain, typed Python function with a docstring for every
+parameter and one call into the library (``kubeclr.steps.<step>.run`` through
+:func:`kubeclr.steps.runtime.run_step`). :func:`build` turns them into
 lightweight KFP components on the project image, with
 ``install_kfp_package=False``: nothing is pip-installed at run time, so
 air-gapped clusters work and ``kfp.local.SubprocessRunner`` runs them as is.
@@ -15,9 +16,8 @@ from typing import Any
 from kfp import dsl
 
 from kubeclr import IMAGE
+from kubeclr.components import compute_stats, download_split, extract_features, linear_eval, pretrain, report
 from kubeclr.errors import UserError
-from kubeclr.components import data, evaluate, pretrain
-
 
 
 @dataclass(frozen=True)
@@ -41,10 +41,10 @@ def build(image: str = IMAGE) -> Components:
         return dsl.component(func, base_image=image, install_kfp_package=False)
 
     return Components(
-        download_split=make(data.download_split),
-        compute_stats=make(data.compute_stats),
+        download_split=make(download_split.download_split),
+        compute_stats=make(compute_stats.compute_stats),
         pretrain=make(pretrain.pretrain),
-        extract_features=make(evaluate.extract_features),
-        linear_eval=make(evaluate.linear_eval),
-        report=make(evaluate.report),
+        extract_features=make(extract_features.extract_features),
+        linear_eval=make(linear_eval.linear_eval),
+        report=make(report.report),
     )

@@ -43,8 +43,7 @@ def cifar_members(per_batch: int = 20, seed: int = 0) -> dict[str, bytes]:
     return members
 
 
-def write_tarball(path: str | Path, members: Mapping[str, bytes],
-                  extra: Iterable[tarfile.TarInfo] = ()) -> str:
+def write_tarball(path: str | Path, members: Mapping[str, bytes], extra: Iterable[tarfile.TarInfo] = ()) -> str:
     """Write ``members`` (plus raw ``extra`` headers: links, devices, odd names) as .tar.gz; return its MD5."""
     extra = list(extra)
     if extra:

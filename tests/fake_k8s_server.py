@@ -21,14 +21,21 @@ from typing import Any, Callable
 
 from servers import send_json
 
-PATH = re.compile(r"^/apis/(?P<group>[^/]+)/(?P<version>[^/]+)/namespaces/(?P<ns>[^/]+)/(?P<plural>[^/]+)"
-                  r"(?:/(?P<name>[^/?]+))?(?:\?.*)?$")
+PATH = re.compile(
+    r"^/apis/(?P<group>[^/]+)/(?P<version>[^/]+)/namespaces/(?P<ns>[^/]+)/(?P<plural>[^/]+)"
+    r"(?:/(?P<name>[^/?]+))?(?:\?.*)?$"
+)
 
 
 def condition(kind: str, reason: str = "", message: str = "") -> dict:
     """One ``status.conditions`` entry as the training operator writes it."""
-    return {"type": kind, "status": "True", "reason": reason or f"PyTorchJob{kind}", "message": message,
-            "lastTransitionTime": "2025-01-01T00:00:00Z"}
+    return {
+        "type": kind,
+        "status": "True",
+        "reason": reason or f"PyTorchJob{kind}",
+        "message": message,
+        "lastTransitionTime": "2025-01-01T00:00:00Z",
+    }
 
 
 CREATED = condition("Created", "PyTorchJobCreated", "PyTorchJob is created.")
@@ -72,8 +79,17 @@ class _Handler(BaseHTTPRequestHandler):
         send_json(self, code, obj)
 
     def _status(self, code: int, reason: str, message: str) -> None:
-        self._send(code, {"kind": "Status", "apiVersion": "v1", "status": "Failure",
-                          "reason": reason, "message": message, "code": code})
+        self._send(
+            code,
+            {
+                "kind": "Status",
+                "apiVersion": "v1",
+                "status": "Failure",
+                "reason": reason,
+                "message": message,
+                "code": code,
+            },
+        )
 
     def _handle(self) -> None:
         st = self.state
@@ -93,12 +109,12 @@ class _Handler(BaseHTTPRequestHandler):
             if self.command == "POST" and not name:
                 key = f"{m['ns']}/{body['metadata']['name']}"
                 if key in st.jobs:
-                    return self._status(409, "AlreadyExists", f"{m['plural']} \"{key}\" already exists")
+                    return self._status(409, "AlreadyExists", f'{m["plural"]} "{key}" already exists')
                 st.jobs[key] = body
                 st.gets = 0
                 hook = st.on_create
             elif name and f"{m['ns']}/{name}" not in st.jobs:
-                return self._status(404, "NotFound", f"{m['plural']} \"{name}\" not found")
+                return self._status(404, "NotFound", f'{m["plural"]} "{name}" not found')
             elif self.command == "GET" and name and st.flaky_gets > 0:
                 st.flaky_gets -= 1
                 return self._status(503, "ServiceUnavailable", "etcd leader changed")
@@ -131,7 +147,7 @@ class FakeK8sServer:
         self.url = f"{'https' if tls else 'http'}://127.0.0.1:{self.port}"
         self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
 
-    def __enter__(self) -> "FakeK8sServer":
+    def __enter__(self) -> FakeK8sServer:
         self._thread.start()
         return self
 

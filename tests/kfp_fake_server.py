@@ -75,7 +75,7 @@ class FakeKfpServer:
     def url(self) -> str:
         return f"http://127.0.0.1:{self._httpd.server_address[1]}"
 
-    def __enter__(self) -> "FakeKfpServer":
+    def __enter__(self) -> FakeKfpServer:
         self._thread.start()
         return self
 
@@ -122,8 +122,9 @@ class FakeKfpServer:
             return self._create_in_experiment(req, self.recurring_runs, "recurring_run_id", "rr", status="ENABLED")
         return 404, _error(5, f"Not Found: {req.method} {req.path}")
 
-    def _create_in_experiment(self, req: Recorded, store: dict, id_key: str, prefix: str,
-                              **fields: Any) -> tuple[int, dict]:
+    def _create_in_experiment(
+        self, req: Recorded, store: dict, id_key: str, prefix: str, **fields: Any
+    ) -> tuple[int, dict]:
         """A run or recurring run: its experiment must exist; the server adds an id and a state."""
         if req.json.get("experiment_id") not in self.experiments:
             return 404, _error(5, f"experiment {req.json.get('experiment_id')} not found")
@@ -137,9 +138,13 @@ class FakeKfpServer:
             return 400, _error(3, "Failed to create a pipeline. uploadfile is missing")
         if any(p["display_name"] == name for p in self.pipelines.values()):
             return 409, _error(6, f"Failed to create a pipeline. The name {name} already exists")
-        pipeline = {"pipeline_id": self.new_id("pl"), "display_name": name, "name": name,
-                    "description": _one(req.query, "description") or "",
-                    "namespace": _one(req.query, "namespace") or ""}
+        pipeline = {
+            "pipeline_id": self.new_id("pl"),
+            "display_name": name,
+            "name": name,
+            "description": _one(req.query, "description") or "",
+            "namespace": _one(req.query, "namespace") or "",
+        }
         self.pipelines[pipeline["pipeline_id"]] = pipeline
         self._add_version(pipeline["pipeline_id"], name, req.files["uploadfile"])
         return 200, pipeline
@@ -154,8 +159,13 @@ class FakeKfpServer:
         return 200, self._add_version(pipeline_id, name, req.files.get("uploadfile", b""))
 
     def _add_version(self, pipeline_id: str, name: str, package: bytes) -> dict:
-        version = {"pipeline_id": pipeline_id, "pipeline_version_id": self.new_id("ver"),
-                   "display_name": name, "name": name, "package_bytes": len(package)}
+        version = {
+            "pipeline_id": pipeline_id,
+            "pipeline_version_id": self.new_id("ver"),
+            "display_name": name,
+            "name": name,
+            "package_bytes": len(package),
+        }
         self.versions[version["pipeline_version_id"]] = version
         return version
 
@@ -173,7 +183,7 @@ def _listing(kind: str, items, req: Recorded) -> dict:
     """List with KFP's JSON filter (EQUALS predicates only) and namespace."""
     items = list(items)
     raw = _one(req.query, "filter")
-    for predicate in (json.loads(raw).get("predicates", []) if raw else []):
+    for predicate in json.loads(raw).get("predicates", []) if raw else []:
         items = [i for i in items if str(i.get(predicate["key"])) == predicate.get("stringValue")]
     namespace = _one(req.query, "namespace")
     if namespace:
@@ -183,9 +193,12 @@ def _listing(kind: str, items, req: Recorded) -> dict:
 
 def _parse_multipart(content_type: str, body: bytes) -> dict[str, bytes]:
     message = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(
-        f"Content-Type: {content_type}\r\n\r\n".encode() + body)
-    return {part.get_param("name", header="content-disposition"): part.get_payload(decode=True)
-            for part in message.iter_parts()}
+        f"Content-Type: {content_type}\r\n\r\n".encode() + body
+    )
+    return {
+        part.get_param("name", header="content-disposition"): part.get_payload(decode=True)
+        for part in message.iter_parts()
+    }
 
 
 def _handler_for(server: FakeKfpServer) -> type[BaseHTTPRequestHandler]:
@@ -196,8 +209,9 @@ def _handler_for(server: FakeKfpServer) -> type[BaseHTTPRequestHandler]:
             split = urlsplit(self.path)
             body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
             ctype = self.headers.get("Content-Type", "")
-            req = Recorded(self.command, split.path, parse_qs(split.query),
-                           {k.lower(): v for k, v in self.headers.items()})
+            req = Recorded(
+                self.command, split.path, parse_qs(split.query), {k.lower(): v for k, v in self.headers.items()}
+            )
             if ctype.startswith("multipart/form-data"):
                 req.files = _parse_multipart(ctype, body)
             elif body:

@@ -8,9 +8,11 @@ from pathlib import Path
 
 import numpy as np
 
+from kubeclr.atomic import write_json
 from kubeclr.config import Config
-from kubeclr.io import Split, save_arrays, save_split, write_json
-from kubeclr.steps import evaluate as steps
+from kubeclr.data.files import Split, save_arrays, save_split
+from kubeclr.steps import linear_eval as linear_step
+from kubeclr.steps import report as report_step
 
 RUN = "<script>alert(1)</script>"
 CLASSES = ("plane", "a<b & c", "cat", "dog")
@@ -18,8 +20,13 @@ CLASSES = ("plane", "a<b & c", "cat", "dog")
 
 def make_inputs(tmp, synthetic=True, health=None):
     """Files of the steps before ``linear_eval``, with separable features (no training needed)."""
-    cfg = Config.from_dict({"model": {"width": 4}, "pretrain": {"device": "cpu"},
-                            "eval": {"knn_k": 5, "tsne_points": 40, "max_iter": 50, "l2_grid": [1e-3]}})
+    cfg = Config.from_dict(
+        {
+            "model": {"width": 4},
+            "pretrain": {"device": "cpu"},
+            "eval": {"knn_k": 5, "tsne_points": 40, "max_iter": 50, "l2_grid": [1e-3]},
+        }
+    )
     gen = np.random.default_rng(0)
     centers = gen.normal(size=(4, 16)) * 5
     paths, arrays = {}, {}
@@ -31,20 +38,41 @@ def make_inputs(tmp, synthetic=True, health=None):
         arrays[f"{split}_x"] = (centers[labels] + gen.normal(size=(n, 16))).astype(np.float32)
         arrays[f"{split}_y"] = labels.astype(np.int64)
     paths["stats"] = tmp / "stats.json"
-    write_json(paths["stats"], {"mean": [0.5, 0.5, 0.5], "std": [0.25, 0.25, 0.25], "count": 40, "seconds": 0.1,
-                                "synthetic": synthetic})
+    write_json(
+        paths["stats"],
+        {"mean": [0.5, 0.5, 0.5], "std": [0.25, 0.25, 0.25], "count": 40, "seconds": 0.1, "synthetic": synthetic},
+    )
     paths["features"] = tmp / "features.npz"
-    save_arrays(paths["features"], **arrays, class_names=np.asarray(CLASSES),
-                meta=np.asarray(json.dumps({"seconds": 0.3, "feature_dim": 16, "device": "cpu"})))
-    epochs = [{"epoch": e, "loss": 5.0 - e, "lr": 0.1 * e, "images_per_second": 100.0 + e, "seconds": 2.0,
-               "knn_top1": 0.2 * e} for e in (1, 2, 3)]   # with the kNN monitor's column
-    summary = {"arch": "resnet18", "epochs": 3, "batch_size": 16, "final_loss": 2.0, "seconds": 6.0,
-               "images_per_second": 101.0, "device": "cpu", **({"health": health} if health else {})}
+    save_arrays(
+        paths["features"],
+        **arrays,
+        class_names=np.asarray(CLASSES),
+        meta=np.asarray(json.dumps({"seconds": 0.3, "feature_dim": 16, "device": "cpu"})),
+    )
+    epochs = [
+        {
+            "epoch": e,
+            "loss": 5.0 - e,
+            "lr": 0.1 * e,
+            "images_per_second": 100.0 + e,
+            "seconds": 2.0,
+            "knn_top1": 0.2 * e,
+        }
+        for e in (1, 2, 3)
+    ]  # with the kNN monitor's column
+    summary = {
+        "arch": "resnet18",
+        "epochs": 3,
+        "batch_size": 16,
+        "final_loss": 2.0,
+        "seconds": 6.0,
+        "images_per_second": 101.0,
+        "device": "cpu",
+        **({"health": health} if health else {}),
+    }
     paths["history"] = tmp / "history.json"
     write_json(paths["history"], {"epochs": epochs, "summary": summary, "config": cfg.to_dict()})
     return cfg, paths
-
-
 
 
 def render_report(tmp: Path, run_name: str = RUN, health=None):
@@ -54,9 +82,19 @@ def render_report(tmp: Path, run_name: str = RUN, health=None):
     ``metrics.json`` in ``tmp``.
     """
     cfg, p = make_inputs(tmp, health=health)
-    results = steps.linear_eval(cfg, p["features"], tmp / "results.json", tmp / "classifier.pt")
-    metrics = steps.report(cfg, run_name=run_name, train_path=p["train"], val_path=p["val"], test_path=p["test"],
-                           stats_path=p["stats"], history_path=p["history"], features_path=p["features"],
-                           results_path=tmp / "results.json", html_out=tmp / "report.html",
-                           markdown_out=tmp / "report.md", metrics_out=tmp / "metrics.json")
+    results = linear_step.run(cfg, p["features"], tmp / "results.json", tmp / "classifier.pt")
+    metrics = report_step.run(
+        cfg,
+        run_name=run_name,
+        train_path=p["train"],
+        val_path=p["val"],
+        test_path=p["test"],
+        stats_path=p["stats"],
+        history_path=p["history"],
+        features_path=p["features"],
+        results_path=tmp / "results.json",
+        html_out=tmp / "report.html",
+        markdown_out=tmp / "report.md",
+        metrics_out=tmp / "metrics.json",
+    )
     return results, metrics

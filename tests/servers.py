@@ -94,9 +94,15 @@ class _Process:
         """Start the process and wait until it answers; raises RuntimeError with the log tail if not."""
         if self.proc is not None and self.proc.poll() is None:
             return
-        log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen(self.command(), stdout=log, stderr=subprocess.STDOUT,
-                                     stdin=subprocess.DEVNULL, cwd=self.workdir, start_new_session=True)
+        log = open(self.log_path, "ab")  # noqa: SIM115 - the server process writes to it until stop()
+        self.proc = subprocess.Popen(
+            self.command(),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            cwd=self.workdir,
+            start_new_session=True,
+        )
         log.close()
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -152,14 +158,27 @@ class SeaweedServer(_Process):
         self.data_dir = self.workdir / "data"
         self.data_dir.mkdir(exist_ok=True)
         self.config_path = self.workdir / "s3.json"
-        self.config_path.write_text(
-            '{"identities": [{"name": "kubeclr", "credentials": [{"accessKey": "%s", "secretKey": "%s"}],'
-            ' "actions": ["Admin", "Read", "Write", "List", "Tagging"]}]}' % (ACCESS_KEY, SECRET_KEY))
+        identity = {
+            "name": "kubeclr",
+            "credentials": [{"accessKey": ACCESS_KEY, "secretKey": SECRET_KEY}],
+            "actions": ["Admin", "Read", "Write", "List", "Tagging"],
+        }
+        self.config_path.write_text(json.dumps({"identities": [identity]}))
         self._pick_ports()
 
     def _pick_ports(self) -> None:
-        names = ["master", "master_grpc", "volume", "volume_grpc", "filer", "filer_grpc",
-                 "s3", "s3_grpc", "admin", "admin_grpc"]
+        names = [
+            "master",
+            "master_grpc",
+            "volume",
+            "volume_grpc",
+            "filer",
+            "filer_grpc",
+            "s3",
+            "s3_grpc",
+            "admin",
+            "admin_grpc",
+        ]
         taken: set[int] = set()
         self.ports: dict[str, int] = {}
         for name in names:
@@ -173,20 +192,34 @@ class SeaweedServer(_Process):
     def command(self) -> list[str]:
         p = self.ports
         return [
-            self.binary, "mini", f"-dir={self.data_dir}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
-            f"-s3.config={self.config_path}", "-master.telemetry=false", "-webdav=false",
-            "-admin.ui=false", "-s3.port.iceberg=0", "-s3.port.lance=0",
+            self.binary,
+            "mini",
+            f"-dir={self.data_dir}",
+            "-ip=127.0.0.1",
+            "-ip.bind=127.0.0.1",
+            f"-s3.config={self.config_path}",
+            "-master.telemetry=false",
+            "-webdav=false",
+            "-admin.ui=false",
+            "-s3.port.iceberg=0",
+            "-s3.port.lance=0",
             "-s3.autoCreateBucket=false",  # as on AWS: writing to a missing bucket fails
             # Every bucket is a collection with volumes of its own. Left at 0, the volume
             # count is free disk / volume size (12 on a disk with 13 GB free), so on a fuller
             # disk the 11th test bucket already got "no free volumes left" (InternalError).
             # Small volumes are sparse files, so a fixed generous count costs no disk.
-            "-volume.max=256", "-master.volumeSizeLimitMB=64",
-            f"-master.port={p['master']}", f"-master.port.grpc={p['master_grpc']}",
-            f"-volume.port={p['volume']}", f"-volume.port.grpc={p['volume_grpc']}",
-            f"-filer.port={p['filer']}", f"-filer.port.grpc={p['filer_grpc']}",
-            f"-s3.port={p['s3']}", f"-s3.port.grpc={p['s3_grpc']}",
-            f"-admin.port={p['admin']}", f"-admin.port.grpc={p['admin_grpc']}",
+            "-volume.max=256",
+            "-master.volumeSizeLimitMB=64",
+            f"-master.port={p['master']}",
+            f"-master.port.grpc={p['master_grpc']}",
+            f"-volume.port={p['volume']}",
+            f"-volume.port.grpc={p['volume_grpc']}",
+            f"-filer.port={p['filer']}",
+            f"-filer.port.grpc={p['filer_grpc']}",
+            f"-s3.port={p['s3']}",
+            f"-s3.port.grpc={p['s3_grpc']}",
+            f"-admin.port={p['admin']}",
+            f"-admin.port.grpc={p['admin_grpc']}",
         ]
 
     def ready(self) -> bool:
@@ -213,18 +246,28 @@ class SeaweedServer(_Process):
 
     def env(self) -> dict[str, str]:
         """The standard AWS variables that point boto3 (and kubeclr) at this server."""
-        return {"AWS_ENDPOINT_URL": self.endpoint, "AWS_ACCESS_KEY_ID": ACCESS_KEY,
-                "AWS_SECRET_ACCESS_KEY": SECRET_KEY, "AWS_DEFAULT_REGION": "us-east-1"}
+        return {
+            "AWS_ENDPOINT_URL": self.endpoint,
+            "AWS_ACCESS_KEY_ID": ACCESS_KEY,
+            "AWS_SECRET_ACCESS_KEY": SECRET_KEY,
+            "AWS_DEFAULT_REGION": "us-east-1",
+        }
 
     def client(self):
         """A boto3 client with admin credentials, for setting up and tampering in tests."""
         import boto3
         from botocore.config import Config
 
-        return boto3.client("s3", endpoint_url=self.endpoint, aws_access_key_id=ACCESS_KEY,
-                            aws_secret_access_key=SECRET_KEY, region_name="us-east-1",
-                            config=Config(s3={"addressing_style": "path"},
-                                          retries={"max_attempts": 1}, connect_timeout=2, read_timeout=10))
+        return boto3.client(
+            "s3",
+            endpoint_url=self.endpoint,
+            aws_access_key_id=ACCESS_KEY,
+            aws_secret_access_key=SECRET_KEY,
+            region_name="us-east-1",
+            config=Config(
+                s3={"addressing_style": "path"}, retries={"max_attempts": 1}, connect_timeout=2, read_timeout=10
+            ),
+        )
 
     def create_bucket(self, name: str) -> None:
         """Create bucket ``name`` (names need 3-63 characters)."""
@@ -249,8 +292,11 @@ class Pushgateway(_Process):
 
     def command(self) -> list[str]:
         # Debian's build persists to /var/lib/prometheus by default: keep each gateway's state private.
-        return [self.binary, f"--web.listen-address=127.0.0.1:{self.port}",
-                f"--persistence.file={self.workdir / 'pushgateway.data'}"]
+        return [
+            self.binary,
+            f"--web.listen-address=127.0.0.1:{self.port}",
+            f"--persistence.file={self.workdir / 'pushgateway.data'}",
+        ]
 
     def ready(self) -> bool:
         return _http_status(self.url + "/-/ready") == 200

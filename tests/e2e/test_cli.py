@@ -29,18 +29,21 @@ def test_help_lists_the_design_commands():
         assert "(default: None)" not in sub.stdout and "(default: False)" not in sub.stdout, command
     schedule = " ".join(run("schedule", "--help").stdout.split())
     assert "runs allowed at once (default: 1)" in schedule
-    assert "once resumed --no-catchup" in schedule                    # --catchup: no misleading default
+    assert "once resumed --no-catchup" in schedule  # --catchup: no misleading default
 
 
-@pytest.mark.parametrize("args, fragment", [
-    (["compile", "--set", "pretrain.epochs=-3"], "pretrain.epochs=-3 is out of range"),
-    (["compile", "--preset", "huge"], "unknown preset 'huge'"),
-    (["compile", "--set", "model.arch=vgg"], "one of resnet18, resnet34, resnet50"),
-    (["compile", "--node-selector", "gpu"], "expected KEY=VALUE"),
-    (["compile", "--set", "data.md5=xyz"], "data.md5='xyz' is not allowed (32 hex digits or 'none')"),
-    (["compile", "--set", "data.source=ftp://h/c.tar.gz"], "unsupported scheme (allowed: http(s)://, s3://"),
-    (["compile", "--set", "storage.checkpoint_uri=gs://b/x"], "unsupported scheme (allowed: s3://, file://"),
-])
+@pytest.mark.parametrize(
+    "args, fragment",
+    [
+        (["compile", "--set", "pretrain.epochs=-3"], "pretrain.epochs=-3 is out of range"),
+        (["compile", "--preset", "huge"], "unknown preset 'huge'"),
+        (["compile", "--set", "model.arch=vgg"], "one of resnet18, resnet34, resnet50"),
+        (["compile", "--node-selector", "gpu"], "expected KEY=VALUE"),
+        (["compile", "--set", "data.md5=xyz"], "data.md5='xyz' is not allowed (32 hex digits or 'none')"),
+        (["compile", "--set", "data.source=ftp://h/c.tar.gz"], "unsupported scheme (allowed: http(s)://, s3://"),
+        (["compile", "--set", "storage.checkpoint_uri=gs://b/x"], "unsupported scheme (allowed: s3://, file://"),
+    ],
+)
 def test_user_errors_are_one_line(args, fragment, tmp_path):
     proc = run(*args, "--output", str(tmp_path / "p.yaml"))
     assert proc.returncode == 2
@@ -53,14 +56,18 @@ def test_user_errors_are_one_line(args, fragment, tmp_path):
 def test_compile_into_a_directory_is_one_line(tmp_path):
     proc = run("compile", "--output", str(tmp_path))
     assert proc.returncode == 2 and proc.stderr.strip() == (
-        f"error: output {tmp_path}: is a directory (name a file in it, e.g. {tmp_path / 'simclr-cifar10.yaml'})")
+        f"error: output {tmp_path}: is a directory (name a file in it, e.g. {tmp_path / 'simclr-cifar10.yaml'})"
+    )
     assert list(tmp_path.iterdir()) == []
 
 
-@pytest.mark.parametrize("output, message", [
-    ("file/p.yaml", "error: output folder {tmp}/file: a file is in the way (a directory is needed)"),
-    ("/proc/self/p.yaml", "error: output /proc/self/p.yaml: cannot be written"),
-])
+@pytest.mark.parametrize(
+    "output, message",
+    [
+        ("file/p.yaml", "error: output folder {tmp}/file: a file is in the way (a directory is needed)"),
+        ("/proc/self/p.yaml", "error: output /proc/self/p.yaml: cannot be written"),
+    ],
+)
 def test_compile_output_that_cannot_be_written_is_one_line(tmp_path, output, message):
     (tmp_path / "file").write_text("")
     proc = run("compile", "--output", str(tmp_path / output) if not output.startswith("/") else output)
@@ -76,24 +83,31 @@ def test_preset_and_config_exclude_each_other(tmp_path):
     assert not (tmp_path / "p.yaml").exists()
 
 
-@pytest.mark.parametrize("flag, value, message", [
-    ("--output-dir", "FILE", "error: --output-dir {tmp}/file: a file is in the way (a directory is needed)"),
-    ("--output-dir", "FILE/sub", "error: --output-dir {tmp}/file/sub: cannot create the directory (Not a directory)"),
-    ("--cifar-source", "{tmp}/missing.tar.gz", "error: data.source {tmp}/missing.tar.gz: no such file"),
-    ("--cifar-md5", "xyz", "error: --cifar-md5: data.md5='xyz' is not allowed (32 hex digits or 'none')"),
-])
+@pytest.mark.parametrize(
+    "flag, value, message",
+    [
+        ("--output-dir", "FILE", "error: --output-dir {tmp}/file: a file is in the way (a directory is needed)"),
+        (
+            "--output-dir",
+            "FILE/sub",
+            "error: --output-dir {tmp}/file/sub: cannot create the directory (Not a directory)",
+        ),
+        ("--cifar-source", "{tmp}/missing.tar.gz", "error: data.source {tmp}/missing.tar.gz: no such file"),
+        ("--cifar-md5", "xyz", "error: --cifar-md5: data.md5='xyz' is not allowed (32 hex digits or 'none')"),
+    ],
+)
 def test_local_run_refuses_bad_arguments_before_starting(tmp_path, flag, value, message):
     (tmp_path / "file").write_text("")
     value = value.replace("FILE", str(tmp_path / "file")).format(tmp=tmp_path)
     args = {"--output-dir": str(tmp_path / "out"), flag: value}
     proc = run("run", "--local", "--preset", "smoke", *[x for kv in args.items() for x in kv], timeout=60)
     assert proc.returncode == 2 and proc.stderr.strip() == message.format(tmp=tmp_path), proc.stderr
-    assert proc.stdout == ""                       # kfp.local never started
+    assert proc.stdout == ""  # kfp.local never started
     assert sorted(p.name for p in tmp_path.iterdir()) == ["file"]
 
 
 def _check_outputs(out: Path, run_name: str) -> dict:
-    from kubeclr.evaluate.report import validate_metrics
+    from kubeclr.report.metrics import validate_metrics
 
     for name in ("metrics.json", "report.html", "report.md", "encoder.pt"):
         assert (out / name).is_file(), name
@@ -111,16 +125,40 @@ def test_local_run_on_a_cifar_layout_tarball(tmp_path):
     tarball = tmp_path / "cifar-10-python.tar.gz"
     md5 = make_cifar_tarball(tarball, per_batch=40, seed=1)
     out = tmp_path / "out"
-    proc = run("run", "--local", "--preset", "smoke", "--cifar-source", f"file://{tarball}",
-               "--cifar-md5", md5, "--output-dir", str(out), "--run-name", "e2e-tarball",
-               "--set", "pretrain.epochs=1", "--set", "data.train_limit=0", "--set", "data.val_limit=0",
-               "--set", "data.test_limit=0", "--set", "eval.tsne_points=50",
-               "--checkpoint-uri", f"file://{tmp_path / 'ckpt'}")
+    proc = run(
+        "run",
+        "--local",
+        "--preset",
+        "smoke",
+        "--cifar-source",
+        f"file://{tarball}",
+        "--cifar-md5",
+        md5,
+        "--output-dir",
+        str(out),
+        "--run-name",
+        "e2e-tarball",
+        "--set",
+        "pretrain.epochs=1",
+        "--set",
+        "data.train_limit=0",
+        "--set",
+        "data.val_limit=0",
+        "--set",
+        "data.test_limit=0",
+        "--set",
+        "eval.tsne_points=50",
+        "--checkpoint-uri",
+        f"file://{tmp_path / 'ckpt'}",
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     metrics = _check_outputs(out, "e2e-tarball")
     assert metrics["dataset"]["synthetic"] is False
-    assert (metrics["dataset"]["train_size"], metrics["dataset"]["val_size"], metrics["dataset"]["test_size"]) \
-        == (160, 40, 40)
+    assert (metrics["dataset"]["train_size"], metrics["dataset"]["val_size"], metrics["dataset"]["test_size"]) == (
+        160,
+        40,
+        40,
+    )
     assert metrics["pretrain"]["epochs"] == 1
     assert "report.html" in proc.stdout
     assert f"linear test top-1 {metrics['linear_eval']['test_top1']:.3f}" in proc.stdout
@@ -133,9 +171,52 @@ def test_local_run_with_a_bad_md5_fails_with_one_clear_line(tmp_path):
     tarball = tmp_path / "cifar-10-python.tar.gz"
     make_cifar_tarball(tarball, per_batch=10, seed=2)
     out = tmp_path / "out"
-    proc = run("run", "--local", "--preset", "smoke", "--cifar-source", str(tarball),
-               "--cifar-md5", "0" * 32, "--output-dir", str(out))
+    proc = run(
+        "run",
+        "--local",
+        "--preset",
+        "smoke",
+        "--cifar-source",
+        str(tarball),
+        "--cifar-md5",
+        "0" * 32,
+        "--output-dir",
+        str(out),
+    )
     assert proc.returncode == 2
     last = proc.stderr.strip().splitlines()[-1]
     assert last.startswith("error: local run failed: download_split:") and "0" * 32 in last, last
     assert not (out / "metrics.json").exists()
+
+
+@pytest.mark.e2e
+def test_every_step_runs_with_one_resolved_config(tmp_path):
+    """Overrides in four sections reach all six steps, as one config with one digest (the kNN monitor once
+    ran with the default k = 200 because the pretrain step never received the eval section)."""
+    import re
+
+    from kubeclr.config import config_digest, resolve
+
+    tarball = tmp_path / "cifar-10-python.tar.gz"
+    md5 = make_cifar_tarball(tarball, per_batch=20, seed=4)
+    sets = ["eval.knn_k=7", "augment.color_strength=0.4", "pretrain.temperature=0.3", "data.seed=3"]
+    sets += ["pretrain.epochs=1", "pretrain.batch_size=32", "pretrain.knn_every=1", "data.train_limit=0"]
+    sets += ["data.val_limit=0", "data.test_limit=0", "eval.tsne_points=20"]
+    proc = run(
+        *["run", "--local", "--preset", "smoke", "--cifar-source", str(tarball), "--cifar-md5", md5],
+        *["--output-dir", str(tmp_path / "out"), "--run-name", "one-config"],
+        *[a for kv in sets for a in ("--set", kv)],
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    digests = dict(re.findall(r"(\w+): config sha256 ([0-9a-f]{64})", proc.stdout + proc.stderr))
+    assert set(digests) == {"download_split", "compute_stats", "pretrain", "extract_features", "linear_eval", "report"}
+    assert len(set(digests.values())) == 1
+    metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    config = metrics["config"]
+    assert (config["eval"]["knn_k"], config["augment"]["color_strength"]) == (7, 0.4)
+    assert (config["pretrain"]["temperature"], config["data"]["seed"]) == (0.3, 3)
+    assert metrics["config_sha256"] == config_digest(resolve(config)) == next(iter(digests.values()))
+    assert metrics["pretrain"]["knn_monitor"]["k"] == 7 and metrics["knn"]["k"] == 7
+    history = json.loads(next((tmp_path / "out" / ".kfp").rglob("pretrain/history")).read_text())
+    assert history["config"] == config and history["config_sha256"] == metrics["config_sha256"]
+    assert "knn_top1" in history["epochs"][-1]

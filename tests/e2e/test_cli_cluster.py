@@ -2,11 +2,12 @@
 
 import json
 import socket
+from pathlib import Path
 
 import pytest
 import yaml
-
 from kfp_fake_server import API, FakeKfpServer
+
 from kubeclr.cli import main
 
 pytestmark = pytest.mark.e2e
@@ -35,9 +36,25 @@ def test_upload_then_new_version(package, capsys):
 
 def test_submit_sends_spec_and_typed_parameters(package, capsys):
     with FakeKfpServer() as server:
-        rc = main(["submit", "--host", server.url, "--package", package, "--experiment", "nightly",
-                   "--param", "epochs=3", "--param", "lr=0.5", "--param", "cifar_source=sample",
-                   "--run-name", "r1"])
+        rc = main(
+            [
+                "submit",
+                "--host",
+                server.url,
+                "--package",
+                package,
+                "--experiment",
+                "nightly",
+                "--param",
+                "epochs=3",
+                "--param",
+                "lr=0.5",
+                "--param",
+                "cifar_source=sample",
+                "--run-name",
+                "r1",
+            ]
+        )
         assert rc == 0
         run = server.find("POST", f"{API}/runs")[0].json
         assert run["display_name"] == "r1"
@@ -52,16 +69,41 @@ def test_submit_sends_spec_and_typed_parameters(package, capsys):
 
 def test_schedule_defaults_no_catchup_and_one_at_a_time(package):
     with FakeKfpServer() as server:
-        rc = main(["schedule", "--host", server.url, "--package", package, "--cron", "0 0 3 * * *",
-                   "--job-name", "nightly-canary", "--param", "epochs=1"])
+        rc = main(
+            [
+                "schedule",
+                "--host",
+                server.url,
+                "--package",
+                package,
+                "--cron",
+                "0 0 3 * * *",
+                "--job-name",
+                "nightly-canary",
+                "--param",
+                "epochs=1",
+            ]
+        )
         assert rc == 0
         job = server.find("POST", f"{API}/recurringruns")[0].json
         assert job["display_name"] == "nightly-canary"
         assert job["trigger"]["cron_schedule"]["cron"] == "0 0 3 * * *"
         assert job["no_catchup"] is True and int(job["max_concurrency"]) == 1
         assert job["service_account"] == "kubeclr-pipeline-runner"
-        rc = main(["schedule", "--host", server.url, "--package", package, "--cron", "0 30 2 * * 1",
-                   "--catchup", "--max-concurrency", "2"])
+        rc = main(
+            [
+                "schedule",
+                "--host",
+                server.url,
+                "--package",
+                package,
+                "--cron",
+                "0 30 2 * * 1",
+                "--catchup",
+                "--max-concurrency",
+                "2",
+            ]
+        )
         job = server.find("POST", f"{API}/recurringruns")[1].json
         assert rc == 0 and not job.get("no_catchup") and int(job["max_concurrency"]) == 2
 
@@ -72,20 +114,48 @@ def _closed_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.mark.parametrize("make_args, fragment", [
-    (lambda url, pkg: ["submit", "--host", url, "--package", pkg, "--param", "epoch=3"],
-     "unknown pipeline parameter 'epoch' (did you mean 'epochs'?)"),
-    (lambda url, pkg: ["schedule", "--host", url, "--package", pkg, "--cron", "0 3 * * *"],
-     "6 fields"),
-    (lambda url, pkg: ["submit", "--host", f"http://127.0.0.1:{_closed_port()}", "--package", pkg],
-     "127.0.0.1"),
-    # checked before connecting: a dead host does not hide it
-    (lambda url, pkg: ["schedule", "--host", f"http://127.0.0.1:{_closed_port()}", "--package", pkg,
-                       "--cron", "0 0 3 * * *", "--max-concurrency", "0"], "max concurrency 0 must be within 1-10"),
-    (lambda url, pkg: ["schedule", "--host", f"http://127.0.0.1:{_closed_port()}", "--package", pkg,
-                       "--cron", "0 0 3 * * *", "--start-time", "2026-12-02T00:00:00Z",
-                       "--end-time", "2026-12-01T00:00:00Z"], "must be after start time"),
-])
+@pytest.mark.parametrize(
+    "make_args, fragment",
+    [
+        (
+            lambda url, pkg: ["submit", "--host", url, "--package", pkg, "--param", "epoch=3"],
+            "unknown pipeline parameter 'epoch' (did you mean 'epochs'?)",
+        ),
+        (lambda url, pkg: ["schedule", "--host", url, "--package", pkg, "--cron", "0 3 * * *"], "6 fields"),
+        (lambda url, pkg: ["submit", "--host", f"http://127.0.0.1:{_closed_port()}", "--package", pkg], "127.0.0.1"),
+        # checked before connecting: a dead host does not hide it
+        (
+            lambda url, pkg: [
+                "schedule",
+                "--host",
+                f"http://127.0.0.1:{_closed_port()}",
+                "--package",
+                pkg,
+                "--cron",
+                "0 0 3 * * *",
+                "--max-concurrency",
+                "0",
+            ],
+            "max concurrency 0 must be within 1-10",
+        ),
+        (
+            lambda url, pkg: [
+                "schedule",
+                "--host",
+                f"http://127.0.0.1:{_closed_port()}",
+                "--package",
+                pkg,
+                "--cron",
+                "0 0 3 * * *",
+                "--start-time",
+                "2026-12-02T00:00:00Z",
+                "--end-time",
+                "2026-12-01T00:00:00Z",
+            ],
+            "must be after start time",
+        ),
+    ],
+)
 def test_user_errors_are_one_line(package, capsys, make_args, fragment):
     with FakeKfpServer() as server:
         rc = main(make_args(server.url, package))
@@ -93,3 +163,24 @@ def test_user_errors_are_one_line(package, capsys, make_args, fragment):
         assert rc == 2
         assert len(err) == 1 and err[0].startswith("error: ") and fragment in err[0], err
         assert not server.find("POST", f"{API}/runs") and not server.find("POST", f"{API}/recurringruns")
+
+
+def test_a_key_set_twice_at_submit_time_fails_in_one_line_before_connecting(package, capsys):
+    spec = next(yaml.safe_load_all(Path(package).read_text()))
+    config = spec["root"]["inputDefinitions"]["parameters"]["config"]["defaultValue"]
+    config["pretrain"]["epochs"] = 3  # also the `epochs` parameter
+    with FakeKfpServer() as server:
+        rc = main(["submit", "--host", server.url, "--package", package, "--param", f"config={json.dumps(config)}"])
+        assert rc == 2 and server.requests == []
+    err = capsys.readouterr().err.strip()
+    assert err == (
+        "error: pretrain.epochs is set twice: by the pipeline parameter 'epochs' and inside '--param config'; "
+        "set it only as the 'epochs' parameter"
+    )
+
+
+def test_a_partial_config_at_submit_time_names_the_missing_key(package, capsys):
+    with FakeKfpServer() as server:
+        rc = main(["submit", "--host", server.url, "--package", package, "--param", 'config={"eval": {"knn_k": 7}}'])
+        assert rc == 2 and server.requests == []
+    assert "--param config: key 'data.val_split' is missing" in capsys.readouterr().err

@@ -24,7 +24,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # make tests/servers.py importable
 
-from servers import Pushgateway, SeaweedServer, find_binary  # noqa: E402
+from servers import Pushgateway, SeaweedServer, find_binary
 
 _bucket_ids = itertools.count()
 

@@ -25,8 +25,16 @@ import pytest
 import torch
 
 ROOT = Path(__file__).resolve().parents[2]
-TINY = ["model.width=4", "model.proj_dim=16", "augment.size=16", "pretrain.batch_size=16",
-        "pretrain.device=cpu", "pretrain.warmup_epochs=1", "pretrain.checkpoint_every=1", "data.seed=0"]
+TINY = [
+    "model.width=4",
+    "model.proj_dim=16",
+    "augment.size=16",
+    "pretrain.batch_size=16",
+    "pretrain.device=cpu",
+    "pretrain.warmup_epochs=1",
+    "pretrain.checkpoint_every=1",
+    "data.seed=0",
+]
 
 
 def _torchrun(*args: str, timeout: int = 300) -> subprocess.CompletedProcess:
@@ -39,17 +47,18 @@ def _torchrun(*args: str, timeout: int = 300) -> subprocess.CompletedProcess:
 
 # -- workers (run by torchrun) ------------------------------------------------
 
+
 def _parity_worker(out_dir: str) -> None:
-    from kubeclr import distributed
     from kubeclr.config import Config
-    from kubeclr.loss import NTXentLoss
-    from kubeclr.model import build_model
-    from kubeclr.train import forward_loss
+    from kubeclr.core import distributed
+    from kubeclr.core.loss import NTXentLoss
+    from kubeclr.core.model import build_model
+    from kubeclr.core.train import forward_loss
 
     ctx = distributed.init_from_env("cpu")
     cfg = Config().override(TINY)
     torch.manual_seed(0)
-    model = build_model(cfg.model).eval()                      # eval-mode BN: see the module docstring
+    model = build_model(cfg.model).eval()  # eval-mode BN: see the module docstring
     reference = copy.deepcopy(model)
     gen = torch.Generator().manual_seed(1)
     view1, view2 = torch.randn(2, 16, 3, 16, 16, generator=gen)  # global batch of 16 pairs, same on all ranks
@@ -58,7 +67,7 @@ def _parity_worker(out_dir: str) -> None:
     ref_loss.backward()
 
     b = 16 // ctx.world_size
-    shard = slice(ctx.rank * b, (ctx.rank + 1) * b)           # this rank's part of the global batch
+    shard = slice(ctx.rank * b, (ctx.rank + 1) * b)  # this rank's part of the global batch
     result = {}
     for name, gather in (("ddp", True), ("local_negatives_only", False)):
         ddp = distributed.wrap_model(copy.deepcopy(model), ctx.device)
@@ -76,9 +85,10 @@ def _parity_worker(out_dir: str) -> None:
 
 
 def _audit_worker(log_path: str, argv: list[str]) -> None:
-    """Run train_entry while recording which rank writes which file or object."""
-    import kubeclr.steps.pretrain as step
-    from kubeclr import storage, train_entry
+    """Run the entry point while recording which rank writes which file or object."""
+    import kubeclr.launch.process as step
+    from kubeclr.launch import entry as train_entry
+    from kubeclr.storage import store as storage
 
     rank = os.environ["RANK"]
 
@@ -95,12 +105,13 @@ def _audit_worker(log_path: str, argv: list[str]) -> None:
 
 # -- tests --------------------------------------------------------------------
 
+
 @pytest.mark.integration
 def test_two_rank_step_matches_one_process_on_the_concatenated_batch(tmp_path):
     _torchrun(str(Path(__file__)), "parity", str(tmp_path))
     ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(2)]
     for res in ranks:
-        assert res["max_ref_grad"] > 1e-3                           # the gradients are not trivially zero
+        assert res["max_ref_grad"] > 1e-3  # the gradients are not trivially zero
         assert res["ddp"]["loss"] == pytest.approx(res["ref_loss"], abs=1e-5)
         assert res["ddp"]["max_grad_diff"] < 1e-5
         # control: contrasting only against local negatives is measurably different
@@ -112,29 +123,52 @@ def test_two_rank_step_matches_one_process_on_the_concatenated_batch(tmp_path):
 def inputs(tmp_path):
     import numpy as np
 
-    from kubeclr.io import Split, save_split, write_json
+    from kubeclr.atomic import write_json
+    from kubeclr.data.files import Split, save_split
 
     rng = np.random.default_rng(0)
     images = rng.integers(0, 256, size=(40, 3, 16, 16), dtype=np.uint8)  # 40 // 16 = 2 global batches
-    save_split(tmp_path / "train.npz", Split(images, np.arange(40) % 4, tuple("abcd"),
-                                             {"source": "test", "synthetic": True, "split": "train",
-                                              "seconds": 0.0, "md5": None}))
-    write_json(tmp_path / "stats.json", {"mean": [0.5] * 3, "std": [0.25] * 3, "count": 40,
-                                         "seconds": 0.0, "synthetic": True})
+    save_split(
+        tmp_path / "train.npz",
+        Split(
+            images,
+            np.arange(40) % 4,
+            tuple("abcd"),
+            {"source": "test", "synthetic": True, "split": "train", "seconds": 0.0, "md5": None},
+        ),
+    )
+    write_json(
+        tmp_path / "stats.json", {"mean": [0.5] * 3, "std": [0.25] * 3, "count": 40, "seconds": 0.0, "synthetic": True}
+    )
     return tmp_path
 
 
 @pytest.mark.integration
 def test_train_entry_on_two_ranks_writes_once_and_resumes(inputs):
-    from kubeclr.config import Config
-    from kubeclr.model import build_encoder
+    from kubeclr.config import Config, load_config
+    from kubeclr.core.model import build_encoder
 
     ckpt = (inputs / "ckpt").as_uri()
-    common = ["--preset", "smoke", *[a for s in TINY for a in ("--set", s)], "--train", str(inputs / "train.npz"),
-              "--stats", str(inputs / "stats.json"), "--checkpoint-uri", ckpt, "--run-name", "ddp"]
+
+    def config_file(epochs: int) -> str:  # the resolved config, whole, as the torchrun engine writes it
+        path = inputs / f"config-{epochs}.json"
+        cfg = load_config("smoke", overrides=[*TINY, f"storage.checkpoint_uri={ckpt}", f"pretrain.epochs={epochs}"])
+        path.write_text(json.dumps(cfg.to_dict()))
+        return str(path)
+
+    common = ["--train", str(inputs / "train.npz"), "--stats", str(inputs / "stats.json"), "--run-name", "ddp"]
     out = inputs / "out"
-    _torchrun("-m", "kubeclr.train_entry", *common, "--set", "pretrain.epochs=2",
-              "--encoder-out", str(out / "encoder.pt"), "--history-out", str(out / "history.json"))
+    _torchrun(
+        "-m",
+        "kubeclr.launch.entry",
+        *common,
+        "--config",
+        config_file(2),
+        "--encoder-out",
+        str(out / "encoder.pt"),
+        "--history-out",
+        str(out / "history.json"),
+    )
     first = json.loads((out / "history.json").read_text())
     assert [e["epoch"] for e in first["epochs"]] == [1, 2]
     assert first["summary"]["world_size"] == 2 and first["summary"]["batch_size"] == 16
@@ -144,17 +178,37 @@ def test_train_entry_on_two_ranks_writes_once_and_resumes(inputs):
 
     # Second run: one more epoch, resumed from the two-rank checkpoint; record every write per rank.
     audit = inputs / "writes.log"
-    _torchrun(str(Path(__file__)), "audit", str(audit), *common, "--set", "pretrain.epochs=3",
-              "--encoder-out", str(out / "encoder.pt"), "--history-out", str(out / "history.json"),
-              "--output-uri", (inputs / "export").as_uri())
+    _torchrun(
+        str(Path(__file__)),
+        "audit",
+        str(audit),
+        *common,
+        "--config",
+        config_file(3),
+        "--encoder-out",
+        str(out / "encoder.pt"),
+        "--history-out",
+        str(out / "history.json"),
+        "--output-uri",
+        (inputs / "export").as_uri(),
+    )
     second = json.loads((out / "history.json").read_text())
     assert [e["epoch"] for e in second["epochs"]] == [1, 2, 3]
-    assert second["epochs"][:2] == first["epochs"]                  # epochs 1-2 come from the checkpoint
+    assert second["epochs"][:2] == first["epochs"]  # epochs 1-2 come from the checkpoint
     writes = audit.read_text().split()
     by_rank = {r: [writes[i + 1] for i in range(0, len(writes), 2) if writes[i] == r] for r in ("0", "1")}
     assert by_rank["1"] == []
-    assert sorted(by_rank["0"]) == sorted(["ckpt-000003/state.pt", "ckpt-000003/MANIFEST.json", "encoder.pt",
-                                           "history.json", "encoder.pt", "history.json", "summary.json"])
+    assert sorted(by_rank["0"]) == sorted(
+        [
+            "ckpt-000003/state.pt",
+            "ckpt-000003/MANIFEST.json",
+            "encoder.pt",
+            "history.json",
+            "encoder.pt",
+            "history.json",
+            "summary.json",
+        ]
+    )
     assert json.loads((inputs / "export" / "summary.json").read_text()) == second["summary"]
 
 

@@ -1,4 +1,4 @@
-"""kubeclr.metrics against a real Pushgateway and its own /metrics endpoint."""
+"""kubeclr.telemetry.prometheus against a real Pushgateway and its own /metrics endpoint."""
 
 from __future__ import annotations
 
@@ -8,12 +8,11 @@ import urllib.request
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
-
-from kubeclr.callbacks import Callback
-from kubeclr.config import MetricsConfig
-from kubeclr.metrics import TrainingMetrics, delete_run, step_metrics, training_callback
-
 from servers import free_port
+
+from kubeclr.config import MetricsConfig
+from kubeclr.core.callbacks import Callback
+from kubeclr.telemetry.prometheus import TrainingMetrics, delete_run, step_metrics, training_callback
 
 pytestmark = pytest.mark.integration
 
@@ -42,9 +41,10 @@ def _scrape(port: int) -> str:
 
 
 def _fake_training(cb: Callback, on_epoch=None) -> None:
-    """Drive the callback hooks like train.pretrain does, with synthetic records."""
-    cb.on_train_start({"arch": "resnet18", "device": "cpu", "epochs": 2, "steps_per_epoch": 2,
-                       "world_size": 1, "start_epoch": 0})
+    """Drive the callback hooks like train.train_simclr does, with synthetic records."""
+    cb.on_train_start(
+        {"arch": "resnet18", "device": "cpu", "epochs": 2, "steps_per_epoch": 2, "world_size": 1, "start_epoch": 0}
+    )
     for i, record in enumerate(RECORDS):
         for j in range(2):
             cb.on_step_end(2 * i + j + 1, STEP_TIMES[2 * i + j])
@@ -101,9 +101,8 @@ def test_callback_alone_serves_during_training(pushgateway):
 
 def test_failed_step_is_recorded_and_reraised(pushgateway):
     cfg = MetricsConfig(pushgateway_url=pushgateway.url)
-    with pytest.raises(ValueError, match="boom"):
-        with step_metrics(cfg, RUN, "linear_eval"):
-            raise ValueError("boom")
+    with pytest.raises(ValueError, match="boom"), step_metrics(cfg, RUN, "linear_eval"):
+        raise ValueError("boom")
     text = pushgateway.metrics_text()
     assert _value(text, "simclr_step_success", run=RUN, step="linear_eval") == 0
     assert not [s for s in _samples(text) if s.name == "simclr_step_last_success_timestamp_seconds"]
@@ -138,10 +137,10 @@ def test_gateway_down_logs_one_warning_and_training_completes(pushgateway, caplo
     url = pushgateway.url
     pushgateway.stop()
     cfg = MetricsConfig(pushgateway_url=url)
-    caplog.set_level(logging.DEBUG, logger="kubeclr.metrics")
+    caplog.set_level(logging.DEBUG, logger="kubeclr.telemetry.prometheus")
     with step_metrics(cfg, RUN, "pretrain"):
         _fake_training(training_callback(cfg, RUN))  # pushes after each epoch, at the end, at step exit
-    warnings = [r for r in caplog.records if r.name == "kubeclr.metrics" and r.levelno >= logging.WARNING]
+    warnings = [r for r in caplog.records if r.name == "kubeclr.telemetry.prometheus" and r.levelno >= logging.WARNING]
     assert len(warnings) == 1 and url in warnings[0].getMessage()
 
 

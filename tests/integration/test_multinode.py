@@ -2,8 +2,8 @@
 
 Each node is a separately started ``torchrun --nnodes=2 --nproc_per_node=1
 --rdzv_backend=c10d --rdzv_endpoint=127.0.0.1:PORT`` process running exactly
-the ``python -m kubeclr.train_entry`` arguments the PyTorchJob launcher puts in
-the pods (:func:`kubeclr.pytorchjob.train_entry_args`: config as ``--set``,
+the ``python -m kubeclr.launch.entry`` arguments the PyTorchJob launcher puts in
+the pods (:func:`kubeclr.launch.entry.entry_args`: the config as one JSON argument,
 inputs and outputs by ``file://`` URI), gloo backend, a tiny dataset.
 
 What is compared, and why: the loss and the encoder must equal those of a
@@ -31,16 +31,28 @@ import numpy as np
 import pytest
 import torch
 
+from kubeclr.atomic import write_json
 from kubeclr.config import load_config
-from kubeclr.io import Split, save_split, write_json
-from kubeclr.pytorchjob import train_entry_args
-from kubeclr.storage import open_store
+from kubeclr.data.files import Split, save_split
+from kubeclr.launch.entry import entry_args
+from kubeclr.storage.store import open_store
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 
-OVERRIDES = ["model.width=4", "model.proj_dim=16", "augment.size=16", "pretrain.epochs=2", "pretrain.batch_size=16",
-             "pretrain.device=cpu", "pretrain.channels_last=false", "pretrain.checkpoint_every=0",
-             "pretrain.knn_every=0", "pretrain.warmup_epochs=0", "metrics.port=0", "metrics.pushgateway_url="]
+OVERRIDES = [
+    "model.width=4",
+    "model.proj_dim=16",
+    "augment.size=16",
+    "pretrain.epochs=2",
+    "pretrain.batch_size=16",
+    "pretrain.device=cpu",
+    "pretrain.channels_last=false",
+    "pretrain.checkpoint_every=0",
+    "pretrain.knn_every=0",
+    "pretrain.warmup_epochs=0",
+    "metrics.port=0",
+    "metrics.pushgateway_url=",
+]
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run"]
 
 
@@ -51,26 +63,39 @@ def free_port() -> int:
 
 
 def clean_env() -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT") and not k.startswith("PET_")}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT") and not k.startswith("PET_")
+    }
     return {**env, "OMP_NUM_THREADS": "1", "KUBECLR_PROGRESS": "0", "CUDA_VISIBLE_DEVICES": ""}
 
 
 def stage(root: Path, name: str) -> tuple[str, list[str]]:
-    """Upload inputs the way run_multinode does; return (prefix, train_entry args)."""
+    """Upload inputs the way the multi-node engine does; return (prefix, entry-point args)."""
     rng = np.random.default_rng(0)
-    split = Split(images=rng.integers(0, 256, (32, 3, 32, 32), dtype=np.uint8),
-                  labels=np.arange(32, dtype=np.int64) % 4, class_names=["a", "b", "c", "d"],
-                  meta={"source": "test", "synthetic": True, "split": "train", "seconds": 0.0, "md5": None})
+    split = Split(
+        images=rng.integers(0, 256, (32, 3, 32, 32), dtype=np.uint8),
+        labels=np.arange(32, dtype=np.int64) % 4,
+        class_names=["a", "b", "c", "d"],
+        meta={"source": "test", "synthetic": True, "split": "train", "seconds": 0.0, "md5": None},
+    )
     prefix = (root / "bucket" / name).as_uri()
     store = open_store(prefix)
     save_split(root / "train.npz", split)
-    write_json(root / "stats.json", {"mean": [0.5] * 3, "std": [0.29] * 3, "count": 32, "seconds": 0.0,
-                                      "synthetic": True})
+    write_json(
+        root / "stats.json", {"mean": [0.5] * 3, "std": [0.29] * 3, "count": 32, "seconds": 0.0, "synthetic": True}
+    )
     store.put_file(root / "train.npz", "inputs/train.npz")
     store.put_file(root / "stats.json", "inputs/stats.json")
-    cfg = load_config("smoke", overrides=OVERRIDES)
-    return prefix, train_entry_args(cfg, prefix=prefix, run_name="multinode", checkpoint_uri=f"{prefix}/checkpoints")
+    cfg = load_config("smoke", overrides=[*OVERRIDES, f"storage.checkpoint_uri={prefix}/checkpoints"])
+    return prefix, entry_args(
+        cfg,
+        train=f"{prefix}/inputs/train.npz",
+        stats=f"{prefix}/inputs/stats.json",
+        run_name="multinode",
+        output_uri=prefix,
+    )
 
 
 def outputs(prefix: str) -> tuple[dict, dict]:
@@ -88,15 +113,28 @@ def test_two_nodes_train_like_one_node_with_two_processes(tmp_path):
     for node_rank in (0, 1):  # two separately started agents, as two pods would be
         cwd = tmp_path / f"node{node_rank}"
         cwd.mkdir()
-        cmd = [*TORCHRUN, "--nnodes=2", "--nproc_per_node=1", "--rdzv_backend=c10d",
-               f"--rdzv_endpoint=127.0.0.1:{port}", "--rdzv_id=kubeclr-test", f"--node_rank={node_rank}",
-               "--max_restarts=0", "-m", "kubeclr.train_entry", *args]
+        cmd = [
+            *TORCHRUN,
+            "--nnodes=2",
+            "--nproc_per_node=1",
+            "--rdzv_backend=c10d",
+            f"--rdzv_endpoint=127.0.0.1:{port}",
+            "--rdzv_id=kubeclr-test",
+            f"--node_rank={node_rank}",
+            "--max_restarts=0",
+            "-m",
+            "kubeclr.launch.entry",
+            *args,
+        ]
         procs.append((cmd, cwd))
     # the reference runs at the same time (imports dominate the wall time on a small machine)
-    procs.append(([*TORCHRUN, "--standalone", "--nproc_per_node=2", "-m", "kubeclr.train_entry", *ref_args],
-                  tmp_path / "ref"))
-    running = [subprocess.Popen(cmd, cwd=cwd, env=clean_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                text=True) for cmd, cwd in procs]
+    procs.append(
+        ([*TORCHRUN, "--standalone", "--nproc_per_node=2", "-m", "kubeclr.launch.entry", *ref_args], tmp_path / "ref")
+    )
+    running = [
+        subprocess.Popen(cmd, cwd=cwd, env=clean_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        for cmd, cwd in procs
+    ]
     logs = [p.communicate(timeout=240)[0] for p in running]
     assert [p.returncode for p in running] == [0, 0, 0], "\n".join(logs)[-4000:]
 
@@ -112,8 +150,9 @@ def test_two_nodes_train_like_one_node_with_two_processes(tmp_path):
     assert sum("pretraining done" in log for log in logs[:2]) == 1  # one rank tells the story
 
     ref_history, ref_encoder = outputs(ref_prefix)
-    np.testing.assert_allclose([e["loss"] for e in history["epochs"]],
-                               [e["loss"] for e in ref_history["epochs"]], rtol=0, atol=1e-5)
+    np.testing.assert_allclose(
+        [e["loss"] for e in history["epochs"]], [e["loss"] for e in ref_history["epochs"]], rtol=0, atol=1e-5
+    )
     assert encoder.keys() == ref_encoder.keys()
     for k in encoder:
         torch.testing.assert_close(encoder[k], ref_encoder[k], rtol=0, atol=1e-5, msg=k)
@@ -128,11 +167,28 @@ def test_two_nodes_match_one_process_on_the_same_global_batch(tmp_path):
     """
     worker = Path(__file__).with_name("test_ddp.py")
     port = free_port()
-    running = [subprocess.Popen(
-        [*TORCHRUN, "--nnodes=2", "--nproc_per_node=1", "--rdzv_backend=c10d",
-         f"--rdzv_endpoint=127.0.0.1:{port}", "--rdzv_id=kubeclr-parity", f"--node_rank={node_rank}",
-         "--max_restarts=0", str(worker), "parity", str(tmp_path)],
-        env=clean_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for node_rank in (0, 1)]
+    running = [
+        subprocess.Popen(
+            [
+                *TORCHRUN,
+                "--nnodes=2",
+                "--nproc_per_node=1",
+                "--rdzv_backend=c10d",
+                f"--rdzv_endpoint=127.0.0.1:{port}",
+                "--rdzv_id=kubeclr-parity",
+                f"--node_rank={node_rank}",
+                "--max_restarts=0",
+                str(worker),
+                "parity",
+                str(tmp_path),
+            ],
+            env=clean_env(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for node_rank in (0, 1)
+    ]
     logs = [p.communicate(timeout=240)[0] for p in running]
     assert [p.returncode for p in running] == [0, 0], "\n".join(logs)[-4000:]
     ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(2)]

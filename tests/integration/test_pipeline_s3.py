@@ -12,12 +12,12 @@ import sys
 
 import pytest
 import torch
+from cifar_fixtures import make_cifar_tarball
 from prometheus_client.parser import text_string_to_metric_families
 
-from cifar_fixtures import make_cifar_tarball
 from kubeclr.config import load_config
-from kubeclr.evaluate.report import validate_metrics
-from kubeclr.steps.data import download_split
+from kubeclr.report.metrics import validate_metrics
+from kubeclr.steps.download_split import run as download_split
 
 pytestmark = pytest.mark.integration
 
@@ -30,17 +30,52 @@ def test_local_pipeline_on_s3_with_mirror_checkpoints_export_and_metrics(s3_serv
     out, run_name = tmp_path / "out", "s3-run"
 
     proc = subprocess.run(
-        [sys.executable, "-m", "kubeclr.cli", "run", "--local", "--preset", "smoke",
-         "--cifar-source", s3_server.uri("datasets/cifar-10-python.tar.gz"), "--cifar-md5", md5,
-         "--checkpoint-uri", s3_server.uri("ckpt"), "--output-dir", str(out), "--run-name", run_name,
-         "--set", "storage.mirror_uri=" + s3_server.uri("mirror"),
-         "--set", "storage.export_uri=" + s3_server.uri("export"),
-         "--set", "metrics.pushgateway_url=" + pushgateway.url,
-         "--set", "pretrain.epochs=1", "--set", "pretrain.batch_size=32", "--set", "model.width=4",
-         "--set", "eval.tsne_points=40",
-         "--set", "data.train_limit=0", "--set", "data.val_limit=0", "--set", "data.test_limit=0",
-         "--set", f"data.cache_dir={tmp_path / 'cache'}"],
-        capture_output=True, text=True, timeout=900, env=os.environ.copy())
+        [
+            sys.executable,
+            "-m",
+            "kubeclr.cli",
+            "run",
+            "--local",
+            "--preset",
+            "smoke",
+            "--cifar-source",
+            s3_server.uri("datasets/cifar-10-python.tar.gz"),
+            "--cifar-md5",
+            md5,
+            "--checkpoint-uri",
+            s3_server.uri("ckpt"),
+            "--output-dir",
+            str(out),
+            "--run-name",
+            run_name,
+            "--set",
+            "storage.mirror_uri=" + s3_server.uri("mirror"),
+            "--set",
+            "storage.export_uri=" + s3_server.uri("export"),
+            "--set",
+            "metrics.pushgateway_url=" + pushgateway.url,
+            "--set",
+            "pretrain.epochs=1",
+            "--set",
+            "pretrain.batch_size=32",
+            "--set",
+            "model.width=4",
+            "--set",
+            "eval.tsne_points=40",
+            "--set",
+            "data.train_limit=0",
+            "--set",
+            "data.val_limit=0",
+            "--set",
+            "data.test_limit=0",
+            "--set",
+            f"data.cache_dir={tmp_path / 'cache'}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        env=os.environ.copy(),
+    )
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
 
     metrics = json.loads((out / "metrics.json").read_text())
@@ -65,9 +100,17 @@ def test_local_pipeline_on_s3_with_mirror_checkpoints_export_and_metrics(s3_serv
     assert steps >= {"download_split", "compute_stats", "pretrain", "extract_features", "linear_eval", "report"}
 
     # air-gapped: the source is unreachable, the mirror answers (MD5-verified)
-    cfg = load_config("smoke", overrides=[
-        "data.source=https://127.0.0.1:9/cifar-10-python.tar.gz", f"data.md5={md5}",
-        "storage.mirror_uri=" + s3_server.uri("mirror"), f"data.cache_dir={tmp_path / 'cache2'}",
-        "data.train_limit=0", "data.val_limit=0", "data.test_limit=0"])
+    cfg = load_config(
+        "smoke",
+        overrides=[
+            "data.source=https://127.0.0.1:9/cifar-10-python.tar.gz",
+            f"data.md5={md5}",
+            "storage.mirror_uri=" + s3_server.uri("mirror"),
+            f"data.cache_dir={tmp_path / 'cache2'}",
+            "data.train_limit=0",
+            "data.val_limit=0",
+            "data.test_limit=0",
+        ],
+    )
     info = download_split(cfg, tmp_path / "t.npz", tmp_path / "v.npz", tmp_path / "s.npz")
     assert info["md5"] == md5 and info["train_size"] == 120

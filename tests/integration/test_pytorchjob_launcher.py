@@ -22,21 +22,31 @@ import pytest
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/ helpers
-from fake_k8s_server import CREATED, RUNNING, SUCCEEDED, FakeK8s, FakeK8sServer, condition  # noqa: E402
+from fake_k8s_server import CREATED, RUNNING, SUCCEEDED, FakeK8s, FakeK8sServer, condition
 
-from kubeclr.config import load_config  # noqa: E402
-from kubeclr.errors import StorageError, UserError  # noqa: E402
-from kubeclr.io import Split, read_json, save_split, write_json  # noqa: E402
-from kubeclr.k8s import K8sApi, K8sError  # noqa: E402
-from kubeclr.pytorchjob import (ClusterSettings, JobFailed, JobTimeout, build_pytorchjob,  # noqa: E402
-                                launch_and_wait)
-from kubeclr.pytorchjob import run_multinode  # noqa: E402
-from kubeclr.storage import open_store  # noqa: E402
+from kubeclr.atomic import read_json, write_json
+from kubeclr.cluster.jobs import JobFailed, JobTimeout, launch_and_wait
+from kubeclr.cluster.k8s import K8sApi, K8sError
+from kubeclr.cluster.pytorchjob import build_pytorchjob
+from kubeclr.config import load_config
+from kubeclr.data.files import Split, save_split
+from kubeclr.errors import StorageError, UserError
+from kubeclr.launch.multinode import MultiNode
+from kubeclr.launch.process import TrainFiles
+from kubeclr.launch.settings import LaunchSettings
+from kubeclr.storage.store import open_store
 
 pytestmark = pytest.mark.integration
 
-SUMMARY = {"arch": "resnet18", "epochs": 2, "batch_size": 16, "final_loss": 2.5, "seconds": 1.0,
-           "images_per_second": 10.0, "device": "cuda"}
+SUMMARY = {
+    "arch": "resnet18",
+    "epochs": 2,
+    "batch_size": 16,
+    "final_loss": 2.5,
+    "seconds": 1.0,
+    "images_per_second": 10.0,
+    "device": "cuda",
+}
 ENCODER = {"conv1.weight": torch.arange(12, dtype=torch.float32).reshape(1, 3, 2, 2)}
 FAILED = condition("Failed", "PyTorchJobFailed", "PyTorchJob ns/j is failed because 1 Master replica(s) failed.")
 
@@ -58,34 +68,57 @@ def play_rank0(job: dict) -> None:
 
 @pytest.fixture
 def inputs(tmp_path):
-    split = Split(images=np.zeros((4, 3, 32, 32), np.uint8), labels=np.arange(4, dtype=np.int64),
-                  class_names=["a", "b", "c", "d"], meta={"source": "sample", "synthetic": True, "split": "train",
-                                                         "seconds": 0.0, "md5": None})
+    split = Split(
+        images=np.zeros((4, 3, 32, 32), np.uint8),
+        labels=np.arange(4, dtype=np.int64),
+        class_names=["a", "b", "c", "d"],
+        meta={"source": "sample", "synthetic": True, "split": "train", "seconds": 0.0, "md5": None},
+    )
     save_split(tmp_path / "train.npz", split)
-    write_json(tmp_path / "stats.json", {"mean": [0.5] * 3, "std": [0.25] * 3, "count": 4, "seconds": 0.0,
-                                          "synthetic": True})
+    write_json(
+        tmp_path / "stats.json", {"mean": [0.5] * 3, "std": [0.25] * 3, "count": 4, "seconds": 0.0, "synthetic": True}
+    )
     return tmp_path / "train.npz", tmp_path / "stats.json"
 
 
 def tiny_job(name="simclr-test-job"):
-    return build_pytorchjob(name=name, namespace="ml", image="img:1", nodes=2, gpus_per_node=1, command_args=[],
-                            env={}, secret_name=None, node_selector={}, tolerations=[], cpu="1", memory="1Gi",
-                            shm_size="1Gi", service_account=None, labels={})
+    return build_pytorchjob(
+        name=name,
+        namespace="ml",
+        image="img:1",
+        nodes=2,
+        gpus_per_node=1,
+        command_args=[],
+        env={},
+        secret_name=None,
+        node_selector={},
+        tolerations=[],
+        cpu="1",
+        memory="1Gi",
+        shm_size="1Gi",
+        service_account=None,
+        labels={},
+    )
 
 
-def run(tmp_path, inputs, state, **cluster):
-    cfg = load_config("smoke")
-    settings = ClusterSettings(image="img:1", namespace="ml", poll_s=0.01, timeout_s=30, **cluster)
+def run(tmp_path, inputs, state, nodes=2, gpus_per_node=1, **settings):
+    cfg = load_config("smoke", overrides=[f"storage.checkpoint_uri={(tmp_path / 'bucket').as_uri()}"])
+    settings = LaunchSettings(
+        **{"image": "img:1", "namespace": "ml", "poll_s": 0.01, "timeout_s": 30, "secret_name": "", **settings}
+    )
+    files = TrainFiles(
+        *inputs, encoder_out=tmp_path / "out" / "encoder.pt", history_out=tmp_path / "out" / "history.json"
+    )
     with FakeK8sServer(state) as srv:
-        return run_multinode(cfg, *inputs, tmp_path / "out" / "encoder.pt", tmp_path / "out" / "history.json",
-                             run_name="Nightly 7", output_uri=(tmp_path / "bucket").as_uri(), cluster=settings,
-                             api=K8sApi(srv.url, token="t0ken"))
+        engine = MultiNode(nodes, gpus_per_node, settings, api=K8sApi(srv.url, token="t0ken"))
+        return engine.train(cfg, files, run_name="Nightly 7")
 
 
 def test_success_yields_artifacts_and_cleans_up(tmp_path, inputs, caplog):
-    state = FakeK8s(script=[[CREATED], [CREATED, RUNNING], [CREATED, RUNNING, SUCCEEDED]], on_create=play_rank0,
-                    token="t0ken")
-    with caplog.at_level(logging.INFO, logger="kubeclr.pytorchjob"):
+    state = FakeK8s(
+        script=[[CREATED], [CREATED, RUNNING], [CREATED, RUNNING, SUCCEEDED]], on_create=play_rank0, token="t0ken"
+    )
+    with caplog.at_level(logging.INFO, logger="kubeclr.launch.multinode"):
         summary = run(tmp_path, inputs, state, nodes=3, gpus_per_node=2, secret_name="s3-creds")
     assert summary == SUMMARY
     enc = torch.load(tmp_path / "out" / "encoder.pt", weights_only=True)
@@ -101,7 +134,9 @@ def test_success_yields_artifacts_and_cleans_up(tmp_path, inputs, caplog):
     prefix = arg(job, "--output-uri")
     store = open_store(prefix)
     assert store.exists("inputs/train.npz") and store.exists("inputs/stats.json")
-    assert arg(job, "--checkpoint-uri") == f"{prefix}/checkpoints"
+    config = json.loads(arg(job, "--config-json"))  # the whole resolved config, one argument
+    assert config["storage"]["checkpoint_uri"] == f"{(tmp_path / 'bucket').as_uri()}/checkpoints"
+    assert prefix.startswith(f"{(tmp_path / 'bucket').as_uri()}/multinode/simclr-")
     assert arg(job, "--train") == f"{prefix}/inputs/train.npz"
     assert arg(job, "--stats") == f"{prefix}/inputs/stats.json"
 
@@ -210,9 +245,28 @@ def test_in_cluster_config_over_tls(monkeypatch, tmp_path):
     """The pod's real path: https to KUBERNETES_SERVICE_HOST, CA from ca.crt, token from the mounted file."""
     sa = tmp_path / "sa"
     sa.mkdir()
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=k8s",
-                    "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(tmp_path / "key.pem"),
-                    "-out", str(sa / "ca.crt")], check=True, capture_output=True)
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=k8s",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+            "-keyout",
+            str(tmp_path / "key.pem"),
+            "-out",
+            str(sa / "ca.crt"),
+        ],
+        check=True,
+        capture_output=True,
+    )
     (sa / "token").write_text("sa-token\n")
     tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     tls.load_cert_chain(sa / "ca.crt", tmp_path / "key.pem")
@@ -227,9 +281,26 @@ def test_in_cluster_config_over_tls(monkeypatch, tmp_path):
         # a server whose certificate the pod's CA does not sign is refused
         other = tmp_path / "other"
         other.mkdir()
-        subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=x",
-                        "-keyout", str(other / "k.pem"), "-out", str(other / "ca.crt")], check=True,
-                       capture_output=True)
+        subprocess.run(
+            [
+                "openssl",
+                "req",
+                "-x509",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-days",
+                "1",
+                "-subj",
+                "/CN=x",
+                "-keyout",
+                str(other / "k.pem"),
+                "-out",
+                str(other / "ca.crt"),
+            ],
+            check=True,
+            capture_output=True,
+        )
         (other / "token").write_text("sa-token")
         with pytest.raises(K8sError, match="cannot reach|CERTIFICATE_VERIFY_FAILED|certificate"):
             K8sApi.in_cluster(other).request("GET", "/apis/kubeflow.org/v1/namespaces/ml/pytorchjobs/x")

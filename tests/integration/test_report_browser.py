@@ -10,10 +10,9 @@ import subprocess
 from pathlib import Path
 
 import pytest
-
-from kubeclr.evaluate.report import CSP
-
 from report_fixtures import RUN, render_report
+
+from kubeclr.report.render import CSP
 
 pytestmark = pytest.mark.integration
 
@@ -57,11 +56,24 @@ def chromium() -> str:
 
 def run_chromium(binary: str, tmp: Path, page: Path, size: tuple[int, int], *extra: str) -> tuple[str, list[str]]:
     """(stdout, console messages) of headless Chromium on ``page``."""
-    cmd = [binary, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-           "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-dev-shm-usage",
-           "--enable-logging=stderr", "--v=0",   # console messages of the page go to stderr
-           f"--user-data-dir={tmp / 'profile'}", f"--window-size={size[0]},{size[1]}",
-           "--virtual-time-budget=5000", *extra, page.as_uri()]
+    cmd = [
+        binary,
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--no-first-run",
+        "--disable-dev-shm-usage",
+        "--enable-logging=stderr",
+        "--v=0",  # console messages of the page go to stderr
+        f"--user-data-dir={tmp / 'profile'}",
+        f"--window-size={size[0]},{size[1]}",
+        "--virtual-time-budget=5000",
+        *extra,
+        page.as_uri(),
+    ]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]
     return proc.stdout, [line for line in proc.stderr.splitlines() if ":CONSOLE" in line]
@@ -87,10 +99,11 @@ def test_report_renders_in_chromium(tmp_path, report, name):
     dom, console = run_chromium(binary, tmp_path, frame, (width + 40, height + 100), "--dump-dom")
     match = re.search(r'<pre id="__checks">(.+?)</pre>', dom, re.S)
     assert match, "the probe did not report: " + dom[-500:]
-    checks = json.loads(match.group(1).replace("&quot;", '"').replace("&lt;", "<").replace("&gt;", ">")
-                        .replace("&amp;", "&"))
+    checks = json.loads(
+        match.group(1).replace("&quot;", '"').replace("&lt;", "<").replace("&gt;", ">").replace("&amp;", "&")
+    )
     assert checks["innerWidth"] == width
-    assert len(checks["imgs"]) == 7                     # loss, lr, throughput, kNN, confusion, per-class, t-SNE
+    assert len(checks["imgs"]) == 7  # loss, lr, throughput, kNN, confusion, per-class, t-SNE
     for img in checks["imgs"]:
         assert img["ok"] and img["w"] > 0 and img["h"] > 0, img
     assert checks["errors"] == [] and console == []
@@ -99,18 +112,24 @@ def test_report_renders_in_chromium(tmp_path, report, name):
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     shot = ARTIFACTS / f"report-{name}.png"
     shot.unlink(missing_ok=True)
-    _, console = run_chromium(binary, tmp_path, report, (width, 2400), f"--screenshot={shot}",
-                              "--hide-scrollbars")  # as phones overlay them
+    _, console = run_chromium(
+        binary, tmp_path, report, (width, 2400), f"--screenshot={shot}", "--hide-scrollbars"
+    )  # as phones overlay them
     assert shot.exists() and shot.stat().st_size > 10_000
-    assert console == []                                 # the report as shipped: no CSP violation, no error
+    assert console == []  # the report as shipped: no CSP violation, no error
 
 
 def test_content_security_policy_stops_scripts(tmp_path, report):
     """Were escaping ever to miss a string, an injected script still would not run."""
     injected = tmp_path / "injected.html"
-    injected.write_text(report.read_text().replace(
-        "</main>", "<script>document.title = 'pwned'; console.log('script ran')</script>"
-                   '<img src="https://example.invalid/beacon.png"></main>', 1))
+    injected.write_text(
+        report.read_text().replace(
+            "</main>",
+            "<script>document.title = 'pwned'; console.log('script ran')</script>"
+            '<img src="https://example.invalid/beacon.png"></main>',
+            1,
+        )
+    )
     dom, console = run_chromium(chromium(), tmp_path, injected, (1280, 900), "--dump-dom")
     assert "<title>SimCLR report: " + RUN.replace("<", "&lt;").replace(">", "&gt;") in dom
     assert not any("script ran" in line for line in console)

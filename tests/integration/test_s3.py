@@ -1,4 +1,4 @@
-"""kubeclr.s3.S3Store against a real SeaweedFS: round trips, integrity, clear errors, faults."""
+"""kubeclr.storage.s3.S3Store against a real SeaweedFS: round trips, integrity, clear errors, faults."""
 
 from __future__ import annotations
 
@@ -9,13 +9,12 @@ import time
 
 import pytest
 import torch
-
-from kubeclr import checkpoint
-from kubeclr.errors import StorageError
-from kubeclr.s3 import S3Store
-from kubeclr.storage import open_store, parent_and_key
-
 from servers import SECRET_KEY, free_port
+
+from kubeclr.core import checkpoint
+from kubeclr.errors import StorageError
+from kubeclr.storage.s3 import S3Store
+from kubeclr.storage.store import open_store, parent_and_key
 
 pytestmark = pytest.mark.integration
 
@@ -42,7 +41,7 @@ def test_seaweed_has_room_for_many_buckets(seaweed):
             try:
                 client.delete_object(Bucket=name, Key="k")
                 client.delete_bucket(Bucket=name)
-            except Exception:  # noqa: BLE001 - best-effort cleanup of whatever was created
+            except Exception:
                 pass
 
 
@@ -131,15 +130,23 @@ def test_missing_object(s3_server, tmp_path):
 
 def test_missing_bucket_is_one_clear_line(s3_server):
     store = open_store("s3://no-such-bucket-kubeclr/prefix")
-    for call in (lambda: store.write_bytes("k", b"1"), lambda: store.read_bytes("k"),
-                 lambda: store.list(), lambda: store.exists("k")):
-        with pytest.raises(StorageError, match=r"^s3://no-such-bucket-kubeclr/prefix.*: bucket "
-                                               r"'no-such-bucket-kubeclr' does not exist$"):
+    for call in (
+        lambda: store.write_bytes("k", b"1"),
+        lambda: store.read_bytes("k"),
+        lambda: store.list(),
+        lambda: store.exists("k"),
+    ):
+        with pytest.raises(
+            StorageError,
+            match=r"^s3://no-such-bucket-kubeclr/prefix.*: bucket "
+            r"'no-such-bucket-kubeclr' does not exist$",
+        ):
             call()
 
 
-@pytest.mark.parametrize("var, value", [("AWS_SECRET_ACCESS_KEY", "wrong-secret-value"),
-                                        ("AWS_ACCESS_KEY_ID", "no-such-access-key")])
+@pytest.mark.parametrize(
+    "var, value", [("AWS_SECRET_ACCESS_KEY", "wrong-secret-value"), ("AWS_ACCESS_KEY_ID", "no-such-access-key")]
+)
 def test_wrong_credentials_is_one_clear_line(s3_server, monkeypatch, var, value):
     monkeypatch.setenv(var, value)
     store = open_store(s3_server.uri("p"))
@@ -225,7 +232,7 @@ def _load_when_back(uri: str, timeout: float = 60.0):
     deadline = time.monotonic() + timeout
     while True:
         try:
-            return checkpoint.load_latest(uri)
+            return checkpoint.load_latest(open_store(uri))
         except StorageError:
             if time.monotonic() > deadline:
                 raise
@@ -252,7 +259,7 @@ def test_checkpoint_series_never_resumes_from_partial(s3_server, monkeypatch):
     # The retried pod resumes from epoch 2 and writes 3 and 4.
     checkpoint.save_checkpoint(store, 3, states[3])
     checkpoint.save_checkpoint(store, 4, states[4])
-    epoch, state = checkpoint.load_latest(uri)
+    epoch, state = checkpoint.load_latest(open_store(uri))
     assert epoch == 4 and state["step"] == 40 and torch.equal(state["w"], states[4]["w"])
 
 
@@ -264,5 +271,5 @@ def test_corrupt_newest_checkpoint_falls_back(s3_server):
     key = "ckpt2/ckpt-000002/state.pt"
     meta = _head(s3_server, key)["Metadata"]
     s3_server.client().put_object(Bucket=s3_server.bucket, Key=key, Body=b"garbage", Metadata=meta)
-    epoch, state = checkpoint.load_latest(uri)
+    epoch, state = checkpoint.load_latest(open_store(uri))
     assert epoch == 1 and torch.equal(state["w"], torch.ones(3))

@@ -10,9 +10,9 @@ import torch
 import torchvision.transforms.functional as TF
 from PIL import Image
 
-from kubeclr import augment, color
-from kubeclr.augment import SimCLRAugment, crop_resize, normalize, sample_crop_boxes, two_views
 from kubeclr.config import AugmentConfig
+from kubeclr.core import augment, color
+from kubeclr.core.augment import SimCLRAugment, crop_resize, normalize, sample_crop_boxes, two_views
 
 MEAN, STD = (0.5, 0.4, 0.3), (0.25, 0.2, 0.3)
 IDENTITY = AugmentConfig(crop_scale=(1.0, 1.0), flip_p=0.0, color_strength=0.0, grayscale_p=0.0)
@@ -42,8 +42,9 @@ def test_identity_settings_reproduce_normalised_input():
 
 def test_normalize_uint8_and_float_agree():
     images = _images(2)
-    expected = (images.double() / 255 - torch.tensor(MEAN).double().view(1, 3, 1, 1)) / \
-        torch.tensor(STD).double().view(1, 3, 1, 1)
+    expected = (images.double() / 255 - torch.tensor(MEAN).double().view(1, 3, 1, 1)) / torch.tensor(STD).double().view(
+        1, 3, 1, 1
+    )
     torch.testing.assert_close(normalize(images, MEAN, STD), expected.float())
     torch.testing.assert_close(normalize(images.float() / 255, MEAN, STD), expected.float())
 
@@ -71,6 +72,31 @@ def test_crop_boxes_within_scale_ratio_and_image():
     assert (top + h).max() <= 32 + 1e-4 and (left + w).max() <= 32 + 1e-4
     # the sampled areas cover the range (not a degenerate sampler)
     assert area.min() < 0.1 and area.max() > 0.9
+
+
+def test_crop_boxes_follow_torchvisions_distribution():
+    """Area fraction, aspect ratio and box position have the distribution of torchvision's
+    RandomResizedCrop.get_params (the reference transform of the SimCLR recipe; the quality benchmark's
+    plain SimCLR uses it), up to its whole-pixel rounding."""
+    from torchvision.transforms import RandomResizedCrop
+
+    n, size = 4000, 32
+    ours = sample_crop_boxes(n, size, size, (0.08, 1.0), generator=_gen(5))
+    torch.manual_seed(5)
+    ref = torch.tensor(
+        [RandomResizedCrop.get_params(torch.empty(3, size, size), [0.08, 1.0], [3 / 4, 4 / 3]) for _ in range(n)],
+        dtype=torch.float32,
+    )  # (n, 4): top, left, h, w
+
+    def stats(boxes):
+        top, left, h, w = boxes.unbind(1)
+        area, log_aspect = h * w / size**2, (w / h).log()
+        centre = torch.cat([(top + h / 2) / size, (left + w / 2) / size])
+        qs = torch.tensor([0.1, 0.25, 0.5, 0.75, 0.9])
+        return area.quantile(qs), log_aspect.quantile(qs), centre.quantile(qs)
+
+    for mine, theirs, tol in zip(stats(ours), stats(ref), (0.03, 0.04, 0.03)):
+        torch.testing.assert_close(mine, theirs, atol=tol, rtol=0)
 
 
 def test_crop_boxes_narrow_scale():
@@ -117,12 +143,15 @@ def test_colour_jitter_probability_and_strength_zero():
     assert jittered.min() >= 0 and jittered.max() <= 1
 
 
-@pytest.mark.parametrize("name, ours, theirs, factor", [
-    ("brightness", color.adjust_brightness, TF.adjust_brightness, 1.3),
-    ("contrast", color.adjust_contrast, TF.adjust_contrast, 0.6),
-    ("saturation", color.adjust_saturation, TF.adjust_saturation, 1.4),
-    ("hue", color.adjust_hue, TF.adjust_hue, -0.1),
-])
+@pytest.mark.parametrize(
+    "name, ours, theirs, factor",
+    [
+        ("brightness", color.adjust_brightness, TF.adjust_brightness, 1.3),
+        ("contrast", color.adjust_contrast, TF.adjust_contrast, 0.6),
+        ("saturation", color.adjust_saturation, TF.adjust_saturation, 1.4),
+        ("hue", color.adjust_hue, TF.adjust_hue, -0.1),
+    ],
+)
 def test_colour_ops_match_torchvision(name, ours, theirs, factor):
     x = augment.to_float(_images(3, size=8))
     torch.testing.assert_close(ours(x, torch.full((3,), factor)), theirs(x, factor), atol=2e-6, rtol=0)
@@ -210,8 +239,15 @@ def test_pil_pipeline_baseline():
     out = pipe(pil_image)
     assert out.shape == (3, 32, 32) and out.dtype == torch.float32
     names = [type(t).__name__ for t in pipe.transforms]
-    assert names == ["RandomResizedCrop", "RandomHorizontalFlip", "RandomApply", "RandomGrayscale",
-                     "RandomApply", "ToTensor", "Normalize"]
+    assert names == [
+        "RandomResizedCrop",
+        "RandomHorizontalFlip",
+        "RandomApply",
+        "RandomGrayscale",
+        "RandomApply",
+        "ToTensor",
+        "Normalize",
+    ]
     jitter = pipe.transforms[2].transforms[0]
     assert jitter.brightness == (0.6, 1.4) and jitter.hue == pytest.approx((-0.1, 0.1))
     assert pipe.transforms[2].p == 0.8

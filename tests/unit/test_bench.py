@@ -13,7 +13,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from kubeclr import bench, bench_gpu
+from kubeclr.bench import gpu as bench_gpu
+from kubeclr.bench import measure
+from kubeclr.bench import throughput as bench
 from kubeclr.cli import main as cli_main
 from kubeclr.config import load_config
 from kubeclr.errors import ConfigError
@@ -27,14 +29,14 @@ pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def test_settings_from_env_and_overrides():
-    s = bench.BenchSettings.from_env({"KUBECLR_BENCH_REPEATS": "5", "KUBECLR_BENCH_WORKERS": "0"}, steps=7)
+    s = measure.BenchSettings.from_env({"KUBECLR_BENCH_REPEATS": "5", "KUBECLR_BENCH_WORKERS": "0"}, steps=7)
     assert (s.repeats, s.workers, s.steps, s.warmup) == (5, 0, 7, 1)
     assert s.loader_workers() == 0
-    assert bench.BenchSettings(workers=-1).loader_workers() == min(4, __import__("os").cpu_count() or 1)
+    assert measure.BenchSettings(workers=-1).loader_workers() == min(4, __import__("os").cpu_count() or 1)
     with pytest.raises(ConfigError, match="KUBECLR_BENCH_STEPS"):
-        bench.BenchSettings.from_env({"KUBECLR_BENCH_STEPS": "two"})
+        measure.BenchSettings.from_env({"KUBECLR_BENCH_STEPS": "two"})
     with pytest.raises(ConfigError, match="repeats"):
-        bench.BenchSettings.from_env({}, repeats=0)
+        measure.BenchSettings.from_env({}, repeats=0)
 
 
 def test_measure_counts_images_over_synchronised_wall_time(monkeypatch):
@@ -46,8 +48,8 @@ def test_measure_counts_images_over_synchronised_wall_time(monkeypatch):
         calls.append(1)
         clock["t"] += 0.25
 
-    monkeypatch.setattr(bench.time, "perf_counter", lambda: clock["t"])
-    rates = bench.measure(call, 64, warmup=2, repeats=3, calls=4, device=torch.device("cpu"))
+    monkeypatch.setattr(measure.time, "perf_counter", lambda: clock["t"])
+    rates = measure.measure(call, 64, warmup=2, repeats=3, calls=4, device=torch.device("cpu"))
     assert len(calls) == 2 + 3 * 4
     assert rates == pytest.approx([4 * 64 / (4 * 0.25)] * 3)
 
@@ -63,8 +65,18 @@ def test_cli_bench_writes_record_with_ratios_from_measured_rates(tmp_path, monke
         assert label in table
 
     rec = json.loads(out.read_text())
-    assert {"date", "device", "device_name", "torch", "config", "settings", "images_per_second",
-            "ratio_step_vs_limit", "ratio_step_vs_seed", "peak_host_memory_mb"} <= set(rec)
+    assert {
+        "date",
+        "device",
+        "device_name",
+        "torch",
+        "config",
+        "settings",
+        "images_per_second",
+        "ratio_step_vs_limit",
+        "ratio_step_vs_seed",
+        "peak_host_memory_mb",
+    } <= set(rec)
     assert rec["device"] == "cpu" and rec["torch"] == torch.__version__
     assert rec["config"]["model"]["width"] == 4 and rec["config"]["pretrain"]["batch_size"] == 8
     assert rec["settings"]["repeats"] == 2 and rec["workers"] == 1
@@ -81,6 +93,7 @@ def test_cli_bench_writes_record_with_ratios_from_measured_rates(tmp_path, monke
 
 def _resnet18_cifar_forward_flops(w: int, proj: int, size: int = 32) -> tuple[int, int]:
     """(forward FLOPs of encoder + MLP head per view, FLOPs of conv1) from the architecture, 2 FLOPs per MAC."""
+
     def conv(cin, cout, k, out_side):
         return 2 * cin * cout * k * k * out_side * out_side
 
@@ -89,13 +102,13 @@ def _resnet18_cifar_forward_flops(w: int, proj: int, size: int = 32) -> tuple[in
     for stage, cout in enumerate((w, 2 * w, 4 * w, 8 * w)):
         stride = 1 if stage == 0 else 2
         side //= stride
-        total += conv(cin, cout, 3, side) + conv(cout, cout, 3, side)   # block 1
+        total += conv(cin, cout, 3, side) + conv(cout, cout, 3, side)  # block 1
         if stride != 1 or cin != cout:
-            total += conv(cin, cout, 1, side)                              # downsample
-        total += 2 * conv(cout, cout, 3, side)                             # block 2
+            total += conv(cin, cout, 1, side)  # downsample
+        total += 2 * conv(cout, cout, 3, side)  # block 2
         cin = cout
     d = 8 * w
-    total += 2 * d * d + 2 * d * proj                                      # head: Linear(d,d), Linear(d,proj)
+    total += 2 * d * d + 2 * d * proj  # head: Linear(d,d), Linear(d,proj)
     return total, first
 
 
@@ -116,8 +129,9 @@ def test_mfu_uses_the_peak_table(monkeypatch):
     rec = {"device_name": "NVIDIA A100-SXM4-40GB", "images_per_second": {"step": 31_200.0}}
     out = bench_gpu.add_mfu(rec, load_config("smoke"), torch.device("cuda"))
     assert out["mfu"] == pytest.approx(2e9 * 31_200 / 312e12)
-    cpu = bench_gpu.add_mfu({"device_name": "cpu", "images_per_second": {"step": 1.0}}, load_config("smoke"),
-                            torch.device("cpu"))
+    cpu = bench_gpu.add_mfu(
+        {"device_name": "cpu", "images_per_second": {"step": 1.0}}, load_config("smoke"), torch.device("cpu")
+    )
     assert cpu["mfu"] is None and cpu["peak_flops"] is None
 
 
@@ -131,8 +145,9 @@ def test_gpu_check_script_parses_and_its_python_runs_dry(tmp_path, capsys):
     rec = summary["archs"]["resnet18"]
     assert rec["config"]["pretrain"]["precision"] == "bf16" and rec["config"]["model"]["stem"] == "cifar"
     assert rec["flops_per_image"] > 0 and rec["mfu"] is None
-    assert rec["ratio_step_vs_limit"] == pytest.approx(rec["images_per_second"]["step"]
-                                                       / rec["images_per_second"]["limit"])
+    assert rec["ratio_step_vs_limit"] == pytest.approx(
+        rec["images_per_second"]["step"] / rec["images_per_second"]["limit"]
+    )
     assert "| resnet18 |" in mds[0].read_text()
 
 
@@ -146,6 +161,15 @@ def test_interleaved_repeats_follow_each_epoch_of_the_step_and_skip_the_warm_up(
     for epoch in (1, 2, 3):
         calls.append(("step", epoch))
         inter.on_epoch_end({"epoch": epoch})
-    assert calls == [("step", 1), ("limit", True), ("seed", True), ("step", 2), ("limit", False),
-                     ("seed", False), ("step", 3), ("limit", False), ("seed", False)]
+    assert calls == [
+        ("step", 1),
+        ("limit", True),
+        ("seed", True),
+        ("step", 2),
+        ("limit", False),
+        ("seed", False),
+        ("step", 3),
+        ("limit", False),
+        ("seed", False),
+    ]
     assert inter.rates == {"limit": [5.0, 8.0], "seed": [6.0, 9.0]}

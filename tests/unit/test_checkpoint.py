@@ -11,20 +11,24 @@ import numpy as np
 import pytest
 import torch
 
-from kubeclr import checkpoint
-from kubeclr.storage import LocalStore
+from kubeclr.core import checkpoint
+from kubeclr.storage.store import LocalStore, open_store
 
 
 def _state(epoch: int) -> dict:
-    return {"epoch": epoch, "step": epoch * 10, "weights": torch.full((3, 2), float(epoch)),
-            "history": [{"epoch": e, "loss": 1.0 / e} for e in range(1, epoch + 1)],
-            "config": {"pretrain": {"epochs": 5, "crop": [0.08, 1.0]}}}
+    return {
+        "epoch": epoch,
+        "step": epoch * 10,
+        "weights": torch.full((3, 2), float(epoch)),
+        "history": [{"epoch": e, "loss": 1.0 / e} for e in range(1, epoch + 1)],
+        "config": {"pretrain": {"epochs": 5, "crop": [0.08, 1.0]}},
+    }
 
 
 def test_round_trip_through_a_file_uri(tmp_path):
     uri = (tmp_path / "ckpts").as_uri()
-    checkpoint.save_checkpoint(checkpoint.as_store(uri), 3, _state(3))
-    epoch, state = checkpoint.load_latest(uri)
+    checkpoint.save_checkpoint(open_store(uri), 3, _state(3))
+    epoch, state = checkpoint.load_latest(open_store(uri))
     assert epoch == 3
     assert torch.equal(state["weights"], torch.full((3, 2), 3.0))
     assert state["history"] == _state(3)["history"]
@@ -43,8 +47,12 @@ def test_keeps_only_the_newest_complete_checkpoints(tmp_path):
     for epoch in range(1, 5):
         checkpoint.save_checkpoint(store, epoch, _state(epoch), keep=2)
     assert checkpoint.list_checkpoints(store) == [4, 3]
-    assert store.list() == ["ckpt-000003/MANIFEST.json", "ckpt-000003/state.pt",
-                            "ckpt-000004/MANIFEST.json", "ckpt-000004/state.pt"]
+    assert store.list() == [
+        "ckpt-000003/MANIFEST.json",
+        "ckpt-000003/state.pt",
+        "ckpt-000004/MANIFEST.json",
+        "ckpt-000004/state.pt",
+    ]
 
 
 def test_incomplete_newest_checkpoint_is_ignored(tmp_path, caplog):
@@ -58,8 +66,7 @@ def test_incomplete_newest_checkpoint_is_ignored(tmp_path, caplog):
     assert "incomplete" in caplog.text and "ckpt-000002" in caplog.text
 
 
-@pytest.mark.parametrize("damage", ["truncate", "flip", "bad_manifest", "manifest_without_entry",
-                                    "missing_state"])
+@pytest.mark.parametrize("damage", ["truncate", "flip", "bad_manifest", "manifest_without_entry", "missing_state"])
 def test_corrupt_newest_checkpoint_is_ignored(tmp_path, caplog, damage):
     store = LocalStore(tmp_path)
     checkpoint.save_checkpoint(store, 1, _state(1))
@@ -103,8 +110,14 @@ def test_rng_capture_and_restore_replays_every_stream():
     saved = checkpoint.capture_rng(gens)
 
     def draw():
-        return (random.random(), np.random.rand(), torch.rand(1).item(), np.random.randn(),
-                torch.rand(2, generator=gens["shuffle"]).tolist(), torch.rand(2, generator=gens["augment"]).tolist())
+        return (
+            random.random(),
+            np.random.rand(),
+            torch.rand(1).item(),
+            np.random.randn(),
+            torch.rand(2, generator=gens["shuffle"]).tolist(),
+            torch.rand(2, generator=gens["augment"]).tolist(),
+        )
 
     first = draw()
     draw()

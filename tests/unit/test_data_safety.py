@@ -8,19 +8,17 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from cifar_fixtures import cifar_members, evil_batch, member, write_tarball
 
 from kubeclr.config import Config
 from kubeclr.data.cifar import ROOT
 from kubeclr.data.safe_pickle import safe_loads
 from kubeclr.errors import DataError, UserError
-from kubeclr.steps.data import download_split
+from kubeclr.steps.download_split import run as download_split
 
 
 def _cfg(source: Path, md5: str, tmp_path: Path) -> Config:
-    return Config().override({"data.source": str(source), "data.md5": md5,
-                              "data.cache_dir": str(tmp_path / "cache")})
+    return Config().override({"data.source": str(source), "data.md5": md5, "data.cache_dir": str(tmp_path / "cache")})
 
 
 def _run_and_expect(tmp_path: Path, source: Path, md5: str, *needles: str) -> str:
@@ -70,15 +68,19 @@ def test_missing_file(tmp_path):
     _run_and_expect(tmp_path, tmp_path / "nope.tar.gz", "none", "no such file")
 
 
-@pytest.mark.parametrize("bad, needle", [
-    (member("../x"), "'..'"),
-    (member(f"{ROOT}/../../x"), "'..'"),
-    (member("/tmp/abs"), "absolute path"),
-    (member("link", kind=tarfile.SYMTYPE, linkname="/etc/passwd"), "symbolic link"),
-    (member("hard", kind=tarfile.LNKTYPE, linkname=f"{ROOT}/batches.meta"), "hard link"),
-    (member("dev", kind=tarfile.CHRTYPE), "device"),
-    (member("fifo", kind=tarfile.FIFOTYPE), "device or FIFO"),
-], ids=["dotdot", "nested-dotdot", "absolute", "symlink", "hardlink", "chardev", "fifo"])
+@pytest.mark.parametrize(
+    "bad, needle",
+    [
+        (member("../x"), "'..'"),
+        (member(f"{ROOT}/../../x"), "'..'"),
+        (member("/tmp/abs"), "absolute path"),
+        (member("link", kind=tarfile.SYMTYPE, linkname="/etc/passwd"), "symbolic link"),
+        (member("hard", kind=tarfile.LNKTYPE, linkname=f"{ROOT}/batches.meta"), "hard link"),
+        (member("dev", kind=tarfile.CHRTYPE), "device"),
+        (member("fifo", kind=tarfile.FIFOTYPE), "device or FIFO"),
+    ],
+    ids=["dotdot", "nested-dotdot", "absolute", "symlink", "hardlink", "chardev", "fifo"],
+)
 def test_unsafe_members_are_refused(tmp_path, bad, needle):
     src = tmp_path / "c.tar.gz"
     write_tarball(src, cifar_members(per_batch=10), extra=[bad])
@@ -111,16 +113,20 @@ def test_unpickler_refuses_other_globals(global_name):
         safe_loads(payload, origin="x")
 
 
-@pytest.mark.parametrize("name, data, needle", [
-    ("data_batch_1", _batch(np.zeros((10, 3071), np.uint8), [0] * 10), "expected (N, 3072) uint8"),
-    ("data_batch_1", _batch(np.zeros((10, 3072), np.float32), [0] * 10), "expected (N, 3072) uint8"),
-    ("test_batch", _batch(np.zeros((10, 3072), np.uint8), [0] * 9 + [10]), "label 10 is outside 0..9"),
-    ("data_batch_4", _batch(np.zeros((10, 3072), np.uint8), [-1] * 10), "label -1 is outside"),
-    ("data_batch_3", _batch(np.zeros((10, 3072), np.uint8), [0] * 9), "10 images but 9 labels"),
-    ("data_batch_5", pickle.dumps([1, 2, 3], protocol=4), "expected a dict"),
-    ("batches.meta", pickle.dumps({b"names": []}, protocol=4), "label_names"),
-    ("data_batch_1", b"\x80\x04garbage", "corrupt pickle"),
-], ids=["shape", "dtype", "label10", "negative", "count", "not-dict", "meta", "garbage"])
+@pytest.mark.parametrize(
+    "name, data, needle",
+    [
+        ("data_batch_1", _batch(np.zeros((10, 3071), np.uint8), [0] * 10), "expected (N, 3072) uint8"),
+        ("data_batch_1", _batch(np.zeros((10, 3072), np.float32), [0] * 10), "expected (N, 3072) uint8"),
+        ("test_batch", _batch(np.zeros((10, 3072), np.uint8), [0] * 9 + [10]), "label 10 is outside 0..9"),
+        ("data_batch_4", _batch(np.zeros((10, 3072), np.uint8), [-1] * 10), "label -1 is outside"),
+        ("data_batch_3", _batch(np.zeros((10, 3072), np.uint8), [0] * 9), "10 images but 9 labels"),
+        ("data_batch_5", pickle.dumps([1, 2, 3], protocol=4), "expected a dict"),
+        ("batches.meta", pickle.dumps({b"names": []}, protocol=4), "label_names"),
+        ("data_batch_1", b"\x80\x04garbage", "corrupt pickle"),
+    ],
+    ids=["shape", "dtype", "label10", "negative", "count", "not-dict", "meta", "garbage"],
+)
 def test_malformed_batches(tmp_path, name, data, needle):
     src = tmp_path / "c.tar.gz"
     write_tarball(src, _members_with(name, data))

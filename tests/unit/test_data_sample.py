@@ -19,7 +19,7 @@ def test_layout_and_balance():
 
 
 def test_deterministic_in_seed():
-    md5 = lambda b: hashlib.md5(b).hexdigest()  # noqa: E731
+    md5 = lambda b: hashlib.md5(b).hexdigest()
     assert md5(sample_tarball(3, seed=0)) == md5(sample_tarball(3, seed=0))
     assert md5(sample_tarball(3, seed=0)) != md5(sample_tarball(3, seed=1))
 

@@ -9,13 +9,12 @@ import threading
 from pathlib import Path
 
 import pytest
-
 from cifar_fixtures import make_cifar_tarball
 
 from kubeclr.config import Config, DataConfig
-from kubeclr.data.sources import MIRROR_NAME, cache_path, fetch_tarball
 from kubeclr.errors import ConfigError, DataError
-from kubeclr.steps.data import download_split
+from kubeclr.steps.download_split import run as download_split
+from kubeclr.storage.sources import MIRROR_NAME, cache_path, fetch_tarball
 
 
 class _Server:
@@ -161,8 +160,11 @@ def test_unsupported_scheme_names_the_allowed_forms(tmp_path):
 
 @pytest.mark.parametrize("key", ["storage.checkpoint_uri", "storage.mirror_uri", "storage.export_uri", "model.init"])
 def test_store_uris_with_an_unsupported_scheme_fail_at_config_time(key):
-    with pytest.raises(ConfigError, match=rf"{re.escape(key)}: gs://b/x: unsupported scheme "
-                                          r"\(allowed: s3://, file://, or a path\)"):
+    with pytest.raises(
+        ConfigError,
+        match=rf"{re.escape(key)}: gs://b/x: unsupported scheme "
+        r"\(allowed: s3://, file://, or a path\)",
+    ):
         Config().override({key: "gs://b/x"})
 
 

@@ -5,19 +5,21 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from kubeclr.atomic import read_json
 from kubeclr.config import Config
+from kubeclr.data.files import Split, save_split
 from kubeclr.data.stats import channel_mean_std, iter_npz_rows
 from kubeclr.errors import DataError
-from kubeclr.io import Split, read_json, save_split
-from kubeclr.steps.data import compute_stats
+from kubeclr.steps.compute_stats import run as compute_stats
 
 
 def _images(n=37, seed=0):
     rng = np.random.default_rng(seed)
     # Skewed, channel-dependent values so a mixed-up axis or channel shows.
     base = rng.integers(0, 256, size=(n, 3, 32, 32), dtype=np.int64)
-    return np.clip(base * np.array([1.0, 0.5, 0.2])[None, :, None, None] + [[[[0]], [[100]], [[30]]]], 0, 255
-                   ).astype(np.uint8)
+    return np.clip(base * np.array([1.0, 0.5, 0.2])[None, :, None, None] + [[[[0]], [[100]], [[30]]]], 0, 255).astype(
+        np.uint8
+    )
 
 
 def _oracle(images):
@@ -28,7 +30,7 @@ def _oracle(images):
 @pytest.mark.parametrize("chunk", [1, 5, 37, 100])
 def test_matches_numpy_float64(chunk):
     images = _images()
-    mean, std, count = channel_mean_std(images[i:i + chunk] for i in range(0, len(images), chunk))
+    mean, std, count = channel_mean_std(images[i : i + chunk] for i in range(0, len(images), chunk))
     ref_mean, ref_std = _oracle(images)
     assert count == len(images)
     np.testing.assert_allclose(mean, ref_mean, rtol=0, atol=1e-12)
@@ -60,8 +62,12 @@ def test_iter_npz_rows_streams_the_array(tmp_path):
 
 def test_compute_stats_step(tmp_path):
     images = _images(n=50, seed=1)
-    save_split(tmp_path / "train.npz", Split(images, np.arange(50) % 10, tuple("abcdefghij"),
-                                             {"source": "sample", "synthetic": True, "split": "train"}))
+    save_split(
+        tmp_path / "train.npz",
+        Split(
+            images, np.arange(50) % 10, tuple("abcdefghij"), {"source": "sample", "synthetic": True, "split": "train"}
+        ),
+    )
     result = compute_stats(Config(), tmp_path / "train.npz", tmp_path / "stats.json")
     on_disk = read_json(tmp_path / "stats.json")
     assert on_disk == result

@@ -5,12 +5,13 @@ from __future__ import annotations
 import logging
 
 import numpy as np
-
 from cifar_fixtures import CLASS_NAMES, batch_arrays, make_cifar_tarball
 
+from kubeclr.atomic import read_json
 from kubeclr.config import Config, load_config
-from kubeclr.io import load_split, read_json
-from kubeclr.steps.data import compute_stats, download_split
+from kubeclr.data.files import load_split
+from kubeclr.steps.compute_stats import run as compute_stats
+from kubeclr.steps.download_split import run as download_split
 
 
 def _cfg(tmp_path, **values):
@@ -36,15 +37,29 @@ def test_batch5_split_preserves_pixels_and_labels(tmp_path):
     assert result["train_size"] == 80 and result["val_size"] == 20 and result["test_size"] == 20
     assert result["md5"] == md5 and result["synthetic"] is False and result["source"] == src.as_uri()
     for split, name in ((train, "train"), (val, "val"), (test, "test")):
-        assert split.meta == {"source": src.as_uri(), "synthetic": False, "seconds": result["seconds"],
-                              "md5": md5, "split": name}
+        assert split.meta == {
+            "source": src.as_uri(),
+            "synthetic": False,
+            "seconds": result["seconds"],
+            "md5": md5,
+            "split": name,
+        }
 
 
 def test_random_split_and_limits(tmp_path):
     src = tmp_path / "cifar.tar.gz"
     make_cifar_tarball(src, per_batch=40)
-    cfg = _cfg(tmp_path, **{"data.source": str(src), "data.md5": "none", "data.val_split": "random:0.25",
-                            "data.train_limit": 50, "data.val_limit": 30, "data.test_limit": 20})
+    cfg = _cfg(
+        tmp_path,
+        **{
+            "data.source": str(src),
+            "data.md5": "none",
+            "data.val_split": "random:0.25",
+            "data.train_limit": 50,
+            "data.val_limit": 30,
+            "data.test_limit": 20,
+        },
+    )
     result = download_split(cfg, *_outs(tmp_path))
     train, val, test = (load_split(p) for p in _outs(tmp_path))
     assert (result["train_size"], result["val_size"], result["test_size"]) == (50, 30, 20)

@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from kubeclr.config import ModelConfig
-from kubeclr.device import channels_last_ok
-from kubeclr.model import build_model
+from kubeclr.core.device import channels_last_ok
+from kubeclr.core.model import build_model
 
 CPU, CUDA = torch.device("cpu"), torch.device("cuda")
 

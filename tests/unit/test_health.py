@@ -6,10 +6,10 @@ import logging
 import math
 
 import pytest
-
-from kubeclr import train
-from kubeclr.health import chance_loss, check_epoch, training_health
 from test_train import CPU, MEAN, STD, structured_images, tiny_config
+
+from kubeclr.core import train
+from kubeclr.core.health import chance_loss, check_epoch, training_health
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -35,10 +35,10 @@ def test_never_judged_inside_the_warmup(epochs, warmup, first):
 
 def test_the_rule_by_hand():
     chance = math.log(31)  # batch 16
-    assert _health([chance])["status"] == "too-early"                        # epoch 1 of 8: judged at 2
-    assert _health([chance, chance * 0.995])["status"] == "not-learning"    # 0.5% below chance
-    assert _health([chance, chance * 0.991])["status"] == "not-learning"    # 0.9%: still within 1%
-    assert _health([chance, chance * 0.985])["status"] == "ok"              # 1.5% below chance
+    assert _health([chance])["status"] == "too-early"  # epoch 1 of 8: judged at 2
+    assert _health([chance, chance * 0.995])["status"] == "not-learning"  # 0.5% below chance
+    assert _health([chance, chance * 0.991])["status"] == "not-learning"  # 0.9%: still within 1%
+    assert _health([chance, chance * 0.985])["status"] == "ok"  # 1.5% below chance
     assert _health([chance, chance * 0.98, chance])["status"] == "not-learning"  # the latest epoch counts
     bad = _health([chance, chance])
     assert bad["chance_loss"] == pytest.approx(chance) and bad["epoch"] == 2
@@ -49,8 +49,8 @@ def test_the_rule_by_hand():
 def test_warning_fires_on_a_run_with_a_tiny_learning_rate(caplog):
     images, _ = structured_images(seed=3)
     cfg = tiny_config(**{"pretrain.epochs": 4, "pretrain.lr": 1e-6, "pretrain.seed": 3})
-    with caplog.at_level(logging.WARNING, logger="kubeclr.train"):
-        result = train.pretrain(cfg, images, MEAN, STD, device=CPU)
+    with caplog.at_level(logging.WARNING, logger="kubeclr.core.train"):
+        result = train.train_simclr(cfg, images, MEAN, STD, device=CPU)
     assert result.summary["health"]["status"] == "not-learning"
     warnings = [r.getMessage() for r in caplog.records if "not learning" in r.getMessage()]
     assert len(warnings) == 1  # said once, at the quarter mark, not every epoch
@@ -60,7 +60,7 @@ def test_warning_fires_on_a_run_with_a_tiny_learning_rate(caplog):
 def test_no_warning_on_a_healthy_run(caplog):
     images, _ = structured_images(seed=3)
     cfg = tiny_config(**{"pretrain.epochs": 4, "pretrain.seed": 3})
-    with caplog.at_level(logging.WARNING, logger="kubeclr.train"):
-        result = train.pretrain(cfg, images, MEAN, STD, device=CPU)
+    with caplog.at_level(logging.WARNING, logger="kubeclr.core.train"):
+        result = train.train_simclr(cfg, images, MEAN, STD, device=CPU)
     assert result.summary["health"]["status"] == "ok", result.summary["health"]
     assert not [r for r in caplog.records if "not learning" in r.getMessage()]

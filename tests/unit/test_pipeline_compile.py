@@ -7,11 +7,12 @@ import pytest
 import yaml
 
 import kubeclr
-from kubeclr.config import load_config
+from kubeclr.config import UI_PARAMS, load_config
+from kubeclr.launch.settings import LaunchSettings
 from kubeclr.pipelines.simclr import CompileOptions, compile_pipeline
 
 STEPS = {"download-split", "compute-stats", "pretrain", "extract-features", "linear-eval", "report"}
-# DESIGN.md's DAG: which task consumes which producer's outputs.
+# The DAG of docs/architecture.md: which task consumes which producer's outputs.
 EDGES = {
     "compute-stats": {"download-split"},
     "pretrain": {"download-split", "compute-stats"},
@@ -24,7 +25,9 @@ EDGES = {
 @pytest.fixture(scope="module")
 def ir(tmp_path_factory):
     path = tmp_path_factory.mktemp("ir") / "p.yaml"
-    opts = CompileOptions(node_selector={"nvidia.com/gpu.present": "true"}, pipeline_root="s3://bucket/root")
+    opts = CompileOptions(
+        launch=LaunchSettings(node_selector={"nvidia.com/gpu.present": "true"}), pipeline_root="s3://bucket/root"
+    )
     compile_pipeline(load_config("fast"), str(path), opts)
     docs = list(yaml.safe_load_all(path.read_text()))
     return docs[0], docs[1]
@@ -59,10 +62,18 @@ def test_run_page_artifact_types(ir):
         outputs = comps[f"comp-{step}"]["outputDefinitions"]["artifacts"]
         return {name: out["artifactType"]["schemaTitle"] for name, out in outputs.items()}
 
-    assert types("linear-eval") == {"metrics": "system.Metrics", "confusion": "system.ClassificationMetrics",
-                                    "classifier": "system.Model", "results": "system.Dataset"}
-    assert types("report") == {"html": "system.HTML", "summary": "system.Markdown",
-                               "metrics_json": "system.Dataset", "metrics": "system.Metrics"}
+    assert types("linear-eval") == {
+        "metrics": "system.Metrics",
+        "confusion": "system.ClassificationMetrics",
+        "classifier": "system.Model",
+        "results": "system.Dataset",
+    }
+    assert types("report") == {
+        "html": "system.HTML",
+        "summary": "system.Markdown",
+        "metrics_json": "system.Dataset",
+        "metrics": "system.Metrics",
+    }
 
 
 def test_pretrain_requests_gpus_cpu_memory_and_retries(ir):
@@ -117,10 +128,20 @@ def test_parameters_default_to_the_preset(ir):
     assert params["epochs"]["defaultValue"] == fast.pretrain.epochs
     assert params["batch_size"]["defaultValue"] == fast.pretrain.batch_size
     assert params["arch"]["defaultValue"] == "resnet18"
-    assert params["pretrain_config"]["defaultValue"]["compile"] is True
+    assert params["config"]["defaultValue"]["pretrain"]["compile"] is True
     assert "NT-Xent temperature" in params["temperature"]["description"]
-    for name in ("arch", "epochs", "batch_size", "lr", "temperature", "gpus_per_node", "nodes", "cifar_source",
-                 "checkpoint_uri", "run_name"):
+    for name in (
+        "arch",
+        "epochs",
+        "batch_size",
+        "lr",
+        "temperature",
+        "gpus_per_node",
+        "nodes",
+        "cifar_source",
+        "checkpoint_uri",
+        "run_name",
+    ):
         assert params[name].get("description"), name
 
 
@@ -128,16 +149,37 @@ def test_latest_image_is_refused(tmp_path):
     from kubeclr.errors import UserError
 
     with pytest.raises(UserError, match="never :latest"):
-        compile_pipeline(load_config("smoke"), str(tmp_path / "p.yaml"), CompileOptions(image="repo/img:latest"))
+        compile_pipeline(
+            load_config("smoke"),
+            str(tmp_path / "p.yaml"),
+            CompileOptions(launch=LaunchSettings(image="repo/img:latest")),
+        )
     assert not (tmp_path / "p.yaml").exists()
 
 
 def test_cli_compile_with_image_override(tmp_path):
     out = tmp_path / "ir.yaml"
-    proc = subprocess.run([sys.executable, "-m", "kubeclr.cli", "compile", "--preset", "smoke", "--output", str(out),
-                           "--image", "registry.local/kubeclr:9.9.9", "--secret-name", "my-s3",
-                           "--node-selector", "cloud.google.com/gke-accelerator=nvidia-h100-80gb"],
-                          capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "kubeclr.cli",
+            "compile",
+            "--preset",
+            "smoke",
+            "--output",
+            str(out),
+            "--image",
+            "registry.local/kubeclr:9.9.9",
+            "--secret-name",
+            "my-s3",
+            "--node-selector",
+            "cloud.google.com/gke-accelerator=nvidia-h100-80gb",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr
     docs = list(yaml.safe_load_all(out.read_text()))
     images = {e["container"]["image"] for e in docs[0]["deploymentSpec"]["executors"].values()}
@@ -150,13 +192,14 @@ def test_cli_compile_with_image_override(tmp_path):
 def test_launcher_variant_holds_no_gpu(tmp_path):
     """`compile --launcher`: the pretrain pod only launches a PyTorchJob, so it requests no GPU."""
     path = tmp_path / "p.yaml"
-    compile_pipeline(load_config("fast"), str(path), CompileOptions(launcher=True))
+    compile_pipeline(load_config("fast"), str(path), CompileOptions(launch=LaunchSettings(launcher_only=True)))
     spec, platform = yaml.safe_load_all(path.read_text())
     container = spec["deploymentSpec"]["executors"]["exec-pretrain"]["container"]
     assert "accelerator" not in container["resources"]
     assert container["resources"]["resourceCpuLimit"] == "1"
     env = {e["name"]: e.get("value", "") for e in container["env"]}  # empty values are omitted
-    assert env["KUBECLR_LAUNCHER_ONLY"] == "true" and env["KUBECLR_POD_CPU"] == "8"  # the job's pods get 8
+    settings = LaunchSettings.from_env(env)
+    assert settings.launcher_only is True and settings.cpu == "8"  # the job's pods get 8
     pre = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]["exec-pretrain"]
     assert "emptyDirMounts" not in pre and "tolerations" not in pre
     assert spec["root"]["inputDefinitions"]["parameters"]["nodes"]["defaultValue"] == 2
@@ -166,7 +209,37 @@ def test_launcher_variant_refuses_one_node(tmp_path, monkeypatch):
     from kubeclr.errors import UserError
     from kubeclr.steps import pretrain as step
 
-    monkeypatch.setenv("KUBECLR_LAUNCHER_ONLY", "true")
+    monkeypatch.setenv("KUBECLR_LAUNCH", '{"launcher_only": true}')
     with pytest.raises(UserError, match="compiled with --launcher"):
-        step.pretrain(load_config("smoke"), tmp_path / "t.npz", tmp_path / "s.json", tmp_path / "e.pt",
-                      tmp_path / "h.json", run_name="r", nodes=1)
+        step.run(
+            load_config("smoke"),
+            tmp_path / "t.npz",
+            tmp_path / "s.json",
+            tmp_path / "e.pt",
+            tmp_path / "h.json",
+            run_name="r",
+            nodes=1,
+        )
+
+
+def test_one_config_struct_plus_the_ui_parameters_and_no_key_twice(ir):
+    params = ir[0]["root"]["inputDefinitions"]["parameters"]
+    ui = [p.name for p in UI_PARAMS]
+    assert set(params) == {"run_name", *ui, "gpus_per_node", "nodes", "config"}
+    assert params["config"]["parameterType"] == "STRUCT"
+    struct = params["config"]["defaultValue"]
+    in_struct = [f"{section}.{key}" for section, keys in struct.items() for key in keys]
+    assert len(in_struct) == len(set(in_struct))
+    assert not {p.key for p in UI_PARAMS} & set(in_struct)  # a UI key never also in the struct
+    assert sorted(in_struct + [p.key for p in UI_PARAMS]) == sorted(load_config("fast").dotted_keys())  # every key once
+
+
+def test_every_later_step_gets_the_config_the_first_step_resolved(ir):
+    tasks = ir[0]["root"]["dag"]["tasks"]
+    first = tasks["download-split"]["inputs"]["parameters"]
+    assert first["config"]["componentInputParameter"] == "config"
+    assert {p.name for p in UI_PARAMS} <= set(first)
+    for name in STEPS - {"download-split"}:
+        config = tasks[name]["inputs"]["parameters"]["config"]["taskOutputParameter"]
+        assert config == {"producerTask": "download-split", "outputParameterKey": "Output"}, name
+        assert not {p.name for p in UI_PARAMS} & set(tasks[name]["inputs"]["parameters"]), name

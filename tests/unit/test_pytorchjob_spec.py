@@ -14,22 +14,34 @@ import re
 import kubernetes_validate
 import pytest
 
+from kubeclr.cluster.jobs import resource_path
+from kubeclr.cluster.pytorchjob import build_pytorchjob, job_name
 from kubeclr.config import load_config
 from kubeclr.errors import UserError
-from kubeclr.pytorchjob import build_pytorchjob, job_name, resource_path, train_entry_args
-from kubeclr.train_entry import build_parser
+from kubeclr.launch.entry import build_parser, entry_args, read_config
 
 GPU_TAINT = {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
-OPERATOR_ENV = {"MASTER_ADDR", "MASTER_PORT", "WORLD_SIZE", "RANK", "PET_NNODES", "PET_NPROC_PER_NODE",
-                "PET_NODE_RANK"}
+OPERATOR_ENV = {"MASTER_ADDR", "MASTER_PORT", "WORLD_SIZE", "RANK", "PET_NNODES", "PET_NPROC_PER_NODE", "PET_NODE_RANK"}
 
 
 def make(**kw):
-    args = dict(name="simclr-nightly-abc123", namespace="ml", image="ghcr.io/kubeclr/kubeclr:0.1.0", nodes=3,
-                gpus_per_node=4, command_args=["--output-uri", "s3://b/runs/x", "--run-name", "nightly"],
-                env={"AWS_ENDPOINT_URL": "http://seaweedfs.kubeflow:8333"}, secret_name="s3-credentials",
-                node_selector={"nvidia.com/gpu.present": "true"}, tolerations=[], cpu="8", memory="32Gi",
-                shm_size="16Gi", service_account="pipeline-runner", labels={"team": "vision"})
+    args = dict(
+        name="simclr-nightly-abc123",
+        namespace="ml",
+        image="ghcr.io/kubeclr/kubeclr:0.1.0",
+        nodes=3,
+        gpus_per_node=4,
+        command_args=["--output-uri", "s3://b/runs/x", "--run-name", "nightly"],
+        env={"AWS_ENDPOINT_URL": "http://seaweedfs.kubeflow:8333"},
+        secret_name="s3-credentials",
+        node_selector={"nvidia.com/gpu.present": "true"},
+        tolerations=[],
+        cpu="8",
+        memory="32Gi",
+        shm_size="16Gi",
+        service_account="pipeline-runner",
+        labels={"team": "vision"},
+    )
     args.update(kw)
     return build_pytorchjob(**args)
 
@@ -43,8 +55,7 @@ def test_top_level_and_run_policy():
     assert job["metadata"]["labels"]["team"] == "vision"
     assert set(job["spec"]) == {"nprocPerNode", "runPolicy", "pytorchReplicaSpecs"}
     assert job["spec"]["nprocPerNode"] == "4"  # a string in the v1 API (it also accepts 'auto')
-    assert job["spec"]["runPolicy"] == {"cleanPodPolicy": "Running", "backoffLimit": 2,
-                                        "activeDeadlineSeconds": 3600}
+    assert job["spec"]["runPolicy"] == {"cleanPodPolicy": "Running", "backoffLimit": 2, "activeDeadlineSeconds": 3600}
     assert "activeDeadlineSeconds" not in make()["spec"]["runPolicy"]
 
 
@@ -66,9 +77,19 @@ def test_container(role):
     assert c["name"] == "pytorch"
     assert c["image"] == "ghcr.io/kubeclr/kubeclr:0.1.0"
     assert c["command"] == [
-        "torchrun", "--nnodes=3", "--nproc_per_node=4", "--rdzv_backend=c10d",
-        "--rdzv_endpoint=$(MASTER_ADDR):$(MASTER_PORT)", "--rdzv_id=simclr-nightly-abc123",
-        "-m", "kubeclr.train_entry", "--output-uri", "s3://b/runs/x", "--run-name", "nightly"]
+        "torchrun",
+        "--nnodes=3",
+        "--nproc_per_node=4",
+        "--rdzv_backend=c10d",
+        "--rdzv_endpoint=$(MASTER_ADDR):$(MASTER_PORT)",
+        "--rdzv_id=simclr-nightly-abc123",
+        "-m",
+        "kubeclr.launch.entry",
+        "--output-uri",
+        "s3://b/runs/x",
+        "--run-name",
+        "nightly",
+    ]
     # every $(VAR) in the command is one the operator injects (Kubernetes leaves unknown ones verbatim)
     assert set(re.findall(r"\$\((\w+)\)", " ".join(c["command"]))) <= OPERATOR_ENV
     assert {"name": "pytorchjob-port", "containerPort": 23456, "protocol": "TCP"} in c["ports"]
@@ -89,8 +110,12 @@ def test_pod_spec(role):
     assert spec["tolerations"] == [GPU_TAINT]
     assert spec["serviceAccountName"] == "pipeline-runner"
     assert "priorityClassName" not in spec  # only when asked: a missing PriorityClass would block the pods
-    assert make(priority_class="kubeclr-gpu-training")["spec"]["pytorchReplicaSpecs"][role]["template"]["spec"][
-        "priorityClassName"] == "kubeclr-gpu-training"
+    assert (
+        make(priority_class="kubeclr-gpu-training")["spec"]["pytorchReplicaSpecs"][role]["template"]["spec"][
+            "priorityClassName"
+        ]
+        == "kubeclr-gpu-training"
+    )
     assert spec["securityContext"]["runAsNonRoot"] is True
     labels = tmpl["metadata"]["labels"]
     assert labels["team"] == "vision" and labels["app.kubernetes.io/component"] == "simclr-pretrain"
@@ -105,19 +130,20 @@ def test_pod_template_is_a_valid_core_pod_template():
 
 
 def test_cpu_only_and_caller_tolerations():
-    job = make(gpus_per_node=0, tolerations=[{"key": "dedicated", "operator": "Equal", "value": "ml",
-                                               "effect": "NoSchedule"}], secret_name=None)
+    job = make(
+        gpus_per_node=0,
+        tolerations=[{"key": "dedicated", "operator": "Equal", "value": "ml", "effect": "NoSchedule"}],
+        secret_name=None,
+    )
     spec = job["spec"]["pytorchReplicaSpecs"]["Master"]["template"]["spec"]
     c = spec["containers"][0]
     assert "nvidia.com/gpu" not in c["resources"]["limits"]
     assert "--nproc_per_node=1" in c["command"] and job["spec"]["nprocPerNode"] == "1"
-    assert spec["tolerations"] == [{"key": "dedicated", "operator": "Equal", "value": "ml",
-                                    "effect": "NoSchedule"}]
+    assert spec["tolerations"] == [{"key": "dedicated", "operator": "Equal", "value": "ml", "effect": "NoSchedule"}]
     assert "envFrom" not in c
     # a caller's own GPU toleration is kept, not duplicated
     own = {"key": "nvidia.com/gpu", "operator": "Equal", "value": "present", "effect": "NoSchedule"}
-    assert make(tolerations=[own])["spec"]["pytorchReplicaSpecs"]["Master"]["template"]["spec"][
-        "tolerations"] == [own]
+    assert make(tolerations=[own])["spec"]["pytorchReplicaSpecs"]["Master"]["template"]["spec"]["tolerations"] == [own]
 
 
 def test_replicas_do_not_share_mutable_state():
@@ -126,8 +152,16 @@ def test_replicas_do_not_share_mutable_state():
     assert len(specs["Master"]["template"]["spec"]["containers"][0]["env"]) == 1
 
 
-@pytest.mark.parametrize("bad", [dict(name="Bad_Name"), dict(name="9starts-with-digit"), dict(name="x" * 41),
-                                 dict(nodes=0), dict(gpus_per_node=-1)])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        dict(name="Bad_Name"),
+        dict(name="9starts-with-digit"),
+        dict(name="x" * 41),
+        dict(nodes=0),
+        dict(gpus_per_node=-1),
+    ],
+)
 def test_invalid_inputs_raise_one_line(bad):
     with pytest.raises(UserError) as err:
         make(**bad)
@@ -147,51 +181,116 @@ def test_resource_path():
     assert resource_path(make()) == "/apis/kubeflow.org/v1/namespaces/ml/pytorchjobs"
 
 
-@pytest.mark.parametrize("preset,overrides", [
-    ("paper", ["pretrain.lr=1.5", "eval.l2_grid=[1e-06, 0.5]", "data.source=s3://b/c=1,2 x.tar.gz"]),
-    ("smoke", ["augment.crop_scale=[0.2, 1.0]", "pretrain.compile=true", "storage.checkpoint_uri="]),
-    ("fast", []),
-])
-def test_train_entry_args_rebuild_the_exact_config(preset, overrides):
-    """What the pods parse (train_entry's own parser + load_config) is the launcher's config, key for key."""
+@pytest.mark.parametrize(
+    "preset,overrides",
+    [
+        ("paper", ["pretrain.lr=1.5", "eval.l2_grid=[1e-06, 0.5]", "data.source=s3://b/c=1,2 x.tar.gz"]),
+        ("smoke", ["augment.crop_scale=[0.2, 1.0]", "pretrain.compile=true", "storage.checkpoint_uri="]),
+        ("fast", []),
+    ],
+)
+def test_entry_args_rebuild_the_exact_config(preset, overrides):
+    """What the pods parse (the entry point's own parser and reader) is the launcher's config, key for key."""
     cfg = load_config(preset, overrides=overrides)
-    argv = train_entry_args(cfg, prefix="s3://b/runs/j", run_name="r", checkpoint_uri="s3://b/runs/j/ckpt")
+    argv = entry_args(
+        cfg,
+        train="s3://b/runs/j/inputs/train.npz",
+        stats="s3://b/runs/j/inputs/stats.json",
+        run_name="r",
+        output_uri="s3://b/runs/j",
+    )
     args = build_parser().parse_args(argv)
-    assert load_config(args.preset, args.config, args.overrides) == cfg
+    assert read_config(args) == cfg
+    assert argv.count("--config-json") == 1 and not any(a == "--set" for a in argv)  # one argument, not ~60
     assert (args.train, args.stats) == ("s3://b/runs/j/inputs/train.npz", "s3://b/runs/j/inputs/stats.json")
-    assert (args.output_uri, args.checkpoint_uri, args.run_name) == ("s3://b/runs/j", "s3://b/runs/j/ckpt", "r")
+    assert (args.output_uri, args.run_name) == ("s3://b/runs/j", "r")
+
+
+def test_entry_refuses_a_config_that_changed_on_the_way():
+    cfg = load_config("smoke")
+    argv = entry_args(cfg, train="t.npz", stats="s.json", run_name="r", output_uri="s3://b/x")
+    i = argv.index("--config-json") + 1
+    argv[i] = argv[i].replace('"epochs":6', '"epochs":7')
+    with pytest.raises(UserError, match="differs from --config-sha256"):
+        read_config(build_parser().parse_args(argv))
 
 
 def test_dollar_paren_in_values_is_escaped_for_kubernetes():
     cmd = make(command_args=["--set", "data.source=s3://b/$(HOME)/x"])["spec"]["pytorchReplicaSpecs"]["Master"][
-        "template"]["spec"]["containers"][0]["command"]
+        "template"
+    ]["spec"]["containers"][0]["command"]
     assert cmd[-1] == "data.source=s3://b/$$(HOME)/x"  # Kubernetes turns '$$(' back into a literal '$('
     assert "--rdzv_endpoint=$(MASTER_ADDR):$(MASTER_PORT)" in cmd  # ours is still expanded
 
 
-def test_cluster_settings_come_from_the_compiled_pipeline_env(tmp_path):
+def test_launch_settings_come_from_the_compiled_pipeline_env(tmp_path):
     """What `compile` puts on the pretrain task is what the launcher uses for the job's pods."""
     import yaml
 
     from kubeclr.config import load_config
+    from kubeclr.launch.settings import ENV_VAR, LaunchSettings
     from kubeclr.pipelines.simclr import CompileOptions, compile_pipeline
-    from kubeclr.pytorchjob import ClusterSettings
 
     path = tmp_path / "p.yaml"
-    compile_pipeline(load_config("smoke"), str(path), CompileOptions(
-        image="registry.local/kubeclr:1.2.3", node_selector={"nvidia.com/gpu.present": "true"},
-        secret_name="s3-creds", pretrain_cpu="16", pretrain_memory="64Gi", shm_size="16Gi",
-        pretrain_timeout_s=3600, delete_pytorchjob=False, priority_class="kubeclr-gpu-training"))
+    compile_pipeline(
+        load_config("smoke"),
+        str(path),
+        CompileOptions(
+            launch=LaunchSettings(
+                image="registry.local/kubeclr:1.2.3",
+                node_selector={"nvidia.com/gpu.present": "true"},
+                secret_name="s3-creds",
+                cpu="16",
+                memory="64Gi",
+                shm_size="16Gi",
+                timeout_s=3600,
+                delete_after=False,
+                priority_class="kubeclr-gpu-training",
+            )
+        ),
+    )
     spec = next(yaml.safe_load_all(path.read_text()))
-    env = {e["name"]: e.get("value", "")  # the IR omits empty values
-           for e in spec["deploymentSpec"]["executors"]["exec-pretrain"]["container"]["env"]}
-    cluster = ClusterSettings.from_env(nodes=3, gpus_per_node=8, environ=env)
-    assert (cluster.image, cluster.secret_name, cluster.node_selector) == \
-        ("registry.local/kubeclr:1.2.3", "s3-creds", {"nvidia.com/gpu.present": "true"})
-    assert (cluster.cpu, cluster.memory, cluster.shm_size, cluster.timeout_s) == ("16", "64Gi", "16Gi", 3600.0)
-    assert cluster.tolerations == [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
-    assert cluster.delete_after is False and (cluster.nodes, cluster.gpus_per_node) == (3, 8)
+    env = {
+        e["name"]: e.get("value", "")  # the IR omits empty values
+        for e in spec["deploymentSpec"]["executors"]["exec-pretrain"]["container"]["env"]
+    }
+    assert [k for k in env if k.startswith("KUBECLR_")] == [ENV_VAR]  # one variable, not eleven
+    cluster = LaunchSettings.from_env({**env, "KUBECLR_SERVICE_ACCOUNT": "runner"})
+    assert (cluster.image, cluster.secret_name, cluster.node_selector) == (
+        "registry.local/kubeclr:1.2.3",
+        "s3-creds",
+        {"nvidia.com/gpu.present": "true"},
+    )
+    assert (cluster.cpu, cluster.memory, cluster.shm_size, cluster.timeout_s) == ("16", "64Gi", "16Gi", 3600)
+    assert cluster.tolerations() == [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
+    assert cluster.delete_after is False and cluster.service_account == "runner"
     assert cluster.priority_class == "kubeclr-gpu-training"
+
+
+@pytest.mark.parametrize(
+    "value, message",
+    [
+        ("{not json", "KUBECLR_LAUNCH: not valid JSON"),
+        ("[1, 2]", "expected a JSON object, got list"),
+        ('{"cpu": 8}', "field 'cpu' must be a str, got 8"),
+        ('{"timeout_s": "soon"}', "field 'timeout_s' must be a int"),
+        ('{"node_selector": {"a": 1}}', "field 'node_selector' must be an object of strings"),
+        ('{"gpus": 2}', "unknown field 'gpus'"),
+        ('{"timeout_s": 0}', "timeout_s and poll_s must be > 0"),
+    ],
+)
+def test_launch_settings_from_env_name_the_bad_field(value, message):
+    from kubeclr.launch.settings import LaunchSettings
+
+    with pytest.raises(UserError, match=re.escape(message)):
+        LaunchSettings.from_env({"KUBECLR_LAUNCH": value})
+
+
+def test_launch_settings_defaults_are_the_pods_defaults():
+    from kubeclr.launch.settings import LaunchSettings
+
+    assert LaunchSettings.from_env({}) == LaunchSettings()
+    assert (LaunchSettings().cpu, LaunchSettings().memory, LaunchSettings().shm_size) == ("8", "32Gi", "8Gi")
 
 
 def test_multinode_pretrain_needs_object_storage(tmp_path):
@@ -199,7 +298,15 @@ def test_multinode_pretrain_needs_object_storage(tmp_path):
     from kubeclr.errors import UserError
     from kubeclr.steps import pretrain as step
 
+    cfg = load_config("smoke", overrides=[f"storage.checkpoint_uri={(tmp_path / 'ckpt').as_uri()}"])
     with pytest.raises(UserError, match=r"nodes=2 needs checkpoint_uri to be an s3:// prefix"):
-        step.pretrain(load_config("smoke"), tmp_path / "train.npz", tmp_path / "stats.json", tmp_path / "enc.pt",
-                      tmp_path / "history.json", run_name="r", checkpoint_uri=(tmp_path / "ckpt").as_uri(), nodes=2)
+        step.run(
+            cfg,
+            tmp_path / "train.npz",
+            tmp_path / "stats.json",
+            tmp_path / "enc.pt",
+            tmp_path / "history.json",
+            run_name="r",
+            nodes=2,
+        )
     assert list(tmp_path.iterdir()) == []

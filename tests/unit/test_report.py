@@ -8,13 +8,15 @@ import xml.etree.ElementTree as ET
 import numpy as np
 import pytest
 import torch
-
-from kubeclr.evaluate.report import CSP, validate_metrics
-from kubeclr.io import read_json
-from kubeclr.model import build_encoder
-from kubeclr.steps import evaluate as steps
-
 from report_fixtures import CLASSES, RUN, make_inputs, render_report
+
+from kubeclr.atomic import read_json
+from kubeclr.core.model import build_encoder
+from kubeclr.report.metrics import validate_metrics
+from kubeclr.report.render import CSP
+from kubeclr.steps import extract_features as extract_step
+from kubeclr.steps import linear_eval as linear_step
+from kubeclr.steps import report as report_step
 
 
 @pytest.fixture(scope="module")
@@ -25,8 +27,11 @@ def report_dir(tmp_path_factory):
 
 
 def embedded_svgs(page):
-    imgs = re.findall(r'<img src="data:image/svg\+xml;base64,([A-Za-z0-9+/=]+)" alt="([^"]*)" '
-                      r'width="(\d+)" height="(\d+)">', page)
+    imgs = re.findall(
+        r'<img src="data:image/svg\+xml;base64,([A-Za-z0-9+/=]+)" alt="([^"]*)" '
+        r'width="(\d+)" height="(\d+)">',
+        page,
+    )
     return [(ET.fromstring(base64.b64decode(data)), alt, int(w), int(h)) for data, alt, w, h in imgs]
 
 
@@ -50,7 +55,7 @@ def test_report_embeds_the_plots_as_decodable_svg_images(report_dir):
     for root, _, w, h in svgs:
         assert root.tag == ns + "svg" and int(root.get("width")) == w > 0 and int(root.get("height")) == h > 0
     tsne_svg = next(root for root, alt, _, _ in svgs if "t-SNE" in alt)
-    assert len(tsne_svg.findall(f".//{ns}circle")) >= 40        # 40 points (+ legend)
+    assert len(tsne_svg.findall(f".//{ns}circle")) >= 40  # 40 points (+ legend)
     heat = next(root for root, alt, _, _ in svgs if "Confusion" in alt)
     assert "a<b & c" in [t.text for t in heat.iter(ns + "text")]  # class name escaped, so it parses back intact
     # self-contained: nothing fetched from the network
@@ -76,17 +81,26 @@ def test_metrics_json_validates_and_matches_inputs(report_dir):
     assert on_disk["dataset"]["train_size"] == 40 and on_disk["dataset"]["synthetic"] is True
     assert on_disk["linear_eval"]["test_top1"] == results["test_top1"]
     assert on_disk["knn"]["test_top1"] == results["knn"]["test_top1"]
-    assert set(on_disk["timings"]) == {"download_split", "compute_stats", "pretrain", "extract_features",
-                                       "linear_eval", "report"}
+    assert set(on_disk["timings"]) == {
+        "download_split",
+        "compute_stats",
+        "pretrain",
+        "extract_features",
+        "linear_eval",
+        "report",
+    }
 
 
-@pytest.mark.parametrize("path,value,message", [
-    (("dataset", "train_size"), None, "missing key 'dataset.train_size'"),
-    (("linear_eval", "test_top1"), 1.5, "'linear_eval.test_top1' must be a fraction"),
-    (("dataset", "synthetic"), "no", "'dataset.synthetic' must be a boolean"),
-    (("pretrain", "epochs"), True, "'pretrain.epochs' must be a non-negative integer"),
-    (("dataset", "mean"), [0.1, 0.2], "'dataset.mean' must be a list of 3"),
-])
+@pytest.mark.parametrize(
+    "path,value,message",
+    [
+        (("dataset", "train_size"), None, "missing key 'dataset.train_size'"),
+        (("linear_eval", "test_top1"), 1.5, "'linear_eval.test_top1' must be a fraction"),
+        (("dataset", "synthetic"), "no", "'dataset.synthetic' must be a boolean"),
+        (("pretrain", "epochs"), True, "'pretrain.epochs' must be a non-negative integer"),
+        (("dataset", "mean"), [0.1, 0.2], "'dataset.mean' must be a list of 3"),
+    ],
+)
 def test_validate_metrics_names_the_bad_key(report_dir, path, value, message):
     bad = json.loads(json.dumps(report_dir[2]))
     if value is None:
@@ -101,8 +115,9 @@ def test_extract_features_step_roundtrip(tmp_path):
     cfg, p = make_inputs(tmp_path)
     encoder = build_encoder(cfg.model)
     torch.save(encoder.state_dict(), tmp_path / "encoder.pt")
-    out = steps.extract_features(cfg, tmp_path / "encoder.pt", p["stats"], p["train"], p["val"], p["test"],
-                                 tmp_path / "feats.npz")
+    out = extract_step.run(
+        cfg, tmp_path / "encoder.pt", p["stats"], p["train"], p["val"], p["test"], tmp_path / "feats.npz"
+    )
     assert out["feature_dim"] == encoder.feature_dim and out["test_size"] == 40
     with np.load(tmp_path / "feats.npz", allow_pickle=False) as npz:
         assert npz["train_x"].shape == (40, encoder.feature_dim) and npz["train_x"].dtype == np.float32
@@ -111,31 +126,42 @@ def test_extract_features_step_roundtrip(tmp_path):
 
 def test_wrong_encoder_file_is_a_clear_user_error(tmp_path):
     from kubeclr.errors import DataError
+
     cfg, p = make_inputs(tmp_path)
     torch.save(build_encoder(cfg.override({"model.width": 8}).model).state_dict(), tmp_path / "encoder.pt")
     with pytest.raises(DataError, match=r"encoder .*encoder.pt: does not match model.arch=resnet18 width=4"):
-        steps.extract_features(cfg, tmp_path / "encoder.pt", p["stats"], p["train"], p["val"], p["test"],
-                               tmp_path / "feats.npz")
+        extract_step.run(
+            cfg, tmp_path / "encoder.pt", p["stats"], p["train"], p["val"], p["test"], tmp_path / "feats.npz"
+        )
     assert not (tmp_path / "feats.npz").exists()
 
 
-def test_linear_eval_step_seed_protocol(tmp_path):
+def test_linear_eval_step_crops_protocol(tmp_path):
     from kubeclr.errors import ConfigError
+
     cfg, p = make_inputs(tmp_path)
-    cfg = cfg.override({"eval.protocol": "seed", "eval.seed_epochs": 1, "eval.batch_size": 20})
+    cfg = cfg.override({"eval.protocol": "crops", "eval.crops_epochs": 1, "eval.batch_size": 20})
     torch.save(build_encoder(cfg.model).state_dict(), tmp_path / "encoder.pt")
-    with pytest.raises(ConfigError, match="eval.protocol=seed needs"):
-        steps.linear_eval(cfg, p["features"], tmp_path / "r.json", tmp_path / "c.pt")
-    results = steps.linear_eval(cfg, p["features"], tmp_path / "r.json", tmp_path / "c.pt",
-                                encoder_path=tmp_path / "encoder.pt", stats_path=p["stats"], train_path=p["train"],
-                                val_path=p["val"], test_path=p["test"])
-    assert results["protocol"] == "seed" and results["l2"] is None and 0 <= results["test_top1"] <= 1
+    with pytest.raises(ConfigError, match="eval.protocol=crops needs"):
+        linear_step.run(cfg, p["features"], tmp_path / "r.json", tmp_path / "c.pt")
+    results = linear_step.run(
+        cfg,
+        p["features"],
+        tmp_path / "r.json",
+        tmp_path / "c.pt",
+        encoder_path=tmp_path / "encoder.pt",
+        stats_path=p["stats"],
+        train_path=p["train"],
+        val_path=p["val"],
+        test_path=p["test"],
+    )
+    assert results["protocol"] == "crops" and results["l2"] is None and 0 <= results["test_top1"] <= 1
     assert np.asarray(results["confusion"]).sum() == 40 and results["knn"]["test_top1"] == 1.0
     assert torch.load(tmp_path / "c.pt", weights_only=True)["weight"].shape == (4, 8 * 4)
 
 
 def test_markdown_escaping_keeps_apostrophes_readable():
-    from kubeclr.evaluate.report import md_escape
+    from kubeclr.report.render import md_escape
 
     assert md_escape("bob's run #1") == "bob's run \\#1"
     assert md_escape("<img src=x onerror=alert(1)>") == "&lt;img src=x onerror=alert\\(1\\)&gt;"
@@ -145,35 +171,44 @@ def test_run_page_artifacts_carry_the_results(report_dir):
     """What the Kubeflow run page shows: scalars on Metrics, the labelled matrix on ClassificationMetrics."""
     from kfp import dsl
 
-    from kubeclr.steps import runtime
-
-    tmp, results, summary = report_dir
+    tmp, _, summary = report_dir
+    cfg, p = make_inputs(tmp / "again")
     metrics = dsl.Metrics(name="metrics", uri=str(tmp / "m"), metadata={})
     confusion = dsl.ClassificationMetrics(name="confusion", uri=str(tmp / "c"), metadata={})
-    runtime.log_linear_eval(results, metrics, confusion)
-    assert metrics.metadata == {"val_top1": results["val_top1"], "val_top5": results["val_top5"],
-                                "test_top1": results["test_top1"], "test_top5": results["test_top5"],
-                                "seconds": results["seconds"], "knn_test_top1": results["knn"]["test_top1"]}
+    results = linear_step.run(
+        cfg, p["features"], tmp / "again" / "r.json", tmp / "again" / "c.pt", metrics=metrics, confusion=confusion
+    )
+    assert metrics.metadata == {
+        "val_top1": results["val_top1"],
+        "val_top5": results["val_top5"],
+        "test_top1": results["test_top1"],
+        "test_top5": results["test_top5"],
+        "seconds": results["seconds"],
+        "knn_test_top1": results["knn"]["test_top1"],
+    }
     matrix = confusion.metadata["confusionMatrix"]
     assert [spec["displayName"] for spec in matrix["annotationSpecs"]] == list(CLASSES)
     assert [row["row"] for row in matrix["rows"]] == results["confusion"]
 
     headline = dsl.Metrics(name="metrics", uri=str(tmp / "h"), metadata={})
-    runtime.log_report(summary, headline)
+    report_step.log_run_page(summary, headline)
     assert headline.metadata == {
-        "linear_test_top1": summary["linear_eval"]["test_top1"], "linear_test_top5": summary["linear_eval"]["test_top5"],
-        "knn_test_top1": summary["knn"]["test_top1"], "pretrain_final_loss": summary["pretrain"]["final_loss"],
+        "linear_test_top1": summary["linear_eval"]["test_top1"],
+        "linear_test_top5": summary["linear_eval"]["test_top5"],
+        "knn_test_top1": summary["knn"]["test_top1"],
+        "pretrain_final_loss": summary["pretrain"]["final_loss"],
         "pretrain_images_per_second": summary["pretrain"]["images_per_second"],
-        "pretrain_seconds": summary["pretrain"]["seconds"]}
+        "pretrain_seconds": summary["pretrain"]["seconds"],
+    }
 
 
 def test_chart_ticks_are_whole_epochs_and_labels_distinct():
-    from kubeclr.evaluate.charts import nice_ticks, tick_labels
+    from kubeclr.report.charts import nice_ticks, tick_labels
 
     assert nice_ticks(1, 3, count=6, integer=True) == [1, 2, 3]
     assert all(float(t).is_integer() for t in nice_ticks(1, 100, count=6, integer=True))
-    assert nice_ticks(1, 3, count=6) == [1.0, 1.5, 2.0, 2.5, 3.0]      # without it, half epochs
-    ticks = nice_ticks(101.0, 103.0)                                   # 101, 101.5, … : '102' twice at 3 digits
+    assert nice_ticks(1, 3, count=6) == [1.0, 1.5, 2.0, 2.5, 3.0]  # without it, half epochs
+    ticks = nice_ticks(101.0, 103.0)  # 101, 101.5, … : '102' twice at 3 digits
     labels = tick_labels(ticks)
     assert len(set(labels)) == len(labels) and labels[1] == "101.5"
     assert tick_labels([0.0001, 0.0002, 0.0003]) == ["1e-04", "2e-04", "3e-04"]
@@ -181,7 +216,7 @@ def test_chart_ticks_are_whole_epochs_and_labels_distinct():
 
 
 def test_report_warns_when_pretraining_did_not_learn(tmp_path):
-    from kubeclr.health import training_health
+    from kubeclr.core.health import training_health
 
     health = training_health([3.43, 3.43, 3.43], epochs=3, batch_size=16, peak_lr=1e-6, lr_scaling="none")
     assert health["status"] == "not-learning"

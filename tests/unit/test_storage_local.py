@@ -1,25 +1,28 @@
-"""kubeclr.storage: URI parsing, LocalStore behaviour and the S3 dispatch (no server needed)."""
+"""kubeclr.storage.store: URI parsing, LocalStore behaviour and the S3 dispatch (no server needed)."""
 
 from __future__ import annotations
 
 import pytest
 
 from kubeclr.errors import StorageError, UserError
-from kubeclr.storage import LocalStore, open_store, parent_and_key, split_uri
+from kubeclr.storage.store import LocalStore, open_store, parent_and_key
+from kubeclr.uri import split_uri
 
 
-@pytest.mark.parametrize("uri, expected", [
-    ("s3://bucket/a/b", ("s3", "bucket/a/b")),
-    ("file:///tmp/x", ("file", "/tmp/x")),
-    ("file://localhost/tmp/x%20y", ("file", "/tmp/x y")),
-    ("relative/dir", ("file", "relative/dir")),
-])
+@pytest.mark.parametrize(
+    "uri, expected",
+    [
+        ("s3://bucket/a/b", ("s3", "bucket/a/b")),
+        ("file:///tmp/x", ("file", "/tmp/x")),
+        ("file://localhost/tmp/x%20y", ("file", "/tmp/x y")),
+        ("relative/dir", ("file", "relative/dir")),
+    ],
+)
 def test_split_uri(uri, expected):
     assert split_uri(uri) == expected
 
 
-@pytest.mark.parametrize("uri, match", [("gs://bucket/x", "unsupported scheme"),
-                                        ("file://host/x", "must be absolute")])
+@pytest.mark.parametrize("uri, match", [("gs://bucket/x", "unsupported scheme"), ("file://host/x", "must be absolute")])
 def test_split_uri_rejects(uri, match):
     with pytest.raises(StorageError, match=match):
         split_uri(uri)
@@ -106,15 +109,18 @@ def test_s3_settings_errors_are_user_errors(monkeypatch):
         open_store("s3://bucket/x")
 
 
-@pytest.mark.parametrize("uri, shown", [
-    ("https://user:secret@host/c.tar.gz?X-Amz-Signature=abc", "https://***@host/c.tar.gz?…"),
-    ("https://host/c.tar.gz", "https://host/c.tar.gz"),
-    ("s3://bucket/key", "s3://bucket/key"),
-    ("sample", "sample"),
-    ("/data/c.tar.gz", "/data/c.tar.gz"),
-])
+@pytest.mark.parametrize(
+    "uri, shown",
+    [
+        ("https://user:secret@host/c.tar.gz?X-Amz-Signature=abc", "https://***@host/c.tar.gz?…"),
+        ("https://host/c.tar.gz", "https://host/c.tar.gz"),
+        ("s3://bucket/key", "s3://bucket/key"),
+        ("sample", "sample"),
+        ("/data/c.tar.gz", "/data/c.tar.gz"),
+    ],
+)
 def test_redact_uri_hides_credentials(uri, shown):
-    from kubeclr.storage import redact_uri
+    from kubeclr.uri import redact_uri
 
     assert redact_uri(uri) == shown
 
@@ -122,10 +128,16 @@ def test_redact_uri_hides_credentials(uri, shown):
 def test_download_errors_never_show_credentials(tmp_path):
     from kubeclr.config import load_config
     from kubeclr.errors import DataError
-    from kubeclr.steps.data import download_split
+    from kubeclr.steps.download_split import run as download_split
 
-    cfg = load_config("smoke", overrides=["data.source=http://user:s3cret@127.0.0.1:9/c.tar.gz?sig=t0ken",
-                                          "data.md5=none", f"data.cache_dir={tmp_path / 'cache'}"])
+    cfg = load_config(
+        "smoke",
+        overrides=[
+            "data.source=http://user:s3cret@127.0.0.1:9/c.tar.gz?sig=t0ken",
+            "data.md5=none",
+            f"data.cache_dir={tmp_path / 'cache'}",
+        ],
+    )
     with pytest.raises(DataError) as err:
         download_split(cfg, tmp_path / "t.npz", tmp_path / "v.npz", tmp_path / "s.npz")
     assert "127.0.0.1" in str(err.value)

@@ -10,16 +10,17 @@ import numpy as np
 import pytest
 import torch
 
-from kubeclr import train
-from kubeclr.augment import SimCLRAugment, paired_views
-from kubeclr.callbacks import Callback
+from kubeclr.atomic import write_json
 from kubeclr.config import Config
+from kubeclr.core import train
+from kubeclr.core.augment import SimCLRAugment, paired_views
+from kubeclr.core.callbacks import Callback
+from kubeclr.core.model import build_encoder
+from kubeclr.core.prefetch import Prefetch
+from kubeclr.data.files import Split, save_split
 from kubeclr.errors import ConfigError, UserError
-from kubeclr.io import Split, save_split, write_json
-from kubeclr.model import build_encoder
-from kubeclr.prefetch import Prefetch
 from kubeclr.steps import pretrain as step
-from kubeclr.storage import LocalStore
+from kubeclr.storage.store import LocalStore
 
 CPU = torch.device("cpu")
 MEAN, STD = [0.5, 0.5, 0.5], [0.25, 0.25, 0.25]
@@ -29,10 +30,21 @@ pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def tiny_config(**overrides) -> Config:
-    base = {"model.width": 4, "model.proj_dim": 16, "augment.size": 16, "augment.crop_scale": [0.5, 1.0],
-            "augment.color_strength": 0.2, "pretrain.batch_size": 16, "pretrain.epochs": 3,
-            "pretrain.device": "cpu", "pretrain.warmup_epochs": 1, "pretrain.optimizer": "lars",
-            "pretrain.lr": 1.0, "pretrain.lr_scaling": "none", "pretrain.checkpoint_every": 1}
+    base = {
+        "model.width": 4,
+        "model.proj_dim": 16,
+        "augment.size": 16,
+        "augment.crop_scale": [0.5, 1.0],
+        "augment.color_strength": 0.2,
+        "pretrain.batch_size": 16,
+        "pretrain.epochs": 3,
+        "pretrain.device": "cpu",
+        "pretrain.warmup_epochs": 1,
+        "pretrain.optimizer": "lars",
+        "pretrain.lr": 1.0,
+        "pretrain.lr_scaling": "none",
+        "pretrain.checkpoint_every": 1,
+    }
     base.update(overrides)
     return Config().override(base)
 
@@ -43,7 +55,7 @@ def structured_images(n: int = 64, size: int = 16, seed: int = 0) -> tuple[torch
     colours = torch.randint(0, 256, (4, 3, 1, 1), generator=g).float()
     labels = torch.arange(n) % 4
     yy, xx = torch.meshgrid(torch.arange(size), torch.arange(size), indexing="ij")
-    stripes = ((xx + yy * (labels.view(-1, 1, 1) + 1)) % 4 < 2).float()       # (n, size, size)
+    stripes = ((xx + yy * (labels.view(-1, 1, 1) + 1)) % 4 < 2).float()  # (n, size, size)
     images = colours[labels] * (0.5 + 0.5 * stripes[:, None]) + 10 * torch.randn(n, 3, size, size, generator=g)
     return images.clamp(0, 255).to(torch.uint8), labels
 
@@ -83,16 +95,16 @@ class Recorder(Callback):
 def test_interrupted_then_resumed_run_is_bitwise_equal(tmp_path):
     cfg = tiny_config()
     images, _ = structured_images()
-    full = train.pretrain(cfg, images, MEAN, STD, device=CPU, store=LocalStore(tmp_path / "a"))
+    full = train.train_simclr(cfg, images, MEAN, STD, device=CPU, store=LocalStore(tmp_path / "a"))
 
     store = LocalStore(tmp_path / "b")
     with pytest.raises(Interrupt):
-        train.pretrain(cfg, images, MEAN, STD, device=CPU, store=store, callbacks=InterruptAfter(2))
+        train.train_simclr(cfg, images, MEAN, STD, device=CPU, store=store, callbacks=InterruptAfter(2))
     rec = Recorder()
-    resumed = train.pretrain(cfg, images, MEAN, STD, device=CPU, store=store, callbacks=rec)
+    resumed = train.train_simclr(cfg, images, MEAN, STD, device=CPU, store=store, callbacks=rec)
 
     assert rec.start["start_epoch"] == 2 and rec.epochs == [3]  # it really resumed, it did not start over
-    assert rec.steps == 4                                        # 64 images / batch 16, one epoch
+    assert rec.steps == 4  # 64 images / batch 16, one epoch
     want, got = full.model.state_dict(), resumed.model.state_dict()
     assert want.keys() == got.keys()
     for key in want:
@@ -104,24 +116,32 @@ def test_interrupted_then_resumed_run_is_bitwise_equal(tmp_path):
 def test_short_run_lowers_the_loss():
     images, _ = structured_images(seed=2)
     rec = Recorder()
-    result = train.pretrain(tiny_config(**{"pretrain.epochs": 12, "pretrain.seed": 2}), images, MEAN, STD,
-                            device=CPU, callbacks=rec)
+    result = train.train_simclr(
+        tiny_config(**{"pretrain.epochs": 12, "pretrain.seed": 2}), images, MEAN, STD, device=CPU, callbacks=rec
+    )
     losses = [r["loss"] for r in result.history]
     assert [r["epoch"] for r in result.history] == list(range(1, 13))
     assert losses[0] == pytest.approx(np.log(2 * 16 - 1), abs=0.3)  # chance level: log(2N-1)
     assert np.mean(losses[:3]) - np.mean(losses[-3:]) > 0.1
     assert rec.summary == result.summary
     assert result.summary["final_loss"] == losses[-1] and result.summary["epochs"] == 12
-    assert set(result.summary) >= {"arch", "epochs", "batch_size", "final_loss", "seconds",
-                                   "images_per_second", "device"}
+    assert set(result.summary) >= {
+        "arch",
+        "epochs",
+        "batch_size",
+        "final_loss",
+        "seconds",
+        "images_per_second",
+        "device",
+    }
 
 
 def test_finished_checkpoint_is_not_trained_again(tmp_path):
     cfg = tiny_config(**{"pretrain.epochs": 1})
     images, _ = structured_images()
-    first = train.pretrain(cfg, images, MEAN, STD, device=CPU, store=LocalStore(tmp_path))
+    first = train.train_simclr(cfg, images, MEAN, STD, device=CPU, store=LocalStore(tmp_path))
     rec = Recorder()
-    again = train.pretrain(cfg, images, MEAN, STD, device=CPU, store=LocalStore(tmp_path), callbacks=rec)
+    again = train.train_simclr(cfg, images, MEAN, STD, device=CPU, store=LocalStore(tmp_path), callbacks=rec)
     assert rec.steps == 0 and rec.start["start_epoch"] == 1
     assert again.history == first.history
     assert all(torch.equal(v, again.model.state_dict()[k]) for k, v in first.model.state_dict().items())
@@ -129,19 +149,23 @@ def test_finished_checkpoint_is_not_trained_again(tmp_path):
 
 def test_resume_refuses_a_checkpoint_of_another_model(tmp_path):
     images, _ = structured_images()
-    train.pretrain(tiny_config(**{"pretrain.epochs": 1}), images, MEAN, STD, device=CPU, store=LocalStore(tmp_path))
+    train.train_simclr(tiny_config(**{"pretrain.epochs": 1}), images, MEAN, STD, device=CPU, store=LocalStore(tmp_path))
     with pytest.raises(UserError, match="different model config"):
-        train.pretrain(tiny_config(**{"model.width": 8}), images, MEAN, STD, device=CPU,
-                       store=LocalStore(tmp_path))
+        train.train_simclr(tiny_config(**{"model.width": 8}), images, MEAN, STD, device=CPU, store=LocalStore(tmp_path))
 
 
 def test_knn_monitor_is_recorded():
+    from kubeclr.launch.process import knn_monitor
+
     images, labels = structured_images()
     cfg = tiny_config(**{"pretrain.epochs": 2, "pretrain.knn_every": 2, "eval.knn_k": 5})
-    result = train.pretrain(cfg, images, MEAN, STD, device=CPU,
-                            knn_data=(images[:48], labels[:48], images[48:], labels[48:]))
+    split = Split(images.numpy(), labels.numpy(), tuple("abcd"), {})
+    monitor, facts = knn_monitor(cfg, split, MEAN, STD, CPU)
+    result = train.train_simclr(cfg, images, MEAN, STD, device=CPU, monitor=monitor)
     assert "knn_top1" not in result.history[0]
     assert 0.0 <= result.history[1]["knn_top1"] <= 1.0
+    # the monitor uses the run's eval section (it once ran with the default k = 200 instead)
+    assert facts == {"k": 5, "temperature": cfg.eval.knn_temperature, "bank": 52, "queries": 12}
 
 
 @pytest.mark.parametrize("batch,world,n,message", [(16, 3, 64, "divisible"), (128, 1, 64, "exceeds")])
@@ -156,8 +180,12 @@ def test_batch_plan_drops_the_incomplete_batch():
 
 def _write_inputs(tmp_path):
     images, labels = structured_images(n=32)
-    split = Split(images.numpy(), labels.numpy(), tuple("abcd"), {"source": "test", "synthetic": True,
-                                                                  "split": "train", "seconds": 0.0, "md5": None})
+    split = Split(
+        images.numpy(),
+        labels.numpy(),
+        tuple("abcd"),
+        {"source": "test", "synthetic": True, "split": "train", "seconds": 0.0, "md5": None},
+    )
     save_split(tmp_path / "train.npz", split)
     write_json(tmp_path / "stats.json", {"mean": MEAN, "std": STD, "count": 32, "seconds": 0.0, "synthetic": True})
     return tmp_path / "train.npz", tmp_path / "stats.json"
@@ -167,8 +195,10 @@ def test_step_writes_contract_outputs_and_honours_the_checkpoint_uri(tmp_path):
     train_path, stats_path = _write_inputs(tmp_path)
     cfg = tiny_config(**{"pretrain.epochs": 2})
     ckpt_uri = (tmp_path / "ckpt").as_uri()
-    summary = step.pretrain(cfg, train_path, stats_path, tmp_path / "out" / "encoder.pt",
-                            tmp_path / "out" / "history.json", run_name="t", checkpoint_uri=ckpt_uri)
+    cfg = cfg.override({"storage.checkpoint_uri": ckpt_uri})
+    summary = step.run(
+        cfg, train_path, stats_path, tmp_path / "out" / "encoder.pt", tmp_path / "out" / "history.json", run_name="t"
+    )
 
     encoder = build_encoder(cfg.model)
     encoder.load_state_dict(torch.load(tmp_path / "out" / "encoder.pt", weights_only=True))
@@ -177,26 +207,36 @@ def test_step_writes_contract_outputs_and_honours_the_checkpoint_uri(tmp_path):
     assert set(history["epochs"][0]) >= {"epoch", "loss", "lr", "images_per_second", "seconds"}
     assert history["summary"] == summary
     assert Config.from_dict(history["config"]).storage.checkpoint_uri == ckpt_uri
-    assert {k: summary[k] for k in ("arch", "epochs", "batch_size", "device")} == \
-        {"arch": "resnet18", "epochs": 2, "batch_size": 16, "device": "cpu"}
+    assert {k: summary[k] for k in ("arch", "epochs", "batch_size", "device")} == {
+        "arch": "resnet18",
+        "epochs": 2,
+        "batch_size": 16,
+        "device": "cpu",
+    }
     assert LocalStore(tmp_path / "ckpt").exists("ckpt-000002/MANIFEST.json")
 
 
 def test_run_scoped_checkpoints_resume_retries_but_not_the_next_run(tmp_path):
     """On a cluster the scope is the KFP run ID: a retried task resumes, a new (scheduled) run starts over."""
     train_path, stats_path = _write_inputs(tmp_path)
-    cfg = tiny_config(**{"pretrain.epochs": 1})
-    ckpt_uri = (tmp_path / "ckpt").as_uri()
+    cfg = tiny_config(**{"pretrain.epochs": 1, "storage.checkpoint_uri": (tmp_path / "ckpt").as_uri()})
 
     def run(scope: str) -> dict:
-        step.pretrain(cfg, train_path, stats_path, tmp_path / "e.pt", tmp_path / "h.json", run_name="nightly",
-                      checkpoint_uri=ckpt_uri, checkpoint_scope=scope)
+        step.run(
+            cfg,
+            train_path,
+            stats_path,
+            tmp_path / "e.pt",
+            tmp_path / "h.json",
+            run_name="nightly",
+            checkpoint_scope=scope,
+        )
         return json.loads((tmp_path / "h.json").read_text())
 
     first = run("run-1")
     assert LocalStore(tmp_path / "ckpt").exists("run-1/ckpt-000001/MANIFEST.json")
     assert run("run-1")["epochs"] == first["epochs"]  # retry: resumed from the finished checkpoint
-    run("run/2")                                      # next run: trains in its own (sanitised) folder
+    run("run/2")  # next run: trains in its own (sanitised) folder
     assert LocalStore(tmp_path / "ckpt").exists("run-2/ckpt-000001/MANIFEST.json")
     assert sorted(p.name for p in (tmp_path / "ckpt").iterdir()) == ["run-1", "run-2"]
 
@@ -210,14 +250,20 @@ def test_step_initialises_the_encoder_from_a_uri(tmp_path):
     torch.save(source.state_dict(), buf)
     (tmp_path / "init.pt").write_bytes(buf.getvalue())
     still = cfg.override({"model.init": (tmp_path / "init.pt").as_uri(), "pretrain.lr": 1e-9})
-    step.pretrain(still, train_path, stats_path, tmp_path / "e.pt", tmp_path / "h.json", run_name="t")
+    step.run(still, train_path, stats_path, tmp_path / "e.pt", tmp_path / "h.json", run_name="t")
     trained = torch.load(tmp_path / "e.pt", weights_only=True)
     assert torch.allclose(trained["conv1.weight"], source.state_dict()["conv1.weight"], atol=1e-6)
     (tmp_path / "e.pt").unlink(), (tmp_path / "h.json").unlink()
     (tmp_path / "bad.pt").write_bytes(b"not a checkpoint")
     with pytest.raises(UserError, match="bad.pt"):
-        step.pretrain(cfg.override({"model.init": (tmp_path / "bad.pt").as_uri()}), train_path, stats_path,
-                      tmp_path / "e.pt", tmp_path / "h.json", run_name="t")
+        step.run(
+            cfg.override({"model.init": (tmp_path / "bad.pt").as_uri()}),
+            train_path,
+            stats_path,
+            tmp_path / "e.pt",
+            tmp_path / "h.json",
+            run_name="t",
+        )
     assert not (tmp_path / "e.pt").exists() and not (tmp_path / "h.json").exists()
 
 
@@ -225,14 +271,20 @@ def test_step_initialises_the_encoder_from_a_uri(tmp_path):
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 @pytest.mark.parametrize("precision", ["bf16", "fp16"])
 def test_cuda_mixed_precision_channels_last_run_resumes(tmp_path, precision):
-    cfg = tiny_config(**{"pretrain.epochs": 2, "pretrain.precision": precision, "pretrain.channels_last": True,
-                         "pretrain.device": "cuda"})
+    cfg = tiny_config(
+        **{
+            "pretrain.epochs": 2,
+            "pretrain.precision": precision,
+            "pretrain.channels_last": True,
+            "pretrain.device": "cuda",
+        }
+    )
     images, _ = structured_images()
     cuda = torch.device("cuda")
     with pytest.raises(Interrupt):
-        train.pretrain(cfg, images, MEAN, STD, device=cuda, store=LocalStore(tmp_path), callbacks=InterruptAfter(1))
+        train.train_simclr(cfg, images, MEAN, STD, device=cuda, store=LocalStore(tmp_path), callbacks=InterruptAfter(1))
     rec = Recorder()
-    result = train.pretrain(cfg, images, MEAN, STD, device=cuda, store=LocalStore(tmp_path), callbacks=rec)
+    result = train.train_simclr(cfg, images, MEAN, STD, device=cuda, store=LocalStore(tmp_path), callbacks=rec)
     assert rec.start["start_epoch"] == 1 and rec.epochs == [2]
     assert all(np.isfinite(r["loss"]) for r in result.history)
     assert next(result.model.parameters()).device.type == "cuda" and result.summary["device"] == "cuda"
@@ -246,8 +298,18 @@ def test_background_views_are_bitwise_the_inline_views_and_leave_the_same_genera
     runs = {}
     for background in (False, True):
         gen = torch.Generator().manual_seed(9)
-        with train._view_batches(aug, images, perm, gen, batch_size=16, per_rank=8, rank=1, steps=3,
-                                 channels_last=False, background=background) as batches:
+        with train._view_batches(
+            aug,
+            images,
+            perm,
+            gen,
+            batch_size=16,
+            per_rank=8,
+            rank=1,
+            steps=3,
+            channels_last=False,
+            background=background,
+        ) as batches:
             runs[background] = ([v.clone() for v in batches], gen.get_state())
     (inline, inline_state), (ahead, ahead_state) = runs[False], runs[True]
     assert len(inline) == len(ahead) == 3 and inline[0].shape == (16, 3, 16, 16)
@@ -270,10 +332,9 @@ def test_prefetch_runs_ahead_on_its_own_thread_count_and_relays_errors():
         return i * 10
 
     got = []
-    with pytest.raises(ValueError, match="bad batch 3"):
-        with Prefetch(produce, 6, threads=1) as items:
-            for item in items:
-                got.append(item)
+    with pytest.raises(ValueError, match="bad batch 3"), Prefetch(produce, 6, threads=1) as items:
+        for item in items:
+            got.append(item)
     assert got == [0, 10, 20] and seen == [1, 1, 1, 1] and torch.get_num_threads() == 2
 
 

@@ -2,7 +2,7 @@
 
 import torch
 
-from kubeclr.evaluate.tsne import conditional_affinities, kl_gradient, squared_distances, stratified_indices, tsne
+from kubeclr.eval.tsne import balanced_indices, conditional_affinities, kl_gradient, squared_distances, tsne
 
 
 def clusters(n=200, k=4, dim=30, seed=0):
@@ -41,7 +41,7 @@ def test_clusters_stay_separated_and_runs_are_deterministic():
     assert emb.shape == (200, 2) and emb.dtype == torch.float32 and torch.isfinite(emb).all()
     d = torch.cdist(emb, emb) + torch.eye(200) * 1e9
     nearest = d.argmin(dim=1)
-    assert (labels[nearest] == labels).float().mean() == 1.0      # leave-one-out 1-NN in 2-D
+    assert (labels[nearest] == labels).float().mean() == 1.0  # leave-one-out 1-NN in 2-D
     # clusters are far apart relative to their size
     centroids = torch.stack([emb[labels == c].mean(0) for c in range(4)])
     spread = max(float((emb[labels == c] - centroids[c]).norm(dim=1).max()) for c in range(4))
@@ -49,9 +49,9 @@ def test_clusters_stay_separated_and_runs_are_deterministic():
     assert torch.equal(emb, tsne(x, perplexity=20.0, seed=3))
 
 
-def test_stratified_indices_balance_classes():
+def test_balanced_indices_balance_classes():
     labels = torch.tensor([0] * 50 + [1] * 30 + [2] * 20)
-    idx = stratified_indices(labels, 30, seed=0)
+    idx = balanced_indices(labels, 30, seed=0)
     assert len(set(idx.tolist())) == 30
     assert torch.bincount(labels[idx]).tolist() == [10, 10, 10]
-    assert torch.equal(stratified_indices(labels, 500), torch.arange(100))
+    assert torch.equal(balanced_indices(labels, 500), torch.arange(100))

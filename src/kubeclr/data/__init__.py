@@ -1,6 +1,6 @@
 """The dataset: fetch, verify, safely parse, split and summarise CIFAR-10.
 
-- :mod:`~kubeclr.data.sources` — URI dispatch, cached resumable download, MD5, mirror
+- :mod:`~kubeclr.storage.sources` — URI dispatch, cached resumable download, MD5, mirror
 - :mod:`~kubeclr.data.safe_tar` — read tar members without extracting; refuse unsafe ones
 - :mod:`~kubeclr.data.safe_pickle` — allowlist unpickler for the batch files
 - :mod:`~kubeclr.data.cifar` — the tarball layout, validation, and writing it

@@ -80,8 +80,7 @@ def parse_meta(obj: Any, *, origin: str) -> tuple[str, ...]:
         DataError: not a dict, or ``label_names`` missing or not a list of names.
     """
     names = _get(obj, "label_names") if isinstance(obj, dict) else None
-    if not isinstance(names, (list, tuple)) or not names or \
-            not all(isinstance(n, (bytes, str)) for n in names):
+    if not isinstance(names, (list, tuple)) or not names or not all(isinstance(n, (bytes, str)) for n in names):
         raise DataError(f"{origin}: expected a dict with 'label_names' (a list of names)")
     return tuple(_as_text(n) for n in names)
 
@@ -103,8 +102,7 @@ def parse_batch(obj: Any, num_classes: int, *, origin: str) -> Batch:
     if not isinstance(data, np.ndarray) or labels is None:
         raise DataError(f"{origin}: expected keys 'data' (numpy array) and 'labels'")
     if data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != ROW:
-        raise DataError(f"{origin}: 'data' has shape {data.shape} and dtype {data.dtype}; "
-                        f"expected (N, {ROW}) uint8")
+        raise DataError(f"{origin}: 'data' has shape {data.shape} and dtype {data.dtype}; expected (N, {ROW}) uint8")
     try:
         labels_arr = np.asarray(labels)
         if labels_arr.ndim != 1 or not np.issubdtype(labels_arr.dtype, np.integer):
@@ -144,13 +142,13 @@ def read_archive(source: str | Path | bytes, *, origin: str) -> CifarArchive:
         return safe_loads(members.pop(f"{ROOT}/{name}"), origin=f"{origin}:{ROOT}/{name}")
 
     class_names = parse_meta(load(META), origin=f"{origin}:{ROOT}/{META}")
-    train = tuple(parse_batch(load(n), len(class_names), origin=f"{origin}:{ROOT}/{n}")
-                  for n in TRAIN_BATCHES)
+    train = tuple(parse_batch(load(n), len(class_names), origin=f"{origin}:{ROOT}/{n}") for n in TRAIN_BATCHES)
     test = parse_batch(load(TEST_BATCH), len(class_names), origin=f"{origin}:{ROOT}/{TEST_BATCH}")
     return CifarArchive(train=train, test=test, class_names=class_names)
 
 
 # -- writing (the 'sample' source and test fixtures) ------------------------------
+
 
 def dump_batch(images: np.ndarray, labels: Sequence[int], *, batch_label: str = "") -> bytes:
     """Pickle one batch in the CIFAR layout.
@@ -161,28 +159,33 @@ def dump_batch(images: np.ndarray, labels: Sequence[int], *, batch_label: str = 
         batch_label: the batch's description string.
     """
     data = np.ascontiguousarray(images, dtype=np.uint8).reshape(len(images), ROW)  # (N, 3072)
-    return pickle.dumps({b"batch_label": batch_label.encode(), b"labels": [int(x) for x in labels],
-                         b"data": data}, protocol=4)
+    return pickle.dumps(
+        {b"batch_label": batch_label.encode(), b"labels": [int(x) for x in labels], b"data": data}, protocol=4
+    )
 
 
 def dump_meta(class_names: Sequence[str], per_batch: int) -> bytes:
     """Pickle ``batches.meta`` for ``class_names``."""
-    return pickle.dumps({b"label_names": [n.encode() for n in class_names],
-                         b"num_cases_per_batch": per_batch, b"num_vis": ROW}, protocol=4)
+    return pickle.dumps(
+        {b"label_names": [n.encode() for n in class_names], b"num_cases_per_batch": per_batch, b"num_vis": ROW},
+        protocol=4,
+    )
 
 
 def pack_tarball(members: Mapping[str, bytes], *, compresslevel: int = 6) -> bytes:
     """Pack ``{name: bytes}`` into a deterministic ``.tar.gz`` (fixed mtimes, sorted order)."""
     buf = io.BytesIO()
-    with gzip.GzipFile(fileobj=buf, mode="wb", mtime=0, compresslevel=compresslevel) as gz:
-        with tarfile.open(fileobj=gz, mode="w", format=tarfile.PAX_FORMAT) as tar:
-            dirs = sorted({str(Path(n).parent) for n in members} - {"."})
-            for d in dirs:
-                info = tarfile.TarInfo(d)
-                info.type, info.mode = tarfile.DIRTYPE, 0o755
-                tar.addfile(info)
-            for name in sorted(members):
-                info = tarfile.TarInfo(name)
-                info.size, info.mode = len(members[name]), 0o644
-                tar.addfile(info, io.BytesIO(members[name]))
+    with (
+        gzip.GzipFile(fileobj=buf, mode="wb", mtime=0, compresslevel=compresslevel) as gz,
+        tarfile.open(fileobj=gz, mode="w", format=tarfile.PAX_FORMAT) as tar,
+    ):
+        dirs = sorted({str(Path(n).parent) for n in members} - {"."})
+        for d in dirs:
+            info = tarfile.TarInfo(d)
+            info.type, info.mode = tarfile.DIRTYPE, 0o755
+            tar.addfile(info)
+        for name in sorted(members):
+            info = tarfile.TarInfo(name)
+            info.size, info.mode = len(members[name]), 0o644
+            tar.addfile(info, io.BytesIO(members[name]))
     return buf.getvalue()

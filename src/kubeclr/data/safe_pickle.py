@@ -95,6 +95,16 @@ def safe_loads(data: bytes, *, origin: str) -> Any:
         return CifarUnpickler(io.BytesIO(data)).load()
     except pickle.UnpicklingError as exc:
         raise DataError(f"{origin}: unsafe or corrupt pickle ({exc})") from None
-    except (EOFError, ValueError, TypeError, AttributeError, IndexError, KeyError, LookupError, MemoryError,
-            OverflowError, UnicodeDecodeError) as exc:
+    except (
+        EOFError,
+        ValueError,
+        TypeError,
+        AttributeError,
+        IndexError,
+        KeyError,
+        LookupError,
+        MemoryError,
+        OverflowError,
+        UnicodeDecodeError,
+    ) as exc:
         raise DataError(f"{origin}: corrupt pickle ({type(exc).__name__}: {exc})") from None

@@ -70,14 +70,16 @@ def read_members(source: str | Path | bytes, wanted: Iterable[str], *, origin: s
     wanted = set(wanted)
     found: dict[str, bytes] = {}
     try:
-        fileobj = io.BytesIO(source) if isinstance(source, bytes) else open(source, "rb")
+        fileobj = io.BytesIO(source) if isinstance(source, bytes) else open(source, "rb")  # noqa: SIM115 - closed by the with below
         with fileobj, tarfile.open(fileobj=fileobj, mode="r|*") as tar:
             for member in tar:
                 check_member(member, origin=origin)
                 if member.isfile() and member.name in wanted:
                     if member.size > MAX_MEMBER_BYTES:
-                        raise DataError(f"{origin}: member {member.name!r} is {member.size} bytes, "
-                                        f"more than the {MAX_MEMBER_BYTES} allowed")
+                        raise DataError(
+                            f"{origin}: member {member.name!r} is {member.size} bytes, "
+                            f"more than the {MAX_MEMBER_BYTES} allowed"
+                        )
                     extracted = tar.extractfile(member)
                     data = extracted.read() if extracted is not None else b""
                     if len(data) != member.size:

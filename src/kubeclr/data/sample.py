@@ -135,13 +135,15 @@ def sample_members(per_class: int, seed: int = 0) -> dict[str, bytes]:
     for i, name in enumerate((*TRAIN_BATCHES, TEST_BATCH)):
         rng = np.random.default_rng([seed, i])
         labels = rng.permutation(np.repeat(np.arange(len(CLASSES)), per_class))
-        members[f"{ROOT}/{name}"] = dump_batch(render(labels, rng), labels,
-                                               batch_label=f"synthetic sample {name}")
+        members[f"{ROOT}/{name}"] = dump_batch(render(labels, rng), labels, batch_label=f"synthetic sample {name}")
     return members
 
 
 def sample_tarball(per_class: int, seed: int = 0) -> bytes:
     """The sample dataset as ``.tar.gz`` bytes in the CIFAR-10 python layout (deterministic)."""
-    logger.warning("source 'sample': generating a SYNTHETIC 10-class dataset (%d images per class "
-                   "and batch) — this is not CIFAR-10", per_class)
+    logger.warning(
+        "source 'sample': generating a SYNTHETIC 10-class dataset (%d images per class "
+        "and batch) — this is not CIFAR-10",
+        per_class,
+    )
     return pack_tarball(sample_members(per_class, seed), compresslevel=1)

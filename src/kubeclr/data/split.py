@@ -19,8 +19,7 @@ STREAMS = {"train": _STREAM_TRAIN, "val": _STREAM_VAL, "test": _STREAM_TEST}
 
 
 def _concat(batches: tuple[Batch, ...] | list[Batch]) -> Batch:
-    return Batch(images=np.concatenate([b.images for b in batches]),
-                 labels=np.concatenate([b.labels for b in batches]))
+    return Batch(images=np.concatenate([b.images for b in batches]), labels=np.concatenate([b.labels for b in batches]))
 
 
 def _take(batch: Batch, idx: np.ndarray) -> Batch:

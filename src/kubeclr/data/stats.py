@@ -55,7 +55,7 @@ def iter_npz_rows(path: str | Path, name: str, rows: int = 1024) -> Iterator[np.
     """Stream an array stored in an ``.npz`` file, ``rows`` items along axis 0 at a time.
 
     Args:
-        path: the ``.npz`` file (as written by :func:`kubeclr.io.save_arrays`).
+        path: the ``.npz`` file (as written by :func:`kubeclr.atomic.save_arrays`).
         name: the array's name (``"images"``).
         rows: items per chunk.
 

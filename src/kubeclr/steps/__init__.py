@@ -1,4 +1,4 @@
 """Step functions: what each pipeline component calls, one call per step."""
 
-# The six steps of the pipeline, in DAG order (DESIGN.md).
+# The six steps of the pipeline, in DAG order (docs/architecture.md).
 STEPS = ("download_split", "compute_stats", "pretrain", "extract_features", "linear_eval", "report")

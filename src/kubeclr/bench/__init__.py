@@ -1,0 +1,1 @@
+"""Benchmarks behind ``simclr-pipeline bench`` and ``benchmarks/gpu_check.sh``."""

@@ -1,0 +1,5 @@
+import sys
+
+from kubeclr.cli import main
+
+sys.exit(main())

@@ -1,0 +1,207 @@
+"""Run the whole pipeline on this machine through ``kfp.local``.
+
+The same DAG that runs on the cluster executes here with
+``SubprocessRunner(use_venv=False)``: each step is a subprocess of this
+Python, in topological order. Resource and Kubernetes settings are cluster-only
+and ignored here. Afterwards the result files (README, "A local run writes") are copied to
+``output_dir``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import warnings
+from pathlib import Path
+
+from kubeclr.atomic import make_dir
+from kubeclr.config import Config
+from kubeclr.errors import UserError
+from kubeclr.steps.runtime import ERROR_FILE_ENV
+from kubeclr.storage.sources import local_source
+
+log = logging.getLogger(__name__)
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+RESULT_FILES = {
+    "metrics.json": "metrics_json",
+    "report.html": "report",
+    "report.md": "summary",
+    "encoder.pt": "encoder",
+}
+
+
+class ExecutorInputFilter:
+    """Drops the KFP executor's ``Got executor_input:`` JSON dump (~70 lines per step) from a step's output.
+
+    Everything else passes through as it arrives, carriage returns included, so a
+    progress bar still redraws in place. Only a line that could still turn out to
+    be the dump's first line is held back until its end is seen.
+    """
+
+    MARKER = b"Got executor_input:"
+    PREFIX = b"[KFP Executor"
+
+    def __init__(self) -> None:
+        self._pending = b""  # start of a line that may be the marker line
+        self._mid_line = False  # inside a line already passed through
+        self._skipping = False  # inside the JSON dump
+
+    def feed(self, chunk: bytes) -> bytes:
+        out = []
+        data = self._pending + chunk
+        self._pending = b""
+        while data:
+            end = data.find(b"\n")
+            line, rest = (data, b"") if end < 0 else (data[: end + 1], data[end + 1 :])
+            complete = end >= 0
+            if self._skipping:
+                if not complete:
+                    self._pending = line  # its end decides whether the dump ends here
+                elif line.rstrip(b"\r\n") == b"}":
+                    self._skipping = False
+            elif self._mid_line:
+                out.append(line)
+                self._mid_line = not complete
+            elif complete:
+                if line.startswith(self.PREFIX) and self.MARKER in line:
+                    self._skipping = True
+                else:
+                    out.append(line)
+            elif self.PREFIX.startswith(line[: len(self.PREFIX)]):
+                self._pending = line  # may be the marker line: wait for its end
+            else:
+                out.append(line)
+                self._mid_line = True
+            data = rest
+        return b"".join(out)
+
+    def flush(self) -> bytes:
+        pending, self._pending = self._pending, b""
+        return b"" if self._skipping else pending
+
+
+def _stream_raw_subprocess(full_command: list[str], env_vars: dict[str, str] | None = None) -> int:
+    """Like kfp.local's runner, but passes bytes through unchanged (less the executor-input dump).
+
+    kfp.local reads step output line by line in text mode, which turns every
+    carriage return of a progress bar into a new line; copying raw bytes keeps
+    the pretraining bar a bar.
+    """
+    env = {**os.environ, **(env_vars or {})}
+    quiet = ExecutorInputFilter()
+    with subprocess.Popen(full_command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env) as proc:
+        assert proc.stdout is not None
+        out = sys.stdout.buffer
+        while chunk := proc.stdout.read1(4096):
+            out.write(quiet.feed(chunk))
+            out.flush()
+        out.write(quiet.flush())
+        out.flush()
+        return proc.wait()
+
+
+def _install_raw_streaming() -> None:
+    from kfp.local import subprocess_task_handler
+
+    if hasattr(subprocess_task_handler, "run_local_subprocess"):
+        subprocess_task_handler.run_local_subprocess = _stream_raw_subprocess
+
+
+def default_workdir(output_dir: Path) -> Path:
+    """kfp.local's pipeline root when ``--workdir`` is not given: every step's artifacts, one folder per run."""
+    return Path(output_dir) / ".kfp"
+
+
+def run_local(
+    cfg: Config,
+    *,
+    run_name: str,
+    output_dir: Path,
+    cifar_source: str | None = None,
+    cifar_md5: str | None = None,
+    checkpoint_uri: str | None = None,
+    workdir: Path | None = None,
+) -> dict[str, Path]:
+    """Run every step locally and copy the result files to ``output_dir``.
+
+    Args:
+        cfg: the resolved config (preset + overrides).
+        run_name: names the run in the report, metrics and export paths.
+        output_dir: receives metrics.json, report.html, report.md, encoder.pt.
+        cifar_source: overrides ``cfg.data.source``.
+        cifar_md5: overrides ``cfg.data.md5``.
+        checkpoint_uri: overrides ``cfg.storage.checkpoint_uri``.
+        workdir: kfp.local's pipeline root (default ``output_dir/.kfp``).
+
+    Returns:
+        ``{file name: path}`` of the copied results.
+
+    Raises:
+        UserError: a step failed; the message is that step's own one-line cause.
+    """
+    from kfp import local
+
+    from kubeclr.launch.settings import LaunchSettings
+    from kubeclr.pipelines.simclr import CompileOptions, build_pipeline
+
+    for flag, key, value in (
+        ("--cifar-source", "data.source", cifar_source),
+        ("--cifar-md5", "data.md5", cifar_md5),
+        ("--checkpoint-uri", "storage.checkpoint_uri", checkpoint_uri),
+    ):
+        if value is not None:
+            cfg = cfg.override({key: value}, origin=flag)
+    if not cfg.storage.mirror_uri:  # (a mirror may hold a copy of a tarball that is gone)
+        local_source(cfg.data.source)  # a missing local tarball fails now, not after kfp.local has started
+    output_dir = Path(output_dir)
+    workdir = Path(workdir) if workdir else default_workdir(output_dir)
+    for flag, folder in (("--output-dir", output_dir), ("--workdir", workdir)):
+        make_dir(flag, folder)
+
+    _install_raw_streaming()
+    # Cluster-only settings are ignored here by design; say so once, not per task.
+    warnings.filterwarnings("ignore", message=r".*have no effect in the current local runner.*")
+    warnings.filterwarnings("ignore", message=r".*custom or non-Python base image.*")
+    log.info("local run: GPU requests, tolerations, secrets and retries apply on a cluster only")
+    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(workdir), raise_on_error=True)
+    # no retries locally: a failure here is a bug or bad input, not a preempted pod
+    # --checkpoint-uri is used as given, so running the same command again resumes
+    pipeline = build_pipeline(
+        cfg,
+        CompileOptions(
+            launch=LaunchSettings(gpu_toleration=False, secret_name=""),
+            extract_gpu=False,
+            pretrain_retries=0,
+            checkpoints_per_run=False,
+        ),
+    )
+
+    with tempfile.TemporaryDirectory() as tmp:
+        error_file = Path(tmp) / "error.txt"
+        os.environ[ERROR_FILE_ENV] = str(error_file)
+        os.environ.setdefault("KUBECLR_PROGRESS", "1" if sys.stderr.isatty() else "0")
+        try:
+            task = pipeline(run_name=run_name)
+        except Exception as exc:  # kfp.local raises RuntimeError naming the failed task
+            cause = (
+                error_file.read_text().strip()
+                if error_file.exists()
+                else _ANSI.sub("", str(exc).splitlines()[0]) + " (see the step's log above)"
+            )
+            raise UserError(f"local run failed: {cause}") from None
+        finally:
+            os.environ.pop(ERROR_FILE_ENV, None)
+
+    files = {}
+    for name, output in RESULT_FILES.items():
+        src = Path(task.outputs[output].path)
+        dest = output_dir / name
+        shutil.copyfile(src, dest)
+        files[name] = dest
+    return files

@@ -1,0 +1,216 @@
+"""The ``simclr-pipeline`` argument parser: every command, flag, default and help text."""
+
+from __future__ import annotations
+
+import argparse
+
+from kubeclr import IMAGE, __version__
+from kubeclr.config import DEFAULT_PRESET, preset_names
+from kubeclr.launch.settings import LaunchSettings
+
+DEFAULTS = LaunchSettings()  # the pods' defaults, defined once
+
+
+class _Formatter(argparse.RawDescriptionHelpFormatter):
+    """Keep the epilogs' line breaks; show a default where there is one to show.
+
+    (argparse's ArgumentDefaultsHelpFormatter also prints 'default: None' after
+    help that already names its default, and 'default: True' on flags.)
+    """
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        default = action.default
+        if (
+            "default" in text
+            or default is None
+            or isinstance(default, bool)
+            or default in ([], "")
+            or default is argparse.SUPPRESS
+            or action.option_strings == []
+            or action.nargs == 0
+        ):
+            return text
+        return f"{text} (default: %(default)s)"
+
+
+def _config_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("configuration")
+    which = g.add_mutually_exclusive_group()
+    which.add_argument("--preset", help=f"preset in configs/ ({', '.join(preset_names())}; default: {DEFAULT_PRESET})")
+    which.add_argument("--config", metavar="FILE", help="YAML config file (instead of a preset)")
+    g.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="SECTION.KEY=VALUE",
+        help="override one config key (repeatable); see `simclr-pipeline keys`",
+    )
+
+
+def _client_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("Kubeflow Pipelines API")
+    g.add_argument("--host", required=True, help="KFP API endpoint, e.g. https://kubeflow.example.com/pipeline")
+    g.add_argument("--namespace", help="Kubeflow profile namespace (multi-user Kubeflow)")
+    g.add_argument("--token", help="existing bearer token (default: $KF_PIPELINES_TOKEN if set)")
+    g.add_argument("--cookies", help="cookie header, e.g. 'authservice_session=…' (Dex/oauth2-proxy login)")
+    g.add_argument("--ssl-ca-cert", metavar="FILE", help="CA bundle for a private TLS endpoint")
+
+
+def _compile_args(p: argparse.ArgumentParser, *, package: bool = False) -> None:
+    g = p.add_argument_group("compile options")
+    if package:
+        g.add_argument(
+            "--package",
+            metavar="FILE",
+            help="use this compiled YAML instead of compiling (the options below are then unused)",
+        )
+    g.add_argument("--image", default=IMAGE, help="image every step runs on (pinned tag or digest)")
+    g.add_argument(
+        "--node-selector",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="node selector for the GPU steps (repeatable), e.g. nvidia.com/gpu.present=true",
+    )
+    g.add_argument(
+        "--secret-name",
+        default=DEFAULTS.secret_name,
+        help="Kubernetes Secret with AWS_* S3 credentials exposed to every step ('' = none, e.g. IRSA)",
+    )
+    g.add_argument("--pipeline-root", help="artifact root, e.g. s3://bucket/pipeline-root (default: the cluster's)")
+    g.add_argument("--pretrain-cpu", default=DEFAULTS.cpu, help="CPU request and limit of the pretrain pod")
+    g.add_argument("--pretrain-memory", default=DEFAULTS.memory, help="memory request and limit of the pretrain pod")
+    g.add_argument(
+        "--shm-size", default=DEFAULTS.shm_size, help="size of the memory-backed /dev/shm of the pretrain pod"
+    )
+    g.add_argument("--retries", type=int, default=2, help="pretrain retries (each resumes from the checkpoint)")
+    g.add_argument("--timeout", type=int, default=DEFAULTS.timeout_s, help="pretrain timeout in seconds")
+    g.add_argument("--cache-pretrain", action="store_true", help="allow KFP to cache the pretrain step")
+    g.add_argument(
+        "--launcher",
+        action="store_true",
+        help="multi-node variant: pretrain only launches a PyTorchJob (needs nodes >= 2), so that "
+        "step holds no GPU while the job's pods train",
+    )
+    g.add_argument(
+        "--priority-class",
+        default="",
+        help="nodes > 1: PriorityClass of the job's pods, e.g. kubeclr-gpu-training (manifests/base)",
+    )
+    g.add_argument(
+        "--keep-pytorchjobs",
+        action="store_true",
+        help="nodes > 1: keep the finished PyTorchJob (and its pods' logs) instead of deleting it",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="simclr-pipeline",
+        formatter_class=_Formatter,
+        description="SimCLR on CIFAR-10 as a Kubeflow pipeline: run it locally, or compile / upload / "
+        "submit / schedule it on a cluster.",
+        epilog="examples:\n  simclr-pipeline run --local --preset smoke --output-dir outputs/demo\n"
+        "  simclr-pipeline compile --preset fast --output simclr.yaml\n"
+        "  simclr-pipeline submit --host https://kfp.example.com --preset fast --param epochs=200",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    p = sub.add_parser(
+        "run",
+        formatter_class=_Formatter,
+        help="run the whole pipeline locally (kfp.local)",
+        description="Run all six steps through kfp.local on this machine, then copy "
+        "metrics.json, report.html, report.md and encoder.pt to --output-dir.",
+    )
+    p.add_argument("--local", action="store_true", required=True, help="run locally (the only mode of `run`)")
+    _config_args(p)
+    p.add_argument(
+        "--cifar-source",
+        help="https://…, s3://bucket/key, file:///path, a path, or 'sample' (default: the preset's data.source)",
+    )
+    p.add_argument("--cifar-md5", metavar="HEX|none", help="expected MD5 (default: the preset's data.md5)")
+    p.add_argument("--checkpoint-uri", help="file:// or s3:// prefix for checkpoints; resumes from the newest")
+    p.add_argument("--output-dir", default="outputs", help="where the result files are copied")
+    p.add_argument("--run-name", help="run name (default: simclr-<preset>-<UTC time>)")
+    p.add_argument(
+        "--workdir",
+        help="kfp.local pipeline root; each run adds a folder of every step's artifacts "
+        "there (default: <output-dir>/.kfp)",
+    )
+
+    p = sub.add_parser(
+        "compile",
+        formatter_class=_Formatter,
+        help="write the pipeline IR YAML",
+        description="Compile the pipeline into the IR YAML that the Kubeflow UI uploads.",
+    )
+    _config_args(p)
+    _compile_args(p)
+    p.add_argument("--output", default="simclr-cifar10.yaml", help="IR YAML to write")
+
+    p = sub.add_parser("upload", formatter_class=_Formatter, help="upload the pipeline (or a new version)")
+    _client_args(p)
+    _config_args(p)
+    _compile_args(p, package=True)
+    p.add_argument("--pipeline-name", default="simclr-cifar10", help="pipeline name in the UI")
+    p.add_argument("--version", dest="pipeline_version", help="version name (default: <version>-<UTC time>)")
+    p.add_argument("--description", default="SimCLR on CIFAR-10 (kubeclr)", help="pipeline description")
+
+    for name, helptext in (("submit", "start one run"), ("schedule", "create a recurring run")):
+        p = sub.add_parser(name, formatter_class=_Formatter, help=helptext)
+        _client_args(p)
+        _config_args(p)
+        _compile_args(p, package=True)
+        p.add_argument("--experiment", default="simclr", help="experiment name (created if missing)")
+        p.add_argument(
+            "--param",
+            action="append",
+            default=[],
+            metavar="NAME=VALUE",
+            help="pipeline parameter (repeatable), e.g. epochs=200, cifar_source=s3://b/k",
+        )
+        p.add_argument("--run-name", help="run name (default: simclr-<UTC time>)")
+        p.add_argument(
+            "--service-account",
+            default="kubeclr-pipeline-runner",
+            help="Kubernetes service account of the run's pods (manifests/base; '' = the cluster's)",
+        )
+        if name == "schedule":
+            p.add_argument(
+                "--cron", required=True, help='6-field KFP cron, seconds first, e.g. "0 0 3 * * *" (03:00 daily)'
+            )
+            p.add_argument(
+                "--catchup",
+                dest="no_catchup",
+                action="store_false",
+                help="run the intervals missed while paused, once resumed",
+            )
+            p.add_argument(
+                "--no-catchup",
+                dest="no_catchup",
+                action="store_true",
+                default=True,
+                help="skip the intervals missed while paused (the default)",
+            )
+            p.add_argument("--max-concurrency", type=int, default=1, help="runs allowed at once")
+            p.add_argument("--start-time", help="ISO 8601 time the schedule starts")
+            p.add_argument("--end-time", help="ISO 8601 time the schedule ends")
+            p.add_argument("--job-name", help="recurring run name (default: simclr-<preset>-recurring)")
+
+    p = sub.add_parser("bench", formatter_class=_Formatter, help="throughput benchmark (ours vs limit vs seed)")
+    p.add_argument("--device", default="auto", help="cpu, cuda or auto")
+    _config_args(p)
+    p.add_argument("--json", metavar="FILE", help="also write the results as JSON")
+
+    sub.add_parser(
+        "keys",
+        formatter_class=_Formatter,
+        help="list every config key with its type, default and rule",
+        description="List every config key (for --set and config files) with its type, default, rule and meaning.",
+    )
+    return parser

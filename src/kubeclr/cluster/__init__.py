@@ -1,0 +1,1 @@
+"""Talking to clusters: the Kubeflow Pipelines API, the Kubernetes API, training job objects."""

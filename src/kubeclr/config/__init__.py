@@ -1,0 +1,46 @@
+"""Typed, frozen configuration: one dataclass per section, one resolved config per run.
+
+- :mod:`~kubeclr.config.schema` — the sections and their rules
+- :mod:`~kubeclr.config.parse` — parsing and checking values, renamed keys
+- :mod:`~kubeclr.config.load` — presets, YAML files, ``--set`` overrides, the key list
+- :mod:`~kubeclr.config.resolve` — pipeline parameters + the ``config`` struct → one config and its digest
+"""
+
+from kubeclr.config.load import DEFAULT_PRESET, describe_keys, load_config, preset_names
+from kubeclr.config.parse import check_source_scheme, parse_md5
+from kubeclr.config.resolve import UI_PARAMS, config_digest, pipeline_parameters, resolve
+from kubeclr.config.schema import (
+    CIFAR10_MD5,
+    CIFAR10_URL,
+    AugmentConfig,
+    Config,
+    DataConfig,
+    EvalConfig,
+    MetricsConfig,
+    ModelConfig,
+    PretrainConfig,
+    StorageConfig,
+)
+
+__all__ = [
+    "CIFAR10_MD5",
+    "CIFAR10_URL",
+    "DEFAULT_PRESET",
+    "UI_PARAMS",
+    "AugmentConfig",
+    "Config",
+    "DataConfig",
+    "EvalConfig",
+    "MetricsConfig",
+    "ModelConfig",
+    "PretrainConfig",
+    "StorageConfig",
+    "check_source_scheme",
+    "config_digest",
+    "describe_keys",
+    "load_config",
+    "parse_md5",
+    "pipeline_parameters",
+    "preset_names",
+    "resolve",
+]

@@ -1,0 +1,199 @@
+"""The configuration schema: one frozen dataclass per section, each field with its rule.
+
+A config is a preset (``configs/<name>.yaml``, shipped in the wheel as
+``kubeclr.presets``) or a user YAML file, plus ``--set section.key=value``
+overrides (:mod:`kubeclr.config.load`). Values are parsed by the field's declared
+type; unknown keys, wrong types and out-of-range values raise
+:class:`~kubeclr.errors.ConfigError` with one line naming the key and what is
+allowed (:mod:`kubeclr.config.parse`). ``docs/config.md`` is generated from
+these classes (``python -m kubeclr.config.docs``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, Mapping, Sequence
+
+from kubeclr.config.parse import build_section, option, parse_assignments, rename, renamed_sections
+from kubeclr.errors import ConfigError
+
+CIFAR10_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
+CIFAR10_MD5 = "c58f30108f718f92721af3b95e74349a"
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    source: str = option(CIFAR10_URL, help="https://…, s3://bucket/key, file:///path, a path, or 'sample'")
+    md5: str = option(CIFAR10_MD5, help="expected MD5 of the tarball, or 'none' to skip the check")
+    val_split: str = option("batch5", help="'batch5' (data_batch_5 is validation) or 'random:<fraction>'")
+    train_limit: int = option(0, ge=0, help="stratified subset size of train (0 = all)")
+    val_limit: int = option(0, ge=0, help="stratified subset size of val (0 = all)")
+    test_limit: int = option(0, ge=0, help="stratified subset size of test (0 = all)")
+    seed: int = option(0, ge=0, help="seed for random splits and subsets")
+    cache_dir: str = option("~/.cache/kubeclr", help="local download cache")
+    sample_per_class: int = option(600, ge=2, help="images per class and batch file for the 'sample' source")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    arch: str = option("resnet18", choices=("resnet18", "resnet34", "resnet50"))
+    width: int = option(64, ge=4, help="base channels of the first stage (64 = standard ResNet)")
+    stem: str = option("cifar", choices=("cifar", "imagenet"))
+    init: str = option("random", help="'random', 'imagenet', or a URI of a state dict")
+    head: str = option("mlp", choices=("mlp", "linear"))
+    proj_hidden: int = option(0, ge=0, help="hidden width of the MLP head (0 = encoder feature dim)")
+    proj_dim: int = option(128, ge=1)
+    proj_final_bn: bool = option(False, help="BatchNorm after the last head layer (the seed article's head)")
+    sync_bn: bool = option(False, help="SyncBatchNorm under DDP")
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    size: int = option(32, ge=8, help="output crop size")
+    crop_scale: tuple[float, float] = option((0.08, 1.0), help="area range of the random resized crop, in (0, 1]")
+    flip_p: float = option(0.5, ge=0, le=1)
+    color_strength: float = option(0.5, ge=0, help="colour distortion strength s")
+    color_p: float = option(0.8, ge=0, le=1)
+    grayscale_p: float = option(0.2, ge=0, le=1)
+    blur: bool = option(False, help="Gaussian blur (off for CIFAR, as in the paper)")
+
+
+@dataclass(frozen=True)
+class PretrainConfig:
+    epochs: int = option(100, ge=1)
+    batch_size: int = option(512, ge=2, help="global batch size (all ranks together)")
+    optimizer: str = option("lars", choices=("lars", "sgd", "adamw"))
+    lr: float = option(0.3, gt=0, help="base learning rate: the rate at batch 256 under lr_scaling linear or sqrt")
+    lr_scaling: str = option(
+        "linear",
+        choices=("linear", "sqrt", "none"),
+        help="peak lr = lr x B/256 (linear), lr x sqrt(B/256) (sqrt; SimCLR App. B.1's "
+        "0.075 x sqrt(B) is lr=1.2), or lr (none); B = global batch",
+    )
+    weight_decay: float = option(1e-6, ge=0)
+    momentum: float = option(0.9, ge=0, le=1)
+    trust_coefficient: float = option(0.001, gt=0, help="LARS eta")
+    warmup_epochs: float = option(10.0, ge=0, help="linear warm-up length in epochs (fractions allowed)")
+    warmup_steps: int = option(0, ge=0, help="linear warm-up length in optimizer steps; > 0 replaces warmup_epochs")
+    temperature: float = option(0.5, gt=0)
+    precision: str = option("bf16", choices=("fp32", "bf16", "fp16"), help="autocast dtype on GPU (CPU always fp32)")
+    compile: bool = option(False, help="torch.compile the model")
+    channels_last: bool = option(True)
+    checkpoint_every: int = option(10, ge=0, help="epochs between checkpoints (0 = only at the end)")
+    knn_every: int = option(
+        0,
+        ge=0,
+        help="kNN monitor every N epochs (0 = off): up to 1,000 train images, "
+        "held out of the labelled bank, queried against up to 10,000 others",
+    )
+    seed: int = option(0, ge=0)
+    device: str = option("auto", help="'auto', 'cpu', 'cuda' or 'cuda:N'")
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    protocol: str = option(
+        "features",
+        choices=("features", "crops"),
+        help="'features': logistic regression on features computed once; 'crops': a linear "
+        "layer trained by SGD on random-resized crops through the frozen encoder "
+        "(the seed article's protocol, MoCo main_lincls.py; 'seed' is its old name)",
+    )
+    knn_k: int = option(200, ge=1)
+    knn_temperature: float = option(0.1, gt=0)
+    tsne_points: int = option(1000, ge=0)
+    batch_size: int = option(512, ge=1, help="batch size of feature extraction")
+    l2_grid: tuple[float, ...] = option((1e-6, 1e-5, 1e-4, 1e-3, 1e-2), help="L2 strengths tried on val")
+    max_iter: int = option(500, ge=1, help="L-BFGS iterations of the logistic regression")
+    crops_epochs: int = option(
+        100,
+        ge=1,
+        help="epochs of the 'crops' protocol's linear layer (100 as in MoCo's main_lincls.py; was eval.seed_epochs)",
+    )
+    crops_lr: float = option(0.1, gt=0, help="learning rate of the 'crops' protocol (was eval.seed_lr)")
+    finetune: bool = option(False, help="'crops' protocol: unfreeze the encoder")
+
+
+@dataclass(frozen=True)
+class MetricsConfig:
+    pushgateway_url: str = option("", help="Prometheus Pushgateway URL ('' = off)")
+    port: int = option(0, ge=0, le=65535, help="serve /metrics on this port while a step runs (0 = off)")
+    addr: str = option("0.0.0.0", help="address the /metrics endpoint binds to (tests use 127.0.0.1)")
+    job: str = option("simclr", help="Pushgateway job name")
+
+
+@dataclass(frozen=True)
+class StorageConfig:
+    checkpoint_uri: str = option("", help="file:// or s3:// prefix for pretraining checkpoints ('' = none)")
+    mirror_uri: str = option("", help="s3:// prefix caching the dataset tarball ('' = off)")
+    export_uri: str = option("", help="copy encoder, report and metrics.json here, by run name ('' = off)")
+
+
+@dataclass(frozen=True)
+class Config:
+    """The whole configuration of a run: one frozen section per concern.
+
+    Leaf functions receive only their own section (``cfg.pretrain``), never the whole config.
+    """
+
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    pretrain: PretrainConfig = field(default_factory=PretrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
+    storage: StorageConfig = field(default_factory=StorageConfig)
+
+    # -- construction -------------------------------------------------------
+    @classmethod
+    def from_dict(cls, raw: Mapping[str, Any] | None, *, origin: str = "config") -> Config:
+        """Build and validate a config from nested mappings (YAML or JSON)."""
+        raw = raw or {}
+        if not isinstance(raw, Mapping):
+            raise ConfigError(f"{origin}: expected a mapping of sections, got {type(raw).__name__}")
+        sections = {f.name: f for f in dataclasses.fields(cls)}
+        unknown = sorted(set(raw) - set(sections))
+        if unknown:
+            raise ConfigError(f"{origin}: unknown section '{unknown[0]}' (allowed: {', '.join(sections)})")
+        raw = renamed_sections(raw)
+        built = {}
+        for name, f in sections.items():
+            section_cls = f.default_factory  # type: ignore[misc]
+            built[name] = build_section(section_cls, name, raw.get(name) or {}, origin)
+        return cls(**built)
+
+    def to_dict(self) -> dict[str, dict[str, Any]]:
+        """Plain nested dict (tuples become lists) for YAML/JSON and KFP parameters."""
+        return {
+            f.name: {
+                k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(getattr(self, f.name)).items()
+            }
+            for f in dataclasses.fields(self)
+        }
+
+    def override(self, assignments: Mapping[str, Any] | Sequence[str], origin: str = "--set") -> Config:
+        """Return a copy with ``section.key`` values replaced.
+
+        Args:
+            assignments: ``["pretrain.epochs=5", …]`` (strings parsed by the
+                field's type) or ``{"pretrain.epochs": 5}`` (typed values).
+            origin: where the values came from, for error messages (a flag name).
+        """
+        pairs = parse_assignments(assignments) if not isinstance(assignments, Mapping) else dict(assignments)
+        raw = self.to_dict()
+        for dotted, value in pairs.items():
+            dotted, value = rename(dotted, value)
+            section, _, key = dotted.partition(".")
+            if section not in raw or not key:
+                raise ConfigError(f"--set {dotted}: expected section.key with section one of {', '.join(raw)}")
+            if key not in raw[section]:
+                raise ConfigError(
+                    f"--set {dotted}: unknown key '{key}' in section '{section}' (allowed: {', '.join(raw[section])})"
+                )
+            raw[section][key] = value
+        return Config.from_dict(raw, origin=origin)
+
+    def dotted_keys(self) -> list[str]:
+        """Every ``section.key`` of the config, in declaration order."""
+        return [f"{s}.{k}" for s, keys in self.to_dict().items() for k in keys]

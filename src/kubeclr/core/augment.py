@@ -1,0 +1,276 @@
+"""SimCLR data augmentation, batched on tensors on the training device.
+
+The recipe of Chen et al. 2020 (arXiv:2002.05709, App. A and B.9) for CIFAR-10:
+random resized crop (area ``crop_scale``, aspect 3/4–4/3) resized to ``size``,
+horizontal flip (p = 0.5), colour jitter of strength s — brightness, contrast,
+saturation 0.8s and hue 0.2s, in a random order per sample — applied with
+p = 0.8, random grayscale (p = 0.2), optional Gaussian blur (off on CIFAR),
+then normalisation with the train split's statistics.
+
+Every sample of a batch draws its own parameters from one ``torch.Generator``
+living on the images' device, so a whole batch is augmented with a handful of
+kernels (no PIL, no per-image Python loop, no DataLoader workers) and a seeded
+generator reproduces it exactly. Crop and flip are one affine ``grid_sample``
+(bilinear, sub-pixel crop boxes). :func:`pil_pipeline` keeps the seed
+article's torchvision/PIL pipeline as the baseline for benchmarks.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torchvision import transforms as T
+
+from kubeclr.config import AugmentConfig
+from kubeclr.core.color import grayscale, jitter_in_order, per_sample
+
+RATIO = (3 / 4, 4 / 3)
+
+
+def _rand(shape: Sequence[int], generator: torch.Generator | None, device: torch.device) -> Tensor:
+    return torch.rand(tuple(shape), generator=generator, device=device)
+
+
+def _uniform(lo: float, hi: float, n: int, generator: torch.Generator | None, device: torch.device) -> Tensor:
+    return lo + (hi - lo) * _rand((n,), generator, device)
+
+
+def to_float(images: Tensor) -> Tensor:
+    """uint8 images to float32 in [0, 1]; floating images are returned as float32 unchanged."""
+    if images.dtype == torch.uint8:
+        return images.float().div_(255)
+    return images.float()
+
+
+def normalize(images: Tensor, mean: Sequence[float], std: Sequence[float]) -> Tensor:
+    """Eval-time transform: to [0, 1] (uint8 is divided by 255), then ``(x - mean) / std`` per channel.
+
+    Args:
+        images: ``(B, 3, H, W)`` uint8, or floating in [0, 1].
+        mean, std: per-channel statistics in [0, 1] (the stats file).
+
+    Returns:
+        ``(B, 3, H, W)`` float32 on the images' device.
+    """
+    x = to_float(images)
+    m = torch.as_tensor(mean, dtype=torch.float32, device=x.device).view(1, -1, 1, 1)
+    s = torch.as_tensor(std, dtype=torch.float32, device=x.device).view(1, -1, 1, 1)
+    return (x - m) / s
+
+
+def sample_crop_boxes(
+    batch: int,
+    height: int,
+    width: int,
+    scale: Sequence[float] = (0.08, 1.0),
+    ratio: Sequence[float] = RATIO,
+    generator: torch.Generator | None = None,
+    device: torch.device | str | None = None,
+) -> Tensor:
+    """Random-resized-crop boxes, one per sample (Szegedy et al. 2015, as in torchvision).
+
+    Area fraction ~ U(scale), log aspect ratio ~ U(log ratio); of 10 trials per
+    sample the first that fits the image is kept. If none fits, the sample
+    keeps its first area fraction with the image's own aspect ratio, so every
+    box's area lies within ``scale``. Boxes are continuous (sub-pixel).
+
+    Returns:
+        ``(batch, 4)`` float32: ``top, left, h, w`` in pixels.
+    """
+    device = torch.device(device) if device is not None else torch.device("cpu")
+    trials = 10
+    area = height * width * (scale[0] + (scale[1] - scale[0]) * _rand((batch, trials), generator, device))
+    lo, hi = math.log(ratio[0]), math.log(ratio[1])
+    aspect = torch.exp(lo + (hi - lo) * _rand((batch, trials), generator, device))  # w / h
+    w = torch.sqrt(area * aspect)  # (B, T)
+    h = torch.sqrt(area / aspect)
+    fits = (w <= width) & (h <= height)
+    first = torch.where(fits.any(1), fits.float().argmax(1), torch.zeros_like(fits[:, 0], dtype=torch.long))
+    pick = first.unsqueeze(1)
+    w, h = w.gather(1, pick).squeeze(1), h.gather(1, pick).squeeze(1)  # (B,)
+    fallback = ~fits.any(1)
+    frac = (area[:, 0] / (height * width)).sqrt()
+    w = torch.where(fallback, frac * width, w)
+    h = torch.where(fallback, frac * height, h)
+    top = (height - h) * _rand((batch,), generator, device)
+    left = (width - w) * _rand((batch,), generator, device)
+    return torch.stack([top, left, h, w], dim=1)
+
+
+def crop_resize(images: Tensor, boxes: Tensor, size: int, flip: Tensor | None = None) -> Tensor:
+    """Crop each sample's box, optionally mirror it, and resize to ``size`` (bilinear).
+
+    Args:
+        images: ``(B, C, H, W)`` float.
+        boxes: ``(B, 4)`` ``top, left, h, w`` in pixels.
+        size: output side.
+        flip: ``(B,)`` bool, mirror horizontally where True.
+
+    Returns:
+        ``(B, C, size, size)``.
+    """
+    b, _, height, width = images.shape
+    top, left, h, w = boxes.to(images.dtype).unbind(1)
+    sx, sy = w / width, h / height  # half-extent in normalised coords
+    cx, cy = (2 * left + w) / width - 1, (2 * top + h) / height - 1
+    if flip is not None:
+        sx = torch.where(flip, -sx, sx)
+    zero = torch.zeros_like(sx)
+    theta = torch.stack([torch.stack([sx, zero, cx], 1), torch.stack([zero, sy, cy], 1)], 1)  # (B, 2, 3)
+    grid = F.affine_grid(theta, [b, images.shape[1], size, size], align_corners=False)
+    return F.grid_sample(images, grid, mode="bilinear", padding_mode="border", align_corners=False)
+
+
+def random_resized_crop(
+    images: Tensor,
+    size: int,
+    scale: Sequence[float] = (0.08, 1.0),
+    ratio: Sequence[float] = RATIO,
+    generator: torch.Generator | None = None,
+) -> Tensor:
+    """Batched random resized crop with independent boxes per sample.
+
+    Args:
+        images: ``(B, 3, H, W)`` uint8 or float.
+
+    Returns:
+        ``(B, 3, size, size)`` float32 in [0, 1] (uint8 input is divided by 255;
+        float input keeps its range).
+    """
+    x = to_float(images)
+    boxes = sample_crop_boxes(x.shape[0], x.shape[2], x.shape[3], scale, ratio, generator, x.device)
+    return crop_resize(x, boxes, size)
+
+
+def color_jitter(
+    x: Tensor, strength: float, p: float, generator: torch.Generator | None = None, *, select: bool | None = None
+) -> Tensor:
+    """SimCLR colour distortion on ``(B, 3, H, W)`` floats in [0, 1], per-sample parameters and order.
+
+    Brightness, contrast and saturation factors ~ U(max(0, 1 - 0.8s), 1 + 0.8s),
+    hue shift ~ U(-0.2s, 0.2s) (capped at ±0.5), applied to each sample with
+    probability ``p`` in a random order of its own (torchvision ``ColorJitter``
+    semantics). See :func:`kubeclr.core.color.jitter_in_order` for how the orders are batched.
+
+    ``select`` (default: on CPU, where a host sync is free) computes only the
+    samples drawn for jitter; otherwise every sample is computed and the others
+    are restored with one ``where``, which never syncs with the host (CUDA).
+    """
+    b, dev = x.shape[0], x.device
+    if strength <= 0 or p <= 0:
+        return x
+    j, hue = 0.8 * strength, min(0.2 * strength, 0.5)
+    apply = _rand((b,), generator, dev) < p
+    factors = torch.stack([_uniform(max(0.0, 1 - j), 1 + j, b, generator, dev) for _ in range(3)], 1)  # (B, 3)
+    shift = _uniform(-hue, hue, b, generator, dev)
+    order = _rand((b, 4), generator, dev).argsort(dim=1)  # (B, 4): op index at each position, 3 = hue
+    if select is None:
+        select = dev.type == "cpu"
+    if select:
+        idx = apply.nonzero().squeeze(1)  # (M,) the selected samples
+        picked = jitter_in_order(x.index_select(0, idx), factors[idx], shift[idx], order[idx])
+        return x.index_copy(0, idx, picked)
+    return torch.where(per_sample(apply), jitter_in_order(x, factors, shift, order), x)
+
+
+def gaussian_blur(x: Tensor, sigma: Tensor) -> Tensor:
+    """Separable Gaussian blur, kernel ≈ 10% of the side (SimCLR App. A), one sigma per sample."""
+    b, c, height, width = x.shape
+    k = max(3, int(0.1 * height) // 2 * 2 + 1)
+    t = torch.arange(k, device=x.device, dtype=x.dtype) - k // 2
+    kern = torch.exp(-(t.view(1, -1) ** 2) / (2 * sigma.view(-1, 1) ** 2))  # (B, k)
+    kern = (kern / kern.sum(1, keepdim=True)).repeat_interleave(c, 0)  # (B*C, k)
+    y = x.reshape(1, b * c, height, width)
+    y = F.conv2d(F.pad(y, (k // 2, k // 2, 0, 0), mode="reflect"), kern.view(-1, 1, 1, k), groups=b * c)
+    y = F.conv2d(F.pad(y, (0, 0, k // 2, k // 2), mode="reflect"), kern.view(-1, 1, k, 1), groups=b * c)
+    return y.view(b, c, height, width)
+
+
+class SimCLRAugment(nn.Module):
+    """The SimCLR augmentation as a batched module.
+
+    Args:
+        cfg: augmentation section (size, crop_scale, flip_p, color_strength,
+            color_p, grayscale_p, blur).
+        mean, std: per-channel statistics in [0, 1] for the final normalisation.
+    """
+
+    def __init__(self, cfg: AugmentConfig, mean: Sequence[float], std: Sequence[float]) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.register_buffer("mean", torch.tensor(list(mean), dtype=torch.float32), persistent=False)
+        self.register_buffer("std", torch.tensor(list(std), dtype=torch.float32), persistent=False)
+
+    @torch.no_grad()
+    def forward(self, images: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        """Augment a batch.
+
+        Args:
+            images: ``(B, 3, H, W)`` uint8 (or float in [0, 1]) on any device.
+            generator: source of randomness; must live on the images' device.
+
+        Returns:
+            ``(B, 3, size, size)`` float32, normalised, on the images' device.
+        """
+        cfg, dev = self.cfg, images.device
+        x = to_float(images)  # (B, 3, H, W) in [0, 1]
+        b, _, height, width = x.shape
+        boxes = sample_crop_boxes(b, height, width, cfg.crop_scale, RATIO, generator, dev)
+        flip = _rand((b,), generator, dev) < cfg.flip_p
+        x = crop_resize(x, boxes, cfg.size, flip).clamp_(0, 1)  # (B, 3, S, S)
+        x = color_jitter(x, cfg.color_strength, cfg.color_p, generator)
+        gray = _rand((b,), generator, dev) < cfg.grayscale_p
+        x = torch.where(per_sample(gray), grayscale(x).expand_as(x), x)
+        if cfg.blur:
+            blur = _rand((b,), generator, dev) < 0.5
+            sigma = _uniform(0.1, 2.0, b, generator, dev)
+            x = torch.where(per_sample(blur), gaussian_blur(x, sigma), x)
+        return (x - self.mean.to(dev).view(1, 3, 1, 1)) / self.std.to(dev).view(1, 3, 1, 1)
+
+
+def paired_views(aug: SimCLRAugment, images: Tensor, generator: torch.Generator | None = None) -> Tensor:
+    """Two independent augmentations of every image, drawn as one ``2B`` batch.
+
+    One call of ``aug`` on the batch stacked twice: half the kernel launches of
+    two calls, and the result is already the model's input (no ``torch.cat``).
+
+    Args:
+        aug: the augmentation module.
+        images: ``(B, 3, H, W)`` uint8 (or float in [0, 1]).
+        generator: source of randomness on the images' device.
+
+    Returns:
+        ``(2B, 3, S, S)``: rows ``i`` and ``B + i`` are the two views of image ``i``.
+    """
+    return aug(torch.cat([images, images]), generator)
+
+
+def two_views(aug: SimCLRAugment, images: Tensor, generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
+    """Two independent augmentations of the same batch (the positive pairs), ``(B, 3, S, S)`` each."""
+    view1, view2 = paired_views(aug, images, generator).chunk(2)
+    return view1, view2
+
+
+def pil_pipeline(cfg: AugmentConfig, mean: Sequence[float], std: Sequence[float]) -> T.Compose:
+    """The seed article's per-image torchvision pipeline (PIL image -> normalised tensor).
+
+    Kept as the baseline for throughput benchmarks and parity checks against
+    :class:`SimCLRAugment`.
+    """
+    s = cfg.color_strength
+    steps: list = [
+        T.RandomResizedCrop(cfg.size, scale=tuple(cfg.crop_scale), ratio=RATIO),
+        T.RandomHorizontalFlip(cfg.flip_p),
+    ]
+    if s > 0:
+        steps.append(T.RandomApply([T.ColorJitter(0.8 * s, 0.8 * s, 0.8 * s, min(0.2 * s, 0.5))], p=cfg.color_p))
+    steps.append(T.RandomGrayscale(cfg.grayscale_p))
+    if cfg.blur:
+        k = max(3, int(0.1 * cfg.size) // 2 * 2 + 1)
+        steps.append(T.RandomApply([T.GaussianBlur(k, sigma=(0.1, 2.0))], p=0.5))
+    steps += [T.ToTensor(), T.Normalize(list(mean), list(std))]
+    return T.Compose(steps)

@@ -1,0 +1,205 @@
+"""Pretraining checkpoints in object storage, complete or absent.
+
+A checkpoint of epoch ``e`` is two objects under the store's root::
+
+    ckpt-<e:06d>/state.pt        torch.save of a dict of tensors and plain values
+    ckpt-<e:06d>/MANIFEST.json   {"epoch", "step", "files": {"state.pt": {"sha256", "size"}}}
+
+The manifest is written *last*, so object stores without multi-object
+transactions (S3) still give all-or-nothing semantics: a reader takes the
+newest manifest whose digest matches its ``state.pt`` and ignores (with a
+warning) anything incomplete or corrupt. Only the ``keep`` newest complete
+checkpoints are retained; older ones lose their manifest first, so a deletion
+that is interrupted leaves only an ignorable fragment.
+
+The state is read back with ``torch.load(weights_only=True)``: no arbitrary
+objects are unpickled, which is why RNG states are stored as tensors and lists.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import logging
+import random
+import re
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Mapping, Protocol
+
+import numpy as np
+import torch
+
+from kubeclr.errors import IntegrityError, ObjectNotFound
+
+log = logging.getLogger(__name__)
+
+FORMAT = 1
+STATE = "state.pt"
+MANIFEST = "MANIFEST.json"
+_DIR = re.compile(r"^ckpt-(\d{6,})/")
+
+
+class Store(Protocol):
+    """Object storage as training sees it: relative '/'-separated keys under one root.
+
+    :mod:`kubeclr.storage.store` opens one from a URI (local directory or S3);
+    the core never learns which backend sits behind it.
+    """
+
+    uri: str
+
+    def read_bytes(self, key: str) -> bytes: ...
+    def write_bytes(self, key: str, data: bytes) -> None: ...
+    def get_file(self, key: str, dest: Path) -> None: ...
+    def put_file(self, src: Path, key: str) -> None: ...
+    def exists(self, key: str) -> bool: ...
+    def list(self, prefix: str = "") -> list[str]: ...
+    def delete(self, key: str) -> None: ...
+
+
+def checkpoint_dir(epoch: int) -> str:
+    return f"ckpt-{epoch:06d}"
+
+
+def _epochs(keys: list[str], name: str) -> list[int]:
+    """Epochs of the checkpoint folders that contain object ``name``, newest first."""
+    found = set()
+    for key in keys:
+        m = _DIR.match(key)
+        if m and key == f"{m.group(0)}{name}":
+            found.add(int(m.group(1)))
+    return sorted(found, reverse=True)
+
+
+def save_checkpoint(store: Store, epoch: int, state: Mapping[str, Any], *, keep: int = 2) -> str:
+    """Write the checkpoint of ``epoch``, then prune to the ``keep`` newest.
+
+    Args:
+        store: where checkpoints live (only rank 0 should call this).
+        epoch: completed epochs (1-based), names the folder.
+        state: tensors, numbers, strings, lists and dicts of them.
+        keep: complete checkpoints to retain (>= 1).
+
+    Returns:
+        The checkpoint's folder key (``ckpt-000003``).
+    """
+    buf = io.BytesIO()
+    torch.save(dict(state), buf)
+    blob = buf.getvalue()
+    folder = checkpoint_dir(epoch)
+    store.write_bytes(f"{folder}/{STATE}", blob)
+    manifest = {
+        "format": FORMAT,
+        "epoch": epoch,
+        "step": int(state.get("step", 0)),
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "files": {STATE: {"sha256": hashlib.sha256(blob).hexdigest(), "size": len(blob)}},
+    }
+    store.write_bytes(f"{folder}/{MANIFEST}", json.dumps(manifest, indent=2).encode())
+    log.info("checkpoint %s/%s written (%.1f MB)", store.uri, folder, len(blob) / 1e6)
+    _prune(store, newest=epoch, keep=max(1, keep))
+    return folder
+
+
+def _prune(store: Store, *, newest: int, keep: int) -> None:
+    keys = store.list("ckpt-")
+    complete = [e for e in _epochs(keys, MANIFEST) if e <= newest]
+    stale = set(complete[keep:])
+    # Fragments (a state.pt without manifest) older than the newest complete one are dead too.
+    stale |= {e for e in _epochs(keys, STATE) if e < newest and e not in complete}
+    for epoch in sorted(stale):
+        folder = checkpoint_dir(epoch)
+        store.delete(f"{folder}/{MANIFEST}")  # manifest first: a half-deleted checkpoint is incomplete
+        store.delete(f"{folder}/{STATE}")
+
+
+def list_checkpoints(store: Store) -> list[int]:
+    """Epochs that have a manifest (not yet verified), newest first."""
+    return _epochs(store.list("ckpt-"), MANIFEST)
+
+
+def load_latest(store: Store) -> tuple[int, dict[str, Any]] | None:
+    """Load the newest complete checkpoint whose digest verifies.
+
+    Incomplete (no manifest) or corrupt (bad manifest, size or digest,
+    unloadable state) checkpoints are skipped with a warning.
+
+    Args:
+        store: where the checkpoints are.
+
+    Returns:
+        ``(epoch, state)`` with tensors on the CPU, or ``None`` when none is usable.
+    """
+    keys = store.list("ckpt-")
+    complete = _epochs(keys, MANIFEST)
+    for epoch in _epochs(keys, STATE):
+        if epoch not in complete and (not complete or epoch > complete[0]):
+            log.warning("ignoring incomplete checkpoint %s/%s (no %s)", store.uri, checkpoint_dir(epoch), MANIFEST)
+    for epoch in complete:
+        state = _read_verified(store, epoch)
+        if state is not None:
+            return epoch, state
+    return None
+
+
+def _read_verified(store: Store, epoch: int) -> dict[str, Any] | None:
+    folder = checkpoint_dir(epoch)
+    where = f"{store.uri}/{folder}"
+    try:
+        manifest = json.loads(store.read_bytes(f"{folder}/{MANIFEST}"))
+        expected = manifest["files"][STATE]
+        if not isinstance(expected, dict):
+            raise ValueError(f"{MANIFEST} has no entry for {STATE}")
+        blob = store.read_bytes(f"{folder}/{STATE}")
+    except (ObjectNotFound, IntegrityError, ValueError, KeyError, TypeError) as exc:
+        # a missing, corrupt or malformed checkpoint is skipped for an older one; any other
+        # StorageError (store unreachable, server error) propagates: resuming from an older
+        # checkpoint, or from none, while the newest is merely unreadable would lose work
+        log.warning("ignoring checkpoint %s: %s", where, str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+        return None
+    if len(blob) != expected.get("size") or hashlib.sha256(blob).hexdigest() != expected.get("sha256"):
+        log.warning("ignoring checkpoint %s: %s does not match its manifest digest", where, STATE)
+        return None
+    try:
+        return torch.load(io.BytesIO(blob), map_location="cpu", weights_only=True)
+    except Exception as exc:
+        log.warning("ignoring checkpoint %s: cannot load %s (%s)", where, STATE, type(exc).__name__)
+        return None
+
+
+# -- RNG state as weights_only-loadable values -------------------------------
+
+
+def capture_rng(generators: Mapping[str, torch.Generator]) -> dict[str, Any]:
+    """Every RNG this process draws from, as tensors, ints and lists.
+
+    Args:
+        generators: named explicit generators (data shuffle, augmentation).
+
+    Returns:
+        ``{"python", "numpy", "torch", "cuda", "generators"}``.
+    """
+    version, internal, gauss = random.getstate()
+    name, keys, pos, has_gauss, cached = np.random.get_state()
+    return {
+        "python": [version, list(internal), gauss],
+        "numpy": [name, torch.from_numpy(np.asarray(keys, dtype=np.int64)), int(pos), int(has_gauss), float(cached)],
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "generators": {k: g.get_state() for k, g in generators.items()},
+    }
+
+
+def restore_rng(state: Mapping[str, Any], generators: Mapping[str, torch.Generator]) -> None:
+    """Inverse of :func:`capture_rng` (CUDA states only when CUDA is present)."""
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    name, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
+    torch.set_rng_state(state["torch"])
+    if state["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+    for key, gen in generators.items():
+        gen.set_state(state["generators"][key])

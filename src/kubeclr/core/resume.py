@@ -1,0 +1,82 @@
+"""A training run's state in a checkpoint: what is saved, and how a run is resumed from it.
+
+The state is the model, optimiser, scheduler and grad-scaler state dicts, the
+epoch and step, every rank's RNG streams, the config and the history so far
+(:mod:`kubeclr.core.checkpoint` stores it all-or-nothing). A resumed run
+continues bitwise where the saved one stopped when the world size is the same.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import torch
+
+from kubeclr.config import Config, PretrainConfig
+from kubeclr.core import checkpoint, distributed
+from kubeclr.core.checkpoint import Store
+from kubeclr.errors import UserError
+
+log = logging.getLogger(__name__)
+
+
+def checkpoint_due(epoch: int, pc: PretrainConfig) -> bool:
+    """A checkpoint is written every ``checkpoint_every`` epochs and after the last one."""
+    return epoch == pc.epochs or (pc.checkpoint_every > 0 and epoch % pc.checkpoint_every == 0)
+
+
+def save_run(
+    store: Store,
+    epoch: int,
+    step: int,
+    parts: dict[str, Any],
+    gens: dict[str, torch.Generator],
+    cfg: Config,
+    history: list[dict],
+    rank: int,
+) -> None:
+    """Checkpoint on rank 0; every rank contributes its RNG state (a collective)."""
+    rng = distributed.all_gather_object(checkpoint.capture_rng(gens))  # [rank0, rank1, …]
+    if rank != 0:
+        return
+    state = {name: part.state_dict() for name, part in parts.items()}
+    state.update(epoch=epoch, step=step, rng=rng, config=cfg.to_dict(), history=history)
+    checkpoint.save_checkpoint(store, epoch, state)
+
+
+def restore_run(
+    state: dict[str, Any],
+    parts: dict[str, Any],
+    gens: dict[str, torch.Generator],
+    cfg: Config,
+    rank: int,
+    world: int,
+    store: Store,
+) -> list[dict[str, Any]]:
+    """Load a checkpoint's state into the live objects; returns its history."""
+    saved = state.get("config", {})
+    if saved.get("model") != cfg.to_dict()["model"]:
+        raise UserError(
+            f"checkpoint at {store.uri} was written for a different model config "
+            f"({saved.get('model')}); use another checkpoint URI"
+        )
+    changed = [
+        f"{s}.{k}"
+        for s in ("augment", "pretrain")
+        for k, v in cfg.to_dict()[s].items()
+        if saved.get(s, {}).get(k) != v and k != "device"
+    ]
+    if changed:
+        log.warning("resuming %s with changed settings: %s", store.uri, ", ".join(changed))
+    for name, part in parts.items():
+        if state.get(name):
+            part.load_state_dict(state[name])
+    rng = state["rng"]
+    if len(rng) == world:
+        checkpoint.restore_rng(rng[rank], gens)
+    else:  # another world size: the shuffle is shared, augmentation streams cannot be matched
+        log.warning("checkpoint written by %d processes, resuming with %d: augmentation RNG re-seeded", len(rng), world)
+        checkpoint.restore_rng(rng[0], {"shuffle": gens["shuffle"]})
+    log.info("resumed from %s at epoch %d", store.uri, state["epoch"])
+    return [dict(r) for r in state["history"]]

@@ -1,0 +1,319 @@
+"""SimCLR pretraining loop: data on the device, batched augmentation, resumable.
+
+Chen et al., "A Simple Framework for Contrastive Learning of Visual
+Representations", ICML 2020 (arXiv:2002.05709), Algorithm 1: for each batch,
+draw two augmented views of every image, embed both with the encoder and the
+projection head, and minimise NT-Xent over the 2N views.
+
+As in airbench, the whole uint8 dataset is moved to the device once and
+augmented there, so no DataLoader workers (or ``/dev/shm``) are involved.
+Under ``torchrun`` every rank holds the data, draws the same permutation from
+the shared seed and trains on its shard of each global batch; the loss
+contrasts against the global batch (see :mod:`kubeclr.core.loss`). Side effects
+reach the loop only through a :class:`~kubeclr.storage.store.Store` (checkpoints,
+rank 0 only) and :class:`~kubeclr.core.callbacks.Callback` hooks.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import random
+import time
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable, Sequence
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from kubeclr.config import Config, PretrainConfig
+from kubeclr.core import checkpoint, distributed, resume
+from kubeclr.core.augment import SimCLRAugment, paired_views
+from kubeclr.core.callbacks import Callback
+from kubeclr.core.checkpoint import Store
+from kubeclr.core.device import autocast, channels_last_ok, describe_device
+from kubeclr.core.health import training_health
+from kubeclr.core.loss import NTXentLoss
+from kubeclr.core.model import build_model, load_init_weights
+from kubeclr.core.optim import build_optimizer, build_scheduler, scaled_lr, warmup_length
+from kubeclr.core.prefetch import Prefetch
+from kubeclr.errors import ConfigError, DataError
+from kubeclr.progress import progress
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class PretrainResult:
+    """What :func:`train_simclr` hands back.
+
+    Attributes:
+        model: the trained ``SimCLRModel`` (unwrapped from DDP/compile), on the training device.
+        history: one record per epoch: epoch, loss, lr, images_per_second, seconds[, knn_top1].
+        summary: the metrics.json ``pretrain`` block (plus ``world_size``, ``device_name``).
+    """
+
+    model: nn.Module
+    history: list[dict[str, Any]]
+    summary: dict[str, Any]
+
+
+def forward_loss(model: nn.Module, loss_fn: nn.Module, view1: Tensor, view2: Tensor) -> Tensor:
+    """NT-Xent of one (local) batch of view pairs.
+
+    Both views go through the model in one call, so BatchNorm sees all 2N
+    views and DDP sees one forward per backward.
+
+    Args:
+        model: returns ``(h, z)``; may be DDP-wrapped or compiled.
+        loss_fn: :class:`~kubeclr.core.loss.NTXentLoss`.
+        view1, view2: ``(N, 3, S, S)`` float views; row i of each is the same image.
+
+    Returns:
+        Scalar loss (float32).
+    """
+    return paired_loss(model, loss_fn, torch.cat([view1, view2]))
+
+
+def paired_loss(model: nn.Module, loss_fn: nn.Module, views: Tensor) -> Tensor:
+    """:func:`forward_loss` of views already stacked as ``(2N, 3, S, S)``, rows i and N + i a pair."""
+    _, z = model(views)  # (2N, proj_dim)
+    z1, z2 = z.chunk(2)  # (N, proj_dim) each
+    return loss_fn(z1, z2)
+
+
+def batch_plan(batch_size: int, world_size: int, n_images: int) -> tuple[int, int]:
+    """(per-rank batch, steps per epoch); the last incomplete global batch is dropped.
+
+    Raises:
+        ConfigError: the batch does not split evenly over ranks, or exceeds the data.
+    """
+    if batch_size % world_size:
+        raise ConfigError(f"pretrain.batch_size={batch_size} is not divisible by the {world_size} training processes")
+    if batch_size > n_images:
+        raise ConfigError(f"pretrain.batch_size={batch_size} exceeds the {n_images} training images")
+    return batch_size // world_size, n_images // batch_size
+
+
+def train_simclr(
+    cfg: Config,
+    images: Tensor | np.ndarray,
+    mean: Sequence[float],
+    std: Sequence[float],
+    *,
+    device: torch.device,
+    store: Store | None = None,
+    callbacks: Callback | None = None,
+    monitor: Callable[[nn.Module], float] | None = None,
+    init_state: dict | None = None,
+) -> PretrainResult:
+    """Pretrain encoder + head with SimCLR, resuming from ``store`` if it holds a checkpoint.
+
+    Args:
+        cfg: the run's config (model, augment, pretrain).
+        images: uint8 ``(N, 3, H, W)`` training images (labels are never used).
+        mean, std: per-channel normalisation statistics in [0, 1].
+        device: this process's device (``cuda:LOCAL_RANK`` under torchrun).
+        store: checkpoint store; the newest complete checkpoint is resumed and
+            rank 0 writes one every ``checkpoint_every`` epochs and at the end.
+        callbacks: hooks for metrics/logging (called on every rank; rank-aware
+            callbacks decide themselves).
+        monitor: called with the encoder (in train mode; it must restore that) every
+            ``pretrain.knn_every`` epochs and after the last one; its value is recorded
+            as the epoch's ``knn_top1`` (see :mod:`kubeclr.launch.process`).
+        init_state: encoder state dict when ``model.init`` is a URI.
+
+    Returns:
+        A :class:`PretrainResult`.
+
+    Raises:
+        DataError: ``images`` is not a uint8 ``(N, 3, H, W)`` array.
+        ConfigError: batch size incompatible with the data or the ranks.
+        UserError: the checkpoint at ``store`` was written for another model.
+    """
+    pc = cfg.pretrain
+    images = torch.as_tensor(images)
+    if images.dtype != torch.uint8 or images.dim() != 4 or images.shape[1] != 3:
+        raise DataError(f"pretraining images must be uint8 (N, 3, H, W), got {images.dtype} {tuple(images.shape)}")
+    rank, world = distributed.rank_and_world()
+    per_rank, steps_per_epoch = batch_plan(pc.batch_size, world, images.shape[0])
+    callbacks = callbacks or Callback()
+    cuda = device.type == "cuda"
+
+    _seed_everything(pc.seed)
+    model = build_model(cfg.model)
+    channels_last = pc.channels_last and channels_last_ok(model, device)
+    load_init_weights(model.encoder, cfg.model, init_state)
+    model = model.to(device, memory_format=torch.channels_last if channels_last else torch.preserve_format)
+    wrapped = distributed.wrap_model(model, device, sync_bn=cfg.model.sync_bn)
+    model = distributed.unwrap(wrapped)  # SyncBatchNorm conversion may have replaced layers
+    forward = torch.compile(wrapped) if pc.compile else wrapped
+    optimizer = build_optimizer(model, pc)
+    scheduler = build_scheduler(optimizer, pc, steps_per_epoch)
+    scaler = torch.amp.GradScaler("cuda", enabled=cuda and pc.precision == "fp16")
+    loss_fn = NTXentLoss(pc.temperature)
+    aug = SimCLRAugment(cfg.augment, mean, std).to(device)
+    gens = {
+        "shuffle": torch.Generator().manual_seed(pc.seed),  # same on every rank
+        "augment": torch.Generator(device=device).manual_seed(pc.seed + 7919 * (rank + 1)),
+    }
+    data = images.to(device)  # (N, 3, H, W) uint8, resident for the whole run
+
+    history: list[dict[str, Any]] = []
+    parts = {"model": model, "optimizer": optimizer, "scheduler": scheduler, "scaler": scaler}
+    resumed = checkpoint.load_latest(store) if store is not None else None
+    if resumed is not None:
+        history = resume.restore_run(resumed[1], parts, gens, cfg, rank, world, store)
+    start_epoch = len(history)
+    callbacks.on_train_start(
+        {
+            "arch": cfg.model.arch,
+            "device": str(device),
+            "epochs": pc.epochs,
+            "steps_per_epoch": steps_per_epoch,
+            "world_size": world,
+            "start_epoch": start_epoch,
+        }
+    )
+    mixed = autocast(device, pc.precision)
+
+    warned = False
+    for epoch in range(start_epoch + 1, pc.epochs + 1):
+        model.train()
+        t0 = time.perf_counter()
+        perm = torch.randperm(data.shape[0], generator=gens["shuffle"]).to(device)  # (N,)
+        loss_sum = torch.zeros((), device=device)
+        bar = (
+            progress(range(steps_per_epoch), total=steps_per_epoch, desc=f"epoch {epoch}/{pc.epochs}")
+            if rank == 0
+            else range(steps_per_epoch)
+        )
+        with _view_batches(
+            aug,
+            data,
+            perm,
+            gens["augment"],
+            batch_size=pc.batch_size,
+            per_rank=per_rank,
+            rank=rank,
+            steps=steps_per_epoch,
+            channels_last=channels_last,
+            background=device.type == "cpu",
+        ) as batches:
+            for i, batch_views in zip(bar, batches):
+                t_step = time.perf_counter()
+                with mixed:
+                    loss = paired_loss(forward, loss_fn, batch_views)
+                optimizer.zero_grad(set_to_none=True)
+                scaler.scale(loss).backward()
+                scaler.step(optimizer)
+                scaler.update()
+                lr = optimizer.param_groups[0]["lr"]
+                scheduler.step()
+                loss_sum += loss.detach()  # stays on the device: no sync per step
+                callbacks.on_step_end((epoch - 1) * steps_per_epoch + i + 1, time.perf_counter() - t_step)
+        mean_loss = float(distributed.all_reduce_mean(loss_sum / steps_per_epoch).item())  # one sync per epoch
+        seconds = time.perf_counter() - t0
+        record: dict[str, Any] = {
+            "epoch": epoch,
+            "loss": mean_loss,
+            "lr": float(lr),
+            "images_per_second": steps_per_epoch * pc.batch_size / seconds,
+            "seconds": seconds,
+        }
+        if monitor is not None and pc.knn_every and (epoch % pc.knn_every == 0 or epoch == pc.epochs):
+            record["knn_top1"] = float(monitor(model.encoder))
+        history.append(record)
+        if store is not None and resume.checkpoint_due(epoch, pc):
+            resume.save_run(store, epoch, epoch * steps_per_epoch, parts, gens, cfg, history, rank)
+        if rank == 0:
+            log.info(
+                "epoch %d/%d loss %.4f lr %.4g %.0f img/s %.1fs%s",
+                epoch,
+                pc.epochs,
+                mean_loss,
+                lr,
+                record["images_per_second"],
+                seconds,
+                f" knn {record['knn_top1']:.3f}" if "knn_top1" in record else "",
+            )
+            health = _health(history, pc, steps_per_epoch)
+            if health["status"] == "not-learning" and not warned:
+                log.warning("%s", health["message"])
+                warned = True
+        callbacks.on_epoch_end(record)
+
+    summary = _summary(cfg, history, device, world, steps_per_epoch)
+    callbacks.on_train_end(summary)
+    return PretrainResult(model=model, history=history, summary=summary)
+
+
+def _view_batches(
+    aug: SimCLRAugment,
+    data: Tensor,
+    perm: Tensor,
+    generator: torch.Generator,
+    *,
+    batch_size: int,
+    per_rank: int,
+    rank: int,
+    steps: int,
+    channels_last: bool,
+    background: bool,
+) -> contextlib.AbstractContextManager[Iterable[Tensor]]:
+    """This rank's ``steps`` batches of paired views for one epoch, as a context manager over an iterable.
+
+    Batch i holds the views ``(2 * per_rank, 3, S, S)`` of
+    ``data[perm[i * batch_size + rank * per_rank :][:per_rank]]``. With
+    ``background`` (CPU) batch i + 1 is augmented on one thread while batch i
+    trains, the overlap a DataLoader's workers give; that thread alone draws
+    from ``generator``, in order, so the stream and every checkpoint are
+    bitwise those of the inline loop. On CUDA kernels are asynchronous anyway.
+    """
+
+    def views(i: int) -> Tensor:
+        start = i * batch_size + rank * per_rank
+        v = paired_views(aug, data[perm[start : start + per_rank]], generator)  # (2b, 3, S, S) float32
+        return v.contiguous(memory_format=torch.channels_last) if channels_last else v
+
+    return Prefetch(views, steps) if background else contextlib.nullcontext(map(views, range(steps)))
+
+
+def _seed_everything(seed: int) -> None:
+    """Seed the global RNGs so that model initialisation is identical on every rank and run."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def _health(history: list[dict[str, Any]], pc: PretrainConfig, steps_per_epoch: int) -> dict[str, Any]:
+    return training_health(
+        [r["loss"] for r in history],
+        epochs=pc.epochs,
+        batch_size=pc.batch_size,
+        peak_lr=scaled_lr(pc),
+        lr_scaling=pc.lr_scaling,
+        warmup_epochs=warmup_length(pc, steps_per_epoch) / max(1, steps_per_epoch),
+    )
+
+
+def _summary(
+    cfg: Config, history: list[dict[str, Any]], device: torch.device, world: int, steps_per_epoch: int
+) -> dict[str, Any]:
+    """The metrics.json ``pretrain`` block, over every epoch including those before a resume."""
+    seconds = sum(r["seconds"] for r in history)
+    images = sum(r["images_per_second"] * r["seconds"] for r in history)  # images seen, all ranks
+    return {
+        "arch": cfg.model.arch,
+        "epochs": len(history),
+        "batch_size": cfg.pretrain.batch_size,
+        "final_loss": history[-1]["loss"] if history else float("nan"),
+        "seconds": seconds,
+        "images_per_second": images / seconds if seconds else 0.0,
+        "device": device.type,
+        "device_name": describe_device(device),
+        "world_size": world,
+        "peak_lr": scaled_lr(cfg.pretrain),
+        "health": _health(history, cfg.pretrain, steps_per_epoch),
+    }

@@ -1,0 +1,1 @@
+"""Evaluation of a frozen encoder: features, linear probes, kNN, t-SNE (pure PyTorch)."""

@@ -1,0 +1,189 @@
+"""One pretraining process: files in, SimCLR training, encoder and history out.
+
+Every engine ends here: the in-process engine calls :func:`train_and_save`
+directly, torchrun and the multi-node jobs run it on every rank through
+:mod:`kubeclr.launch.entry`. Rank 0 writes the outputs; every rank trains.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+import numpy as np
+import torch
+from torch import nn
+
+from kubeclr.atomic import write_bytes_atomic, write_json
+from kubeclr.config import Config, config_digest
+from kubeclr.core import distributed
+from kubeclr.core.callbacks import Callback, CallbackList
+from kubeclr.core.train import train_simclr
+from kubeclr.data.files import Split, load_stats, read_split
+from kubeclr.errors import UserError
+from kubeclr.eval.features import extract_features
+from kubeclr.eval.knn import knn_accuracy
+from kubeclr.storage.store import open_store, parent_and_key
+from kubeclr.telemetry.prometheus import training_callback
+
+log = logging.getLogger(__name__)
+
+KNN_QUERY = 1000  # held-out query images of the kNN monitor
+KNN_BANK = 10000  # at most this many labelled bank images
+
+
+@dataclass(frozen=True)
+class TrainFiles:
+    """The pretrain step's files: two inputs, two outputs (either output may be None on ranks > 0)."""
+
+    train: Path
+    stats: Path
+    encoder_out: Path | None
+    history_out: Path | None
+
+
+class LogCallback(Callback):
+    """Log the start and end of pretraining (epochs log themselves in :mod:`kubeclr.core.train`)."""
+
+    def on_train_start(self, info: Mapping[str, Any]) -> None:
+        log.info(
+            "pretraining %s on %s: epochs %d-%d of %d, %d steps/epoch, %d process(es)",
+            info["arch"],
+            info["device"],
+            info["start_epoch"] + 1,
+            info["epochs"],
+            info["epochs"],
+            info["steps_per_epoch"],
+            info["world_size"],
+        )
+
+    def on_train_end(self, summary: Mapping[str, Any]) -> None:
+        log.info(
+            "pretraining done: final loss %.4f, %.1fs, %.0f img/s",
+            summary["final_loss"],
+            summary["seconds"],
+            summary["images_per_second"],
+        )
+
+
+def train_and_save(
+    cfg: Config, files: TrainFiles, *, run_name: str, device: torch.device, output_uri: str = ""
+) -> dict:
+    """Train in this process (one rank of a group, or alone) and, on rank 0, write the outputs.
+
+    Args:
+        cfg: the run's config.
+        files: the train split and stats to read, the encoder and history to write.
+        run_name: labels the exported metrics.
+        device: this rank's device.
+        output_uri: also upload ``encoder.pt``, ``history.json`` and ``summary.json``
+            under this store URI (multi-node jobs, whose pods share no filesystem).
+
+    Returns:
+        The metrics.json ``pretrain`` block.
+    """
+    split = read_split("train split", files.train)
+    mean, std, _ = load_stats(files.stats)
+    init_state = load_init_state(cfg.model.init)
+    store = open_store(cfg.storage.checkpoint_uri) if cfg.storage.checkpoint_uri else None
+    main = distributed.is_main()
+    callbacks = CallbackList([LogCallback(), training_callback(cfg.metrics, run_name)] if main else [])
+    monitor, monitor_facts = knn_monitor(cfg, split, mean, std, device) if cfg.pretrain.knn_every else (None, None)
+    result = train_simclr(
+        cfg,
+        split.images,
+        mean,
+        std,
+        device=device,
+        store=store,
+        callbacks=callbacks,
+        monitor=monitor,
+        init_state=init_state,
+    )
+    summary = {**result.summary, **({"knn_monitor": monitor_facts} if monitor_facts else {})}
+    if main:
+        buf = io.BytesIO()
+        torch.save({k: v.detach().cpu().contiguous() for k, v in result.model.encoder.state_dict().items()}, buf)
+        history = {
+            "epochs": result.history,
+            "summary": summary,
+            "config": cfg.to_dict(),
+            "config_sha256": config_digest(cfg),
+        }
+        if files.encoder_out:
+            write_bytes_atomic(files.encoder_out, buf.getvalue())
+        if files.history_out:
+            write_json(files.history_out, history)
+        if output_uri:
+            out = open_store(output_uri)
+            out.write_bytes("encoder.pt", buf.getvalue())
+            out.write_bytes("history.json", _json_bytes(history))
+            out.write_bytes("summary.json", _json_bytes(summary))
+    distributed.barrier()  # no rank exits (and tears down the group) before the outputs exist
+    return summary
+
+
+def _json_bytes(obj: Any) -> bytes:
+    return (json.dumps(obj, indent=2) + "\n").encode()
+
+
+def load_init_state(init: str) -> dict | None:
+    """The encoder state dict named by ``model.init`` when it is a URI (else ``None``).
+
+    Raises:
+        UserError: the object cannot be read or is not a plain state dict.
+    """
+    if init in ("random", "imagenet"):
+        return None
+    store, key = parent_and_key(init)
+    blob = store.read_bytes(key)
+    try:
+        state = torch.load(io.BytesIO(blob), map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise UserError(f"model.init={init}: not a weights-only torch state dict ({type(exc).__name__})") from None
+    if not isinstance(state, dict):
+        raise UserError(f"model.init={init}: expected a state dict, got {type(state).__name__}")
+    return state
+
+
+def knn_split(split: Split, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Bank and query sets for the kNN monitor, drawn from the train split.
+
+    Pretraining never reads labels, so a held-out slice of its own images
+    (``KNN_QUERY`` queries against up to ``KNN_BANK`` others) measures
+    representation quality without touching val/test.
+    """
+    order = np.random.default_rng(seed).permutation(len(split))
+    n_query = min(KNN_QUERY, len(split) // 5)
+    query, bank = order[:n_query], order[n_query : n_query + KNN_BANK]
+    return split.images[bank], split.labels[bank], split.images[query], split.labels[query]
+
+
+def knn_monitor(
+    cfg: Config, split: Split, mean: list[float], std: list[float], device: torch.device
+) -> tuple[Callable[[nn.Module], float], dict]:
+    """The per-epoch kNN monitor (Wu et al. 2018) with the run's ``eval`` settings, and what it uses.
+
+    Returns:
+        ``(monitor, facts)``: ``monitor(encoder)`` is the weighted kNN top-1 of the
+        held-out queries; ``facts`` is ``{"k", "temperature", "bank", "queries"}``.
+    """
+    bank_x, bank_y, query_x, query_y = knn_split(split, cfg.data.seed)
+    bank_y, query_y = torch.as_tensor(bank_y), torch.as_tensor(query_y)
+    num_classes = len(split.class_names)
+    k = min(cfg.eval.knn_k, len(bank_y))
+
+    def monitor(encoder: nn.Module) -> float:
+        feats = [
+            extract_features(encoder, x, mean, std, device=device, batch_size=cfg.eval.batch_size)
+            for x in (bank_x, query_x)
+        ]
+        return knn_accuracy(
+            feats[0], bank_y, feats[1], query_y, k=k, temperature=cfg.eval.knn_temperature, num_classes=num_classes
+        )
+
+    return monitor, {"k": k, "temperature": cfg.eval.knn_temperature, "bank": len(bank_y), "queries": len(query_y)}

@@ -1,0 +1,67 @@
+"""The torchrun engine: one process per GPU of this pod (``torchrun --standalone``)."""
+
+from __future__ import annotations
+
+import logging
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from kubeclr.atomic import read_json, write_json
+from kubeclr.config import Config, config_digest
+from kubeclr.errors import UserError
+from kubeclr.launch.process import TrainFiles
+
+log = logging.getLogger(__name__)
+
+
+class Torchrun:
+    """Run :mod:`kubeclr.launch.entry` under torchrun with ``nproc`` processes and wait.
+
+    The resolved config travels as one JSON file with its digest; rank 0 writes
+    the outputs to the step's own paths.
+    """
+
+    name = "torchrun"
+
+    def __init__(self, nproc: int) -> None:
+        self.nproc = nproc
+
+    def command(self, config_file: Path, files: TrainFiles, cfg: Config, run_name: str) -> list[str]:
+        return [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            f"--nproc_per_node={self.nproc}",
+            "-m",
+            "kubeclr.launch.entry",
+            "--config",
+            str(config_file),
+            "--config-sha256",
+            config_digest(cfg),
+            "--train",
+            str(files.train),
+            "--stats",
+            str(files.stats),
+            "--encoder-out",
+            str(files.encoder_out),
+            "--history-out",
+            str(files.history_out),
+            "--run-name",
+            run_name,
+        ]
+
+    def train(self, cfg: Config, files: TrainFiles, *, run_name: str) -> dict:
+        with tempfile.TemporaryDirectory(prefix="kubeclr-ddp-") as tmp:
+            config_file = Path(tmp) / "config.json"
+            write_json(config_file, cfg.to_dict())
+            cmd = self.command(config_file, files, cfg, run_name)
+            log.info("launching %d training processes: %s", self.nproc, " ".join(cmd))
+            rc = subprocess.run(cmd, check=False).returncode
+        if rc != 0:
+            raise UserError(
+                f"distributed pretraining failed: torchrun exited with code {rc} (see the ranks' log above)"
+            )
+        return read_json(files.history_out)["summary"]

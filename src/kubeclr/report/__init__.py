@@ -1,0 +1,1 @@
+"""The run report: metrics.json, the Markdown summary and the self-contained HTML page."""

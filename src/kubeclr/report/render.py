@@ -1,0 +1,268 @@
+"""The run's Markdown summary and one self-contained HTML page (inline CSS, charts
+embedded as SVG data URIs, no external requests, readable on a phone).
+
+Every user-controlled string (run name, dataset source, class names, config
+values) is escaped before it reaches HTML, SVG or Markdown.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import html
+import re
+from typing import Any, Mapping, Sequence
+
+from kubeclr import __version__
+from kubeclr.report import charts
+from kubeclr.report.metrics import ReportInputs, is_number
+from kubeclr.uri import redact_uri
+
+
+def md_escape(text: object) -> str:
+    """Neutralise HTML and Markdown syntax in a user string (one line)."""
+    # quote=False: an entity like &#x27; would carry a '#' into the Markdown escapes below
+    text = html.escape(" ".join(str(text).split()), quote=False)
+    return re.sub(r"([\\`*_\[\]{}()#+!|~>-])", r"\\\1", text)
+
+
+def _pct(v: Any) -> str:
+    return f"{100 * v:.2f}%" if is_number(v) else "–"
+
+
+def _sec(v: Any) -> str:
+    return f"{v:.1f} s" if is_number(v) else "–"
+
+
+def health_warning(pretrain: Mapping[str, Any]) -> str | None:
+    """The "not learning" message of the pretraining summary, or None when training looked healthy."""
+    health = pretrain.get("health") or {}
+    return str(health.get("message")) if health.get("status") == "not-learning" else None
+
+
+def render_markdown(inp: ReportInputs, metrics: Mapping[str, Any]) -> str:
+    """Short Markdown summary: headline accuracies, dataset, pretraining, timings."""
+    ds, pre, lin, knn = metrics["dataset"], metrics["pretrain"], metrics["linear_eval"], metrics["knn"]
+    synthetic = " **(SYNTHETIC sample data)**" if ds["synthetic"] else ""
+    warning = health_warning(pre)
+    lines = [
+        f"# SimCLR run {md_escape(inp.run_name)}",
+        "",
+        *([f"> **Warning**: {md_escape(warning)}", ""] if warning else []),
+        "| metric | value |",
+        "|---|---|",
+        f"| linear eval test top-1 ({md_escape(lin.get('protocol') or '')}) | {_pct(lin['test_top1'])} |",
+        f"| linear eval test top-5 | {_pct(lin['test_top5'])} |",
+        f"| linear eval val top-1 | {_pct(lin['val_top1'])} |",
+        f"| kNN test top-1 (k={knn.get('k', '–')}) | {_pct(knn['test_top1'])} |",
+        "",
+        f"**Dataset**: {md_escape(ds['source'])}{synthetic}; train/val/test = "
+        f"{ds['train_size']}/{ds['val_size']}/{ds['test_size']} images.",
+        "",
+        f"**Pretraining**: {md_escape(pre['arch'])}, {pre['epochs']} epochs, batch {pre['batch_size']}, "
+        f"final loss {pre['final_loss']:.4f}, {pre['images_per_second']:.0f} images/s on "
+        f"{md_escape(pre['device'])}.",
+        "",
+        f"**Config**: SHA-256 `{md_escape(metrics.get('config_sha256', ''))}` (the whole config is in metrics.json).",
+        "",
+        "| step | seconds |",
+        "|---|---|",
+    ]
+    lines += [f"| {step} | {sec:.1f} |" for step, sec in metrics["timings"].items()]
+    return "\n".join(lines) + "\n"
+
+
+# Defence in depth behind the escaping: the page may show inline styles and data: images,
+# and nothing else (no script runs, nothing is fetched, no form posts anywhere).
+CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'; base-uri 'none'; form-action 'none'"
+
+_CSS = """
+:root{--fg:#1d2330;--muted:#5b6475;--line:#e3e6ec;--card:#fff;--bg:#f5f6f8;--accent:#1f77b4}
+*{box-sizing:border-box}
+body{margin:0;font:15px/1.5 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;color:var(--fg);background:var(--bg)}
+main{max-width:1100px;margin:0 auto;padding:16px}
+h1{font-size:1.5rem;margin:.2em 0;word-break:break-word}
+h2{font-size:1.15rem;margin:0 0 .5em}
+.sub{color:var(--muted);margin:0 0 1em}
+.badge{display:inline-block;padding:2px 10px;border-radius:12px;font-size:.8rem;font-weight:700;
+ background:#d62728;color:#fff;vertical-align:middle;letter-spacing:.05em}
+.grid{display:grid;grid-template-columns:repeat(auto-fit,minmax(320px,1fr));gap:16px}
+.card{background:var(--card);border:1px solid var(--line);border-radius:8px;padding:14px;margin-bottom:16px;
+ overflow-x:auto}
+.warn{background:#fff4e5;border:1px solid #f0b35b;border-radius:8px;padding:10px 14px;margin-bottom:16px}
+.kpis{display:grid;grid-template-columns:repeat(auto-fit,minmax(150px,1fr));gap:12px}
+.kpi{background:var(--card);border:1px solid var(--line);border-radius:8px;padding:10px 14px}
+.kpi b{display:block;font-size:1.6rem}
+.kpi span{color:var(--muted);font-size:.85rem}
+table{border-collapse:collapse;width:100%;font-size:.9rem}
+th,td{text-align:left;padding:4px 8px;border-bottom:1px solid var(--line);vertical-align:top}
+td{overflow-wrap:anywhere}
+td.num,th.num{text-align:right;font-variant-numeric:tabular-nums}
+td.num{white-space:nowrap;overflow-wrap:normal}
+@media (max-width:480px){main{padding:8px}.card{padding:10px}table{font-size:.8rem}th,td{padding:3px 4px}
+ .kpi b{font-size:1.3rem}}
+code{word-break:break-all}
+img{max-width:100%;height:auto}
+footer{color:var(--muted);font-size:.8rem;text-align:center;padding:12px}
+"""
+
+
+def _e(text: object) -> str:
+    return html.escape(str(text), quote=True)
+
+
+def _table(rows: Sequence[Sequence[Any]], head: Sequence[str] = (), numeric: Sequence[int] = ()) -> str:
+    out = ["<table>"]
+    if head:
+        out.append(
+            "<tr>"
+            + "".join(f"<th{' class=num' if i in numeric else ''}>{_e(h)}</th>" for i, h in enumerate(head))
+            + "</tr>"
+        )
+    for row in rows:
+        out.append(
+            "<tr>"
+            + "".join(f"<td{' class=num' if i in numeric else ''}>{_e(c)}</td>" for i, c in enumerate(row))
+            + "</tr>"
+        )
+    return "".join(out) + "</table>"
+
+
+def _charts(inp: ReportInputs) -> dict[str, str]:
+    """The report's figures as ``<img>`` tags, keyed by section."""
+    epochs = inp.history.get("epochs", [])
+    x = [e["epoch"] for e in epochs]
+
+    def per_epoch(key: str, name: str, title: str, y_label: str, alt: str) -> str:
+        return charts.svg_img(
+            charts.line_chart(
+                x, {name: [e.get(key) for e in epochs]}, title=title, x_label="epoch", y_label=y_label, integer_x=True
+            ),
+            alt,
+        )
+
+    figs = {
+        "loss": per_epoch("loss", "NT-Xent loss", "Pretraining loss", "loss", "Pretraining loss per epoch"),
+        "lr": per_epoch("lr", "learning rate", "Learning rate (end of epoch)", "lr", "Learning rate per epoch"),
+        "throughput": per_epoch(
+            "images_per_second", "images/s", "Throughput", "images / s", "Pretraining throughput per epoch"
+        ),
+    }
+    if any("knn_top1" in e for e in epochs):
+        figs["knn"] = per_epoch("knn_top1", "kNN top-1", "kNN monitor", "top-1", "kNN monitor accuracy per epoch")
+    names = inp.results["class_names"]
+    figs["confusion"] = charts.svg_img(
+        charts.heatmap(inp.results["confusion"], names, title="Confusion matrix (test)"),
+        "Confusion matrix heatmap of the test split",
+    )
+    figs["per_class"] = charts.svg_img(
+        charts.bar_chart(
+            names, [inp.results["per_class"].get(n, 0.0) for n in names], title="Per-class accuracy (test)"
+        ),
+        "Per-class test accuracy",
+    )
+    if len(inp.tsne):
+        figs["tsne"] = charts.svg_img(
+            charts.scatter(inp.tsne, inp.tsne_labels, names, title=f"t-SNE of {len(inp.tsne)} test features"),
+            "t-SNE of encoder features of test images, coloured by class",
+        )
+    return figs
+
+
+def render_html(inp: ReportInputs, metrics: Mapping[str, Any]) -> str:
+    """The self-contained HTML report."""
+    ds, pre, lin, knn = metrics["dataset"], metrics["pretrain"], metrics["linear_eval"], metrics["knn"]
+    figs = _charts(inp)
+    badge = (
+        ' <span class="badge" title="generated sample data, not CIFAR-10">SYNTHETIC</span>' if ds["synthetic"] else ""
+    )
+    kpis = [
+        ("linear test top-1", _pct(lin["test_top1"])),
+        ("linear test top-5", _pct(lin["test_top5"])),
+        ("linear val top-1", _pct(lin["val_top1"])),
+        ("kNN test top-1", _pct(knn["test_top1"])),
+        ("final loss", f"{pre['final_loss']:.4f}"),
+    ]
+    total = sum(metrics["timings"].values()) or 1.0
+    timing_rows = [(s, f"{v:.2f}", f"{100 * v / total:.1f}%") for s, v in metrics["timings"].items()]
+    config_rows = [
+        (f"{sec}.{key}", redact_uri(value) if isinstance(value, str) else value)
+        for sec, keys in inp.config.items()
+        for key, value in keys.items()
+    ]
+    acc_rows = [
+        (
+            "linear (" + str(lin.get("protocol")) + ")",
+            _pct(lin["val_top1"]),
+            _pct(lin.get("val_top5")),
+            _pct(lin["test_top1"]),
+            _pct(lin["test_top5"]),
+        ),
+        (f"kNN (k={knn.get('k', '–')}, τ={knn.get('temperature', '–')})", "–", "–", _pct(knn["test_top1"]), "–"),
+    ]
+    when = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    parts = [
+        '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">',
+        '<meta name="viewport" content="width=device-width, initial-scale=1">',
+        f'<meta http-equiv="Content-Security-Policy" content="{CSP}">',
+        f"<title>SimCLR report: {_e(inp.run_name)}</title><style>{_CSS}</style></head><body><main>",
+        f"<h1>SimCLR run {_e(inp.run_name)}{badge}</h1>",
+        f'<p class="sub">{_e(pre["arch"])} · {pre["epochs"]} epochs · batch {pre["batch_size"]} · '
+        f"{_e(pre['device'])} · generated {when}</p>",
+        *(
+            [f'<p class="warn" role="alert"><b>Warning</b>: {_e(health_warning(pre))}</p>']
+            if health_warning(pre)
+            else []
+        ),
+        '<div class="kpis card">'
+        + "".join(f'<div class="kpi"><b>{v}</b><span>{_e(k)}</span></div>' for k, v in kpis)
+        + "</div>",
+        '<section class="card"><h2>Accuracy</h2>'
+        + _table(
+            acc_rows,
+            ("evaluation", *(f"{split} top\u2011{k}" for split in ("val", "test") for k in (1, 5))),
+            (1, 2, 3, 4),
+        )  # non-breaking hyphens: a narrow column breaks "val top-1" at the space only
+        + f'<p class="sub">L2 chosen on val: {_e(lin.get("l2"))}</p></section>',
+        '<section class="card"><h2>Dataset</h2>'
+        + _table(
+            [
+                ("source", ds["source"]),
+                ("synthetic", "yes" if ds["synthetic"] else "no"),
+                ("MD5", ds.get("md5") or "not checked"),
+                ("train / val / test", f"{ds['train_size']} / {ds['val_size']} / {ds['test_size']}"),
+                ("mean (R, G, B)", ", ".join(f"{v:.4f}" for v in ds["mean"])),
+                ("std (R, G, B)", ", ".join(f"{v:.4f}" for v in ds["std"])),
+            ]
+        )
+        + "</section>",
+        '<section class="card"><h2>Pretraining</h2>'
+        + _table(
+            [
+                ("final loss", f"{pre['final_loss']:.4f}"),
+                ("wall time", _sec(pre["seconds"])),
+                ("throughput", f"{pre['images_per_second']:.1f} images/s"),
+            ]
+        )
+        + '<div class="grid">'
+        + "".join(figs[k] for k in ("loss", "lr", "throughput", "knn") if k in figs)
+        + "</div></section>",
+        '<section class="card"><h2>Linear evaluation (test split)</h2><div class="grid">'
+        + figs["confusion"]
+        + figs["per_class"]
+        + "</div></section>",
+    ]
+    if "tsne" in figs:
+        parts.append('<section class="card"><h2>Feature space (t-SNE)</h2>' + figs["tsne"] + "</section>")
+    parts += [
+        '<section class="card"><h2>Step timings</h2>'
+        + _table(timing_rows, ("step", "seconds", "share"), (1, 2))
+        + "</section>",
+        '<section class="card"><h2>Configuration</h2>'
+        + f'<p class="sub">SHA-256 <code>{_e(metrics.get("config_sha256", ""))}</code>: every step ran with '
+        + "this resolved config</p>"
+        + _table(config_rows, ("key", "value"))
+        + "</section>",
+        f"<footer>kubeclr {_e(__version__)} · self-contained report, no external resources</footer>",
+        "</main></body></html>",
+    ]
+    return "\n".join(parts)

@@ -1,0 +1,53 @@
+"""The ``compute_stats`` step: per-channel mean/std of the train split, in [0, 1], streamed and exact."""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+from kubeclr.atomic import write_json
+from kubeclr.config import Config
+from kubeclr.data.files import split_facts
+from kubeclr.data.stats import channel_mean_std, iter_npz_rows
+from kubeclr.errors import DataError
+
+log = logging.getLogger(__name__)
+
+
+def run(cfg: Config, train_path: str | Path, stats_out: str | Path) -> dict:
+    """Write the train split's statistics (float64 accumulation, one pass, bounded memory).
+
+    Args:
+        cfg: the run's config (the statistics have no parameters; kept for the step contract).
+        train_path: the train split file.
+        stats_out: where to write the stats JSON.
+
+    Returns:
+        The stats dict: ``{"mean", "std", "count", "seconds", "synthetic"}``.
+
+    Raises:
+        DataError: a missing or malformed split file.
+    """
+    del cfg
+    start = time.perf_counter()
+    _, meta = split_facts("train split", train_path)
+    try:
+        mean, std, count = channel_mean_std(iter_npz_rows(Path(train_path), "images"))
+    except ValueError as exc:
+        raise DataError(f"{train_path}: {exc}") from None
+    stats = {
+        "mean": mean,
+        "std": std,
+        "count": count,
+        "seconds": time.perf_counter() - start,
+        "synthetic": bool(meta.get("synthetic", False)),
+    }
+    write_json(stats_out, stats)
+    log.info(
+        "train statistics over %d images: mean %s std %s",
+        count,
+        [round(m, 4) for m in mean],
+        [round(s, 4) for s in std],
+    )
+    return stats

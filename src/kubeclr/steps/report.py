@@ -1,0 +1,145 @@
+"""The ``report`` step: report.html, report.md and metrics.json; then the export, if configured."""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from kubeclr.atomic import read_json, write_bytes_atomic, write_json
+from kubeclr.config import Config, config_digest
+from kubeclr.data.files import load_stats, read_features, read_input, split_facts
+from kubeclr.errors import DataError
+from kubeclr.eval.tsne import balanced_indices, tsne
+from kubeclr.report.metrics import ReportInputs, build_metrics
+from kubeclr.report.render import render_html, render_markdown
+from kubeclr.steps.extract_features import SPLITS
+from kubeclr.storage.store import open_store
+from kubeclr.uri import safe_segment
+
+log = logging.getLogger(__name__)
+
+
+def run(
+    cfg: Config,
+    *,
+    run_name: str,
+    train_path: str | Path,
+    val_path: str | Path,
+    test_path: str | Path,
+    stats_path: str | Path,
+    history_path: str | Path,
+    features_path: str | Path,
+    results_path: str | Path,
+    html_out: str | Path,
+    markdown_out: str | Path,
+    metrics_out: str | Path,
+    encoder_path: str | Path | None = None,
+    metrics: Any = None,
+) -> dict:
+    """Write report.html, report.md and metrics.json from the earlier steps' files, then export them.
+
+    With ``storage.export_uri`` set, the encoder, the report and metrics.json are
+    copied under ``<export_uri>/<run_name>/`` (:func:`export_results`).
+
+    Args:
+        metrics: the KFP ``Metrics`` artifact of the run page (``log_metric``), or None.
+
+    Returns:
+        The metrics.json dict (plus ``exported``: the URIs written, when exporting).
+
+    Raises:
+        DataError: an input file is unreadable or lacks a field metrics.json needs.
+    """
+    start = time.perf_counter()
+    sizes, metas = {}, {}
+    for name, path in zip(SPLITS, (train_path, val_path, test_path)):
+        sizes[name], metas[name] = split_facts(f"{name} split", path)
+    mean, std, stats = load_stats(stats_path)
+    history = read_input("history file", history_path, read_json)
+    results = read_input("results file", results_path, read_json)
+    features = read_features(features_path)
+    train_meta = metas["train"]
+    dataset = {
+        "source": str(train_meta.get("source", "")),
+        "synthetic": bool(train_meta.get("synthetic", False) or stats.get("synthetic", False)),
+        "train_size": sizes["train"],
+        "val_size": sizes["val"],
+        "test_size": sizes["test"],
+        "mean": mean,
+        "std": std,
+        "md5": train_meta.get("md5"),
+    }
+    points, point_labels = _tsne_points(cfg, features.arrays)
+    timings = {
+        "download_split": train_meta.get("seconds"),
+        "compute_stats": stats.get("seconds"),
+        "pretrain": history.get("summary", {}).get("seconds"),
+        "extract_features": features.meta.get("seconds"),
+        "linear_eval": results.get("seconds"),
+        "report": time.perf_counter() - start,
+    }
+    inputs = ReportInputs(
+        run_name=run_name,
+        config=cfg.to_dict(),
+        config_sha256=config_digest(cfg),
+        dataset=dataset,
+        history=history,
+        results=results,
+        timings={k: float(v) for k, v in timings.items() if v is not None},
+        tsne=points,
+        tsne_labels=point_labels,
+    )
+    try:
+        summary = build_metrics(inputs)
+    except (ValueError, KeyError, TypeError) as exc:
+        raise DataError(
+            f"report: history {history_path} / results {results_path} do not make a valid metrics.json ({exc})"
+        ) from None
+    write_bytes_atomic(html_out, render_html(inputs, summary).encode("utf-8"))
+    write_bytes_atomic(markdown_out, render_markdown(inputs, summary).encode("utf-8"))
+    write_json(metrics_out, summary)
+    log.info("report: %s, %s, %s", html_out, markdown_out, metrics_out)
+    if metrics is not None:
+        log_run_page(summary, metrics)
+    if cfg.storage.export_uri:
+        files = {"report.html": html_out, "report.md": markdown_out, "metrics.json": metrics_out}
+        if encoder_path:
+            files = {"encoder.pt": encoder_path, **files}
+        summary = {**summary, "exported": export_results(cfg.storage.export_uri, run_name, files)}
+    return summary
+
+
+def _tsne_points(cfg: Config, arrays: dict) -> tuple[list, list]:
+    """A class-balanced sample of the test features embedded in 2-D (empty when too few points are asked for)."""
+    labels = torch.from_numpy(arrays["test_y"])
+    if cfg.eval.tsne_points < 3 or labels.shape[0] < 3:
+        return [], []
+    idx = balanced_indices(labels, cfg.eval.tsne_points, seed=cfg.data.seed)
+    return tsne(torch.from_numpy(arrays["test_x"])[idx], seed=cfg.data.seed).tolist(), labels[idx].tolist()
+
+
+def log_run_page(summary: dict, metrics: Any) -> None:
+    """Headline scalars of metrics.json on the report step's KFP Metrics artifact."""
+    pretrain, linear = summary["pretrain"], summary["linear_eval"]
+    metrics.log_metric("linear_test_top1", float(linear["test_top1"]))
+    metrics.log_metric("linear_test_top5", float(linear["test_top5"]))
+    metrics.log_metric("knn_test_top1", float(summary["knn"]["test_top1"]))
+    metrics.log_metric("pretrain_final_loss", float(pretrain["final_loss"]))
+    metrics.log_metric("pretrain_images_per_second", float(pretrain["images_per_second"]))
+    metrics.log_metric("pretrain_seconds", float(pretrain["seconds"]))
+
+
+def export_results(export_uri: str, run_name: str, files: dict[str, str | Path]) -> list[str]:
+    """Copy ``files`` ({name: local path}) under ``<export_uri>/<run_name>/``; return their URIs."""
+    store = open_store(export_uri)
+    prefix = safe_segment(run_name)
+    uris = []
+    for name, path in files.items():
+        store.put_file(Path(path), f"{prefix}/{name}")
+        uris.append(f"{export_uri.rstrip('/')}/{prefix}/{name}")
+    log.info("exported %d files to %s/%s/", len(uris), export_uri.rstrip("/"), prefix)
+    return uris

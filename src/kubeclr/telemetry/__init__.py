@@ -1,0 +1,1 @@
+"""Prometheus metrics of the pipeline steps (Pushgateway and /metrics)."""

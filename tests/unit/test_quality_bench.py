@@ -1,0 +1,78 @@
+"""The quality benchmark's own parts: the digits tarball in the CIFAR layout, the plain SimCLR's loss, the probe."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
+import digits
+import plain_simclr
+import quality_bench
+
+from kubeclr.config import load_config
+from kubeclr.core.loss import NTXentLoss
+from kubeclr.data.files import load_split
+from kubeclr.steps import download_split
+
+
+def test_digits_tarball_splits_like_cifar_through_the_real_data_step(tmp_path):
+    md5 = digits.write_digits_tarball(tmp_path / "digits.tar.gz", seed=0)
+    assert md5 == digits.write_digits_tarball(tmp_path / "again.tar.gz", seed=0)  # bytes depend on the seed only
+    cfg = load_config(
+        "smoke",
+        overrides=[
+            f"data.source={tmp_path / 'digits.tar.gz'}",
+            "data.md5=none",
+            "data.train_limit=0",
+            "data.val_limit=0",
+            "data.test_limit=0",
+        ],
+    )
+    out = {s: tmp_path / f"{s}.npz" for s in ("train", "val", "test")}
+    facts = download_split.run(cfg, out["train"], out["val"], out["test"])
+    assert (facts["train_size"], facts["val_size"], facts["test_size"]) == (1120, 280, 397)
+    assert facts["synthetic"] is False and facts["class_names"] == [str(d) for d in range(10)]
+    ours = {s: load_split(p) for s, p in out.items()}
+    bench = quality_bench.digit_splits(0)  # what the baselines train and test on
+    for split in ("train", "val", "test"):
+        np.testing.assert_array_equal(ours[split].images, bench[split][0])
+        np.testing.assert_array_equal(ours[split].labels, bench[split][1])
+    images = ours["train"].images
+    assert images.dtype == np.uint8 and images.shape[1:] == (3, 32, 32)
+    assert (images[:, 0] == images[:, 1]).all() and 150 <= images.max() <= 255  # grey, varied brightness
+    assert set(np.bincount(ours["train"].labels)) <= set(range(100, 125))  # roughly balanced
+
+
+@pytest.mark.parametrize("tau", [0.1, 0.5])
+def test_plain_simclr_loss_equals_ours(tau):
+    """The baseline and the product compute the same NT-Xent, so a gap between them is in the recipe."""
+    z1, z2 = torch.randn(16, 8, generator=torch.Generator().manual_seed(0)).chunk(2)
+    ours = NTXentLoss(tau)(z1, z2)
+    theirs = plain_simclr.nt_xent(torch.cat([z1, z2]), tau)
+    torch.testing.assert_close(ours, theirs)
+
+
+def test_plain_resnet_has_the_width_and_feature_dim_of_ours():
+    from kubeclr.core.model import build_encoder
+
+    ours = build_encoder(load_config("smoke", overrides=["model.width=8"]).model)
+    theirs = plain_simclr.ResNet18(width=8)
+    assert theirs.dim == ours.feature_dim
+    n = sum(p.numel() for p in theirs.parameters())
+    assert n == sum(p.numel() for p in ours.parameters())  # the same ResNet-18, written apart
+    assert theirs(torch.zeros(2, 3, 32, 32)).shape == (2, ours.feature_dim)
+
+
+def test_probe_scores_separable_features_perfectly_and_noise_at_chance():
+    rng = np.random.default_rng(0)
+    y = {s: np.arange(n) % 10 for s, n in (("train", 200), ("val", 50), ("test", 100))}
+    centres = rng.normal(size=(10, 16)) * 10
+    f = {s: centres[y[s]] + rng.normal(size=(len(y[s]), 16)) for s in y}
+    assert quality_bench.linear_probe(f, y) == 1.0 and quality_bench.knn_probe(f, y) == 1.0
+    noise = {s: rng.normal(size=(len(y[s]), 16)) for s in y}
+    assert quality_bench.linear_probe(noise, y) < 0.3 and quality_bench.knn_probe(noise, y) < 0.3
