@@ -30,7 +30,7 @@ from kubeclr.launch.settings import SERVICE_ACCOUNT_ENV, LaunchSettings
 PIPELINE_NAME = "simclr-cifar10"
 GPU_RESOURCE = "nvidia.com/gpu"
 PRETRAIN_POD_LABEL = ("app.kubernetes.io/component", "simclr-pretrain")
-# Keys of the S3 credentials Secret (manifests/base/s3-credentials-secret.yaml),
+# Keys of the S3 credentials Secret (manifests/base/kubeclr-s3-credentials-secret.yaml),
 # each exposed under the same name, as boto3 reads them.
 S3_SECRET_KEYS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_ENDPOINT_URL", "AWS_DEFAULT_REGION")
 

@@ -1,8 +1,9 @@
 """kubeclr: SimCLR on CIFAR-10 as a Kubeflow Pipelines pipeline.
 
-The importable library. The ML core (data, augment, model, loss, optim, train,
-evaluate) imports no kfp, boto3 or prometheus_client and never hard-codes a
-device; storage and metrics reach it through small interfaces.
+The importable library, by concern (docs/architecture.md). The ML core
+(``core``, ``data``, ``eval``) imports no kfp, boto3, kubernetes or
+prometheus_client and never hard-codes a device; storage and metrics reach it
+through small interfaces.
 """
 
 __version__ = "0.1.0"

@@ -1,7 +1,7 @@
 """Data-parallel pretraining under a real ``torchrun`` with two gloo processes.
 
 This file is also the worker script: ``torchrun … tests/integration/test_ddp.py
-parity OUT`` or ``… audit LOG <train_entry args>``.
+parity OUT`` or ``… audit LOG <entry-point args>``.
 
 Parity compares one DDP step on two ranks with one process on the
 concatenated batch. BatchNorm in training mode normalises with each rank's own
@@ -87,7 +87,7 @@ def _parity_worker(out_dir: str) -> None:
 def _audit_worker(log_path: str, argv: list[str]) -> None:
     """Run the entry point while recording which rank writes which file or object."""
     import kubeclr.launch.process as step
-    from kubeclr.launch import entry as train_entry
+    from kubeclr.launch import entry
     from kubeclr.storage import store as storage
 
     rank = os.environ["RANK"]
@@ -100,7 +100,7 @@ def _audit_worker(log_path: str, argv: list[str]) -> None:
     step.write_bytes_atomic = lambda path, data: (note(Path(path).name), write_bytes(path, data))[1]
     step.write_json = lambda path, obj: (note(Path(path).name), write_json(path, obj))[1]
     storage.LocalStore.write_bytes = lambda self, key, data: (note(key), store_write(self, key, data))[1]
-    sys.exit(train_entry.main(argv))
+    sys.exit(entry.main(argv))
 
 
 # -- tests --------------------------------------------------------------------
@@ -144,7 +144,7 @@ def inputs(tmp_path):
 
 
 @pytest.mark.integration
-def test_train_entry_on_two_ranks_writes_once_and_resumes(inputs):
+def test_entry_point_on_two_ranks_writes_once_and_resumes(inputs):
     from kubeclr.config import Config, load_config
     from kubeclr.core.model import build_encoder
 

@@ -57,7 +57,7 @@ def arg(job: dict, flag: str) -> str:
 
 
 def play_rank0(job: dict) -> None:
-    """What train_entry's rank 0 writes under --output-uri when training ends."""
+    """What the entry point's rank 0 writes under --output-uri when training ends."""
     store = open_store(arg(job, "--output-uri"))
     buf = io.BytesIO()
     torch.save(ENCODER, buf)
@@ -107,7 +107,10 @@ def run(tmp_path, inputs, state, nodes=2, gpus_per_node=1, **settings):
         **{"image": "img:1", "namespace": "ml", "poll_s": 0.01, "timeout_s": 30, "secret_name": "", **settings}
     )
     files = TrainFiles(
-        *inputs, encoder_out=tmp_path / "out" / "encoder.pt", history_out=tmp_path / "out" / "history.json"
+        *inputs,
+        tmp_path / "out" / "encoder.pt",
+        tmp_path / "out" / "history.json",
+        checkpoints=cfg.storage.checkpoint_uri,
     )
     with FakeK8sServer(state) as srv:
         engine = MultiNode(nodes, gpus_per_node, settings, api=K8sApi(srv.url, token="t0ken"))
@@ -134,8 +137,9 @@ def test_success_yields_artifacts_and_cleans_up(tmp_path, inputs, caplog):
     prefix = arg(job, "--output-uri")
     store = open_store(prefix)
     assert store.exists("inputs/train.npz") and store.exists("inputs/stats.json")
-    config = json.loads(arg(job, "--config-json"))  # the whole resolved config, one argument
-    assert config["storage"]["checkpoint_uri"] == f"{(tmp_path / 'bucket').as_uri()}/checkpoints"
+    config = json.loads(arg(job, "--config-json"))  # the whole resolved config, one argument, unchanged
+    assert config["storage"]["checkpoint_uri"] == (tmp_path / "bucket").as_uri()
+    assert arg(job, "--checkpoint-uri") == f"{(tmp_path / 'bucket').as_uri()}/checkpoints"
     assert prefix.startswith(f"{(tmp_path / 'bucket').as_uri()}/multinode/simclr-")
     assert arg(job, "--train") == f"{prefix}/inputs/train.npz"
     assert arg(job, "--stats") == f"{prefix}/inputs/stats.json"

@@ -225,7 +225,7 @@ def test_gaussian_blur_keeps_constants_and_smooths():
     torch.testing.assert_close(blurred[0], noise[0], atol=1e-4, rtol=0)  # sigma 0.1 ~ identity
 
 
-def test_random_resized_crop_for_seed_protocol():
+def test_random_resized_crop_for_the_crops_protocol():
     out = augment.random_resized_crop(_images(5), 32, (0.5, 1.0), generator=_gen(0))
     assert out.shape == (5, 3, 32, 32) and out.dtype == torch.float32
     assert out.min() >= 0 and out.max() <= 1

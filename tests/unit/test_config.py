@@ -151,6 +151,11 @@ def test_resolve_merges_the_ui_parameters_into_the_struct_once():
         ),
         (lambda s, u: (s, {**u, "epoch": 3}), "unknown pipeline parameter 'epoch'"),
         (lambda s, u: (s, {**u, "batch_size": 0}), "pretrain.batch_size=0 is out of range"),
+        (lambda s, u: ({**s, "eval": None}, u), "config: section 'eval' must be a mapping, got NoneType"),
+        (
+            lambda s, u: ({**s, "eval": {**s["eval"], "seed_epochs": 3}}, u),
+            "eval.crops_epochs is set twice (also as its deprecated name eval.seed_epochs)",
+        ),
     ],
 )
 def test_resolve_refuses_a_key_twice_or_nowhere_in_one_line(change, message):
@@ -178,3 +183,12 @@ def test_config_digest_is_stable_and_sensitive():
     a, b = load_config("smoke"), load_config("smoke")
     assert config_digest(a) == config_digest(b) and len(config_digest(a)) == 64
     assert config_digest(a.override({"eval.knn_k": 7})) != config_digest(a)
+
+
+def test_an_old_and_a_new_name_together_are_refused():
+    with pytest.raises(
+        ConfigError, match=re.escape("eval.crops_epochs: set twice (as eval.crops_epochs and as eval.seed_epochs)")
+    ):
+        load_config("smoke", overrides=["eval.crops_epochs=5", "eval.seed_epochs=7"])
+    with pytest.raises(ConfigError, match="set twice"):
+        Config.from_dict({"eval": {"crops_epochs": 5, "seed_epochs": 7}})

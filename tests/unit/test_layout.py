@@ -52,7 +52,7 @@ def test_modules_are_readable_in_one_sitting():
     long = {
         str(p.relative_to(ROOT)): n
         for p in [*SRC.rglob("*.py"), *(ROOT / "pipelines").glob("*.py")]
-        if (n := len(p.read_text().splitlines())) > 320
+        if (n := len(p.read_text().splitlines())) > 300
     }
     assert not long, long
 
@@ -76,3 +76,13 @@ def test_docs_and_docstrings_link_only_to_files_in_the_repo():
     for doc in [ROOT / "README.md", *ROOT.glob("docs/*.md")]:
         for target in re.findall(r"\]\(([^)#:]+)(?:#[^)]*)?\)", doc.read_text()):  # relative Markdown links
             assert (doc.parent / target).exists(), (doc.name, target)
+
+
+def test_the_cli_starts_without_torch_or_kfp():
+    """`simclr-pipeline --help` and `keys` answer at once: the heavy imports wait for the commands that need them."""
+    import subprocess
+    import sys
+
+    code = "import sys, kubeclr.cli; print(sorted(m for m in ('torch', 'kfp', 'boto3') if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"

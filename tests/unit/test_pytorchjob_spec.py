@@ -216,11 +216,17 @@ def test_entry_refuses_a_config_that_changed_on_the_way():
 
 
 def test_dollar_paren_in_values_is_escaped_for_kubernetes():
-    cmd = make(command_args=["--set", "data.source=s3://b/$(HOME)/x"])["spec"]["pytorchReplicaSpecs"]["Master"][
-        "template"
-    ]["spec"]["containers"][0]["command"]
-    assert cmd[-1] == "data.source=s3://b/$$(HOME)/x"  # Kubernetes turns '$$(' back into a literal '$('
+    cfg = load_config("smoke", overrides=["data.source=s3://b/$(HOME)/x"])
+    args = entry_args(cfg, train="s3://b/t.npz", stats="s3://b/s.json", run_name="r", output_uri="s3://b/o")
+    cmd = make(command_args=args)["spec"]["pytorchReplicaSpecs"]["Master"]["template"]["spec"]["containers"][0][
+        "command"
+    ]
+    sent = cmd[cmd.index("--config-json") + 1]
+    assert "$$(HOME)" in sent and "$(HOME)" not in sent.replace("$$(", "")  # nothing left for Kubernetes to expand
     assert "--rdzv_endpoint=$(MASTER_ADDR):$(MASTER_PORT)" in cmd  # ours is still expanded
+    # what the container receives once Kubernetes turns '$$(' back into '$(': the same config, digest intact
+    received = [a.replace("$$(", "$(") for a in cmd[cmd.index("kubeclr.launch.entry") + 1 :]]
+    assert read_config(build_parser().parse_args(received)) == cfg
 
 
 def test_launch_settings_come_from_the_compiled_pipeline_env(tmp_path):
@@ -272,8 +278,8 @@ def test_launch_settings_come_from_the_compiled_pipeline_env(tmp_path):
     [
         ("{not json", "KUBECLR_LAUNCH: not valid JSON"),
         ("[1, 2]", "expected a JSON object, got list"),
-        ('{"cpu": 8}', "field 'cpu' must be a str, got 8"),
-        ('{"timeout_s": "soon"}', "field 'timeout_s' must be a int"),
+        ('{"cpu": 8}', "field 'cpu' must be a string, got 8"),
+        ('{"timeout_s": "soon"}', "field 'timeout_s' must be an integer"),
         ('{"node_selector": {"a": 1}}', "field 'node_selector' must be an object of strings"),
         ('{"gpus": 2}', "unknown field 'gpus'"),
         ('{"timeout_s": 0}', "timeout_s and poll_s must be > 0"),

@@ -11,9 +11,10 @@ import pytest
 import torch
 
 from kubeclr.atomic import write_json
-from kubeclr.config import Config
+from kubeclr.config import Config, config_digest
 from kubeclr.core import train
 from kubeclr.core.augment import SimCLRAugment, paired_views
+from kubeclr.core.batches import batch_plan, view_batches
 from kubeclr.core.callbacks import Callback
 from kubeclr.core.model import build_encoder
 from kubeclr.core.prefetch import Prefetch
@@ -171,11 +172,11 @@ def test_knn_monitor_is_recorded():
 @pytest.mark.parametrize("batch,world,n,message", [(16, 3, 64, "divisible"), (128, 1, 64, "exceeds")])
 def test_batch_plan_rejects_impossible_batches(batch, world, n, message):
     with pytest.raises(ConfigError, match=message):
-        train.batch_plan(batch, world, n)
+        batch_plan(batch, world, n)
 
 
 def test_batch_plan_drops_the_incomplete_batch():
-    assert train.batch_plan(16, 2, 70) == (8, 4)
+    assert batch_plan(16, 2, 70) == (8, 4)
 
 
 def _write_inputs(tmp_path):
@@ -234,6 +235,8 @@ def test_run_scoped_checkpoints_resume_retries_but_not_the_next_run(tmp_path):
         return json.loads((tmp_path / "h.json").read_text())
 
     first = run("run-1")
+    assert first["config"] == cfg.to_dict()  # the scope travels beside the config: one config, one digest
+    assert first["config_sha256"] == config_digest(cfg)
     assert LocalStore(tmp_path / "ckpt").exists("run-1/ckpt-000001/MANIFEST.json")
     assert run("run-1")["epochs"] == first["epochs"]  # retry: resumed from the finished checkpoint
     run("run/2")  # next run: trains in its own (sanitised) folder
@@ -298,7 +301,7 @@ def test_background_views_are_bitwise_the_inline_views_and_leave_the_same_genera
     runs = {}
     for background in (False, True):
         gen = torch.Generator().manual_seed(9)
-        with train._view_batches(
+        with view_batches(
             aug,
             images,
             perm,

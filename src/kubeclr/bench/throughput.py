@@ -15,12 +15,9 @@ same model and batch size:
   DataLoader workers;
 - ``features`` (e): :func:`kubeclr.eval.features.extract_features`.
 
-Every rate counts *source images* per second (one image -> two views), so
-(a), (b) and (c) are directly comparable. Each measurement runs warm-up
-iterations, then reports the median over repeats (as airbench reports its
-claims over repeated runs); the repeats of (a), (b) and (c) are interleaved
-(a₁ b₁ c₁ a₂ b₂ c₂ …) so that a shared machine's changing load hits all
-three alike. Ratios: ``ratio_step_vs_limit`` = a/b, ``ratio_step_vs_seed`` = a/c.
+Rates count *source images* per second (one image -> two views), medians over
+repeats after warm-up; the repeats of (a), (b), (c) are interleaved so a shared
+machine's load hits all three alike (benchmarks/README.md has the details).
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from kubeclr import IMAGE, __version__
+from kubeclr import __version__
 from kubeclr.config import DEFAULT_PRESET, preset_names
 from kubeclr.launch.settings import LaunchSettings
 
@@ -66,7 +66,7 @@ def _compile_args(p: argparse.ArgumentParser, *, package: bool = False) -> None:
             metavar="FILE",
             help="use this compiled YAML instead of compiling (the options below are then unused)",
         )
-    g.add_argument("--image", default=IMAGE, help="image every step runs on (pinned tag or digest)")
+    g.add_argument("--image", default=DEFAULTS.image, help="image every step runs on (pinned tag or digest)")
     g.add_argument(
         "--node-selector",
         action="append",
@@ -96,7 +96,7 @@ def _compile_args(p: argparse.ArgumentParser, *, package: bool = False) -> None:
     )
     g.add_argument(
         "--priority-class",
-        default="",
+        default=DEFAULTS.priority_class,
         help="nodes > 1: PriorityClass of the job's pods, e.g. kubeclr-gpu-training (manifests/base)",
     )
     g.add_argument(
@@ -202,7 +202,11 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--end-time", help="ISO 8601 time the schedule ends")
             p.add_argument("--job-name", help="recurring run name (default: simclr-<preset>-recurring)")
 
-    p = sub.add_parser("bench", formatter_class=_Formatter, help="throughput benchmark (ours vs limit vs seed)")
+    p = sub.add_parser(
+        "bench",
+        formatter_class=_Formatter,
+        help="throughput benchmark (ours vs the compute limit vs the seed article's PIL path)",
+    )
     p.add_argument("--device", default="auto", help="cpu, cuda or auto")
     _config_args(p)
     p.add_argument("--json", metavar="FILE", help="also write the results as JSON")

@@ -10,7 +10,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from kubeclr.config.load import key_rows, preset_names
+from kubeclr.config.load import RENAMED_PRESETS, key_rows, preset_names
 from kubeclr.config.parse import RENAMED_KEYS, RENAMED_VALUES
 from kubeclr.config.resolve import UI_PARAMS
 
@@ -57,8 +57,8 @@ def render() -> str:
         "",
         "| old | new |",
         "|---|---|",
-        "| preset `seed` | preset `article` |",
     ]
+    lines += [f"| preset `{old}` | preset `{new}` |" for old, new in RENAMED_PRESETS.items()]
     lines += [f"| `{old}` | `{new}` |" for old, new in RENAMED_KEYS.items()]
     lines += [f"| `{key}={old}` | `{key}={new}` |" for (key, old), new in RENAMED_VALUES.items()]
     return "\n".join(lines) + "\n"

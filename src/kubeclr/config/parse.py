@@ -91,17 +91,25 @@ def build_section(section_cls: type, name: str, raw: Any, origin: str) -> Any:
 
 
 def renamed_sections(raw: Mapping[str, Any]) -> dict[str, Any]:
-    """A copy of nested config mappings with deprecated keys and values under their current names."""
+    """A copy of nested config mappings with deprecated keys and values under their current names.
+
+    Raises:
+        ConfigError: a key given under both its old and its new name.
+    """
     out = {s: dict(v) if isinstance(v, Mapping) else v for s, v in raw.items()}
     for section, keys in list(out.items()):
         if not isinstance(keys, dict):
             continue
         for key in list(keys):
             dotted, value = rename(f"{section}.{key}", keys[key])
-            if dotted != f"{section}.{key}" or value is not keys[key]:
-                del keys[key]
-                new_section, _, new_key = dotted.partition(".")
-                out.setdefault(new_section, {})[new_key] = value
+            if dotted == f"{section}.{key}":
+                keys[key] = value
+                continue
+            new_section, _, new_key = dotted.partition(".")
+            if new_key in out.get(new_section, {}):
+                raise ConfigError(f"{dotted} is set twice (also as its deprecated name {section}.{key})")
+            del keys[key]
+            out.setdefault(new_section, {})[new_key] = value
     return out
 
 

@@ -86,6 +86,9 @@ def resolve(config: Mapping[str, Any], ui_params: Mapping[str, Any] | None = Non
     """
     if not isinstance(config, Mapping):
         raise ConfigError(f"{origin}: expected a mapping of sections, got {type(config).__name__}")
+    for section, keys in config.items():
+        if not isinstance(keys, Mapping):
+            raise ConfigError(f"{origin}: section '{section}' must be a mapping, got {type(keys).__name__}")
     raw = renamed_sections(config)
     given = _given(raw)
     if ui_params is not None:

@@ -134,7 +134,8 @@ class StorageConfig:
 class Config:
     """The whole configuration of a run: one frozen section per concern.
 
-    Leaf functions receive only their own section (``cfg.pretrain``), never the whole config.
+    Leaf functions (augmentation, model, optimiser, probes) receive only their own section
+    (``cfg.pretrain``); the training loop and the steps, which combine sections, get the whole config.
     """
 
     data: DataConfig = field(default_factory=DataConfig)
@@ -182,8 +183,11 @@ class Config:
         """
         pairs = parse_assignments(assignments) if not isinstance(assignments, Mapping) else dict(assignments)
         raw = self.to_dict()
+        renamed: dict[str, str] = {}
         for dotted, value in pairs.items():
-            dotted, value = rename(dotted, value)
+            given, (dotted, value) = dotted, rename(dotted, value)
+            if renamed.setdefault(dotted, given) != given:
+                raise ConfigError(f"{origin} {dotted}: set twice (as {renamed[dotted]} and as {given})")
             section, _, key = dotted.partition(".")
             if section not in raw or not key:
                 raise ConfigError(f"--set {dotted}: expected section.key with section one of {', '.join(raw)}")

@@ -14,6 +14,9 @@ from __future__ import annotations
 import math
 from typing import Any, Sequence
 
+from kubeclr.config import PretrainConfig
+from kubeclr.core.optim import scaled_lr, warmup_length
+
 MARGIN = 0.01  # "within 1% of chance"
 CHECK_FRACTION = 0.25  # judged once a quarter of the epochs are done
 
@@ -82,3 +85,15 @@ def training_health(
         "message": f"not learning: loss {latest:.3f} is within {100 * MARGIN:.0f}% of chance log(2B-1) = "
         f"{chance:.3f} after {done} of {epochs} epochs; {advice}",
     }
+
+
+def pretrain_health(history: list[dict[str, Any]], pc: PretrainConfig, steps_per_epoch: int) -> dict[str, Any]:
+    """:func:`training_health` of a pretraining history under its own schedule (peak lr, warm-up)."""
+    return training_health(
+        [r["loss"] for r in history],
+        epochs=pc.epochs,
+        batch_size=pc.batch_size,
+        peak_lr=scaled_lr(pc),
+        lr_scaling=pc.lr_scaling,
+        warmup_epochs=warmup_length(pc, steps_per_epoch) / max(1, steps_per_epoch),
+    )

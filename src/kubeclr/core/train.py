@@ -16,29 +16,28 @@ rank 0 only) and :class:`~kubeclr.core.callbacks.Callback` hooks.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import random
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
-from kubeclr.config import Config, PretrainConfig
+from kubeclr.config import Config
 from kubeclr.core import checkpoint, distributed, resume
-from kubeclr.core.augment import SimCLRAugment, paired_views
+from kubeclr.core.augment import SimCLRAugment
+from kubeclr.core.batches import batch_plan, view_batches
 from kubeclr.core.callbacks import Callback
 from kubeclr.core.checkpoint import Store
 from kubeclr.core.device import autocast, channels_last_ok, describe_device
-from kubeclr.core.health import training_health
+from kubeclr.core.health import pretrain_health
 from kubeclr.core.loss import NTXentLoss
 from kubeclr.core.model import build_model, load_init_weights
-from kubeclr.core.optim import build_optimizer, build_scheduler, scaled_lr, warmup_length
-from kubeclr.core.prefetch import Prefetch
-from kubeclr.errors import ConfigError, DataError
+from kubeclr.core.optim import build_optimizer, build_scheduler, scaled_lr
+from kubeclr.errors import DataError
 from kubeclr.progress import progress
 
 log = logging.getLogger(__name__)
@@ -81,19 +80,6 @@ def paired_loss(model: nn.Module, loss_fn: nn.Module, views: Tensor) -> Tensor:
     _, z = model(views)  # (2N, proj_dim)
     z1, z2 = z.chunk(2)  # (N, proj_dim) each
     return loss_fn(z1, z2)
-
-
-def batch_plan(batch_size: int, world_size: int, n_images: int) -> tuple[int, int]:
-    """(per-rank batch, steps per epoch); the last incomplete global batch is dropped.
-
-    Raises:
-        ConfigError: the batch does not split evenly over ranks, or exceeds the data.
-    """
-    if batch_size % world_size:
-        raise ConfigError(f"pretrain.batch_size={batch_size} is not divisible by the {world_size} training processes")
-    if batch_size > n_images:
-        raise ConfigError(f"pretrain.batch_size={batch_size} exceeds the {n_images} training images")
-    return batch_size // world_size, n_images // batch_size
 
 
 def train_simclr(
@@ -189,7 +175,7 @@ def train_simclr(
             if rank == 0
             else range(steps_per_epoch)
         )
-        with _view_batches(
+        with view_batches(
             aug,
             data,
             perm,
@@ -238,7 +224,7 @@ def train_simclr(
                 seconds,
                 f" knn {record['knn_top1']:.3f}" if "knn_top1" in record else "",
             )
-            health = _health(history, pc, steps_per_epoch)
+            health = pretrain_health(history, pc, steps_per_epoch)
             if health["status"] == "not-learning" and not warned:
                 log.warning("%s", health["message"])
                 warned = True
@@ -249,53 +235,11 @@ def train_simclr(
     return PretrainResult(model=model, history=history, summary=summary)
 
 
-def _view_batches(
-    aug: SimCLRAugment,
-    data: Tensor,
-    perm: Tensor,
-    generator: torch.Generator,
-    *,
-    batch_size: int,
-    per_rank: int,
-    rank: int,
-    steps: int,
-    channels_last: bool,
-    background: bool,
-) -> contextlib.AbstractContextManager[Iterable[Tensor]]:
-    """This rank's ``steps`` batches of paired views for one epoch, as a context manager over an iterable.
-
-    Batch i holds the views ``(2 * per_rank, 3, S, S)`` of
-    ``data[perm[i * batch_size + rank * per_rank :][:per_rank]]``. With
-    ``background`` (CPU) batch i + 1 is augmented on one thread while batch i
-    trains, the overlap a DataLoader's workers give; that thread alone draws
-    from ``generator``, in order, so the stream and every checkpoint are
-    bitwise those of the inline loop. On CUDA kernels are asynchronous anyway.
-    """
-
-    def views(i: int) -> Tensor:
-        start = i * batch_size + rank * per_rank
-        v = paired_views(aug, data[perm[start : start + per_rank]], generator)  # (2b, 3, S, S) float32
-        return v.contiguous(memory_format=torch.channels_last) if channels_last else v
-
-    return Prefetch(views, steps) if background else contextlib.nullcontext(map(views, range(steps)))
-
-
 def _seed_everything(seed: int) -> None:
     """Seed the global RNGs so that model initialisation is identical on every rank and run."""
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
-
-
-def _health(history: list[dict[str, Any]], pc: PretrainConfig, steps_per_epoch: int) -> dict[str, Any]:
-    return training_health(
-        [r["loss"] for r in history],
-        epochs=pc.epochs,
-        batch_size=pc.batch_size,
-        peak_lr=scaled_lr(pc),
-        lr_scaling=pc.lr_scaling,
-        warmup_epochs=warmup_length(pc, steps_per_epoch) / max(1, steps_per_epoch),
-    )
 
 
 def _summary(
@@ -315,5 +259,5 @@ def _summary(
         "device_name": describe_device(device),
         "world_size": world,
         "peak_lr": scaled_lr(cfg.pretrain),
-        "health": _health(history, cfg.pretrain, steps_per_epoch),
+        "health": pretrain_health(history, cfg.pretrain, steps_per_epoch),
     }

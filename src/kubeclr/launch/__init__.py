@@ -2,7 +2,7 @@
 
 An engine trains ``cfg`` on the step's files and returns the pretraining
 summary; which one runs follows from the pretrain step's ``nodes`` and
-``gpus_per_node``:
+``gpus_per_node`` (:func:`kubeclr.launch.engines.choose_engine`):
 
 - :mod:`~kubeclr.launch.inprocess` — in the step's own process (one device);
 - :mod:`~kubeclr.launch.torchrun` — ``torchrun --standalone``, one process per GPU of the pod;
@@ -11,42 +11,3 @@ summary; which one runs follows from the pretrain step's ``nodes`` and
 Every engine ends in :func:`kubeclr.launch.process.train_and_save`; the pods'
 settings are :class:`kubeclr.launch.settings.LaunchSettings`.
 """
-
-from __future__ import annotations
-
-import logging
-from typing import Protocol
-
-import torch
-
-from kubeclr.config import Config
-from kubeclr.launch.process import TrainFiles
-from kubeclr.launch.settings import LaunchSettings
-
-log = logging.getLogger(__name__)
-
-
-class Engine(Protocol):
-    """Trains a config on the pretrain step's files; returns the metrics.json ``pretrain`` block."""
-
-    name: str
-
-    def train(self, cfg: Config, files: TrainFiles, *, run_name: str) -> dict: ...
-
-
-def choose_engine(cfg: Config, *, nodes: int, gpus: int, settings: LaunchSettings) -> Engine:
-    """The engine for ``nodes`` × ``gpus``: a job for several nodes, torchrun for several visible GPUs."""
-    if nodes > 1:
-        from kubeclr.launch.multinode import MultiNode
-
-        return MultiNode(nodes, gpus, settings)
-    visible = torch.cuda.device_count() if torch.cuda.is_available() else 0
-    if gpus > 1 and visible > 1 and cfg.pretrain.device != "cpu":
-        from kubeclr.launch.torchrun import Torchrun
-
-        return Torchrun(min(gpus, visible))
-    if gpus > 1:
-        log.warning("%d GPUs requested but %d visible: training in one process", gpus, visible)
-    from kubeclr.launch.inprocess import InProcess
-
-    return InProcess()

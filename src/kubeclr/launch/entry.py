@@ -51,6 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--encoder-out", help="path for the encoder state dict (rank 0)")
     p.add_argument("--history-out", help="path for the history JSON (rank 0)")
     p.add_argument("--output-uri", default="", help="store URI receiving encoder.pt, history.json, summary.json")
+    p.add_argument("--checkpoint-uri", help="where checkpoints go and are resumed from (default: the config's)")
     p.add_argument("--run-name", default="pretrain", help="labels the exported metrics")
     return p
 
@@ -64,6 +65,7 @@ def entry_args(
     output_uri: str = "",
     encoder_out: str = "",
     history_out: str = "",
+    checkpoint_uri: str = "",
 ) -> list[str]:
     """The arguments of this entry point for ``cfg`` with the config inline (a job's command line)."""
     args = [
@@ -78,7 +80,13 @@ def entry_args(
         "--run-name",
         run_name,
     ]
-    for flag, value in (("--output-uri", output_uri), ("--encoder-out", encoder_out), ("--history-out", history_out)):
+    optional = {
+        "--output-uri": output_uri,
+        "--encoder-out": encoder_out,
+        "--history-out": history_out,
+        "--checkpoint-uri": checkpoint_uri,
+    }
+    for flag, value in optional.items():
         if value:
             args += [flag, value]
     return args
@@ -134,6 +142,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 stats=_fetch(args.stats, Path(tmp)),
                 encoder_out=Path(args.encoder_out) if args.encoder_out else None,
                 history_out=Path(args.history_out) if args.history_out else None,
+                checkpoints=cfg.storage.checkpoint_uri if args.checkpoint_uri is None else args.checkpoint_uri,
             )
             train_and_save(cfg, files, run_name=args.run_name, device=ctx.device, output_uri=args.output_uri)
     except UserError as exc:

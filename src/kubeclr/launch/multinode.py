@@ -60,16 +60,16 @@ class MultiNode:
     def train(self, cfg: Config, files: TrainFiles, *, run_name: str) -> dict:
         """Upload inputs, run the job, fetch rank 0's outputs; returns the pretrain summary.
 
-        Inputs go to ``<checkpoint_uri>/multinode/<job>/inputs/``; rank 0 writes
+        Inputs go to ``<checkpoints>/multinode/<job>/inputs/``; rank 0 writes
         ``encoder.pt``, ``history.json`` and ``summary.json`` beside them;
-        checkpoints go to ``<checkpoint_uri>/checkpoints``, so a restarted pod
+        checkpoints go to ``<checkpoints>/checkpoints``, so a restarted pod
         (restartPolicy OnFailure) resumes instead of starting over.
 
         Raises:
             K8sError, JobFailed, JobTimeout: see :func:`kubeclr.cluster.jobs.launch_and_wait`.
             StorageError: inputs cannot be uploaded, or the job succeeded without writing its outputs.
         """
-        uri = cfg.storage.checkpoint_uri.rstrip("/")
+        uri = files.checkpoints.rstrip("/")
         name = self.job_name or job_name(uri)
         prefix = f"{uri}/multinode/{name}"
         store = open_store(prefix)
@@ -77,7 +77,6 @@ class MultiNode:
             store.delete(key)
         store.put_file(Path(files.train), "inputs/train.npz")
         store.put_file(Path(files.stats), "inputs/stats.json")
-        job_cfg = cfg.override({"storage.checkpoint_uri": f"{uri}/checkpoints"})
         s = self.settings
         job = build_pytorchjob(
             name=name,
@@ -86,11 +85,12 @@ class MultiNode:
             nodes=self.nodes,
             gpus_per_node=self.gpus_per_node,
             command_args=entry_args(
-                job_cfg,
+                cfg,
                 train=f"{prefix}/inputs/train.npz",
                 stats=f"{prefix}/inputs/stats.json",
                 run_name=run_name,
                 output_uri=prefix,
+                checkpoint_uri=f"{uri}/checkpoints",
             ),
             env=s.env,
             secret_name=s.secret_name or None,

@@ -38,12 +38,18 @@ KNN_BANK = 10000  # at most this many labelled bank images
 
 @dataclass(frozen=True)
 class TrainFiles:
-    """The pretrain step's files: two inputs, two outputs (either output may be None on ranks > 0)."""
+    """The pretrain step's files: two inputs, two outputs (either output may be None on ranks > 0).
+
+    ``checkpoints`` is where checkpoints go and are resumed from: ``storage.checkpoint_uri``,
+    scoped by run on a cluster ('' = no checkpoints). It travels beside the config, not in it,
+    so every step of a run keeps one config and one digest.
+    """
 
     train: Path
     stats: Path
     encoder_out: Path | None
     history_out: Path | None
+    checkpoints: str = ""
 
 
 class LogCallback(Callback):
@@ -77,7 +83,7 @@ def train_and_save(
 
     Args:
         cfg: the run's config.
-        files: the train split and stats to read, the encoder and history to write.
+        files: the train split and stats to read, the encoder and history to write, the checkpoints.
         run_name: labels the exported metrics.
         device: this rank's device.
         output_uri: also upload ``encoder.pt``, ``history.json`` and ``summary.json``
@@ -89,7 +95,7 @@ def train_and_save(
     split = read_split("train split", files.train)
     mean, std, _ = load_stats(files.stats)
     init_state = load_init_state(cfg.model.init)
-    store = open_store(cfg.storage.checkpoint_uri) if cfg.storage.checkpoint_uri else None
+    store = open_store(files.checkpoints) if files.checkpoints else None
     main = distributed.is_main()
     callbacks = CallbackList([LogCallback(), training_callback(cfg.metrics, run_name)] if main else [])
     monitor, monitor_facts = knn_monitor(cfg, split, mean, std, device) if cfg.pretrain.knn_every else (None, None)

@@ -119,4 +119,5 @@ def _fits(value: Any, hint: Any) -> bool:
 
 
 def _type_name(hint: Any) -> str:
-    return "an object of strings" if typing.get_origin(hint) is dict else f"a {hint.__name__}"
+    names = {str: "a string", int: "an integer", float: "a number", bool: "a boolean"}
+    return "an object of strings" if typing.get_origin(hint) is dict else names.get(hint, str(hint))

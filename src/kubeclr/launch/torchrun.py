@@ -49,6 +49,8 @@ class Torchrun:
             str(files.encoder_out),
             "--history-out",
             str(files.history_out),
+            "--checkpoint-uri",
+            files.checkpoints,
             "--run-name",
             run_name,
         ]

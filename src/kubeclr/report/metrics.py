@@ -7,6 +7,7 @@ required ones (extra keys are fine).
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
@@ -34,7 +35,7 @@ METRICS_SCHEMA: dict[str, Any] = {
     "linear_eval": {"val_top1": "fraction", "test_top1": "fraction", "test_top5": "fraction", "seconds": "seconds"},
     "knn": {"test_top1": "fraction"},
     "config": {},
-    "config_sha256": "str",
+    "config_sha256": "sha256",
 }
 
 
@@ -43,6 +44,7 @@ def is_number(v: Any) -> bool:
 
 
 _CHECKS = {
+    "sha256": (lambda v: isinstance(v, str) and re.fullmatch(r"[0-9a-f]{64}", v) is not None, "64 hex digits"),
     "str": (lambda v: isinstance(v, str), "a string"),
     "bool": (lambda v: isinstance(v, bool), "a boolean"),
     "count": (lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 0, "a non-negative integer"),

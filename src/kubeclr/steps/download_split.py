@@ -39,8 +39,8 @@ def run(cfg: Config, train_out: str | Path, val_out: str | Path, test_out: str |
         the component hands to every later step.
 
     Raises:
-        DataError: the source cannot be fetched, verified or safely parsed.
-        ConfigError: a malformed ``data.md5`` or ``data.val_split``.
+        DataError: the source cannot be fetched, verified or safely parsed (the config's
+            values were checked when it was resolved).
     """
     start = time.perf_counter()
     d = cfg.data

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from kubeclr.config import Config
 from kubeclr.errors import UserError
-from kubeclr.launch import choose_engine
+from kubeclr.launch.engines import choose_engine
 from kubeclr.launch.process import TrainFiles
 from kubeclr.launch.settings import LaunchSettings
 from kubeclr.uri import safe_segment
@@ -20,16 +20,17 @@ from kubeclr.uri import safe_segment
 log = logging.getLogger(__name__)
 
 
-def scoped_checkpoints(cfg: Config, scope: str) -> Config:
-    """``cfg`` with checkpoints under ``<checkpoint_uri>/<scope>`` (unchanged without a scope or a URI).
+def scoped_checkpoints(cfg: Config, scope: str) -> str:
+    """Where this run's checkpoints go: ``<checkpoint_uri>/<scope>`` ('' without a URI).
 
     The pipeline passes the KFP run ID, so a retried task resumes and the next
-    (scheduled) run starts fresh.
+    (scheduled) run starts fresh. The config itself is left as it is: every step
+    of the run keeps one config and one digest.
     """
-    if not (scope and cfg.storage.checkpoint_uri):
-        return cfg
-    scoped = f"{cfg.storage.checkpoint_uri.rstrip('/')}/{safe_segment(scope)}"
-    return cfg.override({"storage.checkpoint_uri": scoped})
+    uri = cfg.storage.checkpoint_uri
+    if not (scope and uri):
+        return uri
+    return f"{uri.rstrip('/')}/{safe_segment(scope)}"
 
 
 def run(
@@ -80,10 +81,13 @@ def run(
             f"nodes={nodes} needs checkpoint_uri to be an s3:// prefix the job's pods can reach "
             f"(got {cfg.storage.checkpoint_uri!r})"
         )
-    cfg = scoped_checkpoints(cfg, checkpoint_scope)
     engine = choose_engine(cfg, nodes=nodes, gpus=gpus, settings=settings)
     log.info("pretraining with the %s engine (%d node(s) x %d GPU(s))", engine.name, nodes, gpus)
     files = TrainFiles(
-        train=Path(train_path), stats=Path(stats_path), encoder_out=Path(encoder_out), history_out=Path(history_out)
+        train=Path(train_path),
+        stats=Path(stats_path),
+        encoder_out=Path(encoder_out),
+        history_out=Path(history_out),
+        checkpoints=scoped_checkpoints(cfg, checkpoint_scope),
     )
     return engine.train(cfg, files, run_name=run_name)
