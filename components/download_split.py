@@ -15,6 +15,7 @@ def download_split(
     checkpoint_uri: str,
     mirror_uri: str,
     export_uri: str,
+    engine: str,
     run_name: str,
     job_name: str,
     train: Output[Dataset],
@@ -40,6 +41,7 @@ def download_split(
         checkpoint_uri: checkpoint prefix (storage.checkpoint_uri).
         mirror_uri: s3:// prefix caching the tarball (storage.mirror_uri).
         export_uri: export prefix of the report step (storage.export_uri).
+        engine: the multi-node engine, trainjob or pytorchjob (cluster.engine).
         run_name: the run's name ('' = the KFP run's own name).
         job_name: the KFP run's name (filled in by the pipeline).
         train: uint8 images + labels + class names of the train split.
@@ -62,6 +64,7 @@ def download_split(
         checkpoint_uri=checkpoint_uri,
         mirror_uri=mirror_uri,
         export_uri=export_uri,
+        engine=engine,
     )
     return runtime.run_step(
         "download_split",

@@ -15,24 +15,21 @@ config to every later step.
 # no `from __future__ import annotations`: KFP reads the pipeline signature at runtime
 
 import inspect
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, NamedTuple
 
 from kfp import dsl, kubernetes
 from kfp.dsl import HTML, Dataset, Markdown, Model
 
+from kubeclr.cluster.k8s import GPU_RESOURCE, S3_SECRET_KEYS
+from kubeclr.cluster.pods import QUEUE_LABEL
 from kubeclr.components import build as build_components
 from kubeclr.config import UI_PARAMS, Config, pipeline_parameters
 from kubeclr.errors import UserError
-from kubeclr.launch.settings import SERVICE_ACCOUNT_ENV, LaunchSettings
+from kubeclr.launch.settings import SERVICE_ACCOUNT_ENV, CompileOptions, LaunchSettings
 
 PIPELINE_NAME = "simclr-cifar10"
-GPU_RESOURCE = "nvidia.com/gpu"
 PRETRAIN_POD_LABEL = ("app.kubernetes.io/component", "simclr-pretrain")
-# Keys of the S3 credentials Secret (manifests/base/kubeclr-s3-credentials-secret.yaml),
-# each exposed under the same name, as boto3 reads them.
-S3_SECRET_KEYS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_ENDPOINT_URL", "AWS_DEFAULT_REGION")
 
 # The pipeline's own outputs: what `run --local` copies to --output-dir.
 Outputs = NamedTuple(
@@ -40,35 +37,21 @@ Outputs = NamedTuple(
 )
 
 
-@dataclass(frozen=True)
-class CompileOptions:
-    """What is fixed at compile time (not run parameters): the pods' settings and the DAG's options.
-
-    Attributes:
-        launch: image, Secret, placement and size of the pretraining pods (and of the
-            other steps' image and Secret); the pretrain task receives it whole.
-        pipeline_root: artifact root, e.g. ``s3://bucket/pipeline-root`` (None = the cluster's).
-        pretrain_retries: retries of the pretrain task; each resumes from the newest checkpoint.
-        cache_pretrain: let KFP cache the pretrain step.
-        extract_gpu: run ``extract_features`` on a GPU.
-        checkpoints_per_run: checkpoints under ``<checkpoint_uri>/<KFP run ID>``: retries of a run
-            resume, the next (scheduled) run starts fresh. Local runs use the URI itself, so
-            re-running the command resumes.
-    """
-
-    launch: LaunchSettings = field(default_factory=LaunchSettings)
-    pipeline_root: str | None = None
-    pretrain_retries: int = 2
-    cache_pretrain: bool = False
-    extract_gpu: bool = True
-    checkpoints_per_run: bool = True
-
-
 def _gpu_settings(task: dsl.PipelineTask, launch: LaunchSettings) -> None:
     for toleration in launch.tolerations():
         kubernetes.add_toleration(task, **toleration)
     for key, value in launch.node_selector.items():
         kubernetes.add_node_selector(task, label_key=key, label_value=value)
+
+
+def _queue(task: dsl.PipelineTask, launch: LaunchSettings) -> None:
+    """Kueue admits the pod by its LocalQueue label (GPU tasks only: the CPU steps need no quota)."""
+    if launch.queue_name:
+        kubernetes.add_pod_label(task, QUEUE_LABEL, launch.queue_name)
+
+
+def _requests(task: dsl.PipelineTask, opts: CompileOptions) -> None:
+    task.set_cpu_request(opts.step_cpu).set_memory_request(opts.step_memory).set_memory_limit(opts.step_memory)
 
 
 def _s3_env(task: dsl.PipelineTask, launch: LaunchSettings) -> None:
@@ -107,6 +90,7 @@ def build_pipeline(cfg: Config, opts: CompileOptions = CompileOptions()) -> Call
         checkpoint_uri: str = ui["checkpoint_uri"],
         mirror_uri: str = ui["mirror_uri"],
         export_uri: str = ui["export_uri"],
+        engine: str = ui["engine"],
         gpus_per_node: int = 1,
         nodes: int = 2 if launch.launcher_only else 1,
         config: dict = struct,
@@ -126,6 +110,7 @@ def build_pipeline(cfg: Config, opts: CompileOptions = CompileOptions()) -> Call
             checkpoint_uri=checkpoint_uri,
             mirror_uri=mirror_uri,
             export_uri=export_uri,
+            engine=engine,
             **names,
         )
         split.set_display_name("Download & split CIFAR-10").set_caching_options(True)
@@ -148,12 +133,14 @@ def build_pipeline(cfg: Config, opts: CompileOptions = CompileOptions()) -> Call
         if launch.launcher_only:  # the GPUs, /dev/shm and node placement go to the job's pods (settings below)
             pre.set_display_name("SimCLR pretraining (PyTorchJob launcher)")
             pre.set_cpu_request("500m").set_cpu_limit("1").set_memory_request("2Gi").set_memory_limit("4Gi")
+            # the job's pods carry the queue label themselves
         else:
             pre.set_display_name("SimCLR pretraining (GPU)")
             pre.set_accelerator_type(GPU_RESOURCE).set_accelerator_limit(gpus_per_node)
             pre.set_cpu_request(launch.cpu).set_cpu_limit(launch.cpu)
             pre.set_memory_request(launch.memory).set_memory_limit(launch.memory)
             _gpu_settings(pre, launch)
+            _queue(pre, launch)
             kubernetes.empty_dir_mount(
                 pre, volume_name="dshm", mount_path="/dev/shm", medium="Memory", size_limit=launch.shm_size
             )
@@ -185,6 +172,7 @@ def build_pipeline(cfg: Config, opts: CompileOptions = CompileOptions()) -> Call
         if opts.extract_gpu:
             feats.set_accelerator_type(GPU_RESOURCE).set_accelerator_limit(1)
             _gpu_settings(feats, launch)
+            _queue(feats, launch)
 
         lin = c.linear_eval(
             config=resolved,
@@ -212,6 +200,8 @@ def build_pipeline(cfg: Config, opts: CompileOptions = CompileOptions()) -> Call
         )
         rep.set_display_name("Report").set_caching_options(False)
 
+        for task in (split, stats, feats, lin, rep):
+            _requests(task, opts)
         for task in (split, stats, pre, feats, lin, rep):
             _s3_env(task, launch)
         return Outputs(

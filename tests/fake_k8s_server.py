@@ -38,6 +38,11 @@ def condition(kind: str, reason: str = "", message: str = "") -> dict:
     }
 
 
+def trainjob_condition(kind: str, reason: str, message: str = "") -> dict:
+    """A TrainJob condition as Trainer v2.3 writes it (types Complete, Failed, Suspended only)."""
+    return {**condition(kind, reason, message), "reason": reason}
+
+
 CREATED = condition("Created", "PyTorchJobCreated", "PyTorchJob is created.")
 RUNNING = condition("Running", "PyTorchJobRunning", "PyTorchJob is running.")
 SUCCEEDED = condition("Succeeded", "PyTorchJobSucceeded", "PyTorchJob successfully completed.")
@@ -55,10 +60,14 @@ class Recorded:
 class FakeK8s:
     """State shared with the handler. ``script`` entries are lists of conditions."""
 
-    script: list[list[dict]] = field(default_factory=lambda: [[CREATED, RUNNING], [CREATED, RUNNING, SUCCEEDED]])
+    script: list[list[dict] | dict] = field(
+        default_factory=lambda: [[CREATED, RUNNING], [CREATED, RUNNING, SUCCEEDED]]
+    )  # a list of conditions, or a whole status (TrainJob: conditions + jobsStatus)
+    status_fn: Callable[[dict], dict] | None = None  # when set: the status of each GET, from the job
     on_create: Callable[[dict], None] | None = None
     token: str | None = None
     refuse: int | None = None  # answer every request with this HTTP status (e.g. 403)
+    plurals: tuple[str, ...] = ("pytorchjobs", "trainjobs")  # the CRDs installed; others answer 404
     flaky_gets: int = 0  # answer this many GETs of a job with 503 first (an API server blip)
     requests: list[Recorded] = field(default_factory=list)
     jobs: dict[str, dict] = field(default_factory=dict)
@@ -106,6 +115,8 @@ class _Handler(BaseHTTPRequestHandler):
             if not m:
                 return self._status(404, "NotFound", f"the server could not find {self.path}")
             name = m["name"]
+            if m["plural"] not in st.plurals:
+                return self._status(404, "NotFound", "the server could not find the requested resource")
             if self.command == "POST" and not name:
                 key = f"{m['ns']}/{body['metadata']['name']}"
                 if key in st.jobs:
@@ -120,7 +131,10 @@ class _Handler(BaseHTTPRequestHandler):
                 return self._status(503, "ServiceUnavailable", "etcd leader changed")
             elif self.command == "GET" and name:
                 job = dict(st.jobs[f"{m['ns']}/{name}"])
-                job["status"] = {"conditions": st.script[min(st.gets, len(st.script) - 1)]}
+                step = st.script[min(st.gets, len(st.script) - 1)]
+                job["status"] = (
+                    st.status_fn(job) if st.status_fn else step if isinstance(step, dict) else {"conditions": step}
+                )
                 st.gets += 1
                 return self._send(200, job)
             elif self.command == "DELETE" and name:

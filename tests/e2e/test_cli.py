@@ -1,6 +1,7 @@
 """The CLI as a user meets it: help, one-line errors, and the whole local run."""
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -220,3 +221,58 @@ def test_every_step_runs_with_one_resolved_config(tmp_path):
     history = json.loads(next((tmp_path / "out" / ".kfp").rglob("pretrain/history")).read_text())
     assert history["config"] == config and history["config_sha256"] == metrics["config_sha256"]
     assert "knn_top1" in history["epochs"][-1]
+
+
+@pytest.mark.parametrize("engine, kind", [("trainjob", "TrainJob"), ("pytorchjob", "PyTorchJob")])
+def test_render_job_prints_one_valid_job_offline(engine, kind):
+    import yaml
+
+    from kubeclr.config import resolve
+    from kubeclr.launch.entry import build_parser, read_config
+
+    proc = run(
+        "render-job",
+        "--engine",
+        engine,
+        "--nodes",
+        "2",
+        "--gpus-per-node",
+        "8",
+        "--preset",
+        "fast",
+        "--queue-name",
+        "team-gpus",
+        "--namespace",
+        "ml",
+        "--checkpoint-uri",
+        "s3://b/runs",
+        timeout=120,
+        env={**os.environ, "KUBERNETES_SERVICE_HOST": "", "AWS_ENDPOINT_URL": "http://0.0.0.0:1"},
+    )
+    assert proc.returncode == 0, proc.stderr
+    (job,) = list(yaml.safe_load_all(proc.stdout))
+    assert (job["kind"], job["metadata"]["namespace"]) == (kind, "ml")
+    assert job["metadata"]["labels"]["kueue.x-k8s.io/queue-name"] == "team-gpus"
+    if kind == "TrainJob":
+        from tests.unit.test_trainjob_spec import check_against_the_v2_3_api
+
+        check_against_the_v2_3_api(job)
+        args = job["spec"]["trainer"]["args"][2:]
+        assert job["spec"]["trainer"]["numNodes"] == 2 and job["spec"]["trainer"]["numProcPerNode"] == 8
+    else:
+        master = job["spec"]["pytorchReplicaSpecs"]["Master"]["template"]["spec"]["containers"][0]
+        args = master["command"][master["command"].index("kubeclr.launch.entry") + 1 :]
+        assert job["spec"]["pytorchReplicaSpecs"]["Worker"]["replicas"] == 1
+    cfg = read_config(build_parser().parse_args([a.replace("$$(", "$(") for a in args]))
+    assert cfg == resolve(cfg.to_dict()) and cfg.pretrain.batch_size == 512  # the fast preset, whole
+    assert cfg.cluster.engine == engine
+
+
+def test_cluster_commands_say_which_preset_they_compile(tmp_path):
+    proc = run("compile", "--output", str(tmp_path / "p.yaml"))
+    assert proc.returncode == 0, proc.stderr
+    assert "preset 'fast' (the default: no --preset or --config given)" in proc.stdout
+    import yaml
+
+    spec = next(yaml.safe_load_all((tmp_path / "p.yaml").read_text()))
+    assert spec["root"]["inputDefinitions"]["parameters"]["batch_size"]["defaultValue"] == 512  # not the CPU demo

@@ -22,11 +22,12 @@ import pytest
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/ helpers
-from fake_k8s_server import CREATED, RUNNING, SUCCEEDED, FakeK8s, FakeK8sServer, condition
+from fake_k8s_server import CREATED, RUNNING, SUCCEEDED, FakeK8s, FakeK8sServer, condition, trainjob_condition
 
 from kubeclr.atomic import read_json, write_json
 from kubeclr.cluster.jobs import JobFailed, JobTimeout, launch_and_wait
 from kubeclr.cluster.k8s import K8sApi, K8sError
+from kubeclr.cluster.pods import JobPods
 from kubeclr.cluster.pytorchjob import build_pytorchjob
 from kubeclr.config import load_config
 from kubeclr.data.files import Split, save_split
@@ -52,7 +53,10 @@ FAILED = condition("Failed", "PyTorchJobFailed", "PyTorchJob ns/j is failed beca
 
 
 def arg(job: dict, flag: str) -> str:
-    cmd = job["spec"]["pytorchReplicaSpecs"]["Master"]["template"]["spec"]["containers"][0]["command"]
+    if job["kind"] == "TrainJob":
+        cmd = job["spec"]["trainer"]["args"]
+    else:
+        cmd = job["spec"]["pytorchReplicaSpecs"]["Master"]["template"]["spec"]["containers"][0]["command"]
     return cmd[cmd.index(flag) + 1]
 
 
@@ -82,27 +86,24 @@ def inputs(tmp_path):
 
 
 def tiny_job(name="simclr-test-job"):
-    return build_pytorchjob(
+    pods = JobPods(
         name=name,
         namespace="ml",
         image="img:1",
         nodes=2,
         gpus_per_node=1,
         command_args=[],
-        env={},
-        secret_name=None,
-        node_selector={},
-        tolerations=[],
         cpu="1",
         memory="1Gi",
         shm_size="1Gi",
-        service_account=None,
-        labels={},
     )
+    return build_pytorchjob(pods)
 
 
-def run(tmp_path, inputs, state, nodes=2, gpus_per_node=1, **settings):
-    cfg = load_config("smoke", overrides=[f"storage.checkpoint_uri={(tmp_path / 'bucket').as_uri()}"])
+def run(tmp_path, inputs, state, nodes=2, gpus_per_node=1, engine="pytorchjob", **settings):
+    cfg = load_config(
+        "smoke", overrides=[f"storage.checkpoint_uri={(tmp_path / 'bucket').as_uri()}", f"cluster.engine={engine}"]
+    )
     settings = LaunchSettings(
         **{"image": "img:1", "namespace": "ml", "poll_s": 0.01, "timeout_s": 30, "secret_name": "", **settings}
     )
@@ -324,3 +325,77 @@ def test_sigterm_while_waiting_deletes_the_job():
     assert exit_info.value.code == 128 + signal.SIGTERM
     assert len(state.of("DELETE")) == 1 and state.jobs == {}
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # the handler was restored
+
+
+# -- the TrainJob path (Kubeflow Trainer v2.3) ------------------------------------
+
+COMPLETE = trainjob_condition("Complete", "AllJobsCompleted", "jobset completed")
+
+
+def nodes_status(active=0, ready=0, succeeded=0, conditions=()):
+    return {
+        "conditions": list(conditions),
+        "jobsStatus": [
+            {"name": "node", "active": active, "ready": ready, "succeeded": succeeded, "failed": 0, "suspended": 0}
+        ],
+    }
+
+
+def test_trainjob_success_follows_jobs_status_and_cleans_up(tmp_path, inputs, caplog):
+    state = FakeK8s(
+        script=[nodes_status(), nodes_status(2), nodes_status(2, 2), nodes_status(0, 0, 2, [COMPLETE])],
+        on_create=play_rank0,
+    )
+    with caplog.at_level(logging.INFO, logger="kubeclr.launch.multinode"):
+        summary = run(tmp_path, inputs, state, nodes=2, gpus_per_node=4, engine="trainjob", secret_name="s3-creds")
+    assert summary == SUMMARY
+    (post,) = state.of("POST")
+    assert post.path == "/apis/trainer.kubeflow.org/v1alpha1/namespaces/ml/trainjobs"
+    job = post.body
+    assert job["kind"] == "TrainJob" and job["spec"]["trainer"]["numNodes"] == 2
+    prefix = arg(job, "--output-uri")
+    assert open_store(prefix).exists("inputs/train.npz")
+    assert arg(job, "--checkpoint-uri") == f"{(tmp_path / 'bucket').as_uri()}/checkpoints"
+    (delete,) = state.of("DELETE")
+    assert delete.path.endswith(f"/trainjobs/{job['metadata']['name']}")
+    said = [r.getMessage() for r in caplog.records]
+    # no Running condition in Trainer v2: progress comes from status.jobsStatus, each change once
+    progress = [m.split(": ", 1)[1] for m in said if re.match(r"TrainJob ml/simclr-\S+: node:", m)]
+    assert progress == ["node: pending", "node: 2 active", "node: 2 active, 2 ready", "node: 2 succeeded"]
+    assert any(
+        re.fullmatch(r"TrainJob ml/simclr-\S+: Complete \(AllJobsCompleted: jobset completed\)", m) for m in said
+    )
+
+
+def test_trainjob_failure_carries_the_jobs_reason(tmp_path, inputs):
+    failed = trainjob_condition("Failed", "DeadlineExceeded", "TrainJob exceeded its activeDeadlineSeconds")
+    state = FakeK8s(script=[nodes_status(2), nodes_status(0, conditions=[failed])])
+    with pytest.raises(JobFailed) as err:
+        run(tmp_path, inputs, state, engine="trainjob")
+    assert "TrainJob ml/" in str(err.value) and "DeadlineExceeded: TrainJob exceeded" in str(err.value)
+    assert len(state.of("DELETE")) == 1 and not (tmp_path / "out" / "encoder.pt").exists()
+
+
+def test_trainjob_timeout_deletes_the_job(tmp_path, inputs):
+    state = FakeK8s(script=[nodes_status(2)])  # active forever
+    with pytest.raises(JobTimeout, match="did not finish within"):
+        run(tmp_path, inputs, state, engine="trainjob", timeout_s=0.3, delete_after=False)
+    assert len(state.of("DELETE")) == 1 and state.jobs == {}
+
+
+def test_trainjob_without_trainer_installed_says_so(tmp_path, inputs):
+    state = FakeK8s(plurals=("pytorchjobs",))  # only the Training Operator v1 is installed
+    with pytest.raises(K8sError) as err:
+        run(tmp_path, inputs, state, engine="trainjob")
+    msg = str(err.value)
+    assert "HTTP 404" in msg and "is Kubeflow Trainer v2.3+ installed?" in msg and "\n" not in msg
+    assert "kubectl get clustertrainingruntime torch-distributed" in msg
+    state = FakeK8s(plurals=("trainjobs",))
+    with pytest.raises(K8sError, match="is the Kubeflow Training Operator installed"):
+        run(tmp_path, inputs, state, engine="pytorchjob")
+
+
+def test_trainjob_forbidden_names_rbac(tmp_path, inputs):
+    with pytest.raises(K8sError) as err:
+        run(tmp_path, inputs, FakeK8s(refuse=403), engine="trainjob")
+    assert "HTTP 403" in str(err.value) and "RBAC" in str(err.value)

@@ -233,8 +233,9 @@ def _rules(objs):
 def test_role_is_least_privilege(rendered, target):
     objs = rendered[target]
     rules = _rules(objs)
-    # exactly the calls kubeclr.cluster.pytorchjob makes: POST, GET (status lives in the object), DELETE
+    # exactly the calls the launcher makes (test_role_grants_exactly_what_the_launcher_calls)
     assert rules[("kubeflow.org", "pytorchjobs")] == {"create", "get", "delete"}
+    assert rules[("trainer.kubeflow.org", "trainjobs")] == {"create", "get", "delete"}
     assert ("kubeflow.org", "pytorchjobs/status") not in rules
     assert rules[("", "pods")] == {"get", "list", "watch"}
     assert rules[("", "pods/log")] == {"get"}
@@ -465,3 +466,31 @@ def test_every_checkov_skip_carries_a_reason():
         match = re.match(r"\s*(CKV2?_[A-Z0-9]+_\d+)\s*[=:](.*)", value)
         assert match, f"{name}: malformed skip {value!r}"
         assert len(match.group(2).strip()) >= 15, f"{name}: skip {match.group(1)} needs a one-line reason"
+
+
+@pytest.mark.parametrize("kind", ["trainjob", "pytorchjob"])
+def test_role_grants_exactly_what_the_launcher_calls(rendered, kind):
+    """Replay a job's whole life (an earlier attempt's job in the way, then a failure) on the fake API
+    server; every request it makes, as an RBAC verb, must be granted, and every grant used."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from fake_k8s_server import CREATED, FakeK8s, FakeK8sServer, condition
+
+    from kubeclr.cluster.jobs import JobFailed, launch_and_wait
+    from kubeclr.cluster.k8s import K8sApi
+    from kubeclr.cluster.pods import JobPods
+    from kubeclr.cluster.pytorchjob import build_pytorchjob
+    from kubeclr.cluster.trainjob import build_trainjob
+
+    pods = JobPods(name="simclr-rbac", namespace="ml", image="i:1", nodes=2, gpus_per_node=1, command_args=[])
+    job = build_trainjob(pods) if kind == "trainjob" else build_pytorchjob(pods)
+    state = FakeK8s(script=[[CREATED, condition("Failed", "X", "boom")]])
+    state.jobs["ml/simclr-rbac"] = job  # left by an earlier attempt: create -> 409 -> delete -> get until gone
+    with FakeK8sServer(state) as srv, pytest.raises(JobFailed):
+        launch_and_wait(job, api=K8sApi(srv.url), timeout_s=5, poll_s=0.01)
+    verbs = {{"POST": "create", "GET": "get", "DELETE": "delete"}[r.method] for r in state.requests}
+    group, plural = job["apiVersion"].split("/")[0], f"{job['kind'].lower()}s"
+    for target in rendered:
+        assert _rules(rendered[target])[(group, plural)] == verbs, target

@@ -1,5 +1,6 @@
 """Compile the pipeline and inspect the IR the cluster will run."""
 
+import json
 import subprocess
 import sys
 
@@ -243,3 +244,45 @@ def test_every_later_step_gets_the_config_the_first_step_resolved(ir):
         config = tasks[name]["inputs"]["parameters"]["config"]["taskOutputParameter"]
         assert config == {"producerTask": "download-split", "outputParameterKey": "Output"}, name
         assert not {p.name for p in UI_PARAMS} & set(tasks[name]["inputs"]["parameters"]), name
+
+
+def _compile(tmp_path, opts=None, preset="fast"):
+    path = tmp_path / "p.yaml"
+    compile_pipeline(load_config(preset), str(path), opts or CompileOptions())
+    spec, platform = yaml.safe_load_all(path.read_text())
+    return spec, platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+
+
+def test_every_task_requests_cpu_and_memory(ir):
+    """A namespace whose ResourceQuota demands requests admits all six pods."""
+    executors = ir[0]["deploymentSpec"]["executors"]
+    for name, ex in executors.items():
+        res = ex["container"].get("resources", {})
+        assert res.get("resourceCpuRequest") and res.get("resourceMemoryRequest"), name
+        assert res.get("resourceMemoryLimit"), name
+    light = executors["exec-report"]["container"]["resources"]
+    assert (light["resourceCpuRequest"], light["resourceMemoryRequest"]) == ("2", "8Gi")
+
+
+def test_no_extract_gpu_leaves_only_pretrain_with_a_gpu(tmp_path):
+    spec, platform = _compile(tmp_path, CompileOptions(extract_gpu=False))
+    with_gpu = {
+        n
+        for n, ex in spec["deploymentSpec"]["executors"].items()
+        if "accelerator" in ex["container"].get("resources", {})
+    }
+    assert with_gpu == {"exec-pretrain"}
+    assert "tolerations" not in platform.get("exec-extract-features", {})
+    default, _ = _compile(tmp_path)
+    assert "accelerator" in default["deploymentSpec"]["executors"]["exec-extract-features"]["container"]["resources"]
+
+
+def test_kueue_labels_only_when_asked(tmp_path):
+    _, platform = _compile(tmp_path, CompileOptions(launch=LaunchSettings(queue_name="team-gpus")))
+    for gpu_task in ("exec-pretrain", "exec-extract-features"):
+        assert platform[gpu_task]["podMetadata"]["labels"]["kueue.x-k8s.io/queue-name"] == "team-gpus"
+    assert "podMetadata" not in platform.get("exec-report", {})
+    _, plain = _compile(tmp_path)
+    assert "kueue.x-k8s.io/queue-name" not in json.dumps(plain)
+    settings = LaunchSettings.from_env({"KUBECLR_LAUNCH": json.dumps({"queue_name": "team-gpus"})})
+    assert settings.queue_name == "team-gpus"  # and the multi-node job is labelled too (test_trainjob_spec)

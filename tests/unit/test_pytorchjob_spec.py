@@ -15,6 +15,7 @@ import kubernetes_validate
 import pytest
 
 from kubeclr.cluster.jobs import resource_path
+from kubeclr.cluster.pods import JobPods
 from kubeclr.cluster.pytorchjob import build_pytorchjob, job_name
 from kubeclr.config import load_config
 from kubeclr.errors import UserError
@@ -43,7 +44,7 @@ def make(**kw):
         labels={"team": "vision"},
     )
     args.update(kw)
-    return build_pytorchjob(**args)
+    return build_pytorchjob(JobPods(**args))
 
 
 def test_top_level_and_run_policy():

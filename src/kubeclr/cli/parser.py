@@ -6,9 +6,10 @@ import argparse
 
 from kubeclr import __version__
 from kubeclr.config import DEFAULT_PRESET, preset_names
-from kubeclr.launch.settings import LaunchSettings
+from kubeclr.launch.settings import CompileOptions, LaunchSettings
 
 DEFAULTS = LaunchSettings()  # the pods' defaults, defined once
+STEP_DEFAULTS = CompileOptions()
 
 
 class _Formatter(argparse.RawDescriptionHelpFormatter):
@@ -34,10 +35,15 @@ class _Formatter(argparse.RawDescriptionHelpFormatter):
         return f"{text} (default: %(default)s)"
 
 
-def _config_args(p: argparse.ArgumentParser) -> None:
+# Cluster commands compile for GPUs: they never fall back to the CPU demo (`smoke`, synthetic data).
+CLUSTER_PRESET = "fast"
+
+
+def _config_args(p: argparse.ArgumentParser, default: str = DEFAULT_PRESET) -> None:
+    p.set_defaults(default_preset=default)
     g = p.add_argument_group("configuration")
     which = g.add_mutually_exclusive_group()
-    which.add_argument("--preset", help=f"preset in configs/ ({', '.join(preset_names())}; default: {DEFAULT_PRESET})")
+    which.add_argument("--preset", help=f"preset in configs/ ({', '.join(preset_names())}; default: {default})")
     which.add_argument("--config", metavar="FILE", help="YAML config file (instead of a preset)")
     g.add_argument(
         "--set",
@@ -58,14 +64,8 @@ def _client_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--ssl-ca-cert", metavar="FILE", help="CA bundle for a private TLS endpoint")
 
 
-def _compile_args(p: argparse.ArgumentParser, *, package: bool = False) -> None:
-    g = p.add_argument_group("compile options")
-    if package:
-        g.add_argument(
-            "--package",
-            metavar="FILE",
-            help="use this compiled YAML instead of compiling (the options below are then unused)",
-        )
+def _job_args(g: argparse._ArgumentGroup) -> None:
+    """Settings of the pretraining pods and of multi-node jobs (compile options and render-job)."""
     g.add_argument("--image", default=DEFAULTS.image, help="image every step runs on (pinned tag or digest)")
     g.add_argument(
         "--node-selector",
@@ -79,30 +79,61 @@ def _compile_args(p: argparse.ArgumentParser, *, package: bool = False) -> None:
         default=DEFAULTS.secret_name,
         help="Kubernetes Secret with AWS_* S3 credentials exposed to every step ('' = none, e.g. IRSA)",
     )
-    g.add_argument("--pipeline-root", help="artifact root, e.g. s3://bucket/pipeline-root (default: the cluster's)")
     g.add_argument("--pretrain-cpu", default=DEFAULTS.cpu, help="CPU request and limit of the pretrain pod")
     g.add_argument("--pretrain-memory", default=DEFAULTS.memory, help="memory request and limit of the pretrain pod")
     g.add_argument(
         "--shm-size", default=DEFAULTS.shm_size, help="size of the memory-backed /dev/shm of the pretrain pod"
     )
-    g.add_argument("--retries", type=int, default=2, help="pretrain retries (each resumes from the checkpoint)")
     g.add_argument("--timeout", type=int, default=DEFAULTS.timeout_s, help="pretrain timeout in seconds")
-    g.add_argument("--cache-pretrain", action="store_true", help="allow KFP to cache the pretrain step")
     g.add_argument(
-        "--launcher",
-        action="store_true",
-        help="multi-node variant: pretrain only launches a PyTorchJob (needs nodes >= 2), so that "
-        "step holds no GPU while the job's pods train",
+        "--queue-name",
+        default=DEFAULTS.queue_name,
+        help="Kueue LocalQueue: the kueue.x-k8s.io/queue-name label on the GPU pods and the multi-node job",
     )
     g.add_argument(
         "--priority-class",
         default=DEFAULTS.priority_class,
-        help="nodes > 1: PriorityClass of the job's pods, e.g. kubeclr-gpu-training (manifests/base)",
+        help="nodes > 1, PyTorchJob: PriorityClass of the job's pods, e.g. kubeclr-gpu-training (manifests/base)",
     )
     g.add_argument(
+        "--keep-jobs",
         "--keep-pytorchjobs",
+        dest="keep_jobs",
         action="store_true",
-        help="nodes > 1: keep the finished PyTorchJob (and its pods' logs) instead of deleting it",
+        help="nodes > 1: keep the finished job (and its pods' logs) instead of deleting it",
+    )
+
+
+def _compile_args(p: argparse.ArgumentParser, *, package: bool = False) -> None:
+    g = p.add_argument_group("compile options")
+    if package:
+        g.add_argument(
+            "--package",
+            metavar="FILE",
+            help="use this compiled YAML instead of compiling (the options below are then unused)",
+        )
+    _job_args(g)
+    g.add_argument("--pipeline-root", help="artifact root, e.g. s3://bucket/pipeline-root (default: the cluster's)")
+    g.add_argument("--step-cpu", default=STEP_DEFAULTS.step_cpu, help="CPU request of every step but pretrain")
+    g.add_argument(
+        "--step-memory", default=STEP_DEFAULTS.step_memory, help="memory request and limit of every step but pretrain"
+    )
+    g.add_argument(
+        "--extract-gpu",
+        action=argparse.BooleanOptionalAction,
+        default=STEP_DEFAULTS.extract_gpu,
+        help="run extract_features on a GPU (--no-extract-gpu: only pretrain requests one, e.g. for CPU-only "
+        "clusters or gpus_per_node=0 runs)",
+    )
+    g.add_argument(
+        "--retries", type=int, default=STEP_DEFAULTS.pretrain_retries, help="pretrain retries (each resumes)"
+    )
+    g.add_argument("--cache-pretrain", action="store_true", help="allow KFP to cache the pretrain step")
+    g.add_argument(
+        "--launcher",
+        action="store_true",
+        help="multi-node variant: pretrain only launches a TrainJob/PyTorchJob (needs nodes >= 2), so that "
+        "step holds no GPU while the job's pods train",
     )
 
 
@@ -149,13 +180,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="write the pipeline IR YAML",
         description="Compile the pipeline into the IR YAML that the Kubeflow UI uploads.",
     )
-    _config_args(p)
+    _config_args(p, CLUSTER_PRESET)
     _compile_args(p)
     p.add_argument("--output", default="simclr-cifar10.yaml", help="IR YAML to write")
 
     p = sub.add_parser("upload", formatter_class=_Formatter, help="upload the pipeline (or a new version)")
     _client_args(p)
-    _config_args(p)
+    _config_args(p, CLUSTER_PRESET)
     _compile_args(p, package=True)
     p.add_argument("--pipeline-name", default="simclr-cifar10", help="pipeline name in the UI")
     p.add_argument("--version", dest="pipeline_version", help="version name (default: <version>-<UTC time>)")
@@ -164,7 +195,7 @@ def build_parser() -> argparse.ArgumentParser:
     for name, helptext in (("submit", "start one run"), ("schedule", "create a recurring run")):
         p = sub.add_parser(name, formatter_class=_Formatter, help=helptext)
         _client_args(p)
-        _config_args(p)
+        _config_args(p, CLUSTER_PRESET)
         _compile_args(p, package=True)
         p.add_argument("--experiment", default="simclr", help="experiment name (created if missing)")
         p.add_argument(
@@ -210,6 +241,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", help="cpu, cuda or auto")
     _config_args(p)
     p.add_argument("--json", metavar="FILE", help="also write the results as JSON")
+
+    p = sub.add_parser(
+        "render-job",
+        formatter_class=_Formatter,
+        help="print the multi-node job the launcher would create (YAML; contacts nothing)",
+        description="Print, as YAML, the exact TrainJob or PyTorchJob that the pretrain step creates when "
+        "nodes > 1, for review, GitOps or `kubectl apply --dry-run=server -f -`. Nothing is contacted.",
+    )
+    p.add_argument(
+        "--engine", choices=("trainjob", "pytorchjob"), help="the job's kind (default: the config's cluster.engine)"
+    )
+    p.add_argument("--nodes", type=int, default=2, help="pods of the job")
+    p.add_argument("--gpus-per-node", type=int, default=1, help="GPUs (= torchrun processes) per pod")
+    p.add_argument("--namespace", dest="job_namespace", default="default", help="namespace of the job")
+    p.add_argument("--run-name", default="simclr", help="labels the pods' metrics")
+    p.add_argument(
+        "--checkpoint-uri",
+        help="the run's s3:// checkpoint prefix, as the step would see it (default: the config's "
+        "storage.checkpoint_uri; a placeholder when that is empty)",
+    )
+    _config_args(p, CLUSTER_PRESET)
+    _job_args(p.add_argument_group("job options"))
 
     sub.add_parser(
         "keys",

@@ -17,7 +17,7 @@ from kubeclr.errors import UserError
 
 logger = logging.getLogger(__name__)
 
-SUCCESS_CONDITIONS = ("Succeeded", "Complete")  # PyTorchJob v1 / TrainJob v2
+SUCCESS_CONDITIONS = ("Succeeded", "Complete")  # PyTorchJob v1 / TrainJob v2 (Trainer v2.3 has no Running)
 FAILURE_CONDITIONS = ("Failed",)
 HEARTBEAT_S = 600  # log "still Running" this often while waiting
 
@@ -34,6 +34,19 @@ def resource_path(job: dict) -> str:
     """Collection path of ``job``'s kind, e.g. ``/apis/kubeflow.org/v1/namespaces/ns/pytorchjobs``."""
     ns = job["metadata"]["namespace"]
     return f"/apis/{job['apiVersion']}/namespaces/{ns}/{job['kind'].lower()}s"
+
+
+def progress(obj: dict) -> str:
+    """A TrainJob's child jobs as one phrase, e.g. ``node: 2 active, 2 ready`` ('' for a PyTorchJob).
+
+    Trainer v2 reports no Running condition; ``status.jobsStatus`` counts the pods
+    of each replicated job instead.
+    """
+    parts = []
+    for child in (obj.get("status") or {}).get("jobsStatus") or []:
+        counts = [f"{child[k]} {k}" for k in ("active", "ready", "succeeded", "failed", "suspended") if child.get(k)]
+        parts.append(f"{child.get('name', '?')}: {', '.join(counts) or 'pending'}")
+    return "; ".join(parts)
 
 
 def _true_conditions(obj: dict) -> list[dict]:
@@ -70,13 +83,17 @@ def launch_and_wait(
     deadline, seen, obj = time.monotonic() + timeout_s, set(), job
     _create(api, collection, job, what, deadline, poll_s, log)
     log.info("%s created (timeout %.0fs)", what, timeout_s)
-    delete, heartbeat = True, time.monotonic() + HEARTBEAT_S
+    delete, heartbeat, last_progress = True, time.monotonic() + HEARTBEAT_S, ""
     # A cancelled KFP run or an evicted launcher pod gets SIGTERM: turn it into an exception so
     # the `finally` below deletes the job instead of leaving its GPU pods running.
     previous = _raise_on_sigterm()
     try:
         while True:
             obj = _get_status(api, f"{collection}/{name}", what, log) or obj
+            now = progress(obj)
+            if now and now != last_progress:
+                last_progress = now
+                log.info("%s: %s", what, now)
             for cond in _true_conditions(obj):
                 if cond.get("type") not in seen:
                     seen.add(cond.get("type"))
@@ -98,7 +115,7 @@ def launch_and_wait(
                 return obj
             if time.monotonic() >= heartbeat:
                 heartbeat += HEARTBEAT_S
-                log.info("%s: still %s", what, ", ".join(sorted(types)) or "pending")
+                log.info("%s: still %s", what, ", ".join(sorted(types)) or last_progress or "pending")
             if time.monotonic() >= deadline:
                 raise JobTimeout(
                     f"{what} did not finish within {timeout_s:.0f}s "

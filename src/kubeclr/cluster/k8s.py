@@ -18,7 +18,11 @@ from pathlib import Path
 from kubeclr.errors import UserError
 
 SA_DIR = Path("/var/run/secrets/kubernetes.io/serviceaccount")
-GPU_TOLERATION = {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}  # the NVIDIA taint
+GPU_RESOURCE = "nvidia.com/gpu"
+GPU_TOLERATION = {"key": GPU_RESOURCE, "operator": "Exists", "effect": "NoSchedule"}  # the NVIDIA taint
+# Keys of the S3 credentials Secret (manifests/base/kubeclr-s3-credentials-secret.yaml), each exposed to the
+# pods under the same name, as boto3 reads them.
+S3_SECRET_KEYS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_ENDPOINT_URL", "AWS_DEFAULT_REGION")
 
 
 class K8sError(UserError):
@@ -95,14 +99,22 @@ class K8sApi:
             raise K8sError(f"{method} {url}: cannot reach the Kubernetes API server ({reason})") from None
 
 
+# What a 404 on a job collection means: the operator that serves it is not installed.
+MISSING_OPERATOR = {
+    "trainjobs": "is Kubeflow Trainer v2.3+ installed? kubectl get clustertrainingruntime torch-distributed",
+    "pytorchjobs": "is the Kubeflow Training Operator installed? kubectl get crd pytorchjobs.kubeflow.org",
+}
+
+
 def _status_message(exc: urllib.error.HTTPError) -> str:
     try:
         status = json.loads(exc.read() or b"{}")
     except ValueError:
         status = {}
+    plural = next((p for p in MISSING_OPERATOR if f"/{p}" in exc.url), "")
     hint = {
         403: " (the pipeline's service account needs create/get/delete on this resource; see manifests RBAC)",
-        404: " (is the Kubeflow Training Operator installed?)",
+        404: f" ({MISSING_OPERATOR[plural]})" if plural else " (no such resource)",
         409: " (a job with this name already exists)",
     }.get(exc.code, "")
     return (status.get("message") or exc.reason or "").strip() + hint

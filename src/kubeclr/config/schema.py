@@ -131,6 +131,21 @@ class StorageConfig:
 
 
 @dataclass(frozen=True)
+class ClusterConfig:
+    engine: str = option(
+        "trainjob",
+        choices=("trainjob", "pytorchjob"),
+        help="multi-node engine (nodes > 1): a Kubeflow Trainer v2 TrainJob, or a Training Operator v1 PyTorchJob",
+    )
+    runtime_name: str = option("torch-distributed", help="the TrainJob's runtime (runtimeRef.name)")
+    runtime_kind: str = option(
+        "ClusterTrainingRuntime",
+        choices=("ClusterTrainingRuntime", "TrainingRuntime"),
+        help="the runtime's kind: cluster-wide, or a TrainingRuntime in the run's namespace",
+    )
+
+
+@dataclass(frozen=True)
 class Config:
     """The whole configuration of a run: one frozen section per concern.
 
@@ -145,6 +160,7 @@ class Config:
     eval: EvalConfig = field(default_factory=EvalConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     storage: StorageConfig = field(default_factory=StorageConfig)
+    cluster: ClusterConfig = field(default_factory=ClusterConfig)
 
     # -- construction -------------------------------------------------------
     @classmethod

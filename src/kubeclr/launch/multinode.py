@@ -1,13 +1,15 @@
-"""The multi-node engine: a Training Operator ``PyTorchJob`` of ``nodes`` pods, followed to the end.
+"""The multi-node engine: a ``TrainJob`` (Kubeflow Trainer v2) or a ``PyTorchJob`` (Training Operator v1).
 
 When one GPU node is not enough, the ``pretrain`` step becomes a launcher: it
-uploads its inputs to object storage, creates the job (one Master + ``nodes - 1``
-Workers, each running ``torchrun`` on :mod:`kubeclr.launch.entry` with the
-resolved config inline), waits for it while logging status transitions, and
-turns what rank 0 wrote to object storage into the step's KFP outputs.
+uploads its inputs to object storage, creates the job (``cluster.engine``;
+each of its ``nodes`` pods runs ``torchrun`` on :mod:`kubeclr.launch.entry`
+with the resolved config inline), waits for it while logging status
+transitions, and turns what rank 0 wrote to object storage into the step's KFP
+outputs, so the rest of the pipeline does not know which engine ran.
 
 The Kubernetes API is reached through :class:`kubeclr.cluster.k8s.K8sApi` (plain
-REST); the create/wait/delete lifecycle is :mod:`kubeclr.cluster.jobs`.
+REST); the create/wait/delete lifecycle is :mod:`kubeclr.cluster.jobs`; the
+objects are :mod:`kubeclr.cluster.trainjob` and :mod:`kubeclr.cluster.pytorchjob`.
 """
 
 from __future__ import annotations
@@ -18,7 +20,9 @@ from pathlib import Path
 from kubeclr.atomic import read_json
 from kubeclr.cluster.jobs import launch_and_wait
 from kubeclr.cluster.k8s import SA_DIR, K8sApi
+from kubeclr.cluster.pods import JobPods
 from kubeclr.cluster.pytorchjob import build_pytorchjob, job_name
+from kubeclr.cluster.trainjob import build_trainjob
 from kubeclr.config import Config
 from kubeclr.errors import StorageError
 from kubeclr.launch.entry import entry_args
@@ -31,19 +35,84 @@ log = logging.getLogger(__name__)
 OUTPUTS = ("encoder.pt", "history.json", "summary.json")
 
 
+def job_object(
+    cfg: Config,
+    *,
+    checkpoints: str,
+    nodes: int,
+    gpus_per_node: int,
+    settings: LaunchSettings,
+    run_name: str,
+    name: str | None = None,
+    namespace: str | None = None,
+) -> dict:
+    """The job the launcher creates for ``cfg`` (``cluster.engine``), exactly as it is sent.
+
+    Args:
+        cfg: the run's config (inline in every pod's command, with its digest).
+        checkpoints: the run's checkpoint prefix; inputs and outputs go to
+            ``<checkpoints>/multinode/<job>/``, checkpoints to ``<checkpoints>/checkpoints``.
+        nodes, gpus_per_node: the job's size.
+        settings: image, Secret, placement, pod size, queue of the job's pods.
+        run_name: labels the pods' metrics.
+        name: the job's name (default: derived from ``checkpoints``, so a retried step
+            finds the same name and a new run gets a new one).
+        namespace: where (default: ``settings.namespace``, else this pod's own).
+    """
+    name, prefix, job_checkpoints = layout(checkpoints, name)
+    s = settings
+    pods = JobPods(
+        name=name,
+        namespace=namespace or s.namespace or own_namespace(),
+        image=s.image,
+        nodes=nodes,
+        gpus_per_node=gpus_per_node,
+        command_args=entry_args(
+            cfg,
+            train=f"{prefix}/inputs/train.npz",
+            stats=f"{prefix}/inputs/stats.json",
+            run_name=run_name,
+            output_uri=prefix,
+            checkpoint_uri=job_checkpoints,
+        ),
+        env=s.env,
+        secret_name=s.secret_name or None,
+        node_selector=s.node_selector,
+        tolerations=s.tolerations(),
+        cpu=s.cpu,
+        memory=s.memory,
+        shm_size=s.shm_size,
+        service_account=s.service_account or None,
+        labels={"kubeclr.io/run": name, **s.labels},
+        queue_name=s.queue_name,
+        active_deadline_s=int(s.timeout_s),
+        metrics_port=cfg.metrics.port,
+        priority_class=s.priority_class or None,
+    )
+    if cfg.cluster.engine == "pytorchjob":
+        return build_pytorchjob(pods)
+    return build_trainjob(pods, runtime_name=cfg.cluster.runtime_name, runtime_kind=cfg.cluster.runtime_kind)
+
+
+def layout(checkpoints: str, name: str | None = None) -> tuple[str, str, str]:
+    """``(job name, inputs/outputs prefix, checkpoint prefix)`` of a run whose checkpoints go to ``checkpoints``."""
+    uri = checkpoints.rstrip("/")
+    name = name or job_name(uri)
+    return name, f"{uri}/multinode/{name}", f"{uri}/checkpoints"
+
+
 class MultiNode:
-    """Pretrain on ``nodes`` pods of ``gpus_per_node`` GPUs each through a PyTorchJob.
+    """Pretrain on ``nodes`` pods of ``gpus_per_node`` GPUs each through a TrainJob or a PyTorchJob.
 
     Args:
         nodes: pods taking part (>= 1).
         gpus_per_node: GPUs (= torchrun processes) per pod; 0 = CPU pods, one process each.
         settings: image, Secret, placement and pod size of the job's pods.
         api: the Kubernetes API (default: in-cluster, with the pod's service account).
-        name: the job's name (default: derived from the run-scoped checkpoint URI, so a
-            retried step finds the same job name and a new run gets a new one).
+        name: the job's name (default: see :func:`job_object`).
     """
 
-    name = "pytorchjob"
+    name = "multi-node job"
 
     def __init__(
         self,
@@ -60,51 +129,26 @@ class MultiNode:
     def train(self, cfg: Config, files: TrainFiles, *, run_name: str) -> dict:
         """Upload inputs, run the job, fetch rank 0's outputs; returns the pretrain summary.
 
-        Inputs go to ``<checkpoints>/multinode/<job>/inputs/``; rank 0 writes
-        ``encoder.pt``, ``history.json`` and ``summary.json`` beside them;
-        checkpoints go to ``<checkpoints>/checkpoints``, so a restarted pod
-        (restartPolicy OnFailure) resumes instead of starting over.
-
         Raises:
             K8sError, JobFailed, JobTimeout: see :func:`kubeclr.cluster.jobs.launch_and_wait`.
             StorageError: inputs cannot be uploaded, or the job succeeded without writing its outputs.
         """
-        uri = files.checkpoints.rstrip("/")
-        name = self.job_name or job_name(uri)
-        prefix = f"{uri}/multinode/{name}"
+        job = job_object(
+            cfg,
+            checkpoints=files.checkpoints,
+            nodes=self.nodes,
+            gpus_per_node=self.gpus_per_node,
+            settings=self.settings,
+            run_name=run_name,
+            name=self.job_name,
+        )
+        _, prefix, _ = layout(files.checkpoints, self.job_name)
         store = open_store(prefix)
         for key in OUTPUTS:  # never pick up a previous attempt's outputs
             store.delete(key)
         store.put_file(Path(files.train), "inputs/train.npz")
         store.put_file(Path(files.stats), "inputs/stats.json")
         s = self.settings
-        job = build_pytorchjob(
-            name=name,
-            namespace=s.namespace or own_namespace(),
-            image=s.image,
-            nodes=self.nodes,
-            gpus_per_node=self.gpus_per_node,
-            command_args=entry_args(
-                cfg,
-                train=f"{prefix}/inputs/train.npz",
-                stats=f"{prefix}/inputs/stats.json",
-                run_name=run_name,
-                output_uri=prefix,
-                checkpoint_uri=f"{uri}/checkpoints",
-            ),
-            env=s.env,
-            secret_name=s.secret_name or None,
-            node_selector=s.node_selector,
-            tolerations=s.tolerations(),
-            cpu=s.cpu,
-            memory=s.memory,
-            shm_size=s.shm_size,
-            service_account=s.service_account or None,
-            labels={"kubeclr.io/run": name, **s.labels},
-            active_deadline_s=int(s.timeout_s),
-            metrics_port=cfg.metrics.port,
-            priority_class=s.priority_class or None,
-        )
         launch_and_wait(
             job,
             api=self.api or K8sApi.in_cluster(),
@@ -113,6 +157,7 @@ class MultiNode:
             delete_after=s.delete_after,
             log=log,
         )
+        name = job["metadata"]["name"]
         try:
             store.get_file("encoder.pt", Path(files.encoder_out))
             store.get_file("history.json", Path(files.history_out))

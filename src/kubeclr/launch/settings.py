@@ -1,4 +1,5 @@
-"""Where and how pretraining pods run: one typed settings object, serialised once.
+"""What is fixed at compile time: where and how the pods run (:class:`LaunchSettings`, serialised
+once) and the compiled DAG's options (:class:`CompileOptions`).
 
 ``simclr-pipeline compile`` fixes these at compile time (image, Secret, node
 placement, pod size, timeout, …). The pipeline hands them to the pretrain task
@@ -45,6 +46,7 @@ class LaunchSettings:
         poll_s: seconds between status reads of a job.
         env: extra environment of the job's pods.
         labels: extra labels of the job and its pods.
+        queue_name: Kueue LocalQueue of the multi-node job and of the pipeline's GPU pods ('' = none).
     """
 
     image: str = IMAGE
@@ -63,6 +65,7 @@ class LaunchSettings:
     poll_s: float = 10.0
     env: dict[str, str] = field(default_factory=dict)
     labels: dict[str, str] = field(default_factory=dict)
+    queue_name: str = ""
 
     def tolerations(self) -> list[dict]:
         return [dict(GPU_TOLERATION)] if self.gpu_toleration else []
@@ -121,3 +124,32 @@ def _fits(value: Any, hint: Any) -> bool:
 def _type_name(hint: Any) -> str:
     names = {str: "a string", int: "an integer", float: "a number", bool: "a boolean"}
     return "an object of strings" if typing.get_origin(hint) is dict else names.get(hint, str(hint))
+
+
+@dataclass(frozen=True)
+class CompileOptions:
+    """What is fixed at compile time (not run parameters): the pods' settings and the DAG's options.
+
+    Attributes:
+        launch: image, Secret, placement and size of the pretraining pods (and of the
+            other steps' image and Secret); the pretrain task receives it whole.
+        pipeline_root: artifact root, e.g. ``s3://bucket/pipeline-root`` (None = the cluster's).
+        pretrain_retries: retries of the pretrain task; each resumes from the newest checkpoint.
+        cache_pretrain: let KFP cache the pretrain step.
+        extract_gpu: run ``extract_features`` on a GPU (off: every step but pretrain fits a CPU-only node).
+        step_cpu, step_memory: CPU request and memory request = limit of every step but pretrain
+            (pretrain's are ``launch.cpu`` / ``launch.memory``), so a namespace whose ResourceQuota
+            demands requests admits all six.
+        checkpoints_per_run: checkpoints under ``<checkpoint_uri>/<KFP run ID>``: retries of a run
+            resume, the next (scheduled) run starts fresh. Local runs use the URI itself, so
+            re-running the command resumes.
+    """
+
+    launch: LaunchSettings = field(default_factory=LaunchSettings)
+    pipeline_root: str | None = None
+    pretrain_retries: int = 2
+    cache_pretrain: bool = False
+    extract_gpu: bool = True
+    checkpoints_per_run: bool = True
+    step_cpu: str = "2"
+    step_memory: str = "8Gi"
