@@ -22,7 +22,7 @@ def pretrain(
         train: the train split.
         stats: normalisation statistics of the train split.
         gpus: GPUs per node; more than one trains with torchrun in this pod.
-        nodes: nodes; more than one launches a Training Operator PyTorchJob.
+        nodes: nodes; more than one launches a TrainJob or PyTorchJob (``cluster.engine``).
         checkpoint_scope: sub-folder of ``storage.checkpoint_uri`` for this run (the KFP
             run ID on a cluster: task retries resume, the next scheduled run
             starts fresh); '' = checkpoint_uri itself.

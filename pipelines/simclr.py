@@ -15,6 +15,7 @@ config to every later step.
 # no `from __future__ import annotations`: KFP reads the pipeline signature at runtime
 
 import inspect
+import logging
 from pathlib import Path
 from typing import Callable, NamedTuple
 
@@ -27,6 +28,8 @@ from kubeclr.components import build as build_components
 from kubeclr.config import UI_PARAMS, Config, pipeline_parameters
 from kubeclr.errors import UserError
 from kubeclr.launch.settings import SERVICE_ACCOUNT_ENV, CompileOptions, LaunchSettings
+
+log = logging.getLogger(__name__)
 
 PIPELINE_NAME = "simclr-cifar10"
 PRETRAIN_POD_LABEL = ("app.kubernetes.io/component", "simclr-pretrain")
@@ -66,7 +69,7 @@ PARAM_HELP = {
     "run_name": "Name shown in the report, metrics and export paths ('' = this run's name).",
     **{p.name: p.help for p in UI_PARAMS},
     "gpus_per_node": "GPUs per node for pretraining (torchrun, one process per GPU).",
-    "nodes": "Nodes for pretraining; more than 1 launches a Training Operator PyTorchJob.",
+    "nodes": "Nodes for pretraining; more than 1 launches a multi-node job (see engine).",
     "config": "Every other config key, by section ({section: {key: value}}); a key of a parameter "
     "above must not appear here.",
 }
@@ -131,7 +134,7 @@ def build_pipeline(cfg: Config, opts: CompileOptions = CompileOptions()) -> Call
         )
         pre.set_caching_options(opts.cache_pretrain)
         if launch.launcher_only:  # the GPUs, /dev/shm and node placement go to the job's pods (settings below)
-            pre.set_display_name("SimCLR pretraining (PyTorchJob launcher)")
+            pre.set_display_name("SimCLR pretraining (multi-node job launcher)")
             pre.set_cpu_request("500m").set_cpu_limit("1").set_memory_request("2Gi").set_memory_limit("4Gi")
             # the job's pods carry the queue label themselves
         else:
@@ -238,6 +241,12 @@ def compile_pipeline(cfg: Config, output: str, opts: CompileOptions = CompileOpt
             f"output {output}: is a directory (name a file in it, e.g. {Path(output) / 'simclr-cifar10.yaml'})"
         )
     make_dir("output folder", Path(output).parent)
+    if opts.launch.priority_class and cfg.cluster.engine == "trainjob":
+        log.warning(
+            "priority class %r applies to PyTorchJob pods only: a TrainJob cannot set one (the step refuses it "
+            "when engine=trainjob); set it in a TrainingRuntime of your own (cluster.runtime_name)",
+            opts.launch.priority_class,
+        )
     pipeline = build_pipeline(cfg, opts)
     try:
         with atomic_path(output) as tmp:

@@ -27,6 +27,23 @@ PATH = re.compile(
 )
 
 
+def expand(arg: str, env: dict[str, str] | None = None) -> str:
+    """What a container receives for one ``command``/``args`` item, as the kubelet expands it.
+
+    ``$$`` becomes ``$``; ``$(VAR)`` becomes the value of ``VAR`` when the container
+    defines it and stays as written otherwise (Kubernetes API reference,
+    "Container.args").
+    """
+    env = env or {}
+
+    def one(m: re.Match) -> str:
+        if m.group(0) == "$$":
+            return "$"
+        return env.get(m.group(1), m.group(0))
+
+    return re.sub(r"\$\$|\$\(([A-Za-z_][A-Za-z0-9_]*)\)", one, arg)
+
+
 def condition(kind: str, reason: str = "", message: str = "") -> dict:
     """One ``status.conditions`` entry as the training operator writes it."""
     return {

@@ -263,7 +263,7 @@ def test_render_job_prints_one_valid_job_offline(engine, kind):
         master = job["spec"]["pytorchReplicaSpecs"]["Master"]["template"]["spec"]["containers"][0]
         args = master["command"][master["command"].index("kubeclr.launch.entry") + 1 :]
         assert job["spec"]["pytorchReplicaSpecs"]["Worker"]["replicas"] == 1
-    cfg = read_config(build_parser().parse_args([a.replace("$$(", "$(") for a in args]))
+    cfg = read_config(build_parser().parse_args([a.replace("$$", "$") for a in args]))  # no $(VAR) in ours
     assert cfg == resolve(cfg.to_dict()) and cfg.pretrain.batch_size == 512  # the fast preset, whole
     assert cfg.cluster.engine == engine
 
@@ -276,3 +276,18 @@ def test_cluster_commands_say_which_preset_they_compile(tmp_path):
 
     spec = next(yaml.safe_load_all((tmp_path / "p.yaml").read_text()))
     assert spec["root"]["inputDefinitions"]["parameters"]["batch_size"]["defaultValue"] == 512  # not the CPU demo
+
+
+def test_render_job_defaults_to_the_gpu_preset_and_the_configs_engine():
+    import yaml
+
+    proc = run("render-job", "--checkpoint-uri", "s3://b/runs", timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    job = yaml.safe_load(proc.stdout)
+    assert job["kind"] == "TrainJob"  # cluster.engine's default
+    assert "render-job: TrainJob of preset 'fast' (the default" in proc.stderr
+    pod = job["spec"]["runtimePatches"][0]["trainingRuntimeSpec"]
+    spec = pod["template"]["spec"]["replicatedJobs"][0]["template"]["spec"]["template"]["spec"]
+    assert spec["serviceAccountName"] == "kubeclr-pipeline-runner"  # what the step passes on
+    proc = run("render-job", "--nodes", "1", "--checkpoint-uri", "s3://b/runs", timeout=120)
+    assert proc.returncode == 2 and "a multi-node job needs 2 or more" in proc.stderr

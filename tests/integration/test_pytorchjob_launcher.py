@@ -399,3 +399,25 @@ def test_trainjob_forbidden_names_rbac(tmp_path, inputs):
     with pytest.raises(K8sError) as err:
         run(tmp_path, inputs, FakeK8s(refuse=403), engine="trainjob")
     assert "HTTP 403" in str(err.value) and "RBAC" in str(err.value)
+
+
+def test_trainjob_queued_by_kueue_logs_each_suspension_and_resume(tmp_path, inputs, caplog):
+    """Kueue suspends a TrainJob until it admits it, and may preempt (suspend) it again later."""
+    suspended = trainjob_condition("Suspended", "Suspended", "TrainJob is suspended")
+    resumed = {**trainjob_condition("Suspended", "Resumed", "TrainJob is resumed"), "status": "False"}
+    state = FakeK8s(
+        script=[
+            nodes_status(conditions=[suspended]),
+            nodes_status(2, 2, conditions=[resumed]),
+            nodes_status(conditions=[suspended]),
+            nodes_status(2, 2, conditions=[resumed]),
+            nodes_status(0, 0, 2, [resumed, COMPLETE]),
+        ],
+        on_create=play_rank0,
+    )
+    with caplog.at_level(logging.INFO, logger="kubeclr.launch.multinode"):
+        assert run(tmp_path, inputs, state, engine="trainjob") == SUMMARY
+    said = [r.getMessage().split(": ", 1)[1] for r in caplog.records if ": Suspended" in r.getMessage()]
+    assert (
+        said == ["Suspended (Suspended: TrainJob is suspended)", "Suspended=False (Resumed: TrainJob is resumed)"] * 2
+    )

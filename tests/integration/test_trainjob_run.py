@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 from cifar_fixtures import make_cifar_tarball
-from fake_k8s_server import FakeK8s, FakeK8sServer, trainjob_condition
+from fake_k8s_server import FakeK8s, FakeK8sServer, expand, trainjob_condition
 
 from kubeclr.cluster.k8s import K8sApi
 from kubeclr.config import load_config
@@ -62,8 +62,7 @@ class PlayTrainer:
 
     def start(self, job: dict) -> None:
         trainer = job["spec"]["trainer"]
-        # Kubernetes turns '$$(' into a literal '$(' when it builds the container's command line
-        argv = [a.replace("$$(", "$(") for a in trainer["command"] + trainer["args"]]
+        argv = [expand(a) for a in trainer["command"] + trainer["args"]]  # as the kubelet passes them on
         port = free_port()
         base = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
         base.update({e["name"]: e["value"] for e in trainer["env"] if "value" in e})

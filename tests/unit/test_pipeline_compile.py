@@ -191,7 +191,8 @@ def test_cli_compile_with_image_override(tmp_path):
 
 
 def test_launcher_variant_holds_no_gpu(tmp_path):
-    """`compile --launcher`: the pretrain pod only launches a PyTorchJob, so it requests no GPU."""
+    """`compile --launcher`: the pretrain pod only launches the multi-node job, so it requests no GPU (and no
+    Kueue quota: the job carries the queue label)."""
     path = tmp_path / "p.yaml"
     compile_pipeline(load_config("fast"), str(path), CompileOptions(launch=LaunchSettings(launcher_only=True)))
     spec, platform = yaml.safe_load_all(path.read_text())
@@ -284,5 +285,10 @@ def test_kueue_labels_only_when_asked(tmp_path):
     assert "podMetadata" not in platform.get("exec-report", {})
     _, plain = _compile(tmp_path)
     assert "kueue.x-k8s.io/queue-name" not in json.dumps(plain)
-    settings = LaunchSettings.from_env({"KUBECLR_LAUNCH": json.dumps({"queue_name": "team-gpus"})})
-    assert settings.queue_name == "team-gpus"  # and the multi-node job is labelled too (test_trainjob_spec)
+
+
+def test_launcher_variant_leaves_the_queue_label_to_the_job(tmp_path):
+    opts = CompileOptions(launch=LaunchSettings(launcher_only=True, queue_name="team-gpus"))
+    _, platform = _compile(tmp_path, opts)
+    assert "kueue.x-k8s.io/queue-name" not in json.dumps(platform["exec-pretrain"])  # holds no GPU quota
+    assert platform["exec-extract-features"]["podMetadata"]["labels"]["kueue.x-k8s.io/queue-name"] == "team-gpus"

@@ -216,18 +216,26 @@ def test_entry_refuses_a_config_that_changed_on_the_way():
         read_config(build_parser().parse_args(argv))
 
 
-def test_dollar_paren_in_values_is_escaped_for_kubernetes():
-    cfg = load_config("smoke", overrides=["data.source=s3://b/$(HOME)/x"])
-    args = entry_args(cfg, train="s3://b/t.npz", stats="s3://b/s.json", run_name="r", output_uri="s3://b/o")
+@pytest.mark.parametrize("value", ["s3://b/$(HOME)/x", "s3://b/a$$b", "s3://b/$x$(", "s3://b/$$(HOME)"])
+def test_dollars_in_values_reach_the_pod_unchanged(value):
+    """Kubernetes expands ``$(VAR)`` and turns ``$$`` into ``$`` in commands; every ``$`` is doubled so the
+    container receives the config exactly, digest intact."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from fake_k8s_server import expand
+
+    cfg = load_config("smoke", overrides=[f"data.source={value}"])
+    args = entry_args(cfg, train="s3://b/t.npz", stats="s3://b/s.json", run_name="r$$1", output_uri="s3://b/o")
     cmd = make(command_args=args)["spec"]["pytorchReplicaSpecs"]["Master"]["template"]["spec"]["containers"][0][
         "command"
     ]
-    sent = cmd[cmd.index("--config-json") + 1]
-    assert "$$(HOME)" in sent and "$(HOME)" not in sent.replace("$$(", "")  # nothing left for Kubernetes to expand
     assert "--rdzv_endpoint=$(MASTER_ADDR):$(MASTER_PORT)" in cmd  # ours is still expanded
-    # what the container receives once Kubernetes turns '$$(' back into '$(': the same config, digest intact
-    received = [a.replace("$$(", "$(") for a in cmd[cmd.index("kubeclr.launch.entry") + 1 :]]
-    assert read_config(build_parser().parse_args(received)) == cfg
+    env = {"HOME": "/home/x", "MASTER_ADDR": "m", "MASTER_PORT": "1"}
+    received = [expand(a, env) for a in cmd[cmd.index("kubeclr.launch.entry") + 1 :]]
+    parsed = build_parser().parse_args(received)
+    assert read_config(parsed) == cfg and parsed.run_name == "r$$1"
 
 
 def test_launch_settings_come_from_the_compiled_pipeline_env(tmp_path):

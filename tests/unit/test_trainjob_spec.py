@@ -156,7 +156,14 @@ def test_runtime_reference_and_trainer():
     t = job["spec"]["trainer"]
     # torchrun reads PET_NNODES / PET_NPROC_PER_NODE / PET_NODE_RANK / PET_MASTER_* from the torch plugin
     assert t["command"] == ["torchrun"]
-    assert t["args"] == ["-m", "kubeclr.launch.entry", "--output-uri", "s3://b/runs/x", "--data", "s3://b/$$(HOME)"]
+    assert t["args"] == [
+        "-m",
+        "kubeclr.launch.entry",
+        "--output-uri",
+        "s3://b/runs/x",
+        "--data",
+        "s3://b/$$(HOME)",
+    ]  # each $ doubled
     assert (t["numNodes"], t["numProcPerNode"]) == (2, 8)
     assert t["resourcesPerNode"] == {
         "requests": {"cpu": "16", "memory": "64Gi", "nvidia.com/gpu": "8"},

@@ -76,7 +76,7 @@ PLACEHOLDER_CHECKPOINTS = "s3://CHANGE-ME/checkpoints"
 def cmd_render_job(args: argparse.Namespace) -> int:
     import yaml
 
-    from kubeclr.launch.multinode import job_object
+    from kubeclr.launch.multinode import check_request, job_object
 
     cfg = config_from(args)
     if args.engine:
@@ -85,6 +85,7 @@ def cmd_render_job(args: argparse.Namespace) -> int:
     if not checkpoints:
         print(f"render-job: no checkpoint URI given; using the placeholder {PLACEHOLDER_CHECKPOINTS}", file=sys.stderr)
         checkpoints = PLACEHOLDER_CHECKPOINTS
+    check_request(args.nodes, checkpoints)  # what the step would refuse, refused here too
     job = job_object(
         cfg,
         checkpoints=checkpoints,

@@ -47,6 +47,7 @@ def launch_settings(args: argparse.Namespace) -> LaunchSettings:
         priority_class=args.priority_class,
         queue_name=args.queue_name,
         namespace=getattr(args, "job_namespace", None) or "",
+        service_account=getattr(args, "job_service_account", None) or "",
     )
 
 

@@ -254,7 +254,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--nodes", type=int, default=2, help="pods of the job")
     p.add_argument("--gpus-per-node", type=int, default=1, help="GPUs (= torchrun processes) per pod")
-    p.add_argument("--namespace", dest="job_namespace", default="default", help="namespace of the job")
+    p.add_argument(
+        "--namespace",
+        dest="job_namespace",
+        default="default",
+        help="namespace of the job (the step uses its own pod's namespace)",
+    )
+    p.add_argument(
+        "--service-account",
+        dest="job_service_account",
+        default="kubeclr-pipeline-runner",
+        help="service account of the job's pods (the step passes on its own pod's; '' = the namespace default)",
+    )
     p.add_argument("--run-name", default="simclr", help="labels the pods' metrics")
     p.add_argument(
         "--checkpoint-uri",

@@ -81,6 +81,7 @@ def launch_and_wait(
     collection, name = resource_path(job), job["metadata"]["name"]
     what = f"{job['kind']} {job['metadata']['namespace']}/{name}"
     deadline, seen, obj = time.monotonic() + timeout_s, set(), job
+    logged: dict[str, tuple[bool, str | None]] = {}  # condition type -> (is True, reason) last logged
     _create(api, collection, job, what, deadline, poll_s, log)
     log.info("%s created (timeout %.0fs)", what, timeout_s)
     delete, heartbeat, last_progress = True, time.monotonic() + HEARTBEAT_S, ""
@@ -94,13 +95,17 @@ def launch_and_wait(
             if now and now != last_progress:
                 last_progress = now
                 log.info("%s: %s", what, now)
-            for cond in _true_conditions(obj):
-                if cond.get("type") not in seen:
-                    seen.add(cond.get("type"))
+            for cond in (obj.get("status") or {}).get("conditions") or []:
+                kind, true = cond.get("type"), cond.get("status") == "True"
+                if logged.get(kind) != (true, cond.get("reason")) and (true or kind in logged):
+                    # each change once: Suspended (queued by Kueue), its Resumed, a second suspension …
+                    logged[kind] = (true, cond.get("reason"))
+                    if true:
+                        seen.add(kind)
                     log.info(
                         "%s: %s%s",
                         what,
-                        cond.get("type"),
+                        kind if true else f"{kind}=False",
                         f" ({cond.get('reason', '')}: {cond.get('message', '')})" if cond.get("reason") else "",
                     )
             types = {c.get("type") for c in _true_conditions(obj)}

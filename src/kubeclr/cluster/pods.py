@@ -107,8 +107,12 @@ class JobPods:
         return tolerations
 
     def escaped_args(self) -> list[str]:
-        """``command_args`` with ``$(`` doubled: Kubernetes expands ``$(VAR)`` in commands, ``$$(`` stays literal."""
-        return [a.replace("$(", "$$(") for a in self.command_args]
+        """``command_args`` with every ``$`` doubled.
+
+        Kubernetes expands ``$(VAR)`` in commands and turns ``$$`` into ``$``, so only a
+        doubled ``$`` reaches the container as the one ``$`` the argument had.
+        """
+        return [a.replace("$", "$$") for a in self.command_args]
 
 
 def shm_volume(size: str) -> dict[str, Any]:

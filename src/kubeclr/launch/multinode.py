@@ -24,7 +24,7 @@ from kubeclr.cluster.pods import JobPods
 from kubeclr.cluster.pytorchjob import build_pytorchjob, job_name
 from kubeclr.cluster.trainjob import build_trainjob
 from kubeclr.config import Config
-from kubeclr.errors import StorageError
+from kubeclr.errors import StorageError, UserError
 from kubeclr.launch.entry import entry_args
 from kubeclr.launch.process import TrainFiles
 from kubeclr.launch.settings import LaunchSettings
@@ -152,7 +152,7 @@ class MultiNode:
         launch_and_wait(
             job,
             api=self.api or K8sApi.in_cluster(),
-            timeout_s=s.timeout_s,
+            timeout_s=wait_limit(s.timeout_s),
             poll_s=s.poll_s,
             delete_after=s.delete_after,
             log=log,
@@ -167,6 +167,30 @@ class MultiNode:
         if not isinstance(summary, dict):
             raise StorageError(f"{prefix}/history.json: no 'summary' block")
         return summary
+
+
+def wait_limit(timeout_s: float) -> float:
+    """How long the launcher waits: the step's timeout less a margin (2%, at most 5 minutes).
+
+    The KFP task, the job's ``activeDeadlineSeconds`` and the launcher all use one
+    timeout, time queued by Kueue included; the launcher gives up first, so the
+    step fails with the job's last state and deletes the job itself.
+    """
+    return max(timeout_s * 0.5, timeout_s - min(300.0, 0.02 * timeout_s))
+
+
+def check_request(nodes: int, checkpoints: str) -> None:
+    """Refuse a multi-node request the pods could not serve.
+
+    Raises:
+        UserError: fewer than 2 nodes, or checkpoints not on object storage the pods can reach.
+    """
+    if nodes < 2:
+        raise UserError(f"nodes={nodes}: a multi-node job needs 2 or more (one node trains in the step's own pod)")
+    if not checkpoints.startswith("s3://"):
+        raise UserError(
+            f"nodes={nodes} needs checkpoint_uri to be an s3:// prefix the job's pods can reach (got {checkpoints!r})"
+        )
 
 
 def own_namespace(sa_dir: Path = SA_DIR) -> str:

@@ -76,11 +76,17 @@ def run(
             f"this pipeline was compiled with --launcher (pretraining runs as a multi-node job): "
             f"set nodes to 2 or more (got {nodes}), or compile without --launcher"
         )
-    if nodes > 1 and not cfg.storage.checkpoint_uri.startswith("s3://"):
-        raise UserError(
-            f"nodes={nodes} needs checkpoint_uri to be an s3:// prefix the job's pods can reach "
-            f"(got {cfg.storage.checkpoint_uri!r})"
-        )
+    if nodes > 1:
+        from kubeclr.launch.multinode import check_request
+
+        check_request(nodes, cfg.storage.checkpoint_uri)
+        if not settings.launcher_only:
+            log.warning(
+                "nodes=%d: this pod holds its own GPUs while the %s trains (and, with a Kueue queue, their quota); "
+                "compile with --launcher for multi-node runs",
+                nodes,
+                cfg.cluster.engine,
+            )
     engine = choose_engine(cfg, nodes=nodes, gpus=gpus, settings=settings)
     log.info("pretraining with the %s engine (%d node(s) x %d GPU(s))", engine.name, nodes, gpus)
     files = TrainFiles(
