@@ -30,6 +30,8 @@ import torch.nn.functional as F
 from torch import nn
 from torchvision.transforms import v2
 
+SCHEDULES = ("onecycle", "warmup-cosine")
+
 
 @dataclass(frozen=True)
 class Recipe:
@@ -45,6 +47,12 @@ class Recipe:
     proj_dim: int = 128
     color_strength: float = 0.5
     seed: int = 0
+    decay_all: bool = True  # weight decay on every parameter; False: not on biases and BatchNorm (1-D)
+    device: str = "cpu"  # the model's device; the per-image transforms always run on the CPU
+
+    def __post_init__(self) -> None:
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"schedule {self.schedule!r}: one of {', '.join(SCHEDULES)}")
 
 
 class Block(nn.Module):
@@ -110,15 +118,22 @@ def train(images: np.ndarray, recipe: Recipe = Recipe(), log=print) -> tuple[nn.
     mean = pixels.mean(dim=(0, 2, 3)).tolist()
     std = pixels.std(dim=(0, 2, 3)).tolist()
     aug = transform(mean, std, recipe.color_strength)
-    encoder = ResNet18(recipe.width)
+    encoder = ResNet18(recipe.width).to(recipe.device)
     head = nn.Sequential(
         nn.Linear(encoder.dim, encoder.dim),
         nn.BatchNorm1d(encoder.dim),
         nn.ReLU(),
         nn.Linear(encoder.dim, recipe.proj_dim),
-    )
+    ).to(recipe.device)
     params = list(encoder.parameters()) + list(head.parameters())
-    opt = torch.optim.SGD(params, lr=recipe.lr, momentum=recipe.momentum, weight_decay=recipe.weight_decay)
+    if recipe.decay_all:
+        groups = [{"params": params}]
+    else:
+        groups = [
+            {"params": [q for q in params if q.ndim > 1]},
+            {"params": [q for q in params if q.ndim <= 1], "weight_decay": 0.0},
+        ]
+    opt = torch.optim.SGD(groups, lr=recipe.lr, momentum=recipe.momentum, weight_decay=recipe.weight_decay)
     steps = len(x) // recipe.batch_size
     total, warm = recipe.epochs * steps, round(recipe.warmup_epochs * steps)
 
@@ -129,10 +144,8 @@ def train(images: np.ndarray, recipe: Recipe = Recipe(), log=print) -> tuple[nn.
 
     if recipe.schedule == "onecycle":
         sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=recipe.lr, total_steps=total)
-    elif recipe.schedule == "warmup-cosine":
+    else:  # warmup-cosine; Recipe refuses anything else
         sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_at)
-    else:
-        raise ValueError(f"schedule {recipe.schedule!r}: onecycle or warmup-cosine")
     losses = []
     for epoch in range(recipe.epochs):
         encoder.train(), head.train()
@@ -141,6 +154,7 @@ def train(images: np.ndarray, recipe: Recipe = Recipe(), log=print) -> tuple[nn.
         for i in range(steps):
             batch = x[perm[i * recipe.batch_size : (i + 1) * recipe.batch_size]]
             views = torch.stack([aug(img) for img in batch] + [aug(img) for img in batch])  # (2N, 3, 32, 32)
+            views = views.to(recipe.device, non_blocking=True)
             loss = nt_xent(head(encoder(views)), recipe.temperature)
             opt.zero_grad()
             loss.backward()
@@ -156,6 +170,7 @@ def train(images: np.ndarray, recipe: Recipe = Recipe(), log=print) -> tuple[nn.
 def embed(encoder: nn.Module, images: np.ndarray, mean: list[float], std: list[float]) -> np.ndarray:
     """Eval-mode features of uint8 (N, 3, H, W) images, normalised with ``mean``/``std``."""
     encoder.eval()
+    device = next(encoder.parameters()).device
     x = torch.from_numpy(images).float().div(255)
     x = (x - torch.tensor(mean).view(1, 3, 1, 1)) / torch.tensor(std).view(1, 3, 1, 1)
-    return torch.cat([encoder(x[i : i + 256]) for i in range(0, len(x), 256)]).numpy()
+    return torch.cat([encoder(x[i : i + 256].to(device)).cpu() for i in range(0, len(x), 256)]).numpy()

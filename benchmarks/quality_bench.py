@@ -37,6 +37,7 @@ import datetime as dt
 import json
 import os
 import platform
+import shutil
 import statistics
 import subprocess
 import sys
@@ -129,12 +130,16 @@ def run_ours(tarball: Path, overrides: list[str], seed: int, out: Path, splits: 
         out.name,
         *[a for kv in [*COMMON_SETS, f"pretrain.seed={seed}", *overrides] for a in ("--set", kv)],
     ]
+    shutil.rmtree(out, ignore_errors=True)  # a rerun into --keep replaces this run's folder
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode:
         raise SystemExit(f"ours failed ({' '.join(cmd)}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
     m = json.loads((out / "metrics.json").read_text())
-    history = json.loads(next((out / ".kfp").rglob("pretrain/history")).read_text())
+    found = sorted((out / ".kfp").rglob("pretrain/history"), key=lambda f: f.stat().st_mtime)
+    if not found:
+        raise SystemExit(f"ours: no pretrain/history under {out / '.kfp'} (did kfp.local change its layout?)")
+    history = json.loads(found[-1].read_text())
     from kubeclr.config import load_config
     from kubeclr.core.model import build_encoder
 
@@ -155,7 +160,10 @@ def run_ours(tarball: Path, overrides: list[str], seed: int, out: Path, splits: 
 
 
 def run_plain(fields: dict, seed: int, splits: dict, stats) -> dict:
-    recipe = plain_simclr.Recipe(epochs=ARGS.epochs, batch_size=ARGS.batch_size, width=ARGS.width, seed=seed, **fields)
+    device = "cuda" if torch.cuda.is_available() else "cpu"  # the device ours trains on
+    recipe = plain_simclr.Recipe(
+        epochs=ARGS.epochs, batch_size=ARGS.batch_size, width=ARGS.width, seed=seed, device=device, **fields
+    )
     t0 = time.perf_counter()
     encoder, losses = plain_simclr.train(splits["train"][0], recipe, log=lambda m: print(m, flush=True))
     return {
@@ -191,22 +199,53 @@ def summarise(runs: list[dict]) -> dict:
         if vals:
             out[key] = {
                 "mean": statistics.fmean(vals),
-                "std": statistics.pstdev(vals) if len(vals) > 1 else 0.0,
+                "std": statistics.pstdev(vals) if len(vals) > 1 else 0.0,  # population std (n, not n - 1)
                 "n": len(vals),
             }
     return out
 
 
+BENCH_FIELDS = {"epochs": "--epochs", "batch_size": "--batch-size", "width": "--width", "seed": "--seeds"}
+
+
 def plain_fields(sets: list[str]) -> dict:
-    """``["lr=0.3", …]`` as typed fields of :class:`plain_simclr.Recipe`."""
-    fields = plain_simclr.Recipe.__dataclass_fields__
+    """``["lr=0.3", …]`` as typed fields of :class:`plain_simclr.Recipe`, checked by building one."""
+    fields = {k: f for k, f in plain_simclr.Recipe.__dataclass_fields__.items() if k not in ("device",)}
     out = {}
     for item in sets:
         k, _, v = item.partition("=")
+        if k in BENCH_FIELDS:
+            raise SystemExit(f"--plain {item}: the benchmark sets {k} for every method; use {BENCH_FIELDS[k]}")
         if k not in fields:
-            raise SystemExit(f"--plain {item}: unknown field (allowed: {', '.join(fields)})")
-        out[k] = type(fields[k].default)(v)
+            raise SystemExit(
+                f"--plain {item}: unknown field (allowed: {', '.join(sorted(set(fields) - set(BENCH_FIELDS)))})"
+            )
+        kind = type(fields[k].default)
+        try:
+            if kind is bool:
+                if v.lower() not in ("true", "false"):
+                    raise ValueError(v)
+                out[k] = v.lower() == "true"
+            else:
+                out[k] = kind(v)
+        except ValueError:
+            raise SystemExit(f"--plain {item}: {k} takes a {kind.__name__}, not {v!r}") from None
+    try:
+        plain_simclr.Recipe(**out)
+    except ValueError as e:
+        raise SystemExit(f"--plain {','.join(sets)}: {e}") from None
     return out
+
+
+def check_variants(variants: list[tuple[str, list[str]]]) -> None:
+    from kubeclr.config import load_config
+    from kubeclr.errors import ConfigError
+
+    for name, overrides in variants:
+        try:
+            load_config(ARGS.preset, overrides=[*COMMON_SETS, *overrides])
+        except ConfigError as e:
+            raise SystemExit(f"--variant {name}: {e}") from None
 
 
 def parse_variant(text: str) -> tuple[str, list[str]]:
@@ -243,7 +282,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--no-plain", action="store_true", help="skip the plain SimCLR")
     p.add_argument("--no-baselines", action="store_true", help="skip raw pixels and the random encoder")
-    p.add_argument("--keep", type=Path, help="keep the runs' output folders here")
+    p.add_argument("--keep", type=Path, help="keep the runs' output folders here (a rerun replaces them)")
     ARGS = p.parse_args(argv)
     COMMON_SETS = [
         f"pretrain.epochs={ARGS.epochs}",
@@ -256,8 +295,7 @@ def main(argv: list[str] | None = None) -> int:
     ]
     plains = [(name, plain_fields(sets)) for name, sets in (parse_variant(v) for v in ARGS.plain or ["onecycle="])]
     variants = [parse_variant(v) for v in (ARGS.variant or ["preset="])]
-
-    torch.set_num_threads(max(1, torch.get_num_threads()))
+    check_variants(variants)  # a bad key fails now, not after an hour of other methods
     splits = digit_splits(ARGS.data_seed)
     stats = train_stats(splits)
     work = Path(tempfile.mkdtemp(prefix="quality-bench-")) if ARGS.keep is None else ARGS.keep

@@ -14,8 +14,10 @@ from kubeclr.core.health import chance_loss, check_epoch, training_health
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-def _health(losses, epochs=8, batch=16):
-    return training_health(losses, epochs=epochs, batch_size=batch, peak_lr=0.15, lr_scaling="linear")
+def _health(losses, epochs=8, batch=16, lr_scaling="linear", optimizer="lars"):
+    return training_health(
+        losses, epochs=epochs, batch_size=batch, peak_lr=0.15, lr_scaling=lr_scaling, optimizer=optimizer
+    )
 
 
 def test_chance_is_log_of_the_other_views():
@@ -44,6 +46,24 @@ def test_the_rule_by_hand():
     assert bad["chance_loss"] == pytest.approx(chance) and bad["epoch"] == 2
     assert "not learning" in bad["message"] and "lr_scaling=linear" in bad["message"]
     assert "0.15" in bad["message"] and "sqrt" in bad["message"]
+
+
+def test_the_advice_fits_the_optimiser():
+    chance = math.log(31)
+    sgd = _health([chance, chance], optimizer="sgd")["message"]
+    assert "with sgd" in sgd and "raise pretrain.lr" in sgd and "App. B.1" not in sgd
+    lars_sqrt = _health([chance, chance], lr_scaling="sqrt")["message"]
+    assert "raise pretrain.lr" in lars_sqrt and "App. B.1" not in lars_sqrt
+
+
+def test_a_slow_start_is_named_in_the_final_verdict():
+    # within 1% of chance at the check epoch (2) and at 3, learning from 4: the log warned at 2,
+    # so the final verdict (metrics.json, the report) must not read as if nothing happened
+    chance = math.log(31)
+    late = _health([chance, chance, chance * 0.995, chance * 0.9])
+    assert late["status"] == "ok"
+    assert "until epoch 3 of 8" in late["message"] and "slow start" in late["message"]
+    assert "slow start" not in _health([chance, chance * 0.9, chance * 0.8])["message"]
 
 
 def test_warning_fires_on_a_run_with_a_tiny_learning_rate(caplog):

@@ -76,3 +76,50 @@ def test_probe_scores_separable_features_perfectly_and_noise_at_chance():
     assert quality_bench.linear_probe(f, y) == 1.0 and quality_bench.knn_probe(f, y) == 1.0
     noise = {s: rng.normal(size=(len(y[s]), 16)) for s in y}
     assert quality_bench.linear_probe(noise, y) < 0.3 and quality_bench.knn_probe(noise, y) < 0.3
+
+
+def test_plain_simclr_is_written_apart_from_kubeclr():
+    import ast
+
+    tree = ast.parse(Path(plain_simclr.__file__).read_text())
+    imported = {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+    imported |= {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
+    assert imported and not [m for m in imported if m.split(".")[0] == "kubeclr"]
+
+
+@pytest.mark.parametrize(
+    "sets, message",
+    [
+        (["lr=fast"], "lr takes a float, not 'fast'"),
+        (["decay_all=maybe"], "decay_all takes a bool"),
+        (["schedule=step"], "schedule 'step': one of onecycle, warmup-cosine"),
+        (["epochs=10"], "the benchmark sets epochs for every method; use --epochs"),
+        (["momentun=0.9"], "momentun=0.9: unknown field"),
+    ],
+)
+def test_plain_recipes_are_checked_before_anything_runs(sets, message):
+    with pytest.raises(SystemExit, match=message):
+        quality_bench.plain_fields(sets)
+    assert quality_bench.plain_fields(["decay_all=false", "lr=0.5"]) == {"decay_all": False, "lr": 0.5}
+
+
+def test_a_bad_variant_is_refused_before_anything_runs(monkeypatch):
+    monkeypatch.setattr(quality_bench, "ARGS", type("A", (), {"preset": "smoke"}), raising=False)
+    monkeypatch.setattr(quality_bench, "COMMON_SETS", [], raising=False)
+    quality_bench.check_variants([("ok", ["pretrain.temperature=0.2"])])
+    with pytest.raises(SystemExit, match="--variant typo: .*pretrain.temprature"):
+        quality_bench.check_variants([("typo", ["pretrain.temprature=0.2"])])
+
+
+def test_smoke_shows_learning_per_epoch():
+    # issue 13: the kNN monitor is on in smoke, so the report shows learning epoch by epoch
+    assert load_config("smoke").pretrain.knn_every == 1
+
+
+@pytest.mark.parametrize("schedule", ["onecycle", "warmup-cosine"])
+def test_plain_simclr_trains_with_either_schedule_and_decay_rule(schedule):
+    images = np.random.default_rng(0).integers(0, 256, size=(32, 3, 32, 32), dtype=np.uint8)
+    recipe = plain_simclr.Recipe(epochs=1, batch_size=16, width=4, schedule=schedule, decay_all=False)
+    encoder, losses = plain_simclr.train(images, recipe, log=lambda _: None)
+    assert len(losses) == 1 and np.isfinite(losses[0])
+    assert plain_simclr.embed(encoder, images[:5], [0.5] * 3, [0.25] * 3).shape == (5, encoder.dim)

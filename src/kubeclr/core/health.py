@@ -43,6 +43,7 @@ def training_health(
     peak_lr: float,
     lr_scaling: str,
     warmup_epochs: float = 0.0,
+    optimizer: str = "lars",
 ) -> dict[str, Any]:
     """Judge the per-epoch mean losses of a run so far.
 
@@ -53,12 +54,14 @@ def training_health(
         peak_lr: the learning rate after warm-up (after scaling).
         lr_scaling: the scaling rule that produced ``peak_lr`` (for the advice).
         warmup_epochs: length of the warm-up in epochs (steps / steps per epoch).
+        optimizer: the optimiser's name (for the advice).
 
     Returns:
         ``{"status", "chance_loss", "loss", "epoch", "message"}``; ``status`` is
         ``"too-early"`` before :func:`check_epoch`, then ``"ok"`` or
         ``"not-learning"`` (the latest loss is within 1% of chance); ``message``
-        says what was seen and, when not learning, the likely causes.
+        says what was seen and, when not learning (or when the loss left chance
+        only after the check epoch), the likely causes.
     """
     chance = chance_loss(batch_size)
     done = len(losses)
@@ -68,23 +71,36 @@ def training_health(
     if done < first:
         return {**out, "status": "too-early", "message": f"judged after epoch {first}"}
     if latest < (1 - MARGIN) * chance:
-        return {
-            **out,
-            "status": "ok",
-            "message": f"loss {latest:.3f} is {100 * (1 - latest / chance):.1f}% below chance {chance:.3f}",
-        }
-    advice = (
-        "likely causes: a learning rate too low for the batch and schedule "
-        f"(peak lr {peak_lr:.3g} with lr_scaling={lr_scaling}; for small batches and short schedules "
-        "SimCLR App. B.1 uses lr_scaling=sqrt with lr=1.2, i.e. 0.075 x sqrt(B)), a warm-up that fills "
-        "most of the run, or views so distorted that they share nothing"
-    )
+        message = f"loss {latest:.3f} is {100 * (1 - latest / chance):.1f}% below chance {chance:.3f}"
+        stalled = [e for e in range(first, done + 1) if losses[e - 1] >= (1 - MARGIN) * chance]
+        if stalled:  # the log warned then; say so here too, so the report and the log agree
+            message += (
+                f"; it was within {100 * MARGIN:.0f}% of chance until epoch {stalled[-1]} of {epochs} "
+                f"(a slow start: {_causes(optimizer, peak_lr, lr_scaling)})"
+            )
+        return {**out, "status": "ok", "message": message}
     return {
         **out,
         "status": "not-learning",
         "message": f"not learning: loss {latest:.3f} is within {100 * MARGIN:.0f}% of chance log(2B-1) = "
-        f"{chance:.3f} after {done} of {epochs} epochs; {advice}",
+        f"{chance:.3f} after {done} of {epochs} epochs; likely causes: {_causes(optimizer, peak_lr, lr_scaling)}",
     }
+
+
+def _causes(optimizer: str, peak_lr: float, lr_scaling: str) -> str:
+    """The usual reasons a contrastive loss stays at chance, with the advice that fits this run's optimiser."""
+    if optimizer == "lars" and lr_scaling != "sqrt":
+        fix = (
+            "for small batches and short schedules SimCLR App. B.1 uses lr_scaling=sqrt with lr=1.2, "
+            "i.e. 0.075 x sqrt(B)"
+        )
+    else:
+        fix = "raise pretrain.lr"
+    return (
+        f"a learning rate too low for the batch and schedule (peak lr {peak_lr:.3g} with {optimizer}, "
+        f"lr_scaling={lr_scaling}; {fix}), a warm-up that fills most of the run, or views so distorted "
+        "that they share nothing"
+    )
 
 
 def pretrain_health(history: list[dict[str, Any]], pc: PretrainConfig, steps_per_epoch: int) -> dict[str, Any]:
@@ -96,4 +112,5 @@ def pretrain_health(history: list[dict[str, Any]], pc: PretrainConfig, steps_per
         peak_lr=scaled_lr(pc),
         lr_scaling=pc.lr_scaling,
         warmup_epochs=warmup_length(pc, steps_per_epoch) / max(1, steps_per_epoch),
+        optimizer=pc.optimizer,
     )
