@@ -16,14 +16,23 @@ from typing import Any
 from kfp import dsl
 
 from kubeclr import IMAGE
-from kubeclr.components import compute_stats, download_split, extract_features, linear_eval, pretrain, report
+from kubeclr.components import (
+    compute_stats,
+    download_split,
+    extract_features,
+    fingerprint,
+    linear_eval,
+    pretrain,
+    report,
+)
 from kubeclr.errors import UserError
 
 
 @dataclass(frozen=True)
 class Components:
-    """The six step components, all on one image."""
+    """The six step components and the data source's fingerprint task, all on one image."""
 
+    fingerprint: Any
     download_split: Any
     compute_stats: Any
     pretrain: Any
@@ -41,6 +50,7 @@ def build(image: str = IMAGE) -> Components:
         return dsl.component(func, base_image=image, install_kfp_package=False)
 
     return Components(
+        fingerprint=make(fingerprint.fingerprint),
         download_split=make(download_split.download_split),
         compute_stats=make(compute_stats.compute_stats),
         pretrain=make(pretrain.pretrain),

@@ -7,6 +7,7 @@ def download_split(
     config: dict,
     cifar_source: str,
     cifar_md5: str,
+    data_format: str,
     arch: str,
     epochs: int,
     batch_size: int,
@@ -18,11 +19,13 @@ def download_split(
     engine: str,
     run_name: str,
     job_name: str,
+    source_fingerprint: str,
     train: Output[Dataset],
     val: Output[Dataset],
     test: Output[Dataset],
+    manifest: Output[Dataset],
 ) -> dict:
-    """Download, verify and split CIFAR-10; resolve the config every later step runs with.
+    """Download, verify, decode and split the dataset; resolve the config every later step runs with.
 
     The UI parameters are merged into ``config`` here, once (a key set in both
     places fails the run); the result is this step's output and every later
@@ -30,9 +33,10 @@ def download_split(
 
     Args:
         config: every config key except those of the UI parameters below.
-        cifar_source: https://…, s3://bucket/key, file:///path, a path, or ``sample``
-            (a small synthetic dataset in the CIFAR layout, offline) (data.source).
-        cifar_md5: expected MD5 of the tarball; ``none`` skips the check (data.md5).
+        cifar_source: the dataset: https://…, s3://bucket/key or an s3:// prefix (image folders),
+            file:///path, a path, ``sample`` or ``sample-folder`` (synthetic, offline) (data.source).
+        cifar_md5: expected MD5 of the tarball or archive; ``none`` skips the check (data.md5).
+        data_format: cifar10, cifar100, stl10 or imagefolder (data.format).
         arch: encoder architecture (model.arch).
         epochs: pretraining epochs (pretrain.epochs).
         batch_size: global batch size (pretrain.batch_size).
@@ -44,9 +48,12 @@ def download_split(
         engine: the multi-node engine, trainjob or pytorchjob (cluster.engine).
         run_name: the run's name ('' = the KFP run's own name).
         job_name: the KFP run's name (filled in by the pipeline).
-        train: uint8 images + labels + class names of the train split.
-        val: the validation split (``data_batch_5`` by default).
-        test: the test split (``test_batch``).
+        source_fingerprint: what the source holds now (from ``fingerprint``): part of this step's
+            cache key, so a changed file in the source is a cache miss. Not read otherwise.
+        train: uint8 images + labels + class names of the train split, and the unlabelled images.
+        val: the validation split.
+        test: the test split.
+        manifest: every image file read and its SHA-256, the sizes, the tarball's MD5 (JSON).
 
     Returns:
         The resolved config: every section, every key.
@@ -56,6 +63,7 @@ def download_split(
     ui = dict(
         cifar_source=cifar_source,
         cifar_md5=cifar_md5,
+        data_format=data_format,
         arch=arch,
         epochs=epochs,
         batch_size=batch_size,
@@ -73,6 +81,7 @@ def download_split(
         train.path,
         val.path,
         test.path,
+        manifest.path,
         run_name=run_name or job_name,
         ui_params=ui,
     )["config"]

@@ -1,9 +1,10 @@
 """The ``simclr-cifar10`` pipeline: wiring only.
 
-Six steps (docs/architecture.md)::
+Six steps (docs/architecture.md), after a small never-cached task that fingerprints the
+dataset source (the data step's cache key follows the source's content)::
 
-    download_split ─┬─> compute_stats ─┬─> pretrain ─> extract_features ─> linear_eval ─> report
-                    └──────────────────┴───────────────────────────────────────────────────┘
+    fingerprint ─> download_split ─┬─> compute_stats ─┬─> pretrain ─> extract_features ─> linear_eval ─> report
+                                   └──────────────────┴───────────────────────────────────────────────────┘
 
 Parameter defaults come from a preset (or config file) at compile time. The
 parameters a researcher changes in the UI are top-level
@@ -85,6 +86,7 @@ def build_pipeline(cfg: Config, opts: CompileOptions = CompileOptions()) -> Call
         run_name: str = "",
         cifar_source: str = ui["cifar_source"],
         cifar_md5: str = ui["cifar_md5"],
+        data_format: str = ui["data_format"],
         arch: str = ui["arch"],
         epochs: int = ui["epochs"],
         batch_size: int = ui["batch_size"],
@@ -101,10 +103,18 @@ def build_pipeline(cfg: Config, opts: CompileOptions = CompileOptions()) -> Call
         job = dsl.PIPELINE_JOB_NAME_PLACEHOLDER
         names = dict(run_name=run_name, job_name=job)
 
+        # never cached: what the source holds now; as the data step's input it makes that step's
+        # cache key follow the content (a replaced file under the same s3:// prefix is a miss)
+        content = c.fingerprint(config=config, cifar_source=cifar_source, cifar_md5=cifar_md5, data_format=data_format)
+        content.set_display_name("Fingerprint the dataset source").set_caching_options(False)
+        content.set_cpu_request("100m").set_memory_request("256Mi").set_memory_limit("1Gi")
+
         split = c.download_split(
             config=config,
             cifar_source=cifar_source,
             cifar_md5=cifar_md5,
+            data_format=data_format,
+            source_fingerprint=content.output,
             arch=arch,
             epochs=epochs,
             batch_size=batch_size,
@@ -116,7 +126,7 @@ def build_pipeline(cfg: Config, opts: CompileOptions = CompileOptions()) -> Call
             engine=engine,
             **names,
         )
-        split.set_display_name("Download & split CIFAR-10").set_caching_options(True)
+        split.set_display_name("Download, decode & split the dataset").set_caching_options(True)
         resolved = split.outputs["Output"]  # the run's config, every key: every later step's `config`
         train, val, test = split.outputs["train"], split.outputs["val"], split.outputs["test"]
 
@@ -205,7 +215,7 @@ def build_pipeline(cfg: Config, opts: CompileOptions = CompileOptions()) -> Call
 
         for task in (split, stats, feats, lin, rep):
             _requests(task, opts)
-        for task in (split, stats, pre, feats, lin, rep):
+        for task in (content, split, stats, pre, feats, lin, rep):
             _s3_env(task, launch)
         return Outputs(
             report=rep.outputs["html"],
@@ -215,14 +225,14 @@ def build_pipeline(cfg: Config, opts: CompileOptions = CompileOptions()) -> Call
         )
 
     # KFP shows these as the parameters' descriptions in the UI (the DAG is traced, not embedded as source)
-    simclr_cifar10.__doc__ = "SimCLR on CIFAR-10.\n\nArgs:\n" + "".join(
+    simclr_cifar10.__doc__ = "SimCLR on CIFAR-10 or your own images.\n\nArgs:\n" + "".join(
         f"    {name}: {PARAM_HELP[name]}\n" for name in inspect.signature(simclr_cifar10).parameters
     )
     return dsl.pipeline(
         name=PIPELINE_NAME,
         pipeline_root=opts.pipeline_root,
-        description="SimCLR self-supervised pretraining on CIFAR-10 with linear evaluation "
-        "and an HTML report (kubeclr).",
+        description="SimCLR self-supervised pretraining on CIFAR-10/100, STL-10 or an image folder, "
+        "with linear evaluation and an HTML report (kubeclr).",
     )(simclr_cifar10)
 
 

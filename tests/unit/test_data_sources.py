@@ -150,7 +150,7 @@ def test_malformed_md5_is_a_config_error(tmp_path, tarball):
 
 
 def test_unsupported_scheme_names_the_allowed_forms(tmp_path):
-    allowed = re.escape("(allowed: http(s)://, s3://, file://, a path, or 'sample')")
+    allowed = re.escape("(allowed: http(s)://, s3://, file://, a path, 'sample' or 'sample-folder')")
     with pytest.raises(ConfigError, match=r"data.source='ftp://x/y.tar.gz' has an unsupported scheme " + allowed):
         _data_cfg(tmp_path, "ftp://x/y.tar.gz", "none")
     # a DataConfig made without the config checks still fails in the fetch, naming the URI

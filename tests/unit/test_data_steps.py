@@ -43,6 +43,14 @@ def test_batch5_split_preserves_pixels_and_labels(tmp_path):
             "seconds": result["seconds"],
             "md5": md5,
             "split": name,
+            "format": "cifar10",
+            "image_size": 32,
+            "train_size": 80,
+            "val_size": 20,
+            "test_size": 20,
+            "unlabeled_size": 0,
+            "skipped_images": 0,
+            "manifest_sha256": "",
         }
 
 

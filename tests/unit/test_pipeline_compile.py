@@ -15,6 +15,7 @@ from kubeclr.pipelines.simclr import CompileOptions, compile_pipeline
 STEPS = {"download-split", "compute-stats", "pretrain", "extract-features", "linear-eval", "report"}
 # The DAG of docs/architecture.md: which task consumes which producer's outputs.
 EDGES = {
+    "download-split": {"fingerprint"},
     "compute-stats": {"download-split"},
     "pretrain": {"download-split", "compute-stats"},
     "extract-features": {"download-split", "compute-stats", "pretrain"},
@@ -37,10 +38,10 @@ def ir(tmp_path_factory):
 def test_six_tasks_with_the_design_edges(ir):
     spec, _ = ir
     tasks = spec["root"]["dag"]["tasks"]
-    assert set(tasks) == STEPS
+    assert set(tasks) == STEPS | {"fingerprint"}
     for name, producers in EDGES.items():
         assert set(tasks[name]["dependentTasks"]) == producers, name
-    assert "dependentTasks" not in tasks["download-split"]
+    assert "dependentTasks" not in tasks["fingerprint"]
     assert spec["pipelineInfo"]["name"] == "simclr-cifar10"
     assert spec["defaultPipelineRoot"] == "s3://bucket/root"
 
@@ -49,10 +50,20 @@ def test_display_names_and_caching(ir):
     tasks = ir[0]["root"]["dag"]["tasks"]
     names = {t: tasks[t]["taskInfo"]["name"] for t in tasks}
     assert names["pretrain"] == "SimCLR pretraining (GPU)"
-    assert names["download-split"] == "Download & split CIFAR-10"
+    assert names["download-split"] == "Download, decode & split the dataset"
     for data_step in ("download-split", "compute-stats"):
         assert tasks[data_step]["cachingOptions"].get("enableCache") is True
     assert not tasks["pretrain"]["cachingOptions"].get("enableCache")
+    assert not tasks["fingerprint"]["cachingOptions"].get("enableCache")
+
+
+def test_the_data_step_cache_key_follows_the_source_content(ir):
+    """The never-cached fingerprint's output is an input of the cached data step: same content, cache hit."""
+    tasks = ir[0]["root"]["dag"]["tasks"]
+    param = tasks["download-split"]["inputs"]["parameters"]["source_fingerprint"]
+    assert param["taskOutputParameter"] == {"producerTask": "fingerprint", "outputParameterKey": "Output"}
+    for name in ("cifar_source", "cifar_md5", "data_format", "config"):
+        assert tasks["fingerprint"]["inputs"]["parameters"][name]["componentInputParameter"] == name
 
 
 def test_run_page_artifact_types(ir):
@@ -113,7 +124,7 @@ def test_kubernetes_platform_config(ir):
 def test_no_runtime_pip_and_one_pinned_image(ir):
     spec, _ = ir
     executors = spec["deploymentSpec"]["executors"]
-    assert len(executors) == 6
+    assert len(executors) == 7  # the six steps and the fingerprint task
     for name, ex in executors.items():
         container = ex["container"]
         assert container["image"] == kubeclr.IMAGE, name

@@ -64,7 +64,7 @@ def pil_loader(
     small pool of images without an epoch boundary (and its worker restart)
     inside a timed region.
     """
-    dataset = PILPairs(images, pil_pipeline(cfg.augment, mean, std))
+    dataset = PILPairs(images, pil_pipeline(cfg.augment, mean, std, size=images.shape[-1]))
     sampler = RandomSampler(
         dataset, replacement=True, num_samples=batch_size * batches, generator=torch.Generator().manual_seed(seed)
     )
@@ -84,7 +84,7 @@ def pil_augment_images(
     images: np.ndarray, cfg: Config, mean: Sequence[float], std: Sequence[float]
 ) -> Callable[[], None]:
     """A callable that augments every image of ``images`` twice with the PIL pipeline, in this process."""
-    dataset = PILPairs(images, pil_pipeline(cfg.augment, mean, std))
+    dataset = PILPairs(images, pil_pipeline(cfg.augment, mean, std, size=images.shape[-1]))
 
     def run() -> None:
         for i in range(len(dataset)):

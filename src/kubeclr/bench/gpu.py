@@ -47,7 +47,7 @@ def flops_per_image(cfg: Config, device: torch.device) -> float:
 
     model = build_model(cfg.model).to(device).train()
     n = 2  # images (4 views): BatchNorm needs more than one value per channel
-    x = torch.randn(2 * n, 3, cfg.augment.size, cfg.augment.size, device=device)
+    x = torch.randn(2 * n, 3, cfg.crop_size, cfg.crop_size, device=device)
     with FlopCounterMode(display=False) as counter:
         _, z = model(x)
         z.square().mean().backward()

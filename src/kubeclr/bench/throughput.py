@@ -110,7 +110,7 @@ def limit_step(cfg: Config, device: torch.device, s: BenchSettings) -> Callable[
     optimizer = build_optimizer(model, pc)
     scheduler = build_scheduler(optimizer, pc, steps_per_epoch=s.steps)
     g = torch.Generator(device=device).manual_seed(s.seed)
-    views = torch.randn(2 * b, 3, cfg.augment.size, cfg.augment.size, generator=g, device=device)
+    views = torch.randn(2 * b, 3, cfg.crop_size, cfg.crop_size, generator=g, device=device)
     views = views.contiguous(memory_format=fmt)  # (2B, 3, S, S): two views of B images
 
     def step() -> None:
@@ -205,7 +205,7 @@ def run(cfg: Config, device: torch.device, settings: BenchSettings) -> dict[str,
         torch.set_num_threads(s.threads)
     start = time.perf_counter()
     n_train = s.images or s.steps * b
-    images = synthetic_images(max(n_train, b), cfg.augment.size, device, s.seed)  # (N, 3, S, S) uint8
+    images = synthetic_images(max(n_train, b), cfg.crop_size, device, s.seed)  # (N, 3, S, S) uint8
     host_images = images[: max(b, 2048)].cpu().numpy()  # pool the PIL paths sample from (with replacement)
     rates: dict[str, list[float]] = {}
     for name, fn in (

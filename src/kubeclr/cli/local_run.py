@@ -158,7 +158,8 @@ def run_local(
         if value is not None:
             cfg = cfg.override({key: value}, origin=flag)
     if not cfg.storage.mirror_uri:  # (a mirror may hold a copy of a tarball that is gone)
-        local_source(cfg.data.source)  # a missing local tarball fails now, not after kfp.local has started
+        # a missing local tarball or folder fails now, not after kfp.local has started
+        local_source(cfg.data.source, folder_ok=cfg.data.format == "imagefolder")
     output_dir = Path(output_dir)
     workdir = Path(workdir) if workdir else default_workdir(output_dir)
     for flag, folder in (("--output-dir", output_dir), ("--workdir", workdir)):

@@ -162,7 +162,9 @@ def build_parser() -> argparse.ArgumentParser:
     _config_args(p)
     p.add_argument(
         "--cifar-source",
-        help="https://…, s3://bucket/key, file:///path, a path, or 'sample' (default: the preset's data.source)",
+        help="the dataset, in any supported format (data.format: cifar10, cifar100, stl10, imagefolder): "
+        "https://…, s3://bucket/key, an s3:// prefix or a folder (image folders), file:///path, a path, "
+        "'sample' (CIFAR-10 layout) or 'sample-folder' (image folder) (default: the preset's data.source)",
     )
     p.add_argument("--cifar-md5", metavar="HEX|none", help="expected MD5 (default: the preset's data.md5)")
     p.add_argument("--checkpoint-uri", help="file:// or s3:// prefix for checkpoints; resumes from the newest")

@@ -1,21 +1,20 @@
 """Typed, frozen configuration: one dataclass per section, one resolved config per run.
 
 - :mod:`~kubeclr.config.schema` — the sections and their rules
+- :mod:`~kubeclr.config.data` — the data section, dataset formats and their canonical downloads
 - :mod:`~kubeclr.config.parse` — parsing and checking values, renamed keys
 - :mod:`~kubeclr.config.load` — presets, YAML files, ``--set`` overrides, the key list
 - :mod:`~kubeclr.config.resolve` — pipeline parameters + the ``config`` struct → one config and its digest
 """
 
+from kubeclr.config.data import CANONICAL, CIFAR10_MD5, CIFAR10_URL, DataConfig, stored_size
 from kubeclr.config.load import DEFAULT_PRESET, describe_keys, load_config, preset_names
 from kubeclr.config.parse import check_source_scheme, parse_md5
 from kubeclr.config.resolve import UI_PARAMS, config_digest, pipeline_parameters, resolve
 from kubeclr.config.schema import (
-    CIFAR10_MD5,
-    CIFAR10_URL,
     AugmentConfig,
     ClusterConfig,
     Config,
-    DataConfig,
     EvalConfig,
     MetricsConfig,
     ModelConfig,
@@ -24,6 +23,7 @@ from kubeclr.config.schema import (
 )
 
 __all__ = [
+    "CANONICAL",
     "CIFAR10_MD5",
     "CIFAR10_URL",
     "DEFAULT_PRESET",
@@ -38,6 +38,7 @@ __all__ = [
     "PretrainConfig",
     "StorageConfig",
     "check_source_scheme",
+    "stored_size",
     "config_digest",
     "describe_keys",
     "load_config",

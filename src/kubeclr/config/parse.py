@@ -144,7 +144,8 @@ def check_source_scheme(uri: str) -> None:
     """
     if "://" in uri and not uri.startswith(_SOURCE_SCHEMES):
         raise ConfigError(
-            f"data.source={uri!r} has an unsupported scheme (allowed: http(s)://, s3://, file://, a path, or 'sample')"
+            f"data.source={uri!r} has an unsupported scheme "
+            "(allowed: http(s)://, s3://, file://, a path, 'sample' or 'sample-folder')"
         )
 
 
@@ -188,6 +189,8 @@ def _check_special(dotted: str, value: Any, origin: str) -> None:
             raise ConfigError(
                 f"{origin}: data.val_split={value!r} is not allowed ('batch5' or 'random:<fraction in (0,1)>')"
             )
+    if dotted in ("augment.size", "data.image_size") and 0 < value < 8:
+        raise ConfigError(f"{origin}: {dotted}={value} is too small (0 = automatic, else at least 8)")
     if dotted == "eval.l2_grid" and (not value or any(v < 0 for v in value)):
         raise ConfigError(f"{origin}: eval.l2_grid must be a non-empty list of non-negative numbers")
 

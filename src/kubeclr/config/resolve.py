@@ -34,9 +34,15 @@ UI_PARAMS: tuple[UiParam, ...] = (
     UiParam(
         "cifar_source",
         "data.source",
-        "Dataset tarball: https://…, s3://bucket/key, file:///path, a path, or 'sample' (synthetic, offline).",
+        "The dataset (any data_format): https://…, s3://bucket/key or an s3:// prefix (image folders), "
+        "file:///path, a path, 'sample' or 'sample-folder' (synthetic, offline).",
     ),
-    UiParam("cifar_md5", "data.md5", "Expected MD5 of the tarball ('none' skips the check)."),
+    UiParam("cifar_md5", "data.md5", "Expected MD5 of the tarball or archive ('none' skips the check)."),
+    UiParam(
+        "data_format",
+        "data.format",
+        "Dataset layout: cifar10, cifar100, stl10 or imagefolder (train/<class>/, test/<class>/, unlabeled/).",
+    ),
     UiParam("arch", "model.arch", "Encoder: resnet18, resnet34 or resnet50."),
     UiParam("epochs", "pretrain.epochs", "Pretraining epochs."),
     UiParam("batch_size", "pretrain.batch_size", "Global batch size across all GPUs."),

@@ -15,31 +15,21 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
+from kubeclr.config.data import DataConfig, data_defaults, stored_size
 from kubeclr.config.parse import build_section, option, parse_assignments, rename, renamed_sections
 from kubeclr.errors import ConfigError
-
-CIFAR10_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
-CIFAR10_MD5 = "c58f30108f718f92721af3b95e74349a"
-
-
-@dataclass(frozen=True)
-class DataConfig:
-    source: str = option(CIFAR10_URL, help="https://…, s3://bucket/key, file:///path, a path, or 'sample'")
-    md5: str = option(CIFAR10_MD5, help="expected MD5 of the tarball, or 'none' to skip the check")
-    val_split: str = option("batch5", help="'batch5' (data_batch_5 is validation) or 'random:<fraction>'")
-    train_limit: int = option(0, ge=0, help="stratified subset size of train (0 = all)")
-    val_limit: int = option(0, ge=0, help="stratified subset size of val (0 = all)")
-    test_limit: int = option(0, ge=0, help="stratified subset size of test (0 = all)")
-    seed: int = option(0, ge=0, help="seed for random splits and subsets")
-    cache_dir: str = option("~/.cache/kubeclr", help="local download cache")
-    sample_per_class: int = option(600, ge=2, help="images per class and batch file for the 'sample' source")
 
 
 @dataclass(frozen=True)
 class ModelConfig:
     arch: str = option("resnet18", choices=("resnet18", "resnet34", "resnet50"))
     width: int = option(64, ge=4, help="base channels of the first stage (64 = standard ResNet)")
-    stem: str = option("cifar", choices=("cifar", "imagenet"))
+    stem: str = option(
+        "cifar",
+        choices=("cifar", "cifar_s2", "imagenet"),
+        help="'cifar': 3x3/1 conv, no max-pool (32 px); 'cifar_s2': the same with stride 2 (64-96 px, e.g. STL-10); "
+        "'imagenet': 7x7/2 conv + max-pool",
+    )
     init: str = option("random", help="'random', 'imagenet', or a URI of a state dict")
     head: str = option("mlp", choices=("mlp", "linear"))
     proj_hidden: int = option(0, ge=0, help="hidden width of the MLP head (0 = encoder feature dim)")
@@ -50,7 +40,7 @@ class ModelConfig:
 
 @dataclass(frozen=True)
 class AugmentConfig:
-    size: int = option(32, ge=8, help="output crop size")
+    size: int = option(0, ge=0, help="output crop size (0 = data.image_size, the stored size; else at least 8)")
     crop_scale: tuple[float, float] = option((0.08, 1.0), help="area range of the random resized crop, in (0, 1]")
     flip_p: float = option(0.5, ge=0, le=1)
     color_strength: float = option(0.5, ge=0, help="colour distortion strength s")
@@ -178,7 +168,13 @@ class Config:
         for name, f in sections.items():
             section_cls = f.default_factory  # type: ignore[misc]
             built[name] = build_section(section_cls, name, raw.get(name) or {}, origin)
+        built["data"] = data_defaults(built["data"], origin)
         return cls(**built)
+
+    @property
+    def crop_size(self) -> int:
+        """Side of the augmented views: ``augment.size``, or the stored images' size when that is 0."""
+        return self.augment.size or stored_size(self.data)
 
     def to_dict(self) -> dict[str, dict[str, Any]]:
         """Plain nested dict (tuples become lists) for YAML/JSON and KFP parameters."""

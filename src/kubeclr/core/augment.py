@@ -195,7 +195,7 @@ class SimCLRAugment(nn.Module):
 
     Args:
         cfg: augmentation section (size, crop_scale, flip_p, color_strength,
-            color_p, grayscale_p, blur).
+            color_p, grayscale_p, blur); ``size`` 0 keeps the input's size.
         mean, std: per-channel statistics in [0, 1] for the final normalisation.
     """
 
@@ -214,14 +214,15 @@ class SimCLRAugment(nn.Module):
             generator: source of randomness; must live on the images' device.
 
         Returns:
-            ``(B, 3, size, size)`` float32, normalised, on the images' device.
+            ``(B, 3, S, S)`` float32, normalised, on the images' device; ``S`` is
+            ``cfg.size``, or ``H`` when that is 0.
         """
         cfg, dev = self.cfg, images.device
         x = to_float(images)  # (B, 3, H, W) in [0, 1]
         b, _, height, width = x.shape
         boxes = sample_crop_boxes(b, height, width, cfg.crop_scale, RATIO, generator, dev)
         flip = _rand((b,), generator, dev) < cfg.flip_p
-        x = crop_resize(x, boxes, cfg.size, flip).clamp_(0, 1)  # (B, 3, S, S)
+        x = crop_resize(x, boxes, cfg.size or height, flip).clamp_(0, 1)  # (B, 3, S, S)
         x = color_jitter(x, cfg.color_strength, cfg.color_p, generator)
         gray = _rand((b,), generator, dev) < cfg.grayscale_p
         x = torch.where(per_sample(gray), grayscale(x).expand_as(x), x)
@@ -255,22 +256,24 @@ def two_views(aug: SimCLRAugment, images: Tensor, generator: torch.Generator | N
     return view1, view2
 
 
-def pil_pipeline(cfg: AugmentConfig, mean: Sequence[float], std: Sequence[float]) -> T.Compose:
+def pil_pipeline(cfg: AugmentConfig, mean: Sequence[float], std: Sequence[float], size: int = 32) -> T.Compose:
     """The seed article's per-image torchvision pipeline (PIL image -> normalised tensor).
+
+    ``size`` is the output size when ``cfg.size`` is 0 (the stored images' size).
 
     Kept as the baseline for throughput benchmarks and parity checks against
     :class:`SimCLRAugment`.
     """
-    s = cfg.color_strength
+    s, size = cfg.color_strength, cfg.size or size
     steps: list = [
-        T.RandomResizedCrop(cfg.size, scale=tuple(cfg.crop_scale), ratio=RATIO),
+        T.RandomResizedCrop(size, scale=tuple(cfg.crop_scale), ratio=RATIO),
         T.RandomHorizontalFlip(cfg.flip_p),
     ]
     if s > 0:
         steps.append(T.RandomApply([T.ColorJitter(0.8 * s, 0.8 * s, 0.8 * s, min(0.2 * s, 0.5))], p=cfg.color_p))
     steps.append(T.RandomGrayscale(cfg.grayscale_p))
     if cfg.blur:
-        k = max(3, int(0.1 * cfg.size) // 2 * 2 + 1)
+        k = max(3, int(0.1 * size) // 2 * 2 + 1)
         steps.append(T.RandomApply([T.GaussianBlur(k, sigma=(0.1, 2.0))], p=0.5))
     steps += [T.ToTensor(), T.Normalize(list(mean), list(std))]
     return T.Compose(steps)

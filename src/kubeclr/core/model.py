@@ -6,7 +6,9 @@ built from torchvision's ``BasicBlock``/``Bottleneck`` with a ``width`` knob
 can run narrow networks. ``stem='cifar'`` replaces the 7×7/2 convolution and
 the max-pool by a 3×3/1 convolution, as in SimCLR App. B.9 (Chen et al. 2020,
 arXiv:2002.05709); without it 32×32 inputs are down-sampled 4× before the first
-block and linear accuracy drops to ~70%. Parameter names match torchvision's
+block and linear accuracy drops to ~70%. ``stem='cifar_s2'`` is the same 3×3
+convolution with stride 2, for 64–96 px images (STL-10): half the resolution of
+the CIFAR stem from the first layer on, a quarter of its compute. Parameter names match torchvision's
 ResNet, so ImageNet weights load directly. The classifier ``fc`` is removed.
 
 Head: g(·) of SimCLR §2.1 — Linear → BN → ReLU → Linear (optionally → BN, the
@@ -43,8 +45,8 @@ class ResNetEncoder(nn.Module):
         layers: number of blocks in each of the four stages.
         width: channels of the first stage (64 = standard); stages use
             ``width × (1, 2, 4, 8)``.
-        stem: ``'cifar'`` (3×3 conv, stride 1, no max-pool) or ``'imagenet'``
-            (7×7 conv, stride 2, 3×3 max-pool).
+        stem: ``'cifar'`` (3×3 conv, stride 1, no max-pool), ``'cifar_s2'`` (the same,
+            stride 2) or ``'imagenet'`` (7×7 conv, stride 2, 3×3 max-pool).
 
     Attributes:
         feature_dim: size of the output representation h,
@@ -53,14 +55,15 @@ class ResNetEncoder(nn.Module):
 
     def __init__(self, block: type[nn.Module], layers: tuple[int, ...], width: int = 64, stem: str = "cifar") -> None:
         super().__init__()
-        if stem == "cifar":
-            self.conv1 = nn.Conv2d(3, width, kernel_size=3, stride=1, padding=1, bias=False)
+        if stem in ("cifar", "cifar_s2"):
+            stride = 2 if stem == "cifar_s2" else 1
+            self.conv1 = nn.Conv2d(3, width, kernel_size=3, stride=stride, padding=1, bias=False)
             self.maxpool: nn.Module = nn.Identity()
         elif stem == "imagenet":
             self.conv1 = nn.Conv2d(3, width, kernel_size=7, stride=2, padding=3, bias=False)
             self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
         else:
-            raise ConfigError(f"model.stem={stem!r} is not allowed (one of cifar, imagenet)")
+            raise ConfigError(f"model.stem={stem!r} is not allowed (one of cifar, cifar_s2, imagenet)")
         self.bn1 = nn.BatchNorm2d(width)
         self.relu = nn.ReLU(inplace=True)
         self.inplanes = width
@@ -195,7 +198,7 @@ def load_init_weights(encoder: nn.Module, cfg: ModelConfig, state_dict: Mapping[
     weights = {k: v for k, v in weights.items() if not k.startswith("fc.")}
     skip = set()
     own = encoder.state_dict()
-    if cfg.init == "imagenet" and cfg.stem == "cifar":
+    if cfg.init == "imagenet" and cfg.stem != "imagenet":
         skip.add("conv1.weight")  # 7×7 ImageNet stem does not fit the 3×3 CIFAR stem
         weights.pop("conv1.weight", None)
     missing = sorted(set(own) - set(weights) - skip)

@@ -41,7 +41,7 @@ ROW = 3 * 32 * 32  # 3072 values per image
 
 @dataclass(frozen=True)
 class Batch:
-    """One batch file. ``images``: uint8 (N, 3, 32, 32); ``labels``: int64 (N,)."""
+    """Images and their labels. ``images``: uint8 (N, 3, S, S) (32 in the CIFAR files); ``labels``: int64 (N,)."""
 
     images: np.ndarray
     labels: np.ndarray
@@ -73,34 +73,35 @@ def _as_text(value: Any) -> str:
     return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
 
 
-def parse_meta(obj: Any, *, origin: str) -> tuple[str, ...]:
-    """Validate ``batches.meta`` and return its class names.
+def parse_meta(obj: Any, *, origin: str, key: str = "label_names") -> tuple[str, ...]:
+    """Validate ``batches.meta`` (CIFAR-100: ``meta``) and return its class names, read from ``key``.
 
     Raises:
-        DataError: not a dict, or ``label_names`` missing or not a list of names.
+        DataError: not a dict, or ``key`` missing or not a list of names.
     """
-    names = _get(obj, "label_names") if isinstance(obj, dict) else None
+    names = _get(obj, key) if isinstance(obj, dict) else None
     if not isinstance(names, (list, tuple)) or not names or not all(isinstance(n, (bytes, str)) for n in names):
-        raise DataError(f"{origin}: expected a dict with 'label_names' (a list of names)")
+        raise DataError(f"{origin}: expected a dict with {key!r} (a list of names)")
     return tuple(_as_text(n) for n in names)
 
 
-def parse_batch(obj: Any, num_classes: int, *, origin: str) -> Batch:
+def parse_batch(obj: Any, num_classes: int, *, origin: str, labels_key: str = "labels") -> Batch:
     """Validate one batch dict and return it as arrays.
 
     Args:
         obj: the unpickled batch.
         num_classes: number of class names; labels must lie in ``0..num_classes-1``.
         origin: name of the batch, for errors.
+        labels_key: the labels' key (CIFAR-100: ``fine_labels`` or ``coarse_labels``).
 
     Raises:
         DataError: missing keys, data not (N, 3072) uint8, label count or range wrong.
     """
     if not isinstance(obj, dict):
         raise DataError(f"{origin}: expected a dict, got {type(obj).__name__}")
-    data, labels = _get(obj, "data"), _get(obj, "labels")
+    data, labels = _get(obj, "data"), _get(obj, labels_key)
     if not isinstance(data, np.ndarray) or labels is None:
-        raise DataError(f"{origin}: expected keys 'data' (numpy array) and 'labels'")
+        raise DataError(f"{origin}: expected keys 'data' (numpy array) and {labels_key!r}")
     if data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != ROW:
         raise DataError(f"{origin}: 'data' has shape {data.shape} and dtype {data.dtype}; expected (N, {ROW}) uint8")
     try:
@@ -109,7 +110,7 @@ def parse_batch(obj: Any, num_classes: int, *, origin: str) -> Batch:
             raise ValueError
         labels_arr = labels_arr.astype(np.int64)
     except (ValueError, TypeError):
-        raise DataError(f"{origin}: 'labels' must be a list of integers") from None
+        raise DataError(f"{origin}: {labels_key!r} must be a list of integers") from None
     if labels_arr.shape[0] != data.shape[0]:
         raise DataError(f"{origin}: {data.shape[0]} images but {labels_arr.shape[0]} labels")
     bad = (labels_arr < 0) | (labels_arr >= num_classes)

@@ -76,44 +76,57 @@ class Split:
     """One split of the dataset as the steps exchange it.
 
     Attributes:
-        images: uint8, (N, 3, 32, 32) — channel planes as in the CIFAR batches.
+        images: uint8, (N, 3, S, S) — labelled images, channel planes as in the CIFAR batches.
         labels: int64, (N,), values in ``range(len(class_names))``.
         class_names: the label names, index = label.
-        meta: JSON-serialisable facts: ``source``, ``synthetic``, ``split``.
+        meta: JSON-serialisable facts: ``source``, ``synthetic``, ``split``, ``format``, ``image_size``.
+        unlabeled: uint8 (M, 3, S, S) — the train split's unlabelled images, for pretraining only
+            (empty elsewhere, and unless asked for when read: evaluation never loads them).
     """
 
     images: np.ndarray
     labels: np.ndarray
     class_names: tuple[str, ...]
     meta: dict[str, Any]
+    unlabeled: np.ndarray | None = None
+
+    def pretraining_images(self) -> np.ndarray:
+        """Labelled and unlabelled images together (labels are not part of it)."""
+        if self.unlabeled is None or not len(self.unlabeled):
+            return self.images
+        return np.concatenate([self.images, self.unlabeled])
 
     def __len__(self) -> int:
         return int(self.labels.shape[0])
 
 
 def save_split(path: str | Path, split: Split) -> None:
+    extra = {} if split.unlabeled is None else {"unlabeled": np.ascontiguousarray(split.unlabeled, dtype=np.uint8)}
     save_arrays(
         path,
         images=np.ascontiguousarray(split.images, dtype=np.uint8),
         labels=np.asarray(split.labels, dtype=np.int64),
         class_names=np.asarray(split.class_names, dtype=str),
         meta=np.asarray(json.dumps(split.meta)),
+        **extra,
     )
 
 
-def load_split(path: str | Path) -> Split:
-    arrays = load_arrays(path)
-    return Split(
-        images=arrays["images"],
-        labels=arrays["labels"],
-        class_names=tuple(str(c) for c in arrays["class_names"]),
-        meta=json.loads(str(arrays["meta"])),
-    )
+def load_split(path: str | Path, *, unlabeled: bool = False) -> Split:
+    """A split file; its unlabelled images are read only with ``unlabeled=True`` (the pretrain step)."""
+    with np.load(path, allow_pickle=False) as npz:
+        return Split(
+            images=npz["images"],
+            labels=npz["labels"],
+            class_names=tuple(str(c) for c in npz["class_names"]),
+            meta=json.loads(str(npz["meta"])),
+            unlabeled=npz["unlabeled"] if unlabeled and "unlabeled" in npz.files else None,
+        )
 
 
-def read_split(what: str, path: str | Path) -> Split:
+def read_split(what: str, path: str | Path, *, unlabeled: bool = False) -> Split:
     """:func:`load_split` for a step's input: any failure is one :class:`DataError` naming ``what``."""
-    return read_input(what, path, load_split)
+    return read_input(what, path, lambda p: load_split(p, unlabeled=unlabeled))
 
 
 @dataclass(frozen=True)

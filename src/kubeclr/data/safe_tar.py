@@ -8,12 +8,13 @@ whole, because such an archive is not the CIFAR-10 tarball and may be hostile.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import logging
 import tarfile
 import zlib
 from pathlib import Path, PurePosixPath
-from typing import Iterable
+from typing import IO, Iterable, Iterator
 
 from kubeclr.errors import DataError
 
@@ -48,6 +49,45 @@ def check_member(member: tarfile.TarInfo, *, origin: str) -> None:
         raise DataError(f"{origin}: member {name!r} has unsupported type {member.type!r}; refusing the archive")
 
 
+@contextlib.contextmanager
+def open_stream(
+    source: str | Path | bytes, *, origin: str
+) -> Iterator[Iterator[tuple[tarfile.TarInfo, IO[bytes] | None]]]:
+    """Stream a tarball's members, each checked with :func:`check_member` before it is yielded.
+
+    Yields an iterator of ``(member, file)``; ``file`` reads a regular member's data (valid until
+    the next member is taken) and is None for directories. Read errors of the archive, here or
+    while the caller reads a member, become one :class:`DataError` naming ``origin``.
+
+    Raises:
+        DataError: not a tar archive, truncated/corrupt compression, or an unsafe member.
+    """
+
+    def members(tar: tarfile.TarFile) -> Iterator[tuple[tarfile.TarInfo, IO[bytes] | None]]:
+        for member in tar:
+            check_member(member, origin=origin)
+            yield member, tar.extractfile(member) if member.isfile() else None
+
+    try:
+        fileobj = io.BytesIO(source) if isinstance(source, bytes) else open(source, "rb")  # noqa: SIM115 - closed by the with below
+        with fileobj, tarfile.open(fileobj=fileobj, mode="r|*") as tar:
+            yield members(tar)
+    except FileNotFoundError:
+        raise DataError(f"{origin}: no such file") from None
+    except tarfile.ReadError as exc:
+        raise DataError(f"{origin}: not a readable tar archive, or truncated ({exc})") from None
+    except (tarfile.TarError, EOFError, zlib.error, OSError) as exc:
+        raise DataError(f"{origin}: truncated or corrupt archive ({type(exc).__name__}: {exc})") from None
+
+
+def read_exactly(fh: IO[bytes], size: int, what: str) -> bytes:
+    """``size`` bytes of ``fh``; an archive that ends early raises :class:`EOFError` naming ``what``."""
+    data = fh.read(size)
+    if len(data) != size:
+        raise EOFError(f"member {what} ends early")
+    return data
+
+
 def read_members(source: str | Path | bytes, wanted: Iterable[str], *, origin: str) -> dict[str, bytes]:
     """Return the contents of the ``wanted`` regular files of a tarball.
 
@@ -69,27 +109,14 @@ def read_members(source: str | Path | bytes, wanted: Iterable[str], *, origin: s
     """
     wanted = set(wanted)
     found: dict[str, bytes] = {}
-    try:
-        fileobj = io.BytesIO(source) if isinstance(source, bytes) else open(source, "rb")  # noqa: SIM115 - closed by the with below
-        with fileobj, tarfile.open(fileobj=fileobj, mode="r|*") as tar:
-            for member in tar:
-                check_member(member, origin=origin)
-                if member.isfile() and member.name in wanted:
-                    if member.size > MAX_MEMBER_BYTES:
-                        raise DataError(
-                            f"{origin}: member {member.name!r} is {member.size} bytes, "
-                            f"more than the {MAX_MEMBER_BYTES} allowed"
-                        )
-                    extracted = tar.extractfile(member)
-                    data = extracted.read() if extracted is not None else b""
-                    if len(data) != member.size:
-                        raise EOFError(f"member {member.name} ends early")
-                    found[member.name] = data
-    except FileNotFoundError:
-        raise DataError(f"{origin}: no such file") from None
-    except tarfile.ReadError as exc:
-        raise DataError(f"{origin}: not a readable tar archive, or truncated ({exc})") from None
-    except (tarfile.TarError, EOFError, zlib.error, OSError) as exc:
-        raise DataError(f"{origin}: truncated or corrupt archive ({type(exc).__name__}: {exc})") from None
+    with open_stream(source, origin=origin) as members:
+        for member, fh in members:
+            if fh is not None and member.name in wanted:
+                if member.size > MAX_MEMBER_BYTES:
+                    raise DataError(
+                        f"{origin}: member {member.name!r} is {member.size} bytes, "
+                        f"more than the {MAX_MEMBER_BYTES} allowed"
+                    )
+                found[member.name] = read_exactly(fh, member.size, member.name)
     logger.debug("read %d of %d wanted members from %s", len(found), len(wanted), origin)
     return found

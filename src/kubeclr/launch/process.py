@@ -92,7 +92,10 @@ def train_and_save(
     Returns:
         The metrics.json ``pretrain`` block.
     """
-    split = read_split("train split", files.train)
+    split = read_split("train split", files.train, unlabeled=True)
+    images = split.pretraining_images()  # labelled + unlabelled; pretraining never reads a label
+    if distributed.is_main() and split.unlabeled is not None and len(split.unlabeled):
+        log.info("pretraining on %d images: %d labelled + %d unlabelled", len(images), len(split), len(split.unlabeled))
     mean, std, _ = load_stats(files.stats)
     init_state = load_init_state(cfg.model.init)
     store = open_store(files.checkpoints) if files.checkpoints else None
@@ -101,7 +104,7 @@ def train_and_save(
     monitor, monitor_facts = knn_monitor(cfg, split, mean, std, device) if cfg.pretrain.knn_every else (None, None)
     result = train_simclr(
         cfg,
-        split.images,
+        images,
         mean,
         std,
         device=device,

@@ -20,6 +20,7 @@ METRICS_SCHEMA: dict[str, Any] = {
         "train_size": "count",
         "val_size": "count",
         "test_size": "count",
+        "unlabeled_size": "count",
         "mean": "rgb",
         "std": "rgb",
     },

@@ -39,6 +39,18 @@ def health_warning(pretrain: Mapping[str, Any]) -> str | None:
     return str(health.get("message")) if health.get("status") == "not-learning" else None
 
 
+def _images_used(ds: dict) -> str:
+    """How many images of each kind the run used, e.g. 'pretraining 1,500 (1,000 labelled + 500 unlabelled); ...'."""
+    unlabeled = int(ds.get("unlabeled_size") or 0)
+    labelled = f"{ds['train_size']:,} labelled"
+    pretrain = f"{ds['train_size'] + unlabeled:,} ({labelled} + {unlabeled:,} unlabelled)" if unlabeled else labelled
+    text = (
+        f"pretraining {pretrain}; evaluation train/val/test {ds['train_size']:,}/{ds['val_size']:,}/{ds['test_size']:,}"
+    )
+    skipped = int(ds.get("skipped_images") or 0)
+    return text + (f"; {skipped:,} bad images skipped" if skipped else "")
+
+
 def render_markdown(inp: ReportInputs, metrics: Mapping[str, Any]) -> str:
     """Short Markdown summary: headline accuracies, dataset, pretraining, timings."""
     ds, pre, lin, knn = metrics["dataset"], metrics["pretrain"], metrics["linear_eval"], metrics["knn"]
@@ -55,8 +67,7 @@ def render_markdown(inp: ReportInputs, metrics: Mapping[str, Any]) -> str:
         f"| linear eval val top-1 | {_pct(lin['val_top1'])} |",
         f"| kNN test top-1 (k={knn.get('k', '–')}) | {_pct(knn['test_top1'])} |",
         "",
-        f"**Dataset**: {md_escape(ds['source'])}{synthetic}; train/val/test = "
-        f"{ds['train_size']}/{ds['val_size']}/{ds['test_size']} images.",
+        f"**Dataset**: {md_escape(ds['source'])}{synthetic}; {md_escape(_images_used(ds))}.",
         "",
         f"**Pretraining**: {md_escape(pre['arch'])}, {pre['epochs']} epochs, batch {pre['batch_size']}, "
         f"final loss {pre['final_loss']:.4f}, {pre['images_per_second']:.0f} images/s on "
@@ -228,7 +239,9 @@ def render_html(inp: ReportInputs, metrics: Mapping[str, Any]) -> str:
             [
                 ("source", ds["source"]),
                 ("synthetic", "yes" if ds["synthetic"] else "no"),
+                ("format", f"{ds.get('format') or 'cifar10'}, {ds.get('image_size') or 32} px"),
                 ("MD5", ds.get("md5") or "not checked"),
+                ("images used", _images_used(ds)),
                 ("train / val / test", f"{ds['train_size']} / {ds['val_size']} / {ds['test_size']}"),
                 ("mean (R, G, B)", ", ".join(f"{v:.4f}" for v in ds["mean"])),
                 ("std (R, G, B)", ", ".join(f"{v:.4f}" for v in ds["std"])),

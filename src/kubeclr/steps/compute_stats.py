@@ -1,7 +1,12 @@
-"""The ``compute_stats`` step: per-channel mean/std of the train split, in [0, 1], streamed and exact."""
+"""The ``compute_stats`` step: per-channel mean/std of the pretraining images, in [0, 1], streamed and exact.
+
+The pretraining images are the train split's labelled images and, when the dataset has them,
+its unlabelled ones: the statistics normalise what the encoder sees.
+"""
 
 from __future__ import annotations
 
+import itertools
 import logging
 import time
 from pathlib import Path
@@ -16,7 +21,7 @@ log = logging.getLogger(__name__)
 
 
 def run(cfg: Config, train_path: str | Path, stats_out: str | Path) -> dict:
-    """Write the train split's statistics (float64 accumulation, one pass, bounded memory).
+    """Write the statistics of the train split's images, labelled and unlabelled (float64, one pass, bounded memory).
 
     Args:
         cfg: the run's config (the statistics have no parameters; kept for the step contract).
@@ -33,7 +38,9 @@ def run(cfg: Config, train_path: str | Path, stats_out: str | Path) -> dict:
     start = time.perf_counter()
     _, meta = split_facts("train split", train_path)
     try:
-        mean, std, count = channel_mean_std(iter_npz_rows(Path(train_path), "images"))
+        arrays = ("images", "unlabeled") if meta.get("unlabeled_size") else ("images",)
+        rows = itertools.chain.from_iterable(iter_npz_rows(Path(train_path), a) for a in arrays)
+        mean, std, count = channel_mean_std(rows)
     except ValueError as exc:
         raise DataError(f"{train_path}: {exc}") from None
     stats = {

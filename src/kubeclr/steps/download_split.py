@@ -1,83 +1,117 @@
-"""The ``download_split`` step: fetch, verify and parse the tarball; write train / val / test.
+"""The ``download_split`` step: fetch, verify and read the dataset; write train / val / test.
 
-Outputs appear only after everything they depend on has been fetched,
-verified and parsed, and all three are renamed into place together, so a
-failed step leaves no file that looks complete.
+Any format (``data.format``) ends in the same three split files: uint8 images,
+labels and class names; the train file also holds the unlabelled images that
+only pretraining reads. Outputs appear only after everything they depend on
+has been fetched, verified and decoded, and all of them are renamed into
+place together, so a failed step leaves no file that looks complete.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import json
 import logging
 import time
 from pathlib import Path
 
-from kubeclr.atomic import atomic_path
-from kubeclr.config import Config
-from kubeclr.data.cifar import Batch, read_archive
+from kubeclr.atomic import atomic_path, write_json
+from kubeclr.config import Config, stored_size
 from kubeclr.data.files import Split, save_split
-from kubeclr.data.split import limit, split_train_val
+from kubeclr.data.formats import Splits, read_image_folder, read_tarball
+from kubeclr.storage.folders import image_folder
 from kubeclr.storage.sources import fetch_tarball
 
 log = logging.getLogger(__name__)
 
+SPLITS = ("train", "val", "test")
 
-def run(cfg: Config, train_out: str | Path, val_out: str | Path, test_out: str | Path) -> dict:
-    """Fetch, verify and parse the CIFAR-10 tarball; write the train/val/test splits.
 
-    Uses ``cfg.data`` (source, md5, val_split, limits, seed, cache_dir,
-    sample_per_class) and ``cfg.storage.mirror_uri``.
+def _read(cfg: Config) -> tuple[Splits, dict]:
+    """The splits and the facts every split file's ``meta`` carries."""
+    d = cfg.data
+    if d.format == "imagefolder":
+        with image_folder(d, cfg.storage.mirror_uri) as folder:
+            splits = read_image_folder(d, folder.path, folder.source)
+        return splits, {"source": folder.source, "synthetic": folder.synthetic, "md5": ""}
+    tarball = fetch_tarball(d, cfg.storage.mirror_uri)
+    if tarball.synthetic:
+        log.warning("the splits hold SYNTHETIC sample data, not CIFAR-10")
+    splits = read_tarball(d, tarball.data, tarball.source)
+    return splits, {"source": tarball.source, "synthetic": tarball.synthetic, "md5": tarball.md5}
+
+
+def manifest_digest(manifest: dict[str, str]) -> str:
+    """One SHA-256 over the sorted ``file: sha256`` pairs (equal inputs, equal digests)."""
+    return hashlib.sha256(json.dumps(manifest, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+def run(
+    cfg: Config,
+    train_out: str | Path,
+    val_out: str | Path,
+    test_out: str | Path,
+    manifest_out: str | Path | None = None,
+) -> dict:
+    """Fetch, verify and read the dataset ``cfg.data`` names; write the train/val/test splits.
 
     Args:
-        cfg: the run's config.
+        cfg: the run's config (``data.*``, ``storage.mirror_uri``).
         train_out, val_out, test_out: where to write the split files
-            (:func:`kubeclr.data.files.save_split` format).
+            (:func:`kubeclr.data.files.save_split` format); train also holds the unlabelled images.
+        manifest_out: where to write the manifest JSON (``files``: image file → SHA-256,
+            ``sha256`` of that list, the tarball's ``md5``, the sizes); None = not written.
 
     Returns:
-        ``{"source", "synthetic", "md5", "train_size", "val_size", "test_size",
-        "class_names", "seconds", "config"}``; ``config`` is ``cfg`` as a dict, which
-        the component hands to every later step.
+        ``{"source", "synthetic", "md5", "format", "image_size", "train_size", "val_size",
+        "test_size", "unlabeled_size", "skipped_images", "manifest_sha256", "class_names",
+        "seconds", "config"}``; ``config`` is ``cfg`` as a dict, which the component hands
+        to every later step.
 
     Raises:
-        DataError: the source cannot be fetched, verified or safely parsed (the config's
+        DataError: the source cannot be fetched, verified or safely read (the config's
             values were checked when it was resolved).
     """
     start = time.perf_counter()
-    d = cfg.data
-    tarball = fetch_tarball(d, cfg.storage.mirror_uri)
-    archive = read_archive(tarball.data, origin=tarball.source)
-    train, val = split_train_val(archive.train, d.val_split, d.seed)
-    splits: dict[str, Batch] = {
-        "train": limit(train, d.train_limit, d.seed, "train"),
-        "val": limit(val, d.val_limit, d.seed, "val"),
-        "test": limit(archive.test, d.test_limit, d.seed, "test"),
+    splits, origin = _read(cfg)
+    sizes = {f"{name}_size": len(getattr(splits, name).labels) for name in SPLITS}
+    facts = {
+        **origin,
+        "format": cfg.data.format,
+        "image_size": stored_size(cfg.data),
+        **sizes,
+        "unlabeled_size": len(splits.unlabeled),
+        "skipped_images": len(splits.skipped),
+        "manifest_sha256": manifest_digest(splits.manifest) if splits.manifest else "",
     }
     seconds = time.perf_counter() - start
-    if tarball.synthetic:
-        log.warning("the splits hold SYNTHETIC sample data, not CIFAR-10")
-    meta = {"source": tarball.source, "synthetic": tarball.synthetic, "seconds": seconds, "md5": tarball.md5}
     outs = {"train": Path(train_out), "val": Path(val_out), "test": Path(test_out)}
-    # All three files are renamed into place only after all three were written.
+    # Every file is renamed into place only after all of them were written.
     with contextlib.ExitStack() as stack:
         tmps = {name: stack.enter_context(atomic_path(path)) for name, path in outs.items()}
-        for name, batch in splits.items():
+        manifest_tmp = stack.enter_context(atomic_path(manifest_out)) if manifest_out else None
+        for name in SPLITS:
+            batch = getattr(splits, name)
             save_split(
                 tmps[name],
                 Split(
                     images=batch.images,
                     labels=batch.labels,
-                    class_names=archive.class_names,
-                    meta={**meta, "split": name},
+                    class_names=splits.class_names,
+                    meta={**facts, "seconds": seconds, "split": name},
+                    unlabeled=splits.unlabeled if name == "train" else None,
                 ),
             )
-    sizes = {f"{name}_size": int(len(b.labels)) for name, b in splits.items()}
-    log.info("splits from %s: %s", tarball.source, sizes)
-    return {
-        "source": tarball.source,
-        "synthetic": tarball.synthetic,
-        "md5": tarball.md5,
-        **sizes,
-        "class_names": list(archive.class_names),
-        "seconds": seconds,
-        "config": cfg.to_dict(),
-    }
+        if manifest_tmp is not None:
+            write_json(manifest_tmp, {**facts, "files": splits.manifest, "skipped": splits.skipped})
+    log.info(
+        "splits from %s (%s, %d px): %s, unlabelled %d%s",
+        origin["source"],
+        cfg.data.format,
+        facts["image_size"],
+        sizes,
+        facts["unlabeled_size"],
+        f", {len(splits.skipped)} images skipped" if splits.skipped else "",
+    )
+    return {**facts, "class_names": list(splits.class_names), "seconds": seconds, "config": cfg.to_dict()}

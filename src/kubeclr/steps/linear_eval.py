@@ -81,7 +81,7 @@ def run(
             mean,
             std,
             cfg.eval,
-            crop_size=cfg.augment.size,
+            crop_size=cfg.crop_size,
             crop_scale=cfg.augment.crop_scale,
             device=device,
             seed=cfg.data.seed,

@@ -69,9 +69,15 @@ def run(
         "train_size": sizes["train"],
         "val_size": sizes["val"],
         "test_size": sizes["test"],
+        "unlabeled_size": int(train_meta.get("unlabeled_size", 0)),
         "mean": mean,
         "std": std,
         "md5": train_meta.get("md5"),
+        "format": str(train_meta.get("format", cfg.data.format)),
+        "image_size": int(train_meta.get("image_size", 0)) or None,
+        "skipped_images": int(train_meta.get("skipped_images", 0)),
+        "manifest_sha256": train_meta.get("manifest_sha256") or None,
+        "pretrain_images": sizes["train"] + int(train_meta.get("unlabeled_size", 0)),
     }
     points, point_labels = _tsne_points(cfg, features.arrays)
     timings = {

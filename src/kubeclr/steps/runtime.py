@@ -55,9 +55,26 @@ def run_step(
         with step_metrics(cfg.metrics, run_name, step):
             return fn(cfg, *args, **kwargs)
     except UserError as exc:
-        message = f"{step}: {exc}"
-        log.error(message)
-        error_file = os.environ.get(ERROR_FILE_ENV)
-        if error_file:
-            Path(error_file).write_text(message + "\n")
-        sys.exit(exc.exit_code)
+        _fail(step, exc)
+
+
+def _fail(step: str, exc: UserError) -> None:
+    """Log a user error as one line, leave it for the local runner, exit non-zero."""
+    message = f"{step}: {exc}"
+    log.error(message)
+    error_file = os.environ.get(ERROR_FILE_ENV)
+    if error_file:
+        Path(error_file).write_text(message + "\n")
+    sys.exit(exc.exit_code)
+
+
+def run_task(step: str, fn: Callable[..., Any], *args: Any) -> Any:
+    """Run ``fn(*args)`` as a task that has no resolved config yet (the data source's fingerprint).
+
+    Logging is set up and a :class:`UserError` ends the task as a step's would: one line, non-zero exit.
+    """
+    setup_logging()
+    try:
+        return fn(*args)
+    except UserError as exc:
+        _fail(step, exc)

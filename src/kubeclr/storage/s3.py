@@ -258,21 +258,29 @@ class S3Store:
             self._bucket_checked = True
         return False
 
-    def list(self, prefix: str = "") -> list[str]:
-        """Sorted keys (relative to the store) that start with ``prefix``; follows pagination."""
+    def list_objects(self, prefix: str = "") -> list[tuple[str, int, str]]:
+        """Sorted ``(key, size, ETag)`` of the objects (keys relative to the store) under ``prefix``; paginated."""
         full = f"{self.prefix}/{prefix}" if self.prefix else prefix
         strip = len(self.prefix) + 1 if self.prefix else 0
-        keys: list[str] = []
+        found: list[tuple[str, int, str]] = []
         try:
             pages = self._client.get_paginator("list_objects_v2").paginate(
                 Bucket=self.bucket, Prefix=full, PaginationConfig={"PageSize": self._page_size}
             )
             for page in pages:
                 # skip "directory" marker objects some tools create
-                keys.extend(obj["Key"][strip:] for obj in page.get("Contents", []) if not obj["Key"].endswith("/"))
+                found.extend(
+                    (obj["Key"][strip:], int(obj.get("Size", 0)), str(obj.get("ETag", "")).strip('"'))
+                    for obj in page.get("Contents", [])
+                    if not obj["Key"].endswith("/")
+                )
         except (bx.BotoCoreError, bx.ClientError) as exc:
             raise self._error(exc, None, "list") from None
-        return sorted(keys)
+        return sorted(found)
+
+    def list(self, prefix: str = "") -> list[str]:
+        """Sorted keys (relative to the store) that start with ``prefix``; follows pagination."""
+        return [key for key, _, _ in self.list_objects(prefix)]
 
     def delete(self, key: str) -> None:
         """Delete ``key``; deleting a missing key is not an error."""

@@ -166,13 +166,13 @@ def _fetch_into_cache(uri: str, scheme: str, cache_dir: str, expected: str | Non
     return dest
 
 
-def local_source(uri: str) -> Path | None:
-    """The file a local ``data.source`` (a path or ``file://``) names; None for remote or sample sources.
+def local_source(uri: str, *, folder_ok: bool = False) -> Path | None:
+    """The file (or, with ``folder_ok``, folder) a local ``data.source`` names; None for remote or sample sources.
 
     Raises:
         DataError: an unsupported scheme, or no such file.
     """
-    if uri == "sample" or uri.startswith(("https://", "http://", "s3://")):
+    if uri in ("sample", "sample-folder") or uri.startswith(("https://", "http://", "s3://")):
         return None
     try:
         check_source_scheme(uri)  # for a DataConfig made without the config checks
@@ -183,6 +183,8 @@ def local_source(uri: str) -> Path | None:
     except StorageError as exc:
         raise DataError(f"data.source: {exc}") from None
     path = Path(os.path.expanduser(rest))
+    if folder_ok and path.is_dir():
+        return path
     if not path.is_file():
         raise DataError(f"data.source {uri}: {'not a file' if path.exists() else 'no such file'}")
     return path

@@ -87,12 +87,21 @@ class LocalStore:
     def exists(self, key: str) -> bool:
         return self._path(key).is_file()
 
-    def list(self, prefix: str = "") -> list[str]:
+    def list_objects(self, prefix: str = "") -> list[tuple[str, int, str]]:
+        """Sorted ``(key, size, modification time in ns)`` of the files under ``prefix`` (hidden files left out)."""
         root = self.root.resolve()
         if not root.is_dir():
             return []
-        keys = (p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file())
-        return sorted(k for k in keys if k.startswith(prefix) and not Path(k).name.startswith("."))
+        found = []
+        for p in root.rglob("*"):
+            key = p.relative_to(root).as_posix()
+            if p.is_file() and key.startswith(prefix) and not p.name.startswith("."):
+                st = p.stat()
+                found.append((key, st.st_size, str(st.st_mtime_ns)))
+        return sorted(found)
+
+    def list(self, prefix: str = "") -> list[str]:
+        return [key for key, _, _ in self.list_objects(prefix)]
 
     def delete(self, key: str) -> None:
         with self._os_errors(key):

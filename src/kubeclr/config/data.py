@@ -1,0 +1,97 @@
+"""The ``data`` section: dataset formats, their canonical downloads, and the stored image size."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+from kubeclr.config.parse import option
+from kubeclr.errors import ConfigError
+
+CIFAR10_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
+CIFAR10_MD5 = "c58f30108f718f92721af3b95e74349a"
+# Each format's canonical download (URL, MD5); the CIFAR-10 defaults of data.source / data.md5
+# stand for these when data.format names another format.
+CANONICAL = {
+    "cifar10": (CIFAR10_URL, CIFAR10_MD5),
+    "cifar100": ("https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz", "eb9058c3a382ffc7106e4002c42a8d85"),
+    "stl10": ("http://ai.stanford.edu/~acoates/stl10/stl10_binary.tar.gz", "91f7769df0f17e558f3565bffb0c7dfb"),
+}
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    format: str = option(
+        "cifar10",
+        choices=("cifar10", "cifar100", "stl10", "imagefolder"),
+        help="dataset layout; the CIFAR-10 default source and MD5 stand for the format's canonical download",
+    )
+    source: str = option(
+        CIFAR10_URL,
+        help="https://…, s3://bucket/key (an image folder: an s3:// prefix), file:///path, a path, "
+        "'sample' (synthetic, CIFAR-10 layout) or 'sample-folder' (synthetic image folder)",
+    )
+    md5: str = option(CIFAR10_MD5, help="expected MD5 of the tarball, or 'none' to skip the check")
+    val_split: str = option("batch5", help="cifar10 only: 'batch5' (data_batch_5 is validation) or 'random:<fraction>'")
+    val_fraction: float = option(
+        0.2, gt=0, le=0.9, help="cifar100, stl10 and image folders without val/: stratified fraction of train for val"
+    )
+    image_size: int = option(
+        0,
+        ge=0,
+        help="side of the stored images, resized once at ingestion (0 = native: 32 CIFAR, 96 STL-10, 64 folders)",
+    )
+    cifar100_labels: str = option("fine", choices=("fine", "coarse"), help="cifar100: 100 fine or 20 coarse classes")
+    unlabeled_limit: int = option(0, ge=0, help="random subset size of the unlabelled pretraining images (0 = all)")
+    on_bad_image: str = option(
+        "fail", choices=("fail", "skip"), help="image folders: a corrupt or refused image fails the step, or is skipped"
+    )
+    max_image_bytes: int = option(32 * 1024 * 1024, ge=1, help="image folders: largest image file accepted")
+    max_image_pixels: int = option(
+        40_000_000, ge=1, help="image folders: most pixels an image may declare (decompression-bomb limit)"
+    )
+    workers: int = option(0, ge=0, help="image folders: decoding processes (0 = one per CPU)")
+    memory_limit_gb: float = option(
+        0.0, ge=0, help="memory the data steps may use, checked before decoding (0 = the container's limit)"
+    )
+    train_limit: int = option(0, ge=0, help="stratified subset size of train (0 = all)")
+    val_limit: int = option(0, ge=0, help="stratified subset size of val (0 = all)")
+    test_limit: int = option(0, ge=0, help="stratified subset size of test (0 = all)")
+    seed: int = option(0, ge=0, help="seed for random splits and subsets")
+    cache_dir: str = option("~/.cache/kubeclr", help="local download cache")
+    sample_per_class: int = option(600, ge=2, help="images per class and batch file for the 'sample' source")
+
+
+# The side of each format's images as distributed (image folders have none: 64 is the default).
+NATIVE_SIZE = {"cifar10": 32, "cifar100": 32, "stl10": 96, "imagefolder": 64}
+
+
+def data_defaults(d: DataConfig, origin: str) -> DataConfig:
+    """``d`` with the format's canonical source and MD5 in place of the CIFAR-10 defaults.
+
+    ``sample-folder`` selects the image folder format; ``sample`` is CIFAR-10-shaped. Idempotent.
+
+    Raises:
+        ConfigError: an image folder without a source, ``sample`` with another format.
+    """
+    fmt = "imagefolder" if d.source == "sample-folder" and d.format == "cifar10" else d.format
+    source, md5 = d.source, d.md5
+    if d.source == "sample-folder" and fmt != "imagefolder":
+        raise ConfigError(f"{origin}: data.source='sample-folder' is an image folder; it cannot be read as {fmt}")
+    if d.source == "sample" and fmt != "cifar10":
+        raise ConfigError(f"{origin}: data.source='sample' is in the CIFAR-10 layout; use 'sample-folder' for {fmt}")
+    if fmt != "cifar10" and source == CIFAR10_URL:
+        if fmt not in CANONICAL:
+            raise ConfigError(
+                f"{origin}: data.format={fmt} needs data.source (--cifar-source): a .tar/.tar.gz/.zip, a folder, "
+                "an s3:// prefix, or 'sample-folder'"
+            )
+        source = CANONICAL[fmt][0]
+    if fmt != "cifar10" and md5 == CIFAR10_MD5:
+        md5 = CANONICAL[fmt][1] if fmt in CANONICAL else "none"
+    return dataclasses.replace(d, format=fmt, source=source, md5=md5)
+
+
+def stored_size(d: DataConfig) -> int:
+    """Side of the images the data step stores: ``data.image_size``, or the format's native size."""
+    return d.image_size or NATIVE_SIZE[d.format]

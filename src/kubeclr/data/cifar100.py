@@ -1,0 +1,73 @@
+"""The CIFAR-100 python tarball: the CIFAR-10 pickle layout with two label sets.
+
+Layout (https://www.cs.toronto.edu/~kriz/cifar.html)::
+
+    cifar-100-python/train   50000 images: b"data", b"fine_labels" (0-99), b"coarse_labels" (0-19)
+    cifar-100-python/test    10000 images, the same keys
+    cifar-100-python/meta    b"fine_label_names" (100), b"coarse_label_names" (20)
+
+``data`` rows are laid out as in CIFAR-10 (R, G, B planes of 32×32). Parsing
+uses the same safe tar reader, allowlist unpickler and validation.
+"""
+
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from kubeclr.data.cifar import ROW, Batch, parse_batch, parse_meta
+from kubeclr.data.safe_pickle import safe_loads
+from kubeclr.data.safe_tar import read_members
+from kubeclr.errors import DataError
+
+ROOT = "cifar-100-python"
+MEMBERS = ("train", "test", "meta")
+LABEL_SETS = ("fine", "coarse")
+
+
+def read_cifar100(
+    source: str | Path | bytes, *, labels: str = "fine", origin: str
+) -> tuple[Batch, Batch, tuple[str, ...]]:
+    """Read, safely unpickle and validate a CIFAR-100 python tarball.
+
+    Args:
+        source: path of the ``.tar.gz`` or its bytes.
+        labels: ``'fine'`` (100 classes) or ``'coarse'`` (20 superclasses).
+        origin: the tarball's name (path or URI), used in every error.
+
+    Returns:
+        ``(train, test, class_names)``.
+
+    Raises:
+        DataError: unsafe or corrupt archive, missing member, unsafe pickle, wrong shapes or labels.
+    """
+    members = read_members(source, [f"{ROOT}/{n}" for n in MEMBERS], origin=origin)
+    missing = [n for n in MEMBERS if f"{ROOT}/{n}" not in members]
+    if missing:
+        raise DataError(f"{origin}: missing {ROOT}/{missing[0]} (not a CIFAR-100 python tarball?)")
+
+    def load(name: str) -> Any:
+        return safe_loads(members.pop(f"{ROOT}/{name}"), origin=f"{origin}:{ROOT}/{name}")
+
+    names = parse_meta(load("meta"), origin=f"{origin}:{ROOT}/meta", key=f"{labels}_label_names")
+    train, test = (
+        parse_batch(load(n), len(names), origin=f"{origin}:{ROOT}/{n}", labels_key=f"{labels}_labels")
+        for n in ("train", "test")
+    )
+    return train, test, names
+
+
+def dump_cifar100(images: np.ndarray, fine: Sequence[int], coarse: Sequence[int]) -> bytes:
+    """Pickle one CIFAR-100 split (test fixtures): uint8 (N, 3, 32, 32) and both label sets."""
+    data = np.ascontiguousarray(images, dtype=np.uint8).reshape(len(images), ROW)
+    return pickle.dumps(
+        {b"data": data, b"fine_labels": [int(x) for x in fine], b"coarse_labels": [int(x) for x in coarse]},
+        protocol=4,
+    )
+
+
+def dump_cifar100_meta(fine_names: Sequence[str], coarse_names: Sequence[str]) -> bytes:
+    return pickle.dumps({"fine_label_names": list(fine_names), "coarse_label_names": list(coarse_names)}, protocol=4)

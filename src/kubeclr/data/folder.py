@@ -1,0 +1,138 @@
+"""The image folder layout: which file is in which split, with which label.
+
+::
+
+    train/<class>/<image>       labelled, for pretraining and the linear probe's training set
+    test/<class>/<image>        labelled, for the final accuracies
+    val/<class>/<image>         optional; without it val is a stratified data.val_fraction of train
+    unlabeled/<image>           optional; pretraining only (its labels are never needed)
+
+Class names are the sorted folder names of ``train/`` (label = index). Images
+may sit in sub-folders of a class folder. A single wrapping folder (an archive
+of ``mydata/train/…``) is looked through. Hidden files (``.DS_Store``, ``._x``)
+are ignored; any other file must be an image. Symbolic links are followed only
+when they stay inside the dataset's folder.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from kubeclr.errors import DataError
+
+log = logging.getLogger(__name__)
+
+LABELLED = ("train", "val", "test")
+UNLABELED = "unlabeled"
+LAYOUT_HINT = "expected train/<class>/<image>, test/<class>/<image>, optional val/<class>/ and unlabeled/"
+
+
+@dataclass(frozen=True)
+class FolderLayout:
+    """An image folder, scanned.
+
+    Attributes:
+        root: the folder holding ``train/`` and ``test/``.
+        class_names: sorted class folder names of ``train/``; label = index.
+        files: ``{"train" | "val" | "test" | "unlabeled": [(relative path, label), …]}``, sorted by
+            path; label -1 for unlabelled images; ``val`` is absent without a ``val/`` folder.
+    """
+
+    root: Path
+    class_names: tuple[str, ...]
+    files: dict[str, list[tuple[str, int]]]
+
+    def count(self) -> int:
+        return sum(len(v) for v in self.files.values())
+
+
+def _hidden(name: str) -> bool:
+    return name.startswith(".") or name == "__MACOSX"
+
+
+def _files_under(folder: Path, root: Path, origin: str) -> list[str]:
+    """Every non-hidden file under ``folder`` (recursively), as paths relative to ``root``."""
+    found = []
+    real_root = root.resolve()
+    for dirpath, dirnames, filenames in os.walk(folder, followlinks=False):
+        dirnames[:] = sorted(d for d in dirnames if not _hidden(d))
+        for name in filenames:
+            if _hidden(name):
+                continue
+            path = Path(dirpath) / name
+            rel = path.relative_to(root).as_posix()
+            if path.is_symlink() and not path.resolve().is_relative_to(real_root):
+                raise DataError(f"{origin}: {rel} is a symbolic link to outside the dataset; refusing it")
+            if not path.is_file():
+                raise DataError(f"{origin}: {rel} is not a regular file")
+            found.append(rel)
+    return sorted(found)
+
+
+def _dataset_root(root: Path, origin: str) -> Path:
+    if (root / "train").is_dir():
+        return root
+    entries = [p for p in root.iterdir() if not _hidden(p.name)] if root.is_dir() else []
+    if len(entries) == 1 and (entries[0] / "train").is_dir():
+        return entries[0]
+    shown = ", ".join(sorted(p.name + ("/" if p.is_dir() else "") for p in entries)[:8]) or "nothing"
+    raise DataError(f"{origin}: not an image folder (no train/ folder; found {shown}); {LAYOUT_HINT}")
+
+
+def _labelled(root: Path, split: str, origin: str) -> dict[str, list[str]]:
+    """``{class: [relative paths]}`` of one labelled split folder."""
+    classes: dict[str, list[str]] = {}
+    for entry in sorted(root.joinpath(split).iterdir()):
+        if _hidden(entry.name):
+            continue
+        if not entry.is_dir():
+            raise DataError(f"{origin}: {split}/{entry.name} sits directly in {split}/; images go in {split}/<class>/")
+        files = _files_under(entry, root, origin)
+        if not files:
+            raise DataError(f"{origin}: {split}/{entry.name}/ is an empty class folder (no images)")
+        classes[entry.name] = files
+    return classes
+
+
+def scan_folder(path: Path, *, origin: str) -> FolderLayout:
+    """Scan an image folder and check its layout.
+
+    Args:
+        path: the folder (or a folder with one sub-folder that is the dataset).
+        origin: the source's URI, for errors.
+
+    Raises:
+        DataError: no ``train/`` or ``test/``, a file directly in a split folder, an empty
+            class folder, fewer than two classes, a ``val``/``test`` class that ``train`` lacks,
+            a link out of the folder.
+    """
+    root = _dataset_root(path, origin)
+    if not (root / "test").is_dir():
+        raise DataError(f"{origin}: no test/ folder; {LAYOUT_HINT}")
+    present = [s for s in LABELLED if (root / s).is_dir()]
+    by_split = {s: _labelled(root, s, origin) for s in present}
+    class_names = tuple(sorted(by_split["train"]))
+    if len(class_names) < 2:
+        only = f" ({class_names[0]})" if class_names else ""
+        raise DataError(f"{origin}: train/ has {len(class_names)} class folder(s){only}; at least two are needed")
+    label = {name: i for i, name in enumerate(class_names)}
+    files: dict[str, list[tuple[str, int]]] = {}
+    for split, classes in by_split.items():
+        unknown = sorted(set(classes) - set(label))
+        if unknown:
+            raise DataError(f"{origin}: {split}/{unknown[0]}/ is a class that train/ does not have")
+        if not classes:
+            raise DataError(f"{origin}: {split}/ has no class folders; {LAYOUT_HINT}")
+        missing = sorted(set(label) - set(classes))
+        if missing and split != "train":
+            log.warning("%s: %s/ has no images of class(es) %s", origin, split, ", ".join(missing[:5]))
+        files[split] = sorted((f, label[c]) for c, fs in classes.items() for f in fs)
+    if (root / UNLABELED).is_dir():
+        files[UNLABELED] = [(f, -1) for f in _files_under(root / UNLABELED, root, origin)]
+    ignored = sorted(p.name for p in root.iterdir() if not _hidden(p.name) and p.name not in (*LABELLED, UNLABELED))
+    if ignored:
+        log.warning("%s: ignoring %s (not part of the layout)", origin, ", ".join(ignored[:5]))
+    return FolderLayout(root=root, class_names=class_names, files=files)

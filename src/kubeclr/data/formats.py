@@ -1,0 +1,163 @@
+"""Every dataset format, read into the same splits: uint8 images, labels, class names, unlabelled images.
+
+``data.format`` picks the reader: ``cifar10`` and ``cifar100`` (python pickles,
+:mod:`~kubeclr.data.cifar`, :mod:`~kubeclr.data.cifar100`), ``stl10`` (binary,
+:mod:`~kubeclr.data.stl10`) and ``imagefolder`` (:mod:`~kubeclr.data.folder`,
+decoded by :mod:`~kubeclr.data.ingest`). All of them end in :class:`Splits`:
+train / val / test with labels, the unlabelled pretraining images, and a
+manifest of what was read. Validation is ``data.val_split`` for CIFAR-10, the
+folder's own ``val/`` when it has one, and a stratified ``data.val_fraction``
+of train otherwise. Limits are applied before image folders are decoded, so a
+subset of a large folder decodes only that subset.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from kubeclr.config import DataConfig, stored_size
+from kubeclr.data.cifar import Batch, read_archive
+from kubeclr.data.cifar100 import read_cifar100
+from kubeclr.data.folder import UNLABELED, scan_folder
+from kubeclr.data.images import Limits
+from kubeclr.data.ingest import decode_files
+from kubeclr.data.memory import check_fits
+from kubeclr.data.resize import resize_images
+from kubeclr.data.split import limit, split_train_val
+from kubeclr.data.stl10 import COUNTS as STL10_COUNTS
+from kubeclr.data.stl10 import read_stl10
+from kubeclr.errors import DataError
+
+log = logging.getLogger(__name__)
+
+STREAM_UNLABELED = 4  # random stream of the unlabelled subset (split.py uses 0-3)
+
+
+@dataclass
+class Splits:
+    """What the data step writes.
+
+    Attributes:
+        train, val, test: labelled images (uint8 ``(N, 3, S, S)``) and labels.
+        unlabeled: uint8 ``(M, 3, S, S)``, pretraining only (``M = 0`` for CIFAR).
+        class_names: index = label.
+        manifest: ``{file: sha256}`` of every image file read (image folders); empty for tarballs,
+            whose MD5 stands for their content.
+        skipped: one message per image left out (``data.on_bad_image=skip``).
+    """
+
+    train: Batch
+    val: Batch
+    test: Batch
+    unlabeled: np.ndarray
+    class_names: tuple[str, ...]
+    manifest: dict[str, str] = field(default_factory=dict)
+    skipped: list[str] = field(default_factory=list)
+
+
+def _val_spec(d: DataConfig) -> str:
+    return d.val_split if d.format == "cifar10" else f"random:{d.val_fraction}"
+
+
+def _limited(d: DataConfig, train: Batch, val: Batch, test: Batch) -> tuple[Batch, Batch, Batch]:
+    return (
+        limit(train, d.train_limit, d.seed, "train"),
+        limit(val, d.val_limit, d.seed, "val"),
+        limit(test, d.test_limit, d.seed, "test"),
+    )
+
+
+def _resized(batch: Batch, size: int) -> Batch:
+    return Batch(images=resize_images(batch.images, size), labels=batch.labels)
+
+
+def _unlabeled_subset(n: int, d: DataConfig) -> np.ndarray:
+    """Sorted indices of the unlabelled images kept under ``data.unlabeled_limit``."""
+    if not d.unlabeled_limit or d.unlabeled_limit >= n:
+        return np.arange(n)
+    return np.sort(np.random.default_rng([d.seed, STREAM_UNLABELED]).choice(n, d.unlabeled_limit, replace=False))
+
+
+def read_tarball(d: DataConfig, data: Path | bytes, origin: str) -> Splits:
+    """CIFAR-10, CIFAR-100 or STL-10 from its tarball, split, limited and resized to ``data.image_size``."""
+    size = stored_size(d)
+    empty = np.zeros((0, 3, size, size), dtype=np.uint8)
+    if d.format == "stl10":
+        n_unlabeled = min(d.unlabeled_limit or STL10_COUNTS["unlabeled"], STL10_COUNTS["unlabeled"])
+        total = STL10_COUNTS["train"] + STL10_COUNTS["test"] + n_unlabeled
+        check_fits(f"STL-10 ({total:,} images)", total, size, factor=1.5, limit_gb=d.memory_limit_gb)
+        stl = read_stl10(data, size=size, unlabeled_limit=d.unlabeled_limit, seed=d.seed, origin=origin)
+        train, val = split_train_val((stl.train,), _val_spec(d), d.seed)
+        train, val, test = _limited(d, train, val, stl.test)
+        return Splits(train, val, test, stl.unlabeled, stl.class_names)
+    check_fits(f"{d.format} (60,000 images)", 60_000, max(size, 32), factor=2.5, limit_gb=d.memory_limit_gb)
+    if d.format == "cifar100":
+        train_all, test, names = read_cifar100(data, labels=d.cifar100_labels, origin=origin)
+        batches: tuple[Batch, ...] = (train_all,)
+    else:
+        archive = read_archive(data, origin=origin)
+        batches, test, names = archive.train, archive.test, archive.class_names
+    train, val = split_train_val(batches, _val_spec(d), d.seed)
+    train, val, test = (_resized(b, size) for b in _limited(d, train, val, test))
+    return Splits(train, val, test, empty, names)
+
+
+def read_image_folder(d: DataConfig, root: Path, origin: str) -> Splits:
+    """An image folder: scan, split and limit the file lists, then decode only the chosen files."""
+    layout = scan_folder(root, origin=origin)
+    size = stored_size(d)
+    files = layout.files
+
+    def indexed(split: str) -> Batch:  # "images" = indices into files[split] until decoded
+        entries = files[split]
+        return Batch(images=np.arange(len(entries)), labels=np.asarray([lab for _, lab in entries], dtype=np.int64))
+
+    if "val" in files:
+        train, val = indexed("train"), indexed("val")
+        val_of = "val"
+    else:
+        train, val = split_train_val((indexed("train"),), _val_spec(d), d.seed)
+        val_of = "train"
+    chosen = dict(zip(("train", "val", "test"), _limited(d, train, val, indexed("test"))))
+    unlabeled_idx = _unlabeled_subset(len(files.get(UNLABELED, [])), d)
+    total = sum(len(b.labels) for b in chosen.values()) + len(unlabeled_idx)
+    check_fits(f"image folder ({total:,} images)", total, size, factor=1.5, limit_gb=d.memory_limit_gb)
+    limits = Limits(max_bytes=d.max_image_bytes, max_pixels=d.max_image_pixels)
+    manifest: dict[str, str] = {}
+    skipped: list[str] = []
+    digests: dict[str, set[str]] = {}
+
+    def decode(split: str, names: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        out = decode_files(
+            layout.root, names, size, limits=limits, workers=d.workers, on_bad=d.on_bad_image, desc=f"decoding {split}"
+        )
+        manifest.update(zip(names, out.sha256))
+        digests[split] = set(out.sha256) - {""}
+        skipped.extend(out.skipped)
+        return out.images, out.kept
+
+    decoded = {}
+    for split, batch in chosen.items():
+        entries = files[val_of if split == "val" else split]
+        images, kept = decode(split, [entries[i][0] for i in batch.images])
+        if not kept.any():
+            raise DataError(f"{origin}: no usable {split} images (every one was refused)")
+        decoded[split] = Batch(images=images, labels=batch.labels[kept])
+    unlabeled = np.zeros((0, 3, size, size), dtype=np.uint8)
+    if len(unlabeled_idx):
+        unlabeled, _ = decode(UNLABELED, [files[UNLABELED][i][0] for i in unlabeled_idx])
+    _warn_duplicates(digests, origin)
+    return Splits(decoded["train"], decoded["val"], decoded["test"], unlabeled, layout.class_names, manifest, skipped)
+
+
+def _warn_duplicates(digests: dict[str, set[str]], origin: str) -> None:
+    """Warn when evaluation images are byte-identical to images the encoder or the probe trains on."""
+    for held_out in ("val", "test"):
+        for seen in ("train", UNLABELED):
+            same = len(digests.get(held_out, set()) & digests.get(seen, set()))
+            if same:
+                log.warning("%s: %d %s images are byte-identical to %s images", origin, same, held_out, seen)

@@ -1,0 +1,143 @@
+"""Where an image folder comes from: a local folder, an archive anywhere, or an s3:// prefix.
+
+``data.source`` for ``data.format=imagefolder``:
+
+- a local folder (a path or ``file:///dir``): read in place;
+- a ``.tar``, ``.tar.gz``/``.tgz``, ``.tar.bz2``, ``.tar.xz`` or ``.zip`` file — local, ``https://`` or
+  ``s3://bucket/key`` — fetched and MD5-checked like the CIFAR tarball (:mod:`kubeclr.storage.sources`),
+  then extracted safely (:mod:`kubeclr.data.archives`) into a temporary folder;
+- any other ``s3://bucket/prefix``: listed (paginated) and downloaded with concurrent requests into a
+  temporary folder, each key checked to stay inside it and to be no larger than ``data.max_image_bytes``;
+- ``sample-folder``: the synthetic folder of :mod:`kubeclr.data.sample_folder`, generated offline.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import shutil
+import tempfile
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import Iterator
+
+from kubeclr.config import DataConfig
+from kubeclr.data.archives import extract_archive
+from kubeclr.data.sample_folder import write_sample_folder
+from kubeclr.errors import DataError, StorageError
+from kubeclr.progress import progress
+from kubeclr.storage.sources import fetch_tarball
+from kubeclr.storage.store import open_store
+from kubeclr.uri import redact_uri, split_uri
+
+log = logging.getLogger(__name__)
+
+ARCHIVE_SUFFIXES = (".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tar.xz", ".zip")
+DOWNLOADS = 16  # concurrent S3 requests
+DISK_MARGIN = 256 * 1024 * 1024  # left free when extracting
+
+
+@dataclass(frozen=True)
+class LocalFolder:
+    """An image folder on local disk: ``path``, the ``source`` it came from, whether it is synthetic."""
+
+    path: Path
+    source: str
+    synthetic: bool = False
+
+
+def is_archive(uri: str) -> bool:
+    return uri.lower().rstrip("/").endswith(ARCHIVE_SUFFIXES)
+
+
+def _safe_key(key: str, origin: str) -> str:
+    parts = PurePosixPath(key).parts
+    if key.startswith("/") or ".." in parts or "\\" in key:
+        raise DataError(f"{origin}: object key {key!r} would land outside the download folder; refusing it")
+    return key
+
+
+def download_prefix(uri: str, dest: Path, *, max_bytes: int, workers: int = DOWNLOADS) -> int:
+    """Download every object under the ``s3://`` prefix ``uri`` into ``dest``; returns the count.
+
+    Raises:
+        DataError: no objects, an object over ``max_bytes``, a key that would escape ``dest``,
+            or a storage failure (named).
+    """
+    shown = redact_uri(uri)
+    try:
+        store = open_store(uri.rstrip("/"))
+        objects = store.list_objects("")
+    except StorageError as exc:
+        raise DataError(str(exc)) from None
+    if not objects:
+        raise DataError(
+            f"{shown}: no objects under this prefix (an image folder needs train/<class>/ and test/<class>/)"
+        )
+    for key, size, _ in objects:
+        _safe_key(key, shown)
+        if size > max_bytes and not PurePosixPath(key).name.startswith("."):
+            raise DataError(f"{shown}/{key}: {size} bytes, more than data.max_image_bytes={max_bytes}")
+    log.info("downloading %d objects from %s with %d concurrent requests", len(objects), shown, workers)
+
+    def get(key: str) -> None:
+        store.get_file(key, dest / key)
+
+    try:
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            for _ in progress(
+                pool.map(get, [k for k, _, _ in objects]), total=len(objects), desc="download", unit="file"
+            ):
+                pass
+    except StorageError as exc:
+        raise DataError(str(exc)) from None
+    return len(objects)
+
+
+def _local_dir(uri: str) -> Path | None:
+    if uri.startswith(("https://", "http://", "s3://")) or uri == "sample-folder":
+        return None
+    _, rest = split_uri(uri)
+    path = Path(os.path.expanduser(rest))
+    return path if path.is_dir() else None
+
+
+@contextlib.contextmanager
+def image_folder(d: DataConfig, mirror_uri: str = "") -> Iterator[LocalFolder]:
+    """The image folder ``d.source`` names, on local disk for the duration of the ``with``.
+
+    Temporary copies (downloads, extracted archives, the generated sample) are removed afterwards.
+
+    Raises:
+        DataError: see the module docstring; an unreadable source is named.
+    """
+    local = _local_dir(d.source)
+    if local is not None:
+        yield LocalFolder(local, d.source)
+        return
+    with tempfile.TemporaryDirectory(prefix="kubeclr-folder-") as tmp:
+        dest = Path(tmp) / "dataset"
+        if d.source == "sample-folder":
+            write_sample_folder(dest, d.sample_per_class, d.seed)
+            yield LocalFolder(dest, "sample-folder", synthetic=True)
+        elif d.source.startswith("s3://") and not is_archive(d.source):
+            download_prefix(d.source, dest, max_bytes=d.max_image_bytes)
+            yield LocalFolder(dest, redact_uri(d.source))
+        else:
+            if not is_archive(d.source):
+                raise DataError(
+                    f"data.source {redact_uri(d.source)}: an image folder is a folder, an s3:// prefix, or an "
+                    f"archive ending in {', '.join(ARCHIVE_SUFFIXES)}"
+                )
+            archive = fetch_tarball(d, mirror_uri)
+            free = shutil.disk_usage(tmp).free - DISK_MARGIN
+            extract_archive(
+                Path(archive.data),
+                dest,
+                origin=archive.source,
+                member_limit=d.max_image_bytes,
+                max_total_bytes=max(free, 0),
+            )
+            yield LocalFolder(dest, archive.source)
