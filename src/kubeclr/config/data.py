@@ -67,19 +67,26 @@ NATIVE_SIZE = {"cifar10": 32, "cifar100": 32, "stl10": 96, "imagefolder": 64}
 
 
 def data_defaults(d: DataConfig, origin: str) -> DataConfig:
-    """``d`` with the format's canonical source and MD5 in place of the CIFAR-10 defaults.
+    """``d`` with the source and MD5 that ``data.format`` implies. Idempotent.
 
-    ``sample-folder`` selects the image folder format; ``sample`` is CIFAR-10-shaped. Idempotent.
+    - The CIFAR-10 defaults of ``data.source`` / ``data.md5`` stand for the format's canonical
+      download (an image folder has none: it needs a source).
+    - ``sample`` (the CIFAR-10-shaped demo data of the ``smoke`` preset) under another format
+      becomes that format's demo: ``sample-folder`` for image folders, the canonical download
+      (with its MD5) for CIFAR-100 and STL-10, which have no offline sample.
+    - ``sample-folder`` under the default format selects ``imagefolder``.
 
     Raises:
-        ConfigError: an image folder without a source, ``sample`` with another format.
+        ConfigError: an image folder without a source; ``sample-folder`` read as CIFAR-100 or STL-10.
     """
     fmt = "imagefolder" if d.source == "sample-folder" and d.format == "cifar10" else d.format
     source, md5 = d.source, d.md5
-    if d.source == "sample-folder" and fmt != "imagefolder":
+    if source == "sample-folder" and fmt != "imagefolder":
         raise ConfigError(f"{origin}: data.source='sample-folder' is an image folder; it cannot be read as {fmt}")
-    if d.source == "sample" and fmt != "cifar10":
-        raise ConfigError(f"{origin}: data.source='sample' is in the CIFAR-10 layout; use 'sample-folder' for {fmt}")
+    if source == "sample" and fmt == "imagefolder":
+        source = "sample-folder"
+    elif source == "sample" and fmt != "cifar10":
+        source, md5 = CANONICAL[fmt]
     if fmt != "cifar10" and source == CIFAR10_URL:
         if fmt not in CANONICAL:
             raise ConfigError(

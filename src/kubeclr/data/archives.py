@@ -34,10 +34,10 @@ def _check_zip_member(info: zipfile.ZipInfo, *, origin: str) -> None:
         raise DataError(f"{origin}: member {name!r} has an absolute path; refusing the archive")
     if ".." in path.parts:
         raise DataError(f"{origin}: member {name!r} contains '..'; refusing the archive")
-    mode = info.external_attr >> 16
-    if stat.S_ISLNK(mode):
+    kind = stat.S_IFMT(info.external_attr >> 16)  # Unix file type bits; 0 when the zip tool wrote none
+    if kind == stat.S_IFLNK:
         raise DataError(f"{origin}: member {name!r} is a symbolic link; refusing the archive")
-    if mode and not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+    if kind not in (0, stat.S_IFREG, stat.S_IFDIR):
         raise DataError(f"{origin}: member {name!r} is not a regular file or folder; refusing the archive")
 
 
