@@ -233,3 +233,19 @@ def test_healthy_report_has_no_warning(report_dir):
     tmp, _, _ = report_dir
     assert 'class="warn"' not in (tmp / "report.html").read_text()
     assert "Warning" not in (tmp / "report.md").read_text()
+
+
+def test_charts_of_a_hundred_classes_stay_inside_their_svg():
+    """CIFAR-100: the t-SNE legend is cut to what fits, with a count of the rest; every class is still drawn."""
+    import re
+
+    from kubeclr.report.charts import LEGEND_ROWS, heatmap, scatter
+
+    names = [f"class{i:02d}" for i in range(100)]
+    svg = scatter([[i, i % 7] for i in range(300)], [i % 100 for i in range(300)], names, title="t-SNE")
+    height = float(re.search(r'viewBox="0 0 [\d.]+ ([\d.]+)"', svg).group(1))
+    ys = [float(y) for y in re.findall(r'<text x="[\d.]+" y="([\d.]+)"', svg)]
+    assert max(ys) < height
+    assert f"… {100 - (LEGEND_ROWS - 1)} more classes" in svg and svg.count("<circle") == 300 + LEGEND_ROWS - 1
+    matrix = [[int(i == j) for j in range(100)] for i in range(100)]
+    assert heatmap(matrix, names, title="confusion").count("<rect") == 100 * 100

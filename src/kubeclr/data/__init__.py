@@ -1,10 +1,13 @@
-"""The dataset: fetch, verify, safely parse, split and summarise CIFAR-10.
+"""The dataset: read every supported format safely, split it, summarise it.
 
-- :mod:`~kubeclr.storage.sources` — URI dispatch, cached resumable download, MD5, mirror
-- :mod:`~kubeclr.data.safe_tar` — read tar members without extracting; refuse unsafe ones
-- :mod:`~kubeclr.data.safe_pickle` — allowlist unpickler for the batch files
-- :mod:`~kubeclr.data.cifar` — the tarball layout, validation, and writing it
-- :mod:`~kubeclr.data.sample` — the synthetic offline ``sample`` dataset
+- :mod:`~kubeclr.data.formats` — ``data.format`` → one split contract (labelled splits + unlabelled images)
+- :mod:`~kubeclr.data.cifar`, :mod:`~kubeclr.data.cifar100`, :mod:`~kubeclr.data.stl10` — the tarball layouts
+- :mod:`~kubeclr.data.folder` — the image folder layout; :mod:`~kubeclr.data.ingest` — its decoding pool
+- :mod:`~kubeclr.data.images` — safe decoding of one untrusted image file
+- :mod:`~kubeclr.data.safe_tar`, :mod:`~kubeclr.data.archives` — tar reading, safe tar/zip extraction
+- :mod:`~kubeclr.data.safe_pickle` — allowlist unpickler for the CIFAR batch files
+- :mod:`~kubeclr.data.sample`, :mod:`~kubeclr.data.sample_folder` — the synthetic offline datasets
 - :mod:`~kubeclr.data.split` — ``batch5`` / ``random:<f>`` splits, stratified limits
+- :mod:`~kubeclr.data.resize`, :mod:`~kubeclr.data.memory` — resizing at ingestion, memory checks
 - :mod:`~kubeclr.data.stats` — exact streaming per-channel mean/std
 """

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import math
 import multiprocessing
 import os
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
@@ -32,6 +33,11 @@ IN_FLIGHT = 4  # chunks per worker queued at once
 INLINE_BELOW = 2 * CHUNK  # fewer files than this are decoded in this process
 SHOWN_SKIPS = 10  # skipped files named one by one in the log
 DEFAULT_LIMITS = Limits()
+# (quota, period): cgroup v2 keeps both in cpu.max ("max 100000" = no limit), v1 in two files
+CPU_QUOTA_FILES = (
+    ("/sys/fs/cgroup/cpu.max", "/sys/fs/cgroup/cpu.max"),
+    ("/sys/fs/cgroup/cpu/cpu.cfs_quota_us", "/sys/fs/cgroup/cpu/cpu.cfs_period_us"),
+)
 
 
 @dataclass
@@ -79,11 +85,22 @@ def _decode_chunk(
 
 
 def default_workers() -> int:
-    """The CPUs this process may run on."""
+    """The CPUs this process may use: its affinity, capped by the container's CPU limit (cgroup v2 or v1).
+
+    A pod limited to 2 CPUs on a 64-core node gets 2 workers, not 64 (each holds its own interpreter).
+    """
     try:
-        return len(os.sched_getaffinity(0))
+        cpus = len(os.sched_getaffinity(0))
     except AttributeError:  # not Linux
-        return os.cpu_count() or 1
+        cpus = os.cpu_count() or 1
+    for quota_file, period_file in CPU_QUOTA_FILES:
+        try:
+            quota, period = Path(quota_file).read_text().split()[0], Path(period_file).read_text().split()[-1]
+            if quota not in ("max", "-1"):
+                return max(1, min(cpus, math.ceil(int(quota) / int(period))))
+        except (OSError, ValueError, IndexError):
+            continue
+    return cpus
 
 
 def decode_files(

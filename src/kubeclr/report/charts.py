@@ -205,6 +205,9 @@ def bar_chart(
     return _svg(width, height, body, title)
 
 
+LEGEND_ROWS = 26  # legend entries that fit beside a 420 px plot
+
+
 def scatter(
     points: Sequence[Sequence[float]], labels: Sequence[int], class_names: Sequence[str], *, title: str, size: int = 420
 ) -> str:
@@ -224,10 +227,14 @@ def scatter(
         sx = pad + inner / 2 + (px - cx) / span * (inner - 8)
         sy = top + inner / 2 - (py - cy) / span * (inner - 8)
         body.append(f'<circle cx="{sx:.1f}" cy="{sy:.1f}" r="2.6" fill="{color(int(lab))}" fill-opacity="0.8"/>')
-    for i, name in enumerate(class_names):
+    shown = class_names if len(class_names) <= LEGEND_ROWS else class_names[: LEGEND_ROWS - 1]
+    for i, name in enumerate(shown):
         y = top + 6 + i * 16
         body.append(
             f'<circle cx="{size + 6}" cy="{y}" r="5" fill="{color(i)}"/>'
             f'<text x="{size + 15}" y="{y + 4}">{esc(_short(name))}</text>'
         )
+    if len(shown) < len(class_names):  # CIFAR-100: the legend would not fit beside the plot
+        y = top + 10 + len(shown) * 16
+        body.append(f'<text x="{size + 6}" y="{y}">… {len(class_names) - len(shown)} more classes</text>')
     return _svg(width, height, body, title)
