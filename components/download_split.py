@@ -18,7 +18,6 @@ def download_split(
     export_uri: str,
     engine: str,
     run_name: str,
-    job_name: str,
     source_fingerprint: str,
     train: Output[Dataset],
     val: Output[Dataset],
@@ -46,8 +45,8 @@ def download_split(
         mirror_uri: s3:// prefix caching the tarball (storage.mirror_uri).
         export_uri: export prefix of the report step (storage.export_uri).
         engine: the multi-node engine, trainjob or pytorchjob (cluster.engine).
-        run_name: the run's name ('' = the KFP run's own name).
-        job_name: the KFP run's name (filled in by the pipeline).
+        run_name: the run's name in logs and metrics ('' = 'unnamed'; a cached step never takes
+            the KFP run's own name, which differs every run and would make every run a cache miss).
         source_fingerprint: what the source holds now (from ``fingerprint``): part of this step's
             cache key, so a changed file in the source is a cache miss. Not read otherwise.
         train: uint8 images + labels + class names of the train split, and the unlabelled images.
@@ -82,6 +81,6 @@ def download_split(
         val.path,
         test.path,
         manifest.path,
-        run_name=run_name or job_name,
+        run_name=run_name,
         ui_params=ui,
     )["config"]

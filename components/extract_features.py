@@ -11,7 +11,6 @@ def extract_features(
     val: Input[Dataset],
     test: Input[Dataset],
     run_name: str,
-    job_name: str,
     features: Output[Dataset],
 ):
     """Encode every image once with the frozen encoder (no projection head).
@@ -23,8 +22,8 @@ def extract_features(
         train: the train split.
         val: the validation split.
         test: the test split.
-        run_name: the run's name ('' = the KFP run's own name).
-        job_name: the KFP run's name (filled in by the pipeline).
+        run_name: the run's name in logs and metrics ('' = 'unnamed'; a cached step never takes
+            the KFP run's own name, which differs every run and would make every run a cache miss).
         features: float32 features and labels of the three splits.
     """
     from kubeclr.steps import extract_features, runtime
@@ -39,5 +38,5 @@ def extract_features(
         val.path,
         test.path,
         features.path,
-        run_name=run_name or job_name,
+        run_name=run_name,
     )

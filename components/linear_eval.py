@@ -12,7 +12,6 @@ def linear_eval(
     val: Input[Dataset],
     test: Input[Dataset],
     run_name: str,
-    job_name: str,
     metrics: Output[Metrics],
     confusion: Output[ClassificationMetrics],
     classifier: Output[Model],
@@ -28,8 +27,8 @@ def linear_eval(
         train: the train split (``crops`` protocol).
         val: the validation split (``crops`` protocol).
         test: the test split (``crops`` protocol).
-        run_name: the run's name ('' = the KFP run's own name).
-        job_name: the KFP run's name (filled in by the pipeline).
+        run_name: the run's name in logs and metrics ('' = 'unnamed'; a cached step never takes
+            the KFP run's own name, which differs every run and would make every run a cache miss).
         metrics: val/test top-1 and top-5 and kNN top-1, shown on the run page.
         confusion: the test confusion matrix with class names.
         classifier: the linear classifier's weights.
@@ -44,7 +43,7 @@ def linear_eval(
         features.path,
         results.path,
         classifier.path,
-        run_name=run_name or job_name,
+        run_name=run_name,
         encoder_path=encoder.path,
         stats_path=stats.path,
         train_path=train.path,

@@ -102,6 +102,9 @@ def build_pipeline(cfg: Config, opts: CompileOptions = CompileOptions()) -> Call
     ) -> Outputs:
         job = dsl.PIPELINE_JOB_NAME_PLACEHOLDER
         names = dict(run_name=run_name, job_name=job)
+        # Cached steps take no job name: KFP fills it in before computing the cache key, and it
+        # differs every run, so it would make every run a cache miss.
+        cached = dict(run_name=run_name)
 
         # never cached: what the source holds now; as the data step's input it makes that step's
         # cache key follow the content (a replaced file under the same s3:// prefix is a miss)
@@ -124,13 +127,13 @@ def build_pipeline(cfg: Config, opts: CompileOptions = CompileOptions()) -> Call
             mirror_uri=mirror_uri,
             export_uri=export_uri,
             engine=engine,
-            **names,
+            **cached,
         )
         split.set_display_name("Download, decode & split the dataset").set_caching_options(True)
         resolved = split.outputs["Output"]  # the run's config, every key: every later step's `config`
         train, val, test = split.outputs["train"], split.outputs["val"], split.outputs["test"]
 
-        stats = c.compute_stats(config=resolved, train=train, **names)
+        stats = c.compute_stats(config=resolved, train=train, **cached)
         stats.set_display_name("Normalisation statistics").set_caching_options(True)
 
         pre = c.pretrain(
@@ -179,7 +182,7 @@ def build_pipeline(cfg: Config, opts: CompileOptions = CompileOptions()) -> Call
             train=train,
             val=val,
             test=test,
-            **names,
+            **cached,
         )
         feats.set_display_name("Extract features").set_caching_options(True)
         if opts.extract_gpu:
@@ -195,7 +198,7 @@ def build_pipeline(cfg: Config, opts: CompileOptions = CompileOptions()) -> Call
             train=train,
             val=val,
             test=test,
-            **names,
+            **cached,
         )
         lin.set_display_name("Linear evaluation & kNN").set_caching_options(True)
 

@@ -13,7 +13,7 @@ import tarfile
 import numpy as np
 import pytest
 
-from kubeclr.config import Config
+from kubeclr.config import Config, check_folder_source, load_config
 from kubeclr.data.archives import extract_archive
 from kubeclr.data.files import load_split
 from kubeclr.data.folder import scan_folder
@@ -61,13 +61,26 @@ def test_cifar100_default_source_is_the_canonical_tarball():
     assert d.source.endswith("cifar-100-python.tar.gz") and d.md5 == "eb9058c3a382ffc7106e4002c42a8d85"
     assert _data(format="stl10").source.endswith("stl10_binary.tar.gz")
     with pytest.raises(ConfigError, match="data.format=imagefolder needs data.source"):
-        _data(format="imagefolder")
+        check_folder_source(_data(format="imagefolder"))
     # the smoke preset's CIFAR-shaped demo source under another format: that format's own demo or download
     assert _data(format="imagefolder", source="sample").source == "sample-folder"
     stl = _data(format="stl10", source="sample", md5="none")
     assert stl.source.endswith("stl10_binary.tar.gz") and stl.md5 == "91f7769df0f17e558f3565bffb0c7dfb"
     with pytest.raises(ConfigError, match="'sample-folder' is an image folder; it cannot be read as stl10"):
         _data(format="stl10", source="sample-folder")
+
+
+def test_switching_the_format_again_follows_the_new_format():
+    """A config normalised for one format (as a compiled pipeline's defaults are) switched to another."""
+    stl = load_config("paper", overrides=["data.format=stl10"])
+    c100 = stl.override({"data.format": "cifar100"}).data
+    assert c100.source.endswith("cifar-100-python.tar.gz") and c100.md5 == "eb9058c3a382ffc7106e4002c42a8d85"
+    back = stl.override({"data.format": "cifar10"}).data
+    assert back.source.endswith("cifar-10-python.tar.gz") and back.md5 == "c58f30108f718f92721af3b95e74349a"
+    folder = stl.override({"data.format": "imagefolder", "data.source": "s3://b/pets/"}).data
+    assert folder.md5 == "none"  # STL-10's checksum says nothing about a folder
+    with pytest.raises(ConfigError, match="needs data.source"):
+        check_folder_source(stl.override({"data.format": "imagefolder"}).data)
 
 
 def test_stl10_binary_is_read_column_major_with_unlabelled_images(tmp_path):
@@ -185,6 +198,8 @@ def test_class_order_is_stable_when_files_are_added(tmp_path):
         (lambda r: __import__("shutil").rmtree(r / "train" / "dog"), None),
         (lambda r: (r / "test" / "yak").mkdir() or (r / "test" / "yak" / "y.png").write_bytes(b"y"), "test/yak/"),
         (lambda r: (r / "test" / "cat" / "link.png").symlink_to("/etc/passwd"), "link.png is a symbolic link"),
+        (lambda r: (r / "train" / "cow").symlink_to("/etc", target_is_directory=True), "train/cow is a symbolic link"),
+        (lambda r: (r / "train" / "cat" / "sub").symlink_to(r / "train", True), "train/cat/sub is a symbolic link"),
     ],
 )
 def test_bad_layouts_are_refused_with_the_path(tmp_path, make, fragment):

@@ -41,15 +41,43 @@ def test_the_format_and_the_sample_parameters_are_part_of_it(tmp_path):
     assert s1 != s2 and s1 == source_fingerprint(_data(source="sample", sample_per_class=10))
 
 
-def test_a_pinned_download_is_fingerprinted_by_url_and_md5_without_a_request():
-    d = _data()  # the canonical CIFAR-10 URL: no network here, and none is needed
-    assert source_fingerprint(d) == source_fingerprint(_data())
+def test_a_pinned_file_is_fingerprinted_by_uri_and_md5_without_reaching_it(monkeypatch, tmp_path):
+    def refuse(*args, **kwargs):
+        raise AssertionError("the fingerprint of a pinned download must not reach the server")
+
+    monkeypatch.setattr("kubeclr.storage.fingerprint.urlopen", refuse)
+    a, b = source_fingerprint(_data()), source_fingerprint(_data(md5="0" * 32))  # the canonical CIFAR-10 URL
+    assert a != b and a == source_fingerprint(_data())
+    gone = _data(source=str(tmp_path / "gone.tar.gz"))  # a mirror may hold it: the data step decides
+    assert source_fingerprint(gone) != a
+
+
+def test_an_unpinned_download_uses_the_server_tags_or_never_repeats(monkeypatch):
+    import io
+    import urllib.error
+
+    class Response(io.BytesIO):
+        headers = {"ETag": '"abc"', "Last-Modified": None, "Content-Length": "10"}
+
+    monkeypatch.setattr("kubeclr.storage.fingerprint.urlopen", lambda *a, **k: Response())
+    d = _data(source="https://example.test/data.tar.gz", md5="none")
+    assert source_fingerprint(d) == source_fingerprint(d)
+
+    def refused(*args, **kwargs):
+        raise urllib.error.HTTPError("https://example.test/data.tar.gz", 405, "Method Not Allowed", {}, None)
+
+    monkeypatch.setattr("kubeclr.storage.fingerprint.urlopen", refused)
+    assert source_fingerprint(d) != source_fingerprint(d)  # nothing pins the content: never a cache hit
 
 
 def test_the_task_reads_the_data_section_of_the_struct(tmp_path):
     root = tmp_path / "ds"
     write_image_folder(root, train=2, test=1)
-    digest = fingerprint({"data": {"seed": 3}, "model": {"width": 8}}, str(root), "none", "imagefolder")
-    assert digest == source_fingerprint(_data(format="imagefolder", source=str(root), seed=3))
+    digest = fingerprint({"data": {"sample_per_class": 7}, "model": {"width": 8}}, "sample", "none", "cifar10")
+    assert digest == source_fingerprint(_data(source="sample", sample_per_class=7))
+    assert digest != fingerprint({"data": {"sample_per_class": 8}}, "sample", "none", "cifar10")
+    assert fingerprint({}, str(root), "none", "imagefolder") == source_fingerprint(
+        _data(format="imagefolder", source=str(root))
+    )
     with pytest.raises(DataError, match="no such file or folder"):
         fingerprint({}, str(tmp_path / "missing"), "none", "imagefolder")

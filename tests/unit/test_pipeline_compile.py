@@ -57,6 +57,16 @@ def test_display_names_and_caching(ir):
     assert not tasks["fingerprint"]["cachingOptions"].get("enableCache")
 
 
+def test_cached_steps_take_nothing_that_differs_every_run(ir):
+    """KFP resolves the run's name and ID into a task's inputs before computing its cache key."""
+    tasks = ir[0]["root"]["dag"]["tasks"]
+    cached = [name for name, t in tasks.items() if t.get("cachingOptions", {}).get("enableCache")]
+    assert {"download-split", "compute-stats", "extract-features", "linear-eval"} <= set(cached)
+    for name in cached:
+        text = json.dumps(tasks[name]["inputs"])
+        assert "pipeline_job" not in text, name  # {{$.pipeline_job_name}}, {{$.pipeline_job_uuid}}, …
+
+
 def test_the_data_step_cache_key_follows_the_source_content(ir):
     """The never-cached fingerprint's output is an input of the cached data step: same content, cache hit."""
     tasks = ir[0]["root"]["dag"]["tasks"]

@@ -248,4 +248,4 @@ def test_charts_of_a_hundred_classes_stay_inside_their_svg():
     assert max(ys) < height
     assert f"… {100 - (LEGEND_ROWS - 1)} more classes" in svg and svg.count("<circle") == 300 + LEGEND_ROWS - 1
     matrix = [[int(i == j) for j in range(100)] for i in range(100)]
-    assert heatmap(matrix, names, title="confusion").count("<rect") == 100 * 100
+    assert heatmap(matrix, names, title="confusion").count("<rect") == 100 * 100 + 1  # + the background

@@ -20,7 +20,7 @@ import warnings
 from pathlib import Path
 
 from kubeclr.atomic import make_dir
-from kubeclr.config import Config
+from kubeclr.config import Config, check_folder_source
 from kubeclr.errors import UserError
 from kubeclr.steps.runtime import ERROR_FILE_ENV
 from kubeclr.storage.sources import local_source
@@ -157,6 +157,7 @@ def run_local(
     ):
         if value is not None:
             cfg = cfg.override({key: value}, origin=flag)
+    check_folder_source(cfg.data)  # an image folder needs a source of its own: say so before kfp.local starts
     if not cfg.storage.mirror_uri:  # (a mirror may hold a copy of a tarball that is gone)
         # a missing local tarball or folder fails now, not after kfp.local has started
         local_source(cfg.data.source, folder_ok=cfg.data.format == "imagefolder")

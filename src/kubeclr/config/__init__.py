@@ -7,7 +7,7 @@
 - :mod:`~kubeclr.config.resolve` — pipeline parameters + the ``config`` struct → one config and its digest
 """
 
-from kubeclr.config.data import CANONICAL, CIFAR10_MD5, CIFAR10_URL, DataConfig, stored_size
+from kubeclr.config.data import CANONICAL, CIFAR10_MD5, CIFAR10_URL, DataConfig, check_folder_source, stored_size
 from kubeclr.config.load import DEFAULT_PRESET, describe_keys, load_config, preset_names
 from kubeclr.config.parse import check_source_scheme, parse_md5
 from kubeclr.config.resolve import UI_PARAMS, config_digest, pipeline_parameters, resolve
@@ -37,6 +37,7 @@ __all__ = [
     "ModelConfig",
     "PretrainConfig",
     "StorageConfig",
+    "check_folder_source",
     "check_source_scheme",
     "stored_size",
     "config_digest",

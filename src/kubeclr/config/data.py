@@ -50,6 +50,9 @@ class DataConfig:
     max_image_pixels: int = option(
         40_000_000, ge=1, help="image folders: most pixels an image may declare (decompression-bomb limit)"
     )
+    max_archive_bytes: int = option(
+        64 * 2**30, ge=1, help="image folder archives: most bytes extracted in all (each file counts at least 4 KiB)"
+    )
     workers: int = option(0, ge=0, help="image folders: decoding processes (0 = one per CPU)")
     memory_limit_gb: float = option(
         0.0, ge=0, help="memory the data steps may use, checked before decoding (0 = the container's limit)"
@@ -69,34 +72,47 @@ NATIVE_SIZE = {"cifar10": 32, "cifar100": 32, "stl10": 96, "imagefolder": 64}
 def data_defaults(d: DataConfig, origin: str) -> DataConfig:
     """``d`` with the source and MD5 that ``data.format`` implies. Idempotent.
 
-    - The CIFAR-10 defaults of ``data.source`` / ``data.md5`` stand for the format's canonical
-      download (an image folder has none: it needs a source).
+    - A canonical download of one format (the CIFAR-10 defaults, or what an earlier
+      normalisation put there) stands for the chosen format's canonical download, with its MD5.
+      An image folder has none: its source is checked by :func:`check_folder_source`.
     - ``sample`` (the CIFAR-10-shaped demo data of the ``smoke`` preset) under another format
       becomes that format's demo: ``sample-folder`` for image folders, the canonical download
       (with its MD5) for CIFAR-100 and STL-10, which have no offline sample.
     - ``sample-folder`` under the default format selects ``imagefolder``.
 
     Raises:
-        ConfigError: an image folder without a source; ``sample-folder`` read as CIFAR-100 or STL-10.
+        ConfigError: ``sample-folder`` read as CIFAR-100 or STL-10.
     """
     fmt = "imagefolder" if d.source == "sample-folder" and d.format == "cifar10" else d.format
     source, md5 = d.source, d.md5
     if source == "sample-folder" and fmt != "imagefolder":
         raise ConfigError(f"{origin}: data.source='sample-folder' is an image folder; it cannot be read as {fmt}")
+    canonical_urls = {url for url, _ in CANONICAL.values()}
+    canonical_md5s = {m for _, m in CANONICAL.values()}
     if source == "sample" and fmt == "imagefolder":
         source = "sample-folder"
     elif source == "sample" and fmt != "cifar10":
         source, md5 = CANONICAL[fmt]
-    if fmt != "cifar10" and source == CIFAR10_URL:
-        if fmt not in CANONICAL:
-            raise ConfigError(
-                f"{origin}: data.format={fmt} needs data.source (--cifar-source): a .tar/.tar.gz/.zip, a folder, "
-                "an s3:// prefix, or 'sample-folder'"
-            )
+    elif source in canonical_urls and fmt in CANONICAL:
         source = CANONICAL[fmt][0]
-    if fmt != "cifar10" and md5 == CIFAR10_MD5:
-        md5 = CANONICAL[fmt][1] if fmt in CANONICAL else "none"
+    if md5 in canonical_md5s and fmt in CANONICAL:  # another format's checksum can never match this one's file
+        md5 = CANONICAL[fmt][1]
+    elif md5 in canonical_md5s and fmt == "imagefolder":
+        md5 = "none"  # another format's checksum says nothing about a folder
     return dataclasses.replace(d, format=fmt, source=source, md5=md5)
+
+
+def check_folder_source(d: DataConfig) -> None:
+    """Refuse an image folder whose source is still a canonical dataset download (none was given).
+
+    Raises:
+        ConfigError: ``data.format=imagefolder`` with a canonical CIFAR/STL URL as its source.
+    """
+    if d.format == "imagefolder" and d.source in {url for url, _ in CANONICAL.values()}:
+        raise ConfigError(
+            "data.format=imagefolder needs data.source (--cifar-source, the cifar_source parameter): "
+            "a folder, a .tar/.tar.gz/.zip, an s3:// prefix, or 'sample-folder'"
+        )
 
 
 def stored_size(d: DataConfig) -> int:

@@ -24,6 +24,8 @@ from kubeclr.errors import DataError
 log = logging.getLogger(__name__)
 
 _CHUNK = 1 << 20
+BLOCK = 4096  # every file costs at least a block (and an inode): a million empty members are not free
+MAX_MEMBERS = 5_000_000
 ZIP_MAGIC = (b"PK\x03\x04", b"PK\x05\x06")  # a zip's first local header, or an empty zip
 
 
@@ -54,8 +56,19 @@ def _copy(src: IO[bytes], root: Path, dest: Path, name: str, limit: int, budget:
             if written > limit:
                 raise DataError(f"{origin}: member {name!r} is larger than data.max_image_bytes={limit}")
             if budget[0] < 0:
-                raise DataError(f"{origin}: the archive expands to more than the allowed total; refusing it")
+                _over_budget(origin)
             out.write(chunk)
+    budget[0] -= max(0, BLOCK - written)
+    budget[1] -= 1
+    if budget[0] < 0 or budget[1] < 0:
+        _over_budget(origin)
+
+
+def _over_budget(origin: str) -> None:
+    raise DataError(
+        f"{origin}: the archive expands to more than the allowed total (data.max_archive_bytes, the free "
+        f"disk, or {MAX_MEMBERS:,} files); refusing it"
+    )
 
 
 def _extract_tar(path: Path, dest: Path, origin: str, member_limit: int, budget: list[int]) -> int:
@@ -98,6 +111,9 @@ def _extract_zip(path: Path, dest: Path, origin: str, member_limit: int, budget:
 def extract_archive(path: Path, dest: Path, *, origin: str, member_limit: int, max_total_bytes: int) -> int:
     """Extract a tar (any compression) or zip archive into the empty folder ``dest``.
 
+    At most ``max_total_bytes`` are written (each file charged at least 4 KiB) and at most
+    :data:`MAX_MEMBERS` files.
+
     Args:
         path: the archive.
         dest: target folder; created, and removed again if the archive is refused.
@@ -114,7 +130,7 @@ def extract_archive(path: Path, dest: Path, *, origin: str, member_limit: int, m
     with open(path, "rb") as fh:
         magic = fh.read(4)
     dest.mkdir(parents=True, exist_ok=True)
-    budget = [max_total_bytes]
+    budget = [max_total_bytes, MAX_MEMBERS]  # bytes, files
     try:
         extract = _extract_zip if magic in ZIP_MAGIC else _extract_tar
         count = extract(path, dest, origin, member_limit, budget)

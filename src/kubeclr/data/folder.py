@@ -53,12 +53,25 @@ def _hidden(name: str) -> bool:
     return name.startswith(".") or name == "__MACOSX"
 
 
+def _no_linked_folder(path: Path, root: Path, origin: str) -> None:
+    if path.is_symlink():
+        rel = path.relative_to(root).as_posix() if path != root else path.name
+        raise DataError(f"{origin}: {rel} is a symbolic link to a folder; refusing it (copy the images in instead)")
+
+
 def _files_under(folder: Path, root: Path, origin: str) -> list[str]:
-    """Every non-hidden file under ``folder`` (recursively), as paths relative to ``root``."""
+    """Every non-hidden file under ``folder`` (recursively), as paths relative to ``root``.
+
+    A linked folder anywhere is refused (it could lead out of the dataset, or round in a
+    cycle); a linked file is followed only when its target is inside the dataset.
+    """
     found = []
     real_root = root.resolve()
+    _no_linked_folder(folder, root, origin)
     for dirpath, dirnames, filenames in os.walk(folder, followlinks=False):
         dirnames[:] = sorted(d for d in dirnames if not _hidden(d))
+        for d in dirnames:
+            _no_linked_folder(Path(dirpath) / d, root, origin)
         for name in filenames:
             if _hidden(name):
                 continue
@@ -77,6 +90,7 @@ def _dataset_root(root: Path, origin: str) -> Path:
         return root
     entries = [p for p in root.iterdir() if not _hidden(p.name)] if root.is_dir() else []
     if len(entries) == 1 and (entries[0] / "train").is_dir():
+        _no_linked_folder(entries[0], root, origin)
         return entries[0]
     shown = ", ".join(sorted(p.name + ("/" if p.is_dir() else "") for p in entries)[:8]) or "nothing"
     raise DataError(f"{origin}: not an image folder (no train/ folder; found {shown}); {LAYOUT_HINT}")
@@ -85,6 +99,7 @@ def _dataset_root(root: Path, origin: str) -> Path:
 def _labelled(root: Path, split: str, origin: str) -> dict[str, list[str]]:
     """``{class: [relative paths]}`` of one labelled split folder."""
     classes: dict[str, list[str]] = {}
+    _no_linked_folder(root / split, root, origin)
     for entry in sorted(root.joinpath(split).iterdir()):
         if _hidden(entry.name):
             continue

@@ -24,7 +24,7 @@ from kubeclr.data.cifar import Batch, read_archive
 from kubeclr.data.cifar100 import read_cifar100
 from kubeclr.data.folder import UNLABELED, scan_folder
 from kubeclr.data.images import Limits
-from kubeclr.data.ingest import decode_files
+from kubeclr.data.ingest import decode_files, default_workers
 from kubeclr.data.memory import check_fits
 from kubeclr.data.resize import resize_images
 from kubeclr.data.split import limit, split_train_val
@@ -35,6 +35,7 @@ from kubeclr.errors import DataError
 log = logging.getLogger(__name__)
 
 STREAM_UNLABELED = 4  # random stream of the unlabelled subset (split.py uses 0-3)
+WORKER_BYTES = 100 * 2**20  # a decoding worker's interpreter, numpy and Pillow
 
 
 @dataclass
@@ -90,7 +91,14 @@ def read_tarball(d: DataConfig, data: Path | bytes, origin: str) -> Splits:
         n_unlabeled = min(d.unlabeled_limit or STL10_COUNTS["unlabeled"], STL10_COUNTS["unlabeled"])
         total = STL10_COUNTS["train"] + STL10_COUNTS["test"] + n_unlabeled
         check_fits(f"STL-10 ({total:,} images)", total, size, factor=1.5, limit_gb=d.memory_limit_gb)
-        stl = read_stl10(data, size=size, unlabeled_limit=d.unlabeled_limit, seed=d.seed, origin=origin)
+        stl = read_stl10(
+            data,
+            size=size,
+            unlabeled_limit=d.unlabeled_limit,
+            seed=d.seed,
+            origin=origin,
+            fits=lambda what, n: check_fits(what, n, size, factor=1.5, limit_gb=d.memory_limit_gb),
+        )
         train, val = split_train_val((stl.train,), _val_spec(d), d.seed)
         train, val, test = _limited(d, train, val, stl.test)
         return Splits(train, val, test, stl.unlabeled, stl.class_names)
@@ -125,7 +133,12 @@ def read_image_folder(d: DataConfig, root: Path, origin: str) -> Splits:
     chosen = dict(zip(("train", "val", "test"), _limited(d, train, val, indexed("test"))))
     unlabeled_idx = _unlabeled_subset(len(files.get(UNLABELED, [])), d)
     total = sum(len(b.labels) for b in chosen.values()) + len(unlabeled_idx)
-    check_fits(f"image folder ({total:,} images)", total, size, factor=1.5, limit_gb=d.memory_limit_gb)
+    # each decoding worker may hold one image of data.max_image_pixels, decoded and converted (~8 bytes a pixel)
+    workers = d.workers or default_workers()
+    headroom = workers * (WORKER_BYTES + 8 * d.max_image_pixels)
+    check_fits(
+        f"image folder ({total:,} images)", total, size, factor=1.5, limit_gb=d.memory_limit_gb, headroom=headroom
+    )
     limits = Limits(max_bytes=d.max_image_bytes, max_pixels=d.max_image_pixels)
     manifest: dict[str, str] = {}
     skipped: list[str] = []

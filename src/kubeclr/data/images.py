@@ -44,10 +44,11 @@ def _to_rgb(img: Image.Image) -> Image.Image:
     """Any Pillow mode as RGB; transparency (RGBA, LA, a palette's transparent index) over white."""
     if img.mode == "P":
         img = img.convert("RGBA" if "transparency" in img.info else "RGB")
-    if img.mode in ("I;16", "I;16B", "I;16L", "I", "F"):  # 16-bit / 32-bit grayscale: scale to 8 bits
-        arr = np.asarray(img, dtype=np.float64)
-        top = 65535.0 if img.mode.startswith("I;16") else max(float(arr.max()), 1.0)
-        img = Image.fromarray(np.clip(arr * 255.0 / top, 0, 255).astype(np.uint8), mode="L")
+    if img.mode.startswith("I;16"):  # 16-bit grayscale: the high byte (no float copy of a large image)
+        img = Image.fromarray((np.asarray(img).astype(np.uint16) >> 8).astype(np.uint8), mode="L")
+    elif img.mode in ("I", "F"):  # 32-bit grayscale: scaled to its own maximum
+        arr = np.asarray(img, dtype=np.float32)
+        img = Image.fromarray((np.clip(arr, 0, None) * (255.0 / max(float(arr.max()), 1.0))).astype(np.uint8), mode="L")
     if img.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
         rgba = img.convert("RGBA")
         background = Image.new("RGBA", rgba.size, WHITE + (255,))
@@ -99,6 +100,8 @@ def decode_image(data: bytes, size: int, *, name: str, limits: Limits = Limits()
         raise BadImage(f"{name}: refused as a decompression bomb ({exc})") from None
     except (OSError, SyntaxError, ValueError, EOFError, MemoryError) as exc:
         raise BadImage(f"{name}: corrupt or truncated image ({type(exc).__name__}: {exc})") from None
+    except Exception as exc:  # a plugin's or the EXIF parser's own error (struct.error, KeyError, …): still this file's
+        raise BadImage(f"{name}: cannot be decoded ({type(exc).__name__}: {exc})") from None
     finally:
         Image.MAX_IMAGE_PIXELS = pillow_limit
     return np.ascontiguousarray(np.asarray(img, dtype=np.uint8).transpose(2, 0, 1))

@@ -16,6 +16,7 @@ import math
 import multiprocessing
 import os
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -24,6 +25,7 @@ import numpy as np
 from tqdm import tqdm
 
 from kubeclr.data.images import BadImage, Limits, decode_image
+from kubeclr.errors import DataError
 from kubeclr.progress import interactive
 
 log = logging.getLogger(__name__)
@@ -178,6 +180,11 @@ def decode_files(
                             idx = pending.pop(fut)
                             take(idx, fut.result())
                             advance(len(idx))
+                except BrokenProcessPool:
+                    raise DataError(
+                        f"{desc}: a decoding worker died (out of memory?); lower data.workers or give the step "
+                        "more memory"
+                    ) from None
                 except BaseException:
                     for fut in pending:
                         fut.cancel()

@@ -35,7 +35,7 @@ def image_bytes(count: int, size: int) -> int:
     return count * 3 * size * size
 
 
-def check_fits(what: str, count: int, size: int, *, factor: float, limit_gb: float = 0.0) -> None:
+def check_fits(what: str, count: int, size: int, *, factor: float, limit_gb: float = 0.0, headroom: int = 0) -> None:
     """Log what ``count`` images of ``size`` px take, and refuse them if ``factor`` copies would not fit.
 
     Args:
@@ -43,12 +43,13 @@ def check_fits(what: str, count: int, size: int, *, factor: float, limit_gb: flo
         count, size: how many images, and their side.
         factor: copies the step holds at its peak (e.g. 2: the decoded set and a split of it).
         limit_gb: ``data.memory_limit_gb`` (0 = the container's limit).
+        headroom: bytes needed besides the images (decoding workers' working memory).
 
     Raises:
         DataError: the step would need more than is available.
     """
     data = image_bytes(count, size)
-    need = int(data * factor)
+    need = int(data * factor) + headroom
     have, source = available_bytes(limit_gb)
     log.info(
         "%s: %d images at %d px = %.2f GB uint8; this step needs about %.2f GB (%s: %.1f GB)",

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
@@ -33,6 +34,7 @@ IMAGE_BYTES = 3 * SIDE * SIDE
 COUNTS = {"train": 5000, "test": 8000, "unlabeled": 100_000}  # as distributed
 CLASS_NAMES = ("airplane", "bird", "car", "cat", "deer", "dog", "horse", "monkey", "ship", "truck")
 CHUNK = 2000  # images read, transposed and resized at a time
+MAX_TEXT_BYTES = 4096  # class_names.txt
 
 
 @dataclass(frozen=True)
@@ -70,7 +72,15 @@ def _read_images(fh, n: int, keep: np.ndarray | None, size: int, what: str) -> n
     return out
 
 
-def read_stl10(source: str | Path, *, size: int = SIDE, unlabeled_limit: int = 0, seed: int = 0, origin: str) -> Stl10:
+def read_stl10(
+    source: str | Path,
+    *,
+    size: int = SIDE,
+    unlabeled_limit: int = 0,
+    seed: int = 0,
+    origin: str,
+    fits: Callable[[str, int], None] = lambda what, n: None,
+) -> Stl10:
     """Read an ``stl10_binary.tar.gz`` (or plain tar) in one streaming pass.
 
     Args:
@@ -79,6 +89,8 @@ def read_stl10(source: str | Path, *, size: int = SIDE, unlabeled_limit: int = 0
         unlabeled_limit: keep this many unlabelled images, drawn at random (0 = all).
         seed: seed of that draw.
         origin: the tarball's URI, for errors.
+        fits: ``fits(member, images kept)`` raises when they would not fit in memory; called
+            before each image file is read, with its real size (the archive's, not the format's).
 
     Raises:
         DataError: an unsafe or corrupt archive, a missing file, a size that is not whole images,
@@ -99,11 +111,14 @@ def read_stl10(source: str | Path, *, size: int = SIDE, unlabeled_limit: int = 0
                 keep = None
                 if name == "unlabeled_X.bin" and 0 < unlabeled_limit < n:
                     keep = np.sort(np.random.default_rng([seed, 4]).choice(n, unlabeled_limit, replace=False))
+                fits(base, n if keep is None else len(keep))
                 found[name] = _read_images(fh, n, keep, size, base)
             elif name.endswith("_y.bin"):
+                if member.size > COUNTS["unlabeled"]:  # one byte a label: far more than any labelled split
+                    raise DataError(f"{origin}: {base} is {member.size} bytes, not an STL-10 label file")
                 found[name] = np.frombuffer(read_exactly(fh, member.size, base), dtype=np.uint8).astype(np.int64) - 1
             elif name == "class_names.txt":
-                text = read_exactly(fh, min(member.size, 4096), base).decode("utf-8", "replace")
+                text = read_exactly(fh, min(member.size, MAX_TEXT_BYTES), base).decode("utf-8", "replace")
                 names = tuple(line.strip() for line in text.splitlines() if line.strip())
     splits = {}
     for split in ("train", "test"):

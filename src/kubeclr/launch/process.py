@@ -7,6 +7,7 @@ directly, torchrun and the multi-node jobs run it on every rank through
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import logging
@@ -96,6 +97,7 @@ def train_and_save(
     images = split.pretraining_images()  # labelled + unlabelled; pretraining never reads a label
     if distributed.is_main() and split.unlabeled is not None and len(split.unlabeled):
         log.info("pretraining on %d images: %d labelled + %d unlabelled", len(images), len(split), len(split.unlabeled))
+    split = dataclasses.replace(split, unlabeled=None)  # the kNN monitor needs the labelled part only: one copy
     mean, std, _ = load_stats(files.stats)
     init_state = load_init_state(cfg.model.init)
     store = open_store(files.checkpoints) if files.checkpoints else None

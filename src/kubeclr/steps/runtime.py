@@ -23,6 +23,8 @@ from kubeclr.telemetry.prometheus import step_metrics
 
 log = logging.getLogger(__name__)
 
+# The run name of a cached step when the run_name parameter is '' (see pipelines/simclr.py).
+UNNAMED_RUN = "unnamed"
 # Where a failing step leaves its one-line cause for the local runner to print.
 ERROR_FILE_ENV = "KUBECLR_ERROR_FILE"
 
@@ -47,6 +49,7 @@ def run_step(
         ui_params: the pipeline's UI parameters (first step only).
     """
     setup_logging()
+    run_name = run_name or UNNAMED_RUN
     try:
         cfg = resolve(config, ui_params, origin="config")
         log.info("%s: config sha256 %s", step, config_digest(cfg))

@@ -8,10 +8,14 @@ content, equal digest (a cache hit for the whole run); any changed, added or
 removed file, a different digest (the data is read again).
 
 - ``sample`` / ``sample-folder``: the generator's parameters (its output is deterministic);
-- ``https://``: the URL and ``data.md5`` (the download is checked against it); with ``md5 none``
-  the server's ETag / Last-Modified / length, or a value that never repeats when it sends none;
-- ``s3://`` object or prefix: every key with its size and ETag (a listing, no download);
-- a local file or folder: every file's relative path and SHA-256.
+- a single file (a tarball or archive: ``https://``, ``s3://bucket/key``, local) with ``data.md5``
+  set: the URI and the MD5 — the data step checks the content against it (from a mirror, too),
+  so nothing is fetched or even reached here;
+- ``https://`` with ``md5 none``: the server's ETag / Last-Modified / length, or a value that
+  never repeats when it sends none or refuses the HEAD request;
+- an ``s3://`` prefix (or an object with ``md5 none``): every key with its size and ETag (a
+  listing, no download);
+- a local folder (or a file with ``md5 none``): every file's relative path and SHA-256.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from urllib.request import Request, urlopen
 
 from kubeclr.config import DataConfig, parse_md5
 from kubeclr.errors import DataError, StorageError
+from kubeclr.storage.folders import is_archive
 from kubeclr.storage.store import open_store
 from kubeclr.uri import redact_uri, split_uri
 
@@ -50,17 +55,14 @@ def _local(path: Path) -> list:
     return [[p.relative_to(path).as_posix(), file_sha256(p)] for p in files]
 
 
-def _https(url: str, md5: str | None) -> object:
-    if md5:
-        return {"url": url, "md5": md5}
+def _https(url: str) -> object:
+    unpinned = {"url": url, "unpinned": uuid.uuid4().hex}  # nothing tells us the content: never a cache hit
     try:
         with urlopen(Request(url, method="HEAD", headers={"User-Agent": "kubeclr"}), timeout=30) as response:
             tags = {k: response.headers.get(k) for k in ("ETag", "Last-Modified", "Content-Length")}
-    except OSError as exc:
-        raise DataError(f"{redact_uri(url)}: cannot be reached ({getattr(exc, 'reason', exc)})") from None
-    if not (tags["ETag"] or tags["Last-Modified"]):
-        return {"url": url, "unpinned": uuid.uuid4().hex}  # nothing tells us the content: never a cache hit
-    return {"url": url, **tags}
+    except (OSError, ValueError):  # HEAD refused (presigned URLs, 405) or unreachable: the data step will say
+        return unpinned
+    return {"url": url, **tags} if tags["ETag"] or tags["Last-Modified"] else unpinned
 
 
 def _s3(uri: str) -> object:
@@ -82,11 +84,14 @@ def source_fingerprint(d: DataConfig) -> str:
     Raises:
         DataError: the source does not exist or cannot be listed.
     """
-    src = d.source
+    src, md5 = d.source, parse_md5(d.md5)
+    single_file = d.format != "imagefolder" or is_archive(src)
     if src in ("sample", "sample-folder"):
         content: object = {"per_class": d.sample_per_class, "seed": d.seed}
+    elif md5 and single_file:
+        content = {"md5": md5}
     elif src.startswith(("https://", "http://")):
-        content = _https(src, parse_md5(d.md5))
+        content = _https(src)
     elif src.startswith("s3://"):
         content = _s3(src)
     else:

@@ -18,15 +18,15 @@ import logging
 import os
 import shutil
 import tempfile
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Iterator
 
-from kubeclr.config import DataConfig
+from kubeclr.config import DataConfig, check_folder_source
 from kubeclr.data.archives import extract_archive
 from kubeclr.data.sample_folder import write_sample_folder
-from kubeclr.errors import DataError, StorageError
+from kubeclr.errors import ConfigError, DataError, StorageError
 from kubeclr.progress import progress
 from kubeclr.storage.sources import fetch_tarball
 from kubeclr.storage.store import open_store
@@ -59,17 +59,23 @@ def _safe_key(key: str, origin: str) -> str:
     return key
 
 
+def _hidden_key(key: str) -> bool:
+    return any(part.startswith(".") or part == "__MACOSX" for part in PurePosixPath(key).parts)
+
+
 def download_prefix(uri: str, dest: Path, *, max_bytes: int, workers: int = DOWNLOADS) -> int:
     """Download every object under the ``s3://`` prefix ``uri`` into ``dest``; returns the count.
 
+    Hidden keys (``.git/…``, ``.DS_Store``) are not downloaded: the layout ignores them anyway.
+
     Raises:
-        DataError: no objects, an object over ``max_bytes``, a key that would escape ``dest``,
-            or a storage failure (named).
+        DataError: no objects, an object over ``max_bytes``, a key that would escape ``dest``, more
+            bytes than the free disk, or a storage or disk failure (named).
     """
     shown = redact_uri(uri)
     try:
         store = open_store(uri.rstrip("/"))
-        objects = store.list_objects("")
+        objects = [o for o in store.list_objects("") if not _hidden_key(o[0])]
     except StorageError as exc:
         raise DataError(str(exc)) from None
     if not objects:
@@ -78,21 +84,33 @@ def download_prefix(uri: str, dest: Path, *, max_bytes: int, workers: int = DOWN
         )
     for key, size, _ in objects:
         _safe_key(key, shown)
-        if size > max_bytes and not PurePosixPath(key).name.startswith("."):
+        if size > max_bytes:
             raise DataError(f"{shown}/{key}: {size} bytes, more than data.max_image_bytes={max_bytes}")
-    log.info("downloading %d objects from %s with %d concurrent requests", len(objects), shown, workers)
+    dest.mkdir(parents=True, exist_ok=True)
+    total, free = sum(size for _, size, _ in objects), shutil.disk_usage(dest).free - DISK_MARGIN
+    if total > free:
+        raise DataError(
+            f"{shown}: {total} bytes in {len(objects)} objects, more than the {max(free, 0)} bytes free here"
+        )
+    log.info(
+        "downloading %d objects (%d bytes) from %s with %d concurrent requests", len(objects), total, shown, workers
+    )
 
     def get(key: str) -> None:
-        store.get_file(key, dest / key)
+        try:
+            store.get_file(key, dest / key)
+        except OSError as exc:  # disk full, or keys 'a' and 'a/b' that cannot both be files
+            raise DataError(f"{shown}/{key}: cannot be written here ({exc.strerror or exc})") from None
+        except StorageError as exc:
+            raise DataError(str(exc)) from None
 
+    pool = ThreadPoolExecutor(max_workers=workers)
     try:
-        with ThreadPoolExecutor(max_workers=workers) as pool:
-            for _ in progress(
-                pool.map(get, [k for k, _, _ in objects]), total=len(objects), desc="download", unit="file"
-            ):
-                pass
-    except StorageError as exc:
-        raise DataError(str(exc)) from None
+        futures = [pool.submit(get, key) for key, _, _ in objects]
+        for future in progress(as_completed(futures), total=len(futures), desc="download", unit="file"):
+            future.result()  # the first failure ends the download
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)  # after a failure, nothing more is fetched
     return len(objects)
 
 
@@ -113,6 +131,10 @@ def image_folder(d: DataConfig, mirror_uri: str = "") -> Iterator[LocalFolder]:
     Raises:
         DataError: see the module docstring; an unreadable source is named.
     """
+    try:
+        check_folder_source(d)
+    except ConfigError as exc:
+        raise DataError(str(exc)) from None
     local = _local_dir(d.source)
     if local is not None:
         yield LocalFolder(local, d.source)
@@ -138,6 +160,6 @@ def image_folder(d: DataConfig, mirror_uri: str = "") -> Iterator[LocalFolder]:
                 dest,
                 origin=archive.source,
                 member_limit=d.max_image_bytes,
-                max_total_bytes=max(free, 0),
+                max_total_bytes=max(min(free, d.max_archive_bytes), 0),
             )
             yield LocalFolder(dest, archive.source)
