@@ -16,6 +16,7 @@ def download_split(
     checkpoint_uri: str,
     mirror_uri: str,
     export_uri: str,
+    history_uri: str,
     engine: str,
     run_name: str,
     source_fingerprint: str,
@@ -44,6 +45,8 @@ def download_split(
         checkpoint_uri: checkpoint prefix (storage.checkpoint_uri).
         mirror_uri: s3:// prefix caching the tarball (storage.mirror_uri).
         export_uri: export prefix of the report step (storage.export_uri).
+        history_uri: prefix of the run history the report step appends to and the gate reads
+            (storage.history_uri).
         engine: the multi-node engine, trainjob or pytorchjob (cluster.engine).
         run_name: the run's name in logs and metrics ('' = 'unnamed'; a cached step never takes
             the KFP run's own name, which differs every run and would make every run a cache miss).
@@ -71,6 +74,7 @@ def download_split(
         checkpoint_uri=checkpoint_uri,
         mirror_uri=mirror_uri,
         export_uri=export_uri,
+        history_uri=history_uri,
         engine=engine,
     )
     return runtime.run_step(

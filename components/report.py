@@ -15,6 +15,7 @@ def report(
     encoder: Input[Model],
     run_name: str,
     job_name: str,
+    run_id: str,
     html: Output[HTML],
     summary: Output[Markdown],
     metrics_json: Output[Dataset],
@@ -34,6 +35,7 @@ def report(
         encoder: the encoder (exported with the report when ``storage.export_uri`` is set).
         run_name: the run's name, shown in the report ('' = the KFP run's own name).
         job_name: the KFP run's name (filled in by the pipeline).
+        run_id: the KFP run's ID (filled in by the pipeline), kept in the run history.
         html: the self-contained report, rendered on the run page.
         summary: the Markdown summary, rendered on the run page.
         metrics_json: ``metrics.json`` (schema in docs/metrics.md).
@@ -58,4 +60,5 @@ def report(
         metrics_out=metrics_json.path,
         encoder_path=encoder.path,
         metrics=metrics,
+        run_id=run_id,
     )

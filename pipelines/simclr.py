@@ -29,6 +29,7 @@ from kubeclr.components import build as build_components
 from kubeclr.config import UI_PARAMS, Config, pipeline_parameters
 from kubeclr.errors import UserError
 from kubeclr.launch.settings import SERVICE_ACCOUNT_ENV, CompileOptions, LaunchSettings
+from kubeclr.report.canary import IMAGE_ENV
 
 log = logging.getLogger(__name__)
 
@@ -95,6 +96,7 @@ def build_pipeline(cfg: Config, opts: CompileOptions = CompileOptions()) -> Call
         checkpoint_uri: str = ui["checkpoint_uri"],
         mirror_uri: str = ui["mirror_uri"],
         export_uri: str = ui["export_uri"],
+        history_uri: str = ui["history_uri"],
         engine: str = ui["engine"],
         gpus_per_node: int = 1,
         nodes: int = 2 if launch.launcher_only else 1,
@@ -126,6 +128,7 @@ def build_pipeline(cfg: Config, opts: CompileOptions = CompileOptions()) -> Call
             checkpoint_uri=checkpoint_uri,
             mirror_uri=mirror_uri,
             export_uri=export_uri,
+            history_uri=history_uri,
             engine=engine,
             **cached,
         )
@@ -212,9 +215,11 @@ def build_pipeline(cfg: Config, opts: CompileOptions = CompileOptions()) -> Call
             features=feats.outputs["features"],
             results=lin.outputs["results"],
             encoder=pre.outputs["encoder"],
+            run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
             **names,
         )
         rep.set_display_name("Report").set_caching_options(False)
+        rep.set_env_variable(IMAGE_ENV, launch.image)  # the run history records which image ran
 
         for task in (split, stats, feats, lin, rep):
             _requests(task, opts)

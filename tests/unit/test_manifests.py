@@ -29,7 +29,7 @@ CHECKOV = shutil.which("checkov", path=str(BIN)) or shutil.which("checkov")
 K8S_VERSION = "1.37.0"  # newest schema set kubernetes-validate ships
 NAMESPACE = "kubeclr"
 TARGETS = ["base", "overlays/dev", "overlays/aws", "overlays/gpu-nodes"]
-CRD_KINDS = {("monitoring.coreos.com/v1", "PodMonitor")}
+CRD_KINDS = {("monitoring.coreos.com/v1", "PodMonitor"), ("monitoring.coreos.com/v1", "PrometheusRule")}
 CLUSTER_SCOPED = {"Namespace", "PriorityClass"}
 PLACEHOLDER = "REPLACE_ME"
 

@@ -199,6 +199,7 @@ def test_run_page_artifacts_carry_the_results(report_dir):
         "pretrain_final_loss": summary["pretrain"]["final_loss"],
         "pretrain_images_per_second": summary["pretrain"]["images_per_second"],
         "pretrain_seconds": summary["pretrain"]["seconds"],
+        "gate_status": -1.0,  # not armed: no storage.history_uri
     }
 
 

@@ -22,6 +22,7 @@ from pathlib import Path
 from kubeclr.atomic import make_dir
 from kubeclr.config import Config, check_folder_source
 from kubeclr.errors import UserError
+from kubeclr.report.gate import GATE_PREFIX
 from kubeclr.steps.runtime import ERROR_FILE_ENV
 from kubeclr.storage.sources import local_source
 
@@ -113,6 +114,25 @@ def _install_raw_streaming() -> None:
         subprocess_task_handler.run_local_subprocess = _stream_raw_subprocess
 
 
+# the report step's outputs by file name in --output-dir (the encoder is the pretrain step's)
+REPORT_FILES = {"metrics.json": "metrics_json", "report.html": "html", "report.md": "summary"}
+
+
+def _copy_failed_report(workdir: Path, output_dir: Path) -> bool:
+    """Copy the newest run's report files from kfp.local's folders (the gate failed after writing them)."""
+    runs = sorted((p for p in workdir.iterdir() if (p / "report").is_dir()), key=lambda p: p.stat().st_mtime)
+    if not runs:
+        return False
+    for name, output in REPORT_FILES.items():
+        src = runs[-1] / "report" / output
+        if src.is_file():
+            shutil.copyfile(src, output_dir / name)
+    encoder = runs[-1] / "pretrain" / "encoder"
+    if encoder.is_file():
+        shutil.copyfile(encoder, output_dir / "encoder.pt")
+    return (output_dir / "metrics.json").is_file()
+
+
 def default_workdir(output_dir: Path) -> Path:
     """kfp.local's pipeline root when ``--workdir`` is not given: every step's artifacts, one folder per run."""
     return Path(output_dir) / ".kfp"
@@ -196,6 +216,9 @@ def run_local(
                 if error_file.exists()
                 else _ANSI.sub("", str(exc).splitlines()[0]) + " (see the step's log above)"
             )
+            if cause.startswith(f"report: {GATE_PREFIX}"):  # the report exists: hand it over, then fail
+                copied = _copy_failed_report(workdir, output_dir)
+                cause += f" (report, summary and metrics.json in {output_dir})" if copied else ""
             raise UserError(f"local run failed: {cause}") from None
         finally:
             os.environ.pop(ERROR_FILE_ENV, None)

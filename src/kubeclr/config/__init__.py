@@ -16,9 +16,11 @@ from kubeclr.config.schema import (
     ClusterConfig,
     Config,
     EvalConfig,
+    GateConfig,
     MetricsConfig,
     ModelConfig,
     PretrainConfig,
+    ReportConfig,
     StorageConfig,
 )
 
@@ -33,9 +35,11 @@ __all__ = [
     "Config",
     "DataConfig",
     "EvalConfig",
+    "GateConfig",
     "MetricsConfig",
     "ModelConfig",
     "PretrainConfig",
+    "ReportConfig",
     "StorageConfig",
     "check_folder_source",
     "check_source_scheme",

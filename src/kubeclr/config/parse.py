@@ -133,7 +133,7 @@ def check_field(dotted: str, f: dataclasses.Field, hint: Any, value: Any, origin
 
 
 _SOURCE_SCHEMES = ("https://", "http://", "s3://", "file://")
-_URI_KEYS = ("storage.checkpoint_uri", "storage.mirror_uri", "storage.export_uri", "model.init")
+_URI_KEYS = ("storage.checkpoint_uri", "storage.mirror_uri", "storage.export_uri", "storage.history_uri", "model.init")
 
 
 def check_source_scheme(uri: str) -> None:

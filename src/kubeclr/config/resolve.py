@@ -56,6 +56,11 @@ UI_PARAMS: tuple[UiParam, ...] = (
     UiParam("mirror_uri", "storage.mirror_uri", "s3:// prefix caching the dataset tarball ('' = off)."),
     UiParam("export_uri", "storage.export_uri", "Copy encoder, report and metrics.json here by run name ('' = off)."),
     UiParam(
+        "history_uri",
+        "storage.history_uri",
+        "s3:// or file:// prefix of the run history; the gate compares this run with the series' earlier runs.",
+    ),
+    UiParam(
         "engine",
         "cluster.engine",
         "Multi-node engine when nodes > 1: trainjob (Kubeflow Trainer v2) or pytorchjob (Training Operator v1).",

@@ -118,6 +118,9 @@ class StorageConfig:
     checkpoint_uri: str = option("", help="file:// or s3:// prefix for pretraining checkpoints ('' = none)")
     mirror_uri: str = option("", help="s3:// prefix caching the dataset tarball ('' = off)")
     export_uri: str = option("", help="copy encoder, report and metrics.json here, by run name ('' = off)")
+    history_uri: str = option(
+        "", help="file:// or s3:// prefix of the run history: one record per run, compared by the gate ('' = off)"
+    )
 
 
 @dataclass(frozen=True)
@@ -132,6 +135,30 @@ class ClusterConfig:
         "ClusterTrainingRuntime",
         choices=("ClusterTrainingRuntime", "TrainingRuntime"),
         help="the runtime's kind: cluster-wide, or a TrainingRuntime in the run's namespace",
+    )
+
+
+@dataclass(frozen=True)
+class GateConfig:
+    action: str = option("warn", choices=("warn", "fail"), help="a failed comparison warns, or fails the run")
+    min_runs: int = option(3, ge=1, help="earlier runs of the series needed before the gate is armed")
+    max_drop_linear_top1: float = option(
+        0.02, ge=0, help="allowed drop of linear test top-1 below the median (absolute)"
+    )
+    max_drop_knn_top1: float = option(0.02, ge=0, help="allowed drop of kNN test top-1 below the median (absolute)")
+    max_drop_throughput: float = option(
+        0.15, ge=0, le=1, help="allowed drop of pretraining images/s below the median (relative)"
+    )
+    expected_interval_s: int = option(
+        86400, ge=60, help="how often the series runs (its schedule): the dead-canary alert fires after 2x this"
+    )
+
+
+@dataclass(frozen=True)
+class ReportConfig:
+    history_runs: int = option(20, ge=1, help="earlier runs of the series read from storage.history_uri")
+    series: str = option(
+        "", help="name of the series this run belongs to ('' = derived from the keys that make runs comparable)"
     )
 
 
@@ -151,6 +178,8 @@ class Config:
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     storage: StorageConfig = field(default_factory=StorageConfig)
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
+    gate: GateConfig = field(default_factory=GateConfig)
+    report: ReportConfig = field(default_factory=ReportConfig)
 
     # -- construction -------------------------------------------------------
     @classmethod

@@ -37,7 +37,9 @@ METRICS_SCHEMA: dict[str, Any] = {
     "knn": {"test_top1": "fraction"},
     "config": {},
     "config_sha256": "sha256",
+    "gate": {"status": "gate_status", "runs_compared": "count", "comparisons": "list"},
 }
+GATE_STATUSES = ("pass", "warn", "fail", "not-armed")
 
 
 def is_number(v: Any) -> bool:
@@ -45,6 +47,8 @@ def is_number(v: Any) -> bool:
 
 
 _CHECKS = {
+    "gate_status": (lambda v: v in GATE_STATUSES, "one of pass, warn, fail, not-armed"),
+    "list": (lambda v: isinstance(v, list), "a list"),
     "sha256": (lambda v: isinstance(v, str) and re.fullmatch(r"[0-9a-f]{64}", v) is not None, "64 hex digits"),
     "str": (lambda v: isinstance(v, str), "a string"),
     "bool": (lambda v: isinstance(v, bool), "a boolean"),
@@ -107,7 +111,11 @@ class ReportInputs:
 
 
 def build_metrics(inp: ReportInputs) -> dict:
-    """The metrics.json dict (docs/metrics.md schema plus extras), validated."""
+    """The metrics.json dict (docs/metrics.md schema plus extras), validated, but for ``gate``.
+
+    The gate judges these metrics against the run history; the report step adds its verdict
+    (:func:`kubeclr.report.canary.judge`) and validates the whole again.
+    """
     res = inp.results
     metrics = {
         "run_name": inp.run_name,
@@ -128,5 +136,5 @@ def build_metrics(inp: ReportInputs) -> dict:
         "config": dict(inp.config),
         "config_sha256": inp.config_sha256,
     }
-    validate_metrics(metrics)
+    validate_metrics(metrics, {k: v for k, v in METRICS_SCHEMA.items() if k != "gate"})
     return metrics

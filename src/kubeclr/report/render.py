@@ -8,21 +8,16 @@ values) is escaped before it reaches HTML, SVG or Markdown.
 from __future__ import annotations
 
 import datetime as _dt
-import html
-import re
-from typing import Any, Mapping, Sequence
+from typing import Any, Mapping
 
 from kubeclr import __version__
 from kubeclr.report import charts
 from kubeclr.report.metrics import ReportInputs, is_number
+from kubeclr.report.notebook import environment_rows, gate_banner, gate_markdown, history_html
+from kubeclr.report.text import escape as _e
+from kubeclr.report.text import md_escape
+from kubeclr.report.text import table as _table
 from kubeclr.uri import redact_uri
-
-
-def md_escape(text: object) -> str:
-    """Neutralise HTML and Markdown syntax in a user string (one line)."""
-    # quote=False: an entity like &#x27; would carry a '#' into the Markdown escapes below
-    text = html.escape(" ".join(str(text).split()), quote=False)
-    return re.sub(r"([\\`*_\[\]{}()#+!|~>-])", r"\\\1", text)
 
 
 def _pct(v: Any) -> str:
@@ -67,6 +62,7 @@ def render_markdown(inp: ReportInputs, metrics: Mapping[str, Any]) -> str:
         f"| linear eval val top-1 | {_pct(lin['val_top1'])} |",
         f"| kNN test top-1 (k={knn.get('k', '–')}) | {_pct(knn['test_top1'])} |",
         "",
+        *gate_markdown(metrics),
         f"**Dataset**: {md_escape(ds['source'])}{synthetic}; {md_escape(_images_used(ds))}.",
         "",
         f"**Pretraining**: {md_escape(pre['arch'])}, {pre['epochs']} epochs, batch {pre['batch_size']}, "
@@ -99,6 +95,8 @@ h2{font-size:1.15rem;margin:0 0 .5em}
 .grid{display:grid;grid-template-columns:repeat(auto-fit,minmax(320px,1fr));gap:16px}
 .card{background:var(--card);border:1px solid var(--line);border-radius:8px;padding:14px;margin-bottom:16px;
  overflow-x:auto}
+.ok{background:#e9f7ef;border:1px solid #7cc59a;border-radius:8px;padding:10px 14px;margin-bottom:16px}
+.fail{background:#fdecea;border:1px solid #e0796f;border-radius:8px;padding:10px 14px;margin-bottom:16px}
 .warn{background:#fff4e5;border:1px solid #f0b35b;border-radius:8px;padding:10px 14px;margin-bottom:16px}
 .kpis{display:grid;grid-template-columns:repeat(auto-fit,minmax(150px,1fr));gap:12px}
 .kpi{background:var(--card);border:1px solid var(--line);border-radius:8px;padding:10px 14px}
@@ -115,27 +113,6 @@ code{word-break:break-all}
 img{max-width:100%;height:auto}
 footer{color:var(--muted);font-size:.8rem;text-align:center;padding:12px}
 """
-
-
-def _e(text: object) -> str:
-    return html.escape(str(text), quote=True)
-
-
-def _table(rows: Sequence[Sequence[Any]], head: Sequence[str] = (), numeric: Sequence[int] = ()) -> str:
-    out = ["<table>"]
-    if head:
-        out.append(
-            "<tr>"
-            + "".join(f"<th{' class=num' if i in numeric else ''}>{_e(h)}</th>" for i, h in enumerate(head))
-            + "</tr>"
-        )
-    for row in rows:
-        out.append(
-            "<tr>"
-            + "".join(f"<td{' class=num' if i in numeric else ''}>{_e(c)}</td>" for i, c in enumerate(row))
-            + "</tr>"
-        )
-    return "".join(out) + "</table>"
 
 
 def _charts(inp: ReportInputs) -> dict[str, str]:
@@ -224,6 +201,7 @@ def render_html(inp: ReportInputs, metrics: Mapping[str, Any]) -> str:
             if health_warning(pre)
             else []
         ),
+        gate_banner(metrics),
         '<div class="kpis card">'
         + "".join(f'<div class="kpi"><b>{v}</b><span>{_e(k)}</span></div>' for k, v in kpis)
         + "</div>",
@@ -234,6 +212,7 @@ def render_html(inp: ReportInputs, metrics: Mapping[str, Any]) -> str:
             (1, 2, 3, 4),
         )  # non-breaking hyphens: a narrow column breaks "val top-1" at the space only
         + f'<p class="sub">L2 chosen on val: {_e(lin.get("l2"))}</p></section>',
+        history_html(metrics),
         '<section class="card"><h2>Dataset</h2>'
         + _table(
             [
@@ -270,6 +249,7 @@ def render_html(inp: ReportInputs, metrics: Mapping[str, Any]) -> str:
         '<section class="card"><h2>Step timings</h2>'
         + _table(timing_rows, ("step", "seconds", "share"), (1, 2))
         + "</section>",
+        '<section class="card"><h2>Environment</h2>' + _table(environment_rows(metrics)) + "</section>",
         '<section class="card"><h2>Configuration</h2>'
         + f'<p class="sub">SHA-256 <code>{_e(metrics.get("config_sha256", ""))}</code>: every step ran with '
         + "this resolved config</p>"

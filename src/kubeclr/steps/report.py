@@ -1,7 +1,10 @@
-"""The ``report`` step: report.html, report.md and metrics.json; then the export, if configured."""
+"""The ``report`` step: compare with the run history, judge (the gate), write report.html, report.md
+and metrics.json, record the run, export; a failed gate with ``gate.action=fail`` fails the step last,
+when every file exists."""
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import time
 from pathlib import Path
@@ -14,10 +17,13 @@ from kubeclr.config import Config, config_digest
 from kubeclr.data.files import load_stats, read_features, read_input, split_facts
 from kubeclr.errors import DataError
 from kubeclr.eval.tsne import balanced_indices, tsne
-from kubeclr.report.metrics import ReportInputs, build_metrics
+from kubeclr.report.canary import GateFailed, environment, judge, record
+from kubeclr.report.gate import STATUS_CODE, summary_line
+from kubeclr.report.metrics import ReportInputs, build_metrics, validate_metrics
 from kubeclr.report.render import render_html, render_markdown
 from kubeclr.steps.extract_features import SPLITS
 from kubeclr.storage.store import open_store
+from kubeclr.telemetry.prometheus import export_gate
 from kubeclr.uri import safe_segment
 
 log = logging.getLogger(__name__)
@@ -39,6 +45,7 @@ def run(
     metrics_out: str | Path,
     encoder_path: str | Path | None = None,
     metrics: Any = None,
+    run_id: str = "",
 ) -> dict:
     """Write report.html, report.md and metrics.json from the earlier steps' files, then export them.
 
@@ -47,14 +54,17 @@ def run(
 
     Args:
         metrics: the KFP ``Metrics`` artifact of the run page (``log_metric``), or None.
+        run_id: the KFP run's ID, kept in the history record.
 
     Returns:
         The metrics.json dict (plus ``exported``: the URIs written, when exporting).
 
     Raises:
         DataError: an input file is unreadable or lacks a field metrics.json needs.
+        GateFailed: the gate failed and ``gate.action`` is ``fail`` (raised after everything is written).
     """
     start = time.perf_counter()
+    started = dt.datetime.now(dt.timezone.utc)
     sizes, metas = {}, {}
     for name, path in zip(SPLITS, (train_path, val_path, test_path)):
         sizes[name], metas[name] = split_facts(f"{name} split", path)
@@ -105,10 +115,18 @@ def run(
         raise DataError(
             f"report: history {history_path} / results {results_path} do not make a valid metrics.json ({exc})"
         ) from None
+    gate, history_facts = judge(cfg, summary)
+    summary |= {"gate": gate, "history": history_facts, "environment": environment()}
+    validate_metrics(summary)
     write_bytes_atomic(html_out, render_html(inputs, summary).encode("utf-8"))
     write_bytes_atomic(markdown_out, render_markdown(inputs, summary).encode("utf-8"))
     write_json(metrics_out, summary)
     log.info("report: %s, %s, %s", html_out, markdown_out, metrics_out)
+    started -= dt.timedelta(seconds=sum(inputs.timings.values()))  # the run began with its first step
+    record(cfg, summary, run_id=run_id, started=started)
+    export_gate(
+        cfg.metrics, run_name, gate, STATUS_CODE[gate["status"]], history_facts["series"], cfg.gate.expected_interval_s
+    )
     if metrics is not None:
         log_run_page(summary, metrics)
     if cfg.storage.export_uri:
@@ -116,6 +134,8 @@ def run(
         if encoder_path:
             files = {"encoder.pt": encoder_path, **files}
         summary = {**summary, "exported": export_results(cfg.storage.export_uri, run_name, files)}
+    if gate["status"] == "fail":
+        raise GateFailed(summary_line(gate))
     return summary
 
 
@@ -137,6 +157,12 @@ def log_run_page(summary: dict, metrics: Any) -> None:
     metrics.log_metric("pretrain_final_loss", float(pretrain["final_loss"]))
     metrics.log_metric("pretrain_images_per_second", float(pretrain["images_per_second"]))
     metrics.log_metric("pretrain_seconds", float(pretrain["seconds"]))
+    gate = summary.get("gate")
+    if gate:
+        metrics.log_metric("gate_status", float(STATUS_CODE[gate["status"]]))  # 0 pass, 1 warn, 2 fail, -1 off
+        for c in gate["comparisons"]:
+            if c.get("median"):
+                metrics.log_metric(f"{c['metric']}_vs_median", float(c["value"] / c["median"]))
 
 
 def export_results(export_uri: str, run_name: str, files: dict[str, str | Path]) -> list[str]:

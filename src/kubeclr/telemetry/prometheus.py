@@ -20,7 +20,11 @@ Series: ``simclr_epoch``, ``simclr_loss``, ``simclr_learning_rate``,
 ``simclr_step_duration_seconds`` (histogram of optimiser-step times),
 ``simclr_training_completed_timestamp_seconds``, and per pipeline step
 ``simclr_step_success``, ``simclr_step_last_duration_seconds``,
-``simclr_step_last_success_timestamp_seconds``.
+``simclr_step_last_success_timestamp_seconds``; from the report step, the regression gate
+(:func:`export_gate`): ``simclr_gate_status{series}`` (0 pass, 1 warn, 2 fail, -1 not armed),
+``simclr_metric_vs_median{series, metric}`` (this run / the history's median),
+``simclr_series_last_run_timestamp_seconds{series}`` and
+``simclr_series_expected_interval_seconds{series}`` (for the dead-canary alert).
 """
 
 from __future__ import annotations
@@ -70,11 +74,15 @@ class Exporter:
         self._server: Any = None
         self._push_failed = False
 
-    def gauge(self, name: str, doc: str) -> Gauge:
-        """The labelled child of gauge ``name`` in this registry (created on first use)."""
+    def gauge(self, name: str, doc: str, **extra: str) -> Gauge:
+        """The labelled child of gauge ``name`` in this registry (created on first use).
+
+        ``extra`` labels (e.g. ``series``, ``metric``) come after ``run`` and ``step``; one gauge
+        always takes the same label names.
+        """
         if name not in self._metrics:
-            self._metrics[name] = Gauge(name, doc, LABELS, registry=self.registry)
-        return self._metrics[name].labels(run=self.run_name, step=self.step)
+            self._metrics[name] = Gauge(name, doc, (*LABELS, *extra), registry=self.registry)
+        return self._metrics[name].labels(run=self.run_name, step=self.step, **extra)
 
     def histogram(self, name: str, doc: str, buckets: tuple[float, ...]) -> Histogram:
         if name not in self._metrics:
@@ -248,3 +256,34 @@ def delete_run(cfg: MetricsConfig, run_name: str, steps: tuple[str, ...]) -> Non
         delete_from_gateway(
             cfg.pushgateway_url, job=cfg.job, grouping_key={"run": run_name, "step": step}, timeout=PUSH_TIMEOUT_S
         )
+
+
+def export_gate(
+    cfg: MetricsConfig, run_name: str, gate: Mapping[str, Any], status_code: int, series: str, interval_s: float
+) -> None:
+    """Set the gate's series on the report step's exporter (pushed when the step ends).
+
+    Args:
+        gate: the metrics.json ``gate`` block (its ``comparisons`` give ``simclr_metric_vs_median``).
+        status_code: ``simclr_gate_status``: 0 pass, 1 warn, 2 fail, -1 not armed.
+    """
+    with step_metrics(cfg, run_name, "report") as exporter:
+        if exporter is None:
+            return
+        exporter.gauge(
+            "simclr_gate_status", "Regression gate: 0 pass, 1 warn, 2 fail, -1 not armed", series=series
+        ).set(status_code)
+        for c in gate["comparisons"]:
+            if c.get("median"):
+                exporter.gauge(
+                    "simclr_metric_vs_median",
+                    "This run's value over its series' median",
+                    series=series,
+                    metric=c["metric"],
+                ).set(c["value"] / c["median"])
+        exporter.gauge(
+            "simclr_series_last_run_timestamp_seconds", "When a run of the series last reported", series=series
+        ).set(time.time())
+        exporter.gauge(
+            "simclr_series_expected_interval_seconds", "How often the series is scheduled to run", series=series
+        ).set(interval_s)

@@ -1,0 +1,94 @@
+"""The regression gate: this run against the median of its series' earlier runs.
+
+Three comparisons, each against the median of the history (robust to one odd run):
+linear test top-1 and kNN test top-1 may drop by at most an *absolute* amount
+(``gate.max_drop_linear_top1``, ``gate.max_drop_knn_top1``), pretraining throughput by
+at most a *relative* one (``gate.max_drop_throughput``). With fewer than
+``gate.min_runs`` earlier runs the gate is ``not-armed`` (the numbers are still
+reported). A failed comparison makes the status ``fail`` with ``gate.action=fail``
+and ``warn`` with ``warn``; otherwise it is ``pass``.
+"""
+
+from __future__ import annotations
+
+import statistics
+from typing import Any, Mapping, Sequence
+
+from kubeclr.config import GateConfig
+from kubeclr.report.history import metric_values
+
+STATUSES = ("pass", "warn", "fail", "not-armed")
+GATE_PREFIX = "gate FAILED"  # how a failed gate's one line starts (the local runner looks for it)
+STATUS_CODE = {"pass": 0, "warn": 1, "fail": 2, "not-armed": -1}  # simclr_gate_status
+# metric -> (gate key of its allowed drop, kind of drop)
+COMPARISONS = {
+    "linear_top1": ("max_drop_linear_top1", "absolute"),
+    "knn_top1": ("max_drop_knn_top1", "absolute"),
+    "throughput": ("max_drop_throughput", "relative"),
+}
+
+
+def evaluate(gate: GateConfig, metrics: Mapping[str, Any], history: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """The gate's verdict for ``metrics`` (this run's metrics.json) against ``history`` (earlier records).
+
+    Returns:
+        ``{"status", "action", "runs_compared", "min_runs", "comparisons": [{"metric", "value",
+        "median", "allowed_drop", "kind", "drop", "floor", "verdict"}, …]}``.
+    """
+    now = metric_values(metrics)
+    past = [metric_values(r["metrics"]) for r in history]
+    armed = len(past) >= gate.min_runs
+    comparisons = []
+    for metric, (key, kind) in COMPARISONS.items():
+        allowed = float(getattr(gate, key))
+        entry: dict[str, Any] = {"metric": metric, "value": now[metric], "allowed_drop": allowed, "kind": kind}
+        if past:
+            median = statistics.median(p[metric] for p in past)
+            floor = median - allowed if kind == "absolute" else median * (1 - allowed)
+            drop = median - now[metric] if kind == "absolute" else (1 - now[metric] / median if median else 0.0)
+            ok = now[metric] >= floor
+            entry |= {"median": median, "floor": floor, "drop": drop}
+            entry["verdict"] = ("pass" if ok else "fail") if armed else "not-armed"
+        else:
+            entry |= {"median": None, "floor": None, "drop": None, "verdict": "not-armed"}
+        comparisons.append(entry)
+    if not armed:
+        status = "not-armed"
+    elif any(c["verdict"] == "fail" for c in comparisons):
+        status = "fail" if gate.action == "fail" else "warn"
+    else:
+        status = "pass"
+    return {
+        "status": status,
+        "action": gate.action,
+        "runs_compared": len(past),
+        "min_runs": gate.min_runs,
+        "comparisons": comparisons,
+    }
+
+
+def failed(gate: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    """The comparisons that failed."""
+    return [c for c in gate.get("comparisons", []) if c.get("verdict") == "fail"]
+
+
+def describe(comparison: Mapping[str, Any]) -> str:
+    """One comparison in words: 'linear_top1 0.612 < 0.641 (median 0.661 - 0.020)'."""
+    c = comparison
+    if c.get("median") is None:
+        return f"{c['metric']} {c['value']:.4g} (no earlier runs)"
+    allowed = f"{c['allowed_drop']:.3g}" if c["kind"] == "absolute" else f"{c['allowed_drop']:.0%}"
+    sign = "<" if c["verdict"] == "fail" else ">="
+    return f"{c['metric']} {c['value']:.4g} {sign} {c['floor']:.4g} (median {c['median']:.4g} - {allowed})"
+
+
+def summary_line(gate: Mapping[str, Any]) -> str:
+    """One line for logs, the CLI and errors."""
+    status, n = gate["status"], gate["runs_compared"]
+    if status == "not-armed":
+        return f"gate not armed: {n} earlier run(s) of this series, {gate['min_runs']} needed"
+    bad = failed(gate)
+    if not bad:
+        return f"gate passed against the median of {n} earlier runs"
+    head = GATE_PREFIX if status == "fail" else "gate warning"
+    return f"{head}: " + "; ".join(describe(c) for c in bad)
