@@ -9,6 +9,7 @@ BIN := $(VENV)/bin
 TORCH_PINS ?= torch==2.14.1 torchvision==0.29.1
 VERSION := $(shell sed -n 's/^__version__ = "\(.*\)"/\1/p' src/kubeclr/__init__.py)
 IMAGE ?= ghcr.io/kubeclr/kubeclr
+GIT_COMMIT := $(shell git rev-parse HEAD 2>/dev/null || echo unknown)
 
 .PHONY: demo test test-unit lint docs venv dev tools image image-lint clean
 
@@ -53,8 +54,8 @@ docs: $(BIN)/.installed
 	$(BIN)/python -m kubeclr.config.docs
 
 image:
-	docker build -f images/Dockerfile --target gpu --build-arg VERSION=$(VERSION) -t $(IMAGE):$(VERSION) .
-	docker build -f images/Dockerfile --target cpu --build-arg VERSION=$(VERSION) -t $(IMAGE):$(VERSION)-cpu .
+	docker build -f images/Dockerfile --target gpu --build-arg VERSION=$(VERSION) --build-arg GIT_COMMIT=$(GIT_COMMIT) -t $(IMAGE):$(VERSION) .
+	docker build -f images/Dockerfile --target cpu --build-arg VERSION=$(VERSION) --build-arg GIT_COMMIT=$(GIT_COMMIT) -t $(IMAGE):$(VERSION)-cpu .
 
 image-lint: $(BIN)/.installed-dev
 	$(BIN)/hadolint images/Dockerfile

@@ -24,7 +24,7 @@ def make_inputs(tmp, synthetic=True, health=None):
         {
             "model": {"width": 4},
             "pretrain": {"device": "cpu"},
-            "eval": {"knn_k": 5, "tsne_points": 40, "max_iter": 50, "l2_grid": [1e-3]},
+            "eval": {"knn_k": 5, "tsne_points": 40, "max_iter": 50, "l2_grid": [1e-4, 1e-3, 1e-2]},
         }
     )
     gen = np.random.default_rng(0)
@@ -57,6 +57,7 @@ def make_inputs(tmp, synthetic=True, health=None):
             "images_per_second": 100.0 + e,
             "seconds": 2.0,
             "knn_top1": 0.2 * e,
+            "step_loss": {"every": 2, "values": [5.5 - e + 0.1 * k for k in range(5)]},
         }
         for e in (1, 2, 3)
     ]  # with the kNN monitor's column
@@ -75,13 +76,32 @@ def make_inputs(tmp, synthetic=True, health=None):
     return cfg, paths
 
 
-def render_report(tmp: Path, run_name: str = RUN, health=None):
+def earlier_runs(history: Path, cfg: Config, n: int) -> None:
+    """``n`` records of the run history, as earlier runs of ``cfg``'s series would have left them."""
+    from kubeclr.report.history import append_record, series_name
+    from kubeclr.storage.store import LocalStore
+
+    for i in range(n):
+        metrics = {
+            "linear_eval": {"test_top1": 0.9 + 0.01 * i},
+            "knn": {"test_top1": 0.8},
+            "pretrain": {"images_per_second": 100.0 + i, "final_loss": 2.1},
+        }
+        record = {"end_time": f"2026-11-2{i}T03:00:00Z", "kfp_run_id": f"run-{i}", "run_name": f"<b>night {i}</b>"}
+        append_record(LocalStore(history), series_name(cfg), {**record, "metrics": metrics})
+
+
+def render_report(tmp: Path, run_name: str = RUN, health=None, history_runs: int = 0):
     """Run ``linear_eval`` and ``report`` on :func:`make_inputs`; returns (results, metrics).
 
     Leaves ``results.json``, ``classifier.pt``, ``report.html``, ``report.md`` and
-    ``metrics.json`` in ``tmp``.
+    ``metrics.json`` in ``tmp``; with ``history_runs``, the run is compared with that many
+    earlier runs of a ``file://`` history (``tmp/history``).
     """
     cfg, p = make_inputs(tmp, health=health)
+    if history_runs:
+        cfg = cfg.override({"storage.history_uri": (tmp / "history").as_uri()})
+        earlier_runs(tmp / "history", cfg, history_runs)
     results = linear_step.run(cfg, p["features"], tmp / "results.json", tmp / "classifier.pt")
     metrics = report_step.run(
         cfg,

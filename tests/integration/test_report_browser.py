@@ -83,7 +83,7 @@ def run_chromium(binary: str, tmp: Path, page: Path, size: tuple[int, int], *ext
 def report(tmp_path_factory) -> Path:
     """report.html as the ``linear_eval`` and ``report`` steps render it (hostile run and class names)."""
     tmp = tmp_path_factory.mktemp("rendered")
-    render_report(tmp)
+    render_report(tmp, history_runs=3)  # the gate armed: its banner, its table and the trend charts
     return tmp / "report.html"
 
 
@@ -103,7 +103,9 @@ def test_report_renders_in_chromium(tmp_path, report, name):
         match.group(1).replace("&quot;", '"').replace("&lt;", "<").replace("&gt;", ">").replace("&amp;", "&")
     )
     assert checks["innerWidth"] == width
-    assert len(checks["imgs"]) == 7  # loss, lr, throughput, kNN, confusion, per-class, t-SNE
+    # loss per step and per epoch, lr, throughput, kNN, confusion, per-class, L2 sweep, t-SNE, the
+    # augmented views, and four trends over the run history
+    assert len(checks["imgs"]) == 14, [i["alt"] for i in checks["imgs"]]
     for img in checks["imgs"]:
         assert img["ok"] and img["w"] > 0 and img["h"] > 0, img
     assert checks["errors"] == [] and console == []

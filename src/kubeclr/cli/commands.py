@@ -48,6 +48,11 @@ def cmd_run(args: argparse.Namespace) -> int:
         f"{knn['test_top1']:.3f}, final loss {pretrain['final_loss']:.4f}"
         + (" (SYNTHETIC sample data, not CIFAR-10)" if summary["dataset"]["synthetic"] else "")
     )
+    gate = summary.get("gate") or {}
+    if gate.get("status") not in (None, "not-armed") or gate.get("runs_compared"):
+        from kubeclr.report.gate import summary_line
+
+        print(f"  {summary_line(gate)} (series {summary.get('history', {}).get('series', '?')})")
     for name, path in files.items():
         print(f"  {name:13s} {path}")
     print(f"  every step's artifacts: {args.workdir or default_workdir(Path(args.output_dir))}")

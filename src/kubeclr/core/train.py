@@ -58,6 +58,9 @@ class PretrainResult:
     summary: dict[str, Any]
 
 
+STEP_SAMPLES = 50  # per-step losses kept per epoch (sampled evenly)
+
+
 def forward_loss(model: nn.Module, loss_fn: nn.Module, view1: Tensor, view2: Tensor) -> Tensor:
     """NT-Xent of one (local) batch of view pairs.
 
@@ -169,7 +172,7 @@ def train_simclr(
         model.train()
         t0 = time.perf_counter()
         perm = torch.randperm(data.shape[0], generator=gens["shuffle"]).to(device)  # (N,)
-        loss_sum = torch.zeros((), device=device)
+        step_loss = torch.zeros(steps_per_epoch, device=device)  # read once per epoch, with the mean
         bar = (
             progress(range(steps_per_epoch), total=steps_per_epoch, desc=f"epoch {epoch}/{pc.epochs}")
             if rank == 0
@@ -197,9 +200,10 @@ def train_simclr(
                 scaler.update()
                 lr = optimizer.param_groups[0]["lr"]
                 scheduler.step()
-                loss_sum += loss.detach()  # stays on the device: no sync per step
+                step_loss[i] = loss.detach()  # stays on the device: no sync per step
                 callbacks.on_step_end((epoch - 1) * steps_per_epoch + i + 1, time.perf_counter() - t_step)
-        mean_loss = float(distributed.all_reduce_mean(loss_sum / steps_per_epoch).item())  # one sync per epoch
+        mean_loss = float(distributed.all_reduce_mean(step_loss.mean()).item())  # one sync per epoch
+        stride = max(1, steps_per_epoch // STEP_SAMPLES)
         seconds = time.perf_counter() - t0
         record: dict[str, Any] = {
             "epoch": epoch,
@@ -207,6 +211,8 @@ def train_simclr(
             "lr": float(lr),
             "images_per_second": steps_per_epoch * pc.batch_size / seconds,
             "seconds": seconds,
+            # this rank's loss every `stride` steps: the within-epoch curve the report draws
+            "step_loss": {"every": stride, "values": [round(v, 5) for v in step_loss[::stride].tolist()]},
         }
         if monitor is not None and pc.knn_every and (epoch % pc.knn_every == 0 or epoch == pc.epochs):
             record["knn_top1"] = float(monitor(model.encoder))

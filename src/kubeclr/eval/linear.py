@@ -149,6 +149,7 @@ def linear_eval_features(
     ys = {s: features[f"{s}_y"].to(device, torch.long) for s in ("train", "val", "test")}
     best: tuple[float, float, nn.Linear] | None = None
     head = None
+    sweep = []
     # Regularisation path: strongest L2 first, each fit warm-started from the previous one
     # (the problem is convex, so the optimum does not depend on the start; only the work does).
     for l2 in sorted(cfg.l2_grid, reverse=True):
@@ -156,13 +157,14 @@ def linear_eval_features(
         with torch.no_grad():
             acc = topk_accuracy(head(xs["val"]), ys["val"], 1)
         log.info("linear eval: l2=%g val top-1 %.4f", l2, acc)
+        sweep.append({"l2": l2, "val_top1": acc})
         if best is None or acc >= best[0]:  # >=: ties go to the smaller strength, seen later
             best = (acc, l2, head)
     assert best is not None  # l2_grid is non-empty (config rule)
     _, l2, head = best
     with torch.no_grad():
         results = classification_results(head(xs["val"]), ys["val"], head(xs["test"]), ys["test"], class_names)
-    results = {"protocol": "features", **results, "l2": l2, "seconds": time.perf_counter() - start}
+    results = {"protocol": "features", **results, "l2": l2, "l2_sweep": sweep, "seconds": time.perf_counter() - start}
     classifier = {
         "weight": head.weight.detach().cpu(),
         "bias": head.bias.detach().cpu(),

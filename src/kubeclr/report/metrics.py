@@ -97,6 +97,7 @@ class ReportInputs:
         config_sha256: digest of ``config`` (:func:`kubeclr.config.config_digest`).
         tsne: (M, 2) embedding of test features, or empty.
         tsne_labels: (M,) labels of those points.
+        views, crop_size: the grid of augmented view pairs and the views' side.
     """
 
     run_name: str
@@ -108,6 +109,8 @@ class ReportInputs:
     config_sha256: str = ""
     tsne: Sequence[Sequence[float]] = field(default_factory=list)
     tsne_labels: Sequence[int] = field(default_factory=list)
+    views: str = ""  # PNG data URI of augmented view pairs (kubeclr.report.views.view_grid), or ''
+    crop_size: int = 0
 
 
 def build_metrics(inp: ReportInputs) -> dict:
@@ -129,6 +132,7 @@ def build_metrics(inp: ReportInputs) -> dict:
             "val_top5": res.get("val_top5"),
             "protocol": res.get("protocol"),
             "l2": res.get("l2"),
+            "l2_sweep": res.get("l2_sweep", []),
             "per_class": res.get("per_class", {}),
         },
         "knn": dict(res.get("knn", {})),

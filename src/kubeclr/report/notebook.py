@@ -108,3 +108,55 @@ def environment_rows(metrics: Mapping[str, Any]) -> list[tuple[str, Any]]:
     device = f"{pre.get('device_name') or pre['device']} × {pre.get('world_size') or 1}"
     keys = ("kubeclr", "git_commit", "image", "python", "torch", "cuda", "cudnn", "host_cpus")
     return [("training device", device), *((k, env[k]) for k in keys if env.get(k) not in (None, ""))]
+
+
+def loss_figure(epochs: Sequence[Mapping[str, Any]], batch_size: int) -> str:
+    """Sampled per-step training loss with the chance level ``log(2B − 1)`` (empty without step losses)."""
+    x, y = [], []
+    steps_done = 0
+    for e in epochs:
+        sampled = e.get("step_loss") or {}
+        values, every = sampled.get("values") or [], int(sampled.get("every") or 1)
+        x += [steps_done + k * every + 1 for k in range(len(values))]
+        y += values
+        steps_done += max(len(values) * every, 1)
+    if not y:
+        return ""
+    chance = math.log(2 * batch_size - 1)
+    svg = charts.line_chart(
+        x,
+        {"NT-Xent loss (sampled steps)": y, f"chance log(2B−1) = {chance:.2f}": [chance] * len(x)},
+        title="Training loss per step",
+        x_label="optimizer step",
+        y_label="loss",
+        integer_x=True,
+    )
+    return charts.svg_img(svg, "Training loss at sampled optimizer steps, with the chance level")
+
+
+def l2_figure(sweep: Sequence[Mapping[str, Any]]) -> str:
+    """Validation top-1 of the linear probe for each L2 strength tried (log10 of L2 on x)."""
+    points = sorted((float(p["l2"]), float(p["val_top1"])) for p in sweep if float(p["l2"]) > 0)
+    if len(points) < 2:
+        return ""
+    svg = charts.line_chart(
+        [math.log10(l2) for l2, _ in points],
+        {"val top-1": [acc for _, acc in points]},
+        title="Linear probe: L2 sweep (chosen on val)",
+        x_label="log10 L2",
+        y_label="val top-1",
+    )
+    return charts.svg_img(svg, "Validation accuracy of the linear probe per L2 strength")
+
+
+def views_section(view_grid_uri: str, crop_size: int) -> str:
+    """The augmented view pairs (a PNG data URI made by :func:`kubeclr.report.views.view_grid`)."""
+    if not view_grid_uri.startswith("data:image/png;base64,"):
+        return ""
+    return (
+        '<section class="card"><h2>What the encoder saw</h2>'
+        '<p class="sub">a few train images (left) and two views each, drawn by the run\'s own augmentation '
+        f"at {crop_size} px: the views of one image should still share its content</p>"
+        f'<img class="views" src="{charts.esc(view_grid_uri)}" alt="train images and their augmented view pairs">'
+        "</section>"
+    )

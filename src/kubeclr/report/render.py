@@ -8,12 +8,21 @@ values) is escaped before it reaches HTML, SVG or Markdown.
 from __future__ import annotations
 
 import datetime as _dt
+import math
 from typing import Any, Mapping
 
 from kubeclr import __version__
 from kubeclr.report import charts
 from kubeclr.report.metrics import ReportInputs, is_number
-from kubeclr.report.notebook import environment_rows, gate_banner, gate_markdown, history_html
+from kubeclr.report.notebook import (
+    environment_rows,
+    gate_banner,
+    gate_markdown,
+    history_html,
+    l2_figure,
+    loss_figure,
+    views_section,
+)
 from kubeclr.report.text import escape as _e
 from kubeclr.report.text import md_escape
 from kubeclr.report.text import table as _table
@@ -92,6 +101,7 @@ h2{font-size:1.15rem;margin:0 0 .5em}
 .sub{color:var(--muted);margin:0 0 1em}
 .badge{display:inline-block;padding:2px 10px;border-radius:12px;font-size:.8rem;font-weight:700;
  background:#d62728;color:#fff;vertical-align:middle;letter-spacing:.05em}
+.views{max-width:100%;height:auto;image-rendering:pixelated}
 .grid{display:grid;grid-template-columns:repeat(auto-fit,minmax(320px,1fr));gap:16px}
 .card{background:var(--card);border:1px solid var(--line);border-radius:8px;padding:14px;margin-bottom:16px;
  overflow-x:auto}
@@ -231,16 +241,24 @@ def render_html(inp: ReportInputs, metrics: Mapping[str, Any]) -> str:
         + _table(
             [
                 ("final loss", f"{pre['final_loss']:.4f}"),
+                ("chance loss log(2B−1)", f"{math.log(2 * pre['batch_size'] - 1):.4f}"),
+                (
+                    "peak learning rate (after scaling)",
+                    f"{pre['peak_lr']:.4g}" if is_number(pre.get("peak_lr")) else "–",
+                ),
                 ("wall time", _sec(pre["seconds"])),
                 ("throughput", f"{pre['images_per_second']:.1f} images/s"),
             ]
         )
         + '<div class="grid">'
+        + loss_figure(inp.history.get("epochs", []), int(pre["batch_size"]))
         + "".join(figs[k] for k in ("loss", "lr", "throughput", "knn") if k in figs)
         + "</div></section>",
+        views_section(inp.views, inp.crop_size),
         '<section class="card"><h2>Linear evaluation (test split)</h2><div class="grid">'
         + figs["confusion"]
         + figs["per_class"]
+        + l2_figure(lin.get("l2_sweep") or [])
         + "</div></section>",
     ]
     if "tsne" in figs:

@@ -14,13 +14,14 @@ import torch
 
 from kubeclr.atomic import read_json, write_bytes_atomic, write_json
 from kubeclr.config import Config, config_digest
-from kubeclr.data.files import load_stats, read_features, read_input, split_facts
+from kubeclr.data.files import load_stats, read_features, read_input, read_split, split_facts
 from kubeclr.errors import DataError
 from kubeclr.eval.tsne import balanced_indices, tsne
 from kubeclr.report.canary import GateFailed, environment, judge, record
 from kubeclr.report.gate import STATUS_CODE, summary_line
 from kubeclr.report.metrics import ReportInputs, build_metrics, validate_metrics
 from kubeclr.report.render import render_html, render_markdown
+from kubeclr.report.views import view_grid
 from kubeclr.steps.extract_features import SPLITS
 from kubeclr.storage.store import open_store
 from kubeclr.telemetry.prometheus import export_gate
@@ -108,6 +109,8 @@ def run(
         timings={k: float(v) for k, v in timings.items() if v is not None},
         tsne=points,
         tsne_labels=point_labels,
+        views=_views(cfg, train_path, mean, std),
+        crop_size=cfg.crop_size,
     )
     try:
         summary = build_metrics(inputs)
@@ -137,6 +140,16 @@ def run(
     if gate["status"] == "fail":
         raise GateFailed(summary_line(gate))
     return summary
+
+
+def _views(cfg: Config, train_path: str | Path, mean: list[float], std: list[float]) -> str:
+    """The grid of augmented view pairs of the first train images ('' when it cannot be drawn)."""
+    images = read_split("train split", train_path).images
+    try:
+        return view_grid(images, cfg.augment, mean, std, count=8, seed=cfg.data.seed)
+    except (RuntimeError, ValueError) as exc:  # a figure must never fail the report
+        log.warning("report: no view grid (%s)", exc)
+        return ""
 
 
 def _tsne_points(cfg: Config, arrays: dict) -> tuple[list, list]:
