@@ -86,3 +86,22 @@ def test_a_record_is_never_overwritten(tmp_path):
     rec = {"end_time": "2026-12-01T03:00:00Z", "kfp_run_id": "same", "metrics": _metrics()}
     first, second = append_record(store, "s", rec), append_record(store, "s", rec)
     assert first != second and len(read_history(store, "s", 10).records) == 2
+
+
+def test_published_references_appear_for_real_cifar10_only():
+    from kubeclr.report.notebook import references_html
+    from kubeclr.report.references import references_for
+
+    metrics = {
+        "dataset": {"synthetic": False, "format": "cifar10"},
+        "pretrain": {"arch": "resnet18", "epochs": 200},
+        "linear_eval": {"test_top1": 0.88},
+        "knn": {"test_top1": 0.85},
+    }
+    refs = references_for(metrics)
+    assert refs and all(r.arch == "resnet18" for r in refs) and refs[0].epochs == 200  # nearest epochs first
+    assert all(r.url.startswith("https://") for r in refs)
+    html = references_html(metrics)
+    assert "this run: 200 epochs, linear 88.0%" in html and "solo-learn" in html
+    for other in ({"synthetic": True, "format": "cifar10"}, {"synthetic": False, "format": "stl10"}):
+        assert references_html({**metrics, "dataset": other}) == ""

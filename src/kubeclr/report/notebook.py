@@ -11,6 +11,7 @@ from typing import Any, Mapping, Sequence
 
 from kubeclr.report import charts
 from kubeclr.report.gate import describe, summary_line
+from kubeclr.report.references import references_for
 from kubeclr.report.text import md_escape, table
 
 _GATE_CLASS = {"pass": "ok", "warn": "warn", "fail": "fail", "not-armed": "sub"}
@@ -159,4 +160,22 @@ def views_section(view_grid_uri: str, crop_size: int) -> str:
         f"at {crop_size} px: the views of one image should still share its content</p>"
         f'<img class="views" src="{charts.esc(view_grid_uri)}" alt="train images and their augmented view pairs">'
         "</section>"
+    )
+
+
+def references_html(metrics: Mapping[str, Any]) -> str:
+    """Published CIFAR-10 results for the run's architecture beside its own (real CIFAR-10 only)."""
+    refs = references_for(metrics)
+    if not refs:
+        return ""
+    ours = (
+        f"this run: {metrics['pretrain']['epochs']} epochs, linear {metrics['linear_eval']['test_top1']:.1%}, "
+        f"kNN {metrics['knn']['test_top1']:.1%}"
+    )
+    rows = [(r.source, r.url, r.epochs, r.setup, f"{r.top1:.1%} {r.metric}") for r in refs]
+    return (
+        '<section class="card"><h2>Published results, same architecture</h2>'
+        f'<p class="sub">{charts.esc(ours)} · numbers from the sources named, not measured here</p>'
+        + table(rows, ("source", "where", "epochs", "setup", "top-1"), (2,))
+        + "</section>"
     )

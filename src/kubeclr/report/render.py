@@ -21,6 +21,7 @@ from kubeclr.report.notebook import (
     history_html,
     l2_figure,
     loss_figure,
+    references_html,
     views_section,
 )
 from kubeclr.report.text import escape as _e
@@ -255,6 +256,7 @@ def render_html(inp: ReportInputs, metrics: Mapping[str, Any]) -> str:
         + "".join(figs[k] for k in ("loss", "lr", "throughput", "knn") if k in figs)
         + "</div></section>",
         views_section(inp.views, inp.crop_size),
+        references_html(metrics),
         '<section class="card"><h2>Linear evaluation (test split)</h2><div class="grid">'
         + figs["confusion"]
         + figs["per_class"]
