@@ -102,6 +102,6 @@ def test_published_references_appear_for_real_cifar10_only():
     assert refs and all(r.arch == "resnet18" for r in refs) and refs[0].epochs == 200  # nearest epochs first
     assert all(r.url.startswith("https://") for r in refs)
     html = references_html(metrics)
-    assert "this run: 200 epochs, linear 88.0%" in html and "solo-learn" in html
+    assert "this run: 200 epochs, linear 88.0%" in html and "solo-<wbr>learn" in html
     for other in ({"synthetic": True, "format": "cifar10"}, {"synthetic": False, "format": "stl10"}):
         assert references_html({**metrics, "dataset": other}) == ""

@@ -250,3 +250,12 @@ def test_charts_of_a_hundred_classes_stay_inside_their_svg():
     assert f"… {100 - (LEGEND_ROWS - 1)} more classes" in svg and svg.count("<circle") == 300 + LEGEND_ROWS - 1
     matrix = [[int(i == j) for j in range(100)] for i in range(100)]
     assert heatmap(matrix, names, title="confusion").count("<rect") == 100 * 100 + 1  # + the background
+
+
+def test_long_values_wrap_at_separators_not_inside_words_or_numbers():
+    from kubeclr.report.text import breakable
+
+    assert breakable("storage.checkpoint_uri") == "storage.<wbr>checkpoint_<wbr>uri"
+    assert breakable("median 0.91 - 0.02") == "median 0.91 - 0.02"
+    assert breakable("a" * 40) == "a" * 16 + "<wbr>" + "a" * 16 + "<wbr>" + "a" * 8
+    assert breakable("<b>x&y</b>") == "&lt;b&gt;x&amp;y&lt;/<wbr>b&gt;"  # still escaped, entities whole

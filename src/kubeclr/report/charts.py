@@ -162,11 +162,10 @@ def heatmap(matrix: Sequence[Sequence[int]], class_names: Sequence[str], *, titl
                 f'<rect x="{x}" y="{y}" width="{cell}" height="{cell}" fill="{fill}" stroke="#fff">'
                 f"<title>{esc(class_names[i])} → {esc(class_names[j])}: {v}</title></rect>"
             )
-            if c <= 20:
+            if cell >= 20:  # counts at the chart's 11 px, only where they fit
                 ink = "#fff" if frac > 0.5 else "#222"
                 body.append(
-                    f'<text x="{x + cell / 2}" y="{y + cell / 2 + 4}" text-anchor="middle" '
-                    f'font-size="{9 if cell < 24 else 10}" fill="{ink}">{v}</text>'
+                    f'<text x="{x + cell / 2}" y="{y + cell / 2 + 4}" text-anchor="middle" fill="{ink}">{v}</text>'
                 )
     for i, name in enumerate(class_names):
         mid = top + i * cell + cell / 2
@@ -223,10 +222,21 @@ def scatter(
         f'<text x="{width / 2}" y="16" text-anchor="middle" font-weight="600">{esc(title)}</text>',
         f'<rect x="{pad}" y="{top}" width="{inner}" height="{inner}" fill="none" stroke="#ddd"/>',
     ]
+    placed: dict[int, list[tuple[float, float]]] = {}
     for (px, py), lab in zip(points, labels):
-        sx = pad + inner / 2 + (px - cx) / span * (inner - 8)
-        sy = top + inner / 2 - (py - cy) / span * (inner - 8)
+        # a 12 px margin inside the frame: markers never touch its edge or the title above it
+        sx = pad + inner / 2 + (px - cx) / span * (inner - 24)
+        sy = top + inner / 2 - (py - cy) / span * (inner - 24)
+        placed.setdefault(int(lab), []).append((sx, sy))
         body.append(f'<circle cx="{sx:.1f}" cy="{sy:.1f}" r="2.6" fill="{color(int(lab))}" fill-opacity="0.8"/>')
+    if len(placed) <= LEGEND_ROWS:  # each class's name at its points' median: no colour has to be trusted
+        for lab, xy in placed.items():
+            mx, my = sorted(p[0] for p in xy)[len(xy) // 2], sorted(p[1] for p in xy)[len(xy) // 2]
+            name = esc(_short(class_names[lab]) if lab < len(class_names) else lab)
+            body.append(
+                f'<text x="{mx:.1f}" y="{my:.1f}" text-anchor="middle" paint-order="stroke" stroke="#fff" '
+                f'stroke-width="3" fill="#222">{name}</text>'
+            )
     shown = class_names if len(class_names) <= LEGEND_ROWS else class_names[: LEGEND_ROWS - 1]
     for i, name in enumerate(shown):
         y = top + 6 + i * 16

@@ -6,13 +6,15 @@ same facts appear in the HTML report, the Markdown summary and metrics.json. All
 
 from __future__ import annotations
 
+import base64
 import math
+import struct
 from typing import Any, Mapping, Sequence
 
 from kubeclr.report import charts
 from kubeclr.report.gate import describe, summary_line
 from kubeclr.report.references import references_for
-from kubeclr.report.text import md_escape, table
+from kubeclr.report.text import breakable, md_escape, table
 
 _GATE_CLASS = {"pass": "ok", "warn": "warn", "fail": "fail", "not-armed": "sub"}
 TRENDS = (  # history value key, title, y label
@@ -83,8 +85,8 @@ def history_html(metrics: Mapping[str, Any]) -> str:
         )
     parts = [
         '<section class="card"><h2>Against earlier runs</h2>',
-        f'<p class="sub">series <code>{charts.esc(history.get("series", ""))}</code> · '
-        f"{gate['runs_compared']} earlier run(s) read from {charts.esc(history.get('uri') or 'no history')}"
+        f'<p class="sub">series <code>{breakable(history.get("series", ""))}</code> · '
+        f"{gate['runs_compared']} earlier run(s) read from {breakable(history.get('uri') or 'no history')}"
         + (f" · {history['skipped']} unreadable record(s) skipped" if history.get("skipped") else "")
         + "</p>",
         table(rows, ("metric", "this run", "median", "comparison", "verdict"), (1, 2)),
@@ -152,13 +154,17 @@ def l2_figure(sweep: Sequence[Mapping[str, Any]]) -> str:
 
 def views_section(view_grid_uri: str, crop_size: int) -> str:
     """The augmented view pairs (a PNG data URI made by :func:`kubeclr.report.views.view_grid`)."""
-    if not view_grid_uri.startswith("data:image/png;base64,"):
+    prefix = "data:image/png;base64,"
+    if not view_grid_uri.startswith(prefix):
         return ""
+    head = base64.b64decode(view_grid_uri[len(prefix) : len(prefix) + 32])  # signature + IHDR: the size
+    width, height = struct.unpack(">II", head[16:24])
     return (
         '<section class="card"><h2>What the encoder saw</h2>'
         '<p class="sub">a few train images (left) and two views each, drawn by the run\'s own augmentation '
         f"at {crop_size} px: the views of one image should still share its content</p>"
-        f'<img class="views" src="{charts.esc(view_grid_uri)}" alt="train images and their augmented view pairs">'
+        f'<img class="views" src="{charts.esc(view_grid_uri)}" width="{width}" height="{height}" '
+        'alt="train images and their augmented view pairs">'
         "</section>"
     )
 

@@ -24,8 +24,8 @@ from kubeclr.report.notebook import (
     references_html,
     views_section,
 )
+from kubeclr.report.text import breakable, md_escape
 from kubeclr.report.text import escape as _e
-from kubeclr.report.text import md_escape
 from kubeclr.report.text import table as _table
 from kubeclr.uri import redact_uri
 
@@ -115,12 +115,12 @@ h2{font-size:1.15rem;margin:0 0 .5em}
 .kpi span{color:var(--muted);font-size:.85rem}
 table{border-collapse:collapse;width:100%;font-size:.9rem}
 th,td{text-align:left;padding:4px 8px;border-bottom:1px solid var(--line);vertical-align:top}
-td{overflow-wrap:anywhere}
+td{overflow-wrap:break-word}
 td.num,th.num{text-align:right;font-variant-numeric:tabular-nums}
 td.num{white-space:nowrap;overflow-wrap:normal}
 @media (max-width:480px){main{padding:8px}.card{padding:10px}table{font-size:.8rem}th,td{padding:3px 4px}
  .kpi b{font-size:1.3rem}}
-code{word-break:break-all}
+code{overflow-wrap:break-word}
 img{max-width:100%;height:auto}
 footer{color:var(--muted);font-size:.8rem;text-align:center;padding:12px}
 """
@@ -271,7 +271,7 @@ def render_html(inp: ReportInputs, metrics: Mapping[str, Any]) -> str:
         + "</section>",
         '<section class="card"><h2>Environment</h2>' + _table(environment_rows(metrics)) + "</section>",
         '<section class="card"><h2>Configuration</h2>'
-        + f'<p class="sub">SHA-256 <code>{_e(metrics.get("config_sha256", ""))}</code>: every step ran with '
+        + f'<p class="sub">SHA-256 <code>{breakable(metrics.get("config_sha256", ""))}</code>: every step ran with '
         + "this resolved config</p>"
         + _table(config_rows, ("key", "value"))
         + "</section>",
