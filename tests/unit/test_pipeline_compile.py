@@ -313,3 +313,12 @@ def test_launcher_variant_leaves_the_queue_label_to_the_job(tmp_path):
     _, platform = _compile(tmp_path, opts)
     assert "kueue.x-k8s.io/queue-name" not in json.dumps(platform["exec-pretrain"])  # holds no GPU quota
     assert platform["exec-extract-features"]["podMetadata"]["labels"]["kueue.x-k8s.io/queue-name"] == "team-gpus"
+
+
+def test_the_report_records_the_run_id_and_the_image(ir):
+    spec, platform = ir
+    params = spec["root"]["dag"]["tasks"]["report"]["inputs"]["parameters"]
+    assert params["run_id"]["runtimeValue"]["constant"] == "{{$.pipeline_job_uuid}}"
+    env = spec["deploymentSpec"]["executors"]["exec-report"]["container"]["env"]
+    assert {"name": "KUBECLR_IMAGE", "value": kubeclr.IMAGE} in env
+    assert spec["root"]["inputDefinitions"]["parameters"]["history_uri"]["defaultValue"] == ""
