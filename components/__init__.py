@@ -23,6 +23,7 @@ from kubeclr.components import (
     fingerprint,
     linear_eval,
     pretrain,
+    regression_gate,
     report,
 )
 from kubeclr.errors import UserError
@@ -30,7 +31,7 @@ from kubeclr.errors import UserError
 
 @dataclass(frozen=True)
 class Components:
-    """The six step components and the data source's fingerprint task, all on one image."""
+    """The six step components, the data source's fingerprint and the regression gate, all on one image."""
 
     fingerprint: Any
     download_split: Any
@@ -39,6 +40,7 @@ class Components:
     extract_features: Any
     linear_eval: Any
     report: Any
+    regression_gate: Any
 
 
 def build(image: str = IMAGE) -> Components:
@@ -57,4 +59,5 @@ def build(image: str = IMAGE) -> Components:
         extract_features=make(extract_features.extract_features),
         linear_eval=make(linear_eval.linear_eval),
         report=make(report.report),
+        regression_gate=make(regression_gate.regression_gate),
     )

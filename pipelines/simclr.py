@@ -1,10 +1,12 @@
 """The ``simclr-cifar10`` pipeline: wiring only.
 
 Six steps (docs/architecture.md), after a small never-cached task that fingerprints the
-dataset source (the data step's cache key follows the source's content)::
+dataset source (the data step's cache key follows the source's content), and before the
+regression gate, which fails the run after the report when the gate failed::
 
     fingerprint ─> download_split ─┬─> compute_stats ─┬─> pretrain ─> extract_features ─> linear_eval ─> report
                                    └──────────────────┴───────────────────────────────────────────────────┘
+                                                                                    report ─> regression_gate
 
 Parameter defaults come from a preset (or config file) at compile time. The
 parameters a researcher changes in the UI are top-level
@@ -220,6 +222,10 @@ def build_pipeline(cfg: Config, opts: CompileOptions = CompileOptions()) -> Call
         )
         rep.set_display_name("Report").set_caching_options(False)
         rep.set_env_variable(IMAGE_ENV, launch.image)  # the run history records which image ran
+
+        verdict = c.regression_gate(config=resolved, metrics_json=rep.outputs["metrics_json"], **names)
+        verdict.set_display_name("Regression gate").set_caching_options(False)
+        verdict.set_cpu_request("100m").set_memory_request("1Gi").set_memory_limit("2Gi")
 
         for task in (split, stats, feats, lin, rep):
             _requests(task, opts)

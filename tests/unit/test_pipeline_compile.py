@@ -16,6 +16,7 @@ STEPS = {"download-split", "compute-stats", "pretrain", "extract-features", "lin
 # The DAG of docs/architecture.md: which task consumes which producer's outputs.
 EDGES = {
     "download-split": {"fingerprint"},
+    "regression-gate": {"download-split", "report"},
     "compute-stats": {"download-split"},
     "pretrain": {"download-split", "compute-stats"},
     "extract-features": {"download-split", "compute-stats", "pretrain"},
@@ -38,7 +39,7 @@ def ir(tmp_path_factory):
 def test_six_tasks_with_the_design_edges(ir):
     spec, _ = ir
     tasks = spec["root"]["dag"]["tasks"]
-    assert set(tasks) == STEPS | {"fingerprint"}
+    assert set(tasks) == STEPS | {"fingerprint", "regression-gate"}
     for name, producers in EDGES.items():
         assert set(tasks[name]["dependentTasks"]) == producers, name
     assert "dependentTasks" not in tasks["fingerprint"]
@@ -134,7 +135,7 @@ def test_kubernetes_platform_config(ir):
 def test_no_runtime_pip_and_one_pinned_image(ir):
     spec, _ = ir
     executors = spec["deploymentSpec"]["executors"]
-    assert len(executors) == 7  # the six steps and the fingerprint task
+    assert len(executors) == 8  # the six steps, the fingerprint and the regression gate
     for name, ex in executors.items():
         container = ex["container"]
         assert container["image"] == kubeclr.IMAGE, name

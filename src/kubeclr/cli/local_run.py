@@ -216,7 +216,7 @@ def run_local(
                 if error_file.exists()
                 else _ANSI.sub("", str(exc).splitlines()[0]) + " (see the step's log above)"
             )
-            if cause.startswith(f"report: {GATE_PREFIX}"):  # the report exists: hand it over, then fail
+            if cause.startswith(f"regression_gate: {GATE_PREFIX}"):  # the report exists: hand it over, then fail
                 copied = _copy_failed_report(workdir, output_dir)
                 cause += f" (report, summary and metrics.json in {output_dir})" if copied else ""
             raise UserError(f"local run failed: {cause}") from None
