@@ -22,7 +22,7 @@ import pickle
 import tarfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -120,6 +120,27 @@ def parse_batch(obj: Any, num_classes: int, *, origin: str, labels_key: str = "l
     return Batch(images=np.ascontiguousarray(data.reshape(-1, *IMAGE_SHAPE)), labels=labels_arr)
 
 
+def pickled_members(
+    source: str | Path | bytes, root: str, names: Sequence[str], *, origin: str, dataset: str
+) -> Callable[[str], Any]:
+    """Read ``root/<name>`` for every name from a tarball; return ``load(name)``, its safe unpickling.
+
+    Each member is unpickled once, on demand, and its bytes released.
+
+    Raises:
+        DataError: an unsafe or corrupt archive, or a missing member (naming ``dataset``).
+    """
+    members = read_members(source, [f"{root}/{n}" for n in names], origin=origin)
+    missing = [n for n in names if f"{root}/{n}" not in members]
+    if missing:
+        raise DataError(f"{origin}: missing {root}/{missing[0]} (not a {dataset} python tarball?)")
+
+    def load(name: str) -> Any:
+        return safe_loads(members.pop(f"{root}/{name}"), origin=f"{origin}:{root}/{name}")
+
+    return load
+
+
 def read_archive(source: str | Path | bytes, *, origin: str) -> CifarArchive:
     """Read, safely unpickle and validate a CIFAR-10 python tarball.
 
@@ -134,14 +155,7 @@ def read_archive(source: str | Path | bytes, *, origin: str) -> CifarArchive:
         DataError: unsafe or corrupt archive, missing batch, unsafe pickle,
             wrong shapes or labels.
     """
-    members = read_members(source, [f"{ROOT}/{n}" for n in BATCH_NAMES], origin=origin)
-    missing = [n for n in BATCH_NAMES if f"{ROOT}/{n}" not in members]
-    if missing:
-        raise DataError(f"{origin}: missing {ROOT}/{missing[0]} (not a CIFAR-10 python tarball?)")
-
-    def load(name: str) -> Any:
-        return safe_loads(members.pop(f"{ROOT}/{name}"), origin=f"{origin}:{ROOT}/{name}")
-
+    load = pickled_members(source, ROOT, BATCH_NAMES, origin=origin, dataset="CIFAR-10")
     class_names = parse_meta(load(META), origin=f"{origin}:{ROOT}/{META}")
     train = tuple(parse_batch(load(n), len(class_names), origin=f"{origin}:{ROOT}/{n}") for n in TRAIN_BATCHES)
     test = parse_batch(load(TEST_BATCH), len(class_names), origin=f"{origin}:{ROOT}/{TEST_BATCH}")

@@ -14,14 +14,11 @@ from __future__ import annotations
 
 import pickle
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Sequence
 
 import numpy as np
 
-from kubeclr.data.cifar import ROW, Batch, parse_batch, parse_meta
-from kubeclr.data.safe_pickle import safe_loads
-from kubeclr.data.safe_tar import read_members
-from kubeclr.errors import DataError
+from kubeclr.data.cifar import ROW, Batch, parse_batch, parse_meta, pickled_members
 
 ROOT = "cifar-100-python"
 MEMBERS = ("train", "test", "meta")
@@ -44,14 +41,7 @@ def read_cifar100(
     Raises:
         DataError: unsafe or corrupt archive, missing member, unsafe pickle, wrong shapes or labels.
     """
-    members = read_members(source, [f"{ROOT}/{n}" for n in MEMBERS], origin=origin)
-    missing = [n for n in MEMBERS if f"{ROOT}/{n}" not in members]
-    if missing:
-        raise DataError(f"{origin}: missing {ROOT}/{missing[0]} (not a CIFAR-100 python tarball?)")
-
-    def load(name: str) -> Any:
-        return safe_loads(members.pop(f"{ROOT}/{name}"), origin=f"{origin}:{ROOT}/{name}")
-
+    load = pickled_members(source, ROOT, MEMBERS, origin=origin, dataset="CIFAR-100")
     names = parse_meta(load("meta"), origin=f"{origin}:{ROOT}/meta", key=f"{labels}_label_names")
     train, test = (
         parse_batch(load(n), len(names), origin=f"{origin}:{ROOT}/{n}", labels_key=f"{labels}_labels")

@@ -13,6 +13,7 @@ from pathlib import Path
 from kubeclr.atomic import read_json
 from kubeclr.config import Config
 from kubeclr.data.files import read_input
+from kubeclr.errors import DataError
 from kubeclr.report.canary import GateFailed
 from kubeclr.report.gate import summary_line
 
@@ -30,8 +31,6 @@ def run(cfg: Config, metrics_path: str | Path) -> dict:
     metrics = read_input("metrics.json", metrics_path, read_json)
     gate = metrics.get("gate") if isinstance(metrics, dict) else None
     if not isinstance(gate, dict) or "status" not in gate:
-        from kubeclr.errors import DataError
-
         raise DataError(f"metrics.json {metrics_path}: no gate verdict")
     if gate["status"] == "fail":
         raise GateFailed(summary_line(gate))
