@@ -21,17 +21,20 @@ from kubeclr.components import (
     download_split,
     extract_features,
     fingerprint,
+    leaderboard,
     linear_eval,
     pretrain,
     regression_gate,
     report,
+    trial_config,
 )
 from kubeclr.errors import UserError
 
 
 @dataclass(frozen=True)
 class Components:
-    """The six step components, the data source's fingerprint and the regression gate, all on one image."""
+    """The six step components, the data source's fingerprint, the regression gate and a sweep's
+    trial config and leaderboard, all on one image."""
 
     fingerprint: Any
     download_split: Any
@@ -41,6 +44,8 @@ class Components:
     linear_eval: Any
     report: Any
     regression_gate: Any
+    trial_config: Any
+    leaderboard: Any
 
 
 def build(image: str = IMAGE) -> Components:
@@ -60,4 +65,6 @@ def build(image: str = IMAGE) -> Components:
         linear_eval=make(linear_eval.linear_eval),
         report=make(report.report),
         regression_gate=make(regression_gate.regression_gate),
+        trial_config=make(trial_config.trial_config),
+        leaderboard=make(leaderboard.leaderboard),
     )

@@ -8,6 +8,10 @@ regression gate, which fails the run after the report when the gate failed::
                                    └──────────────────┴───────────────────────────────────────────────────┘
                                                                                     report ─> regression_gate
 
+The sweep variant (``compile --sweep``) runs the data steps once, then pretrain → extract_features →
+linear_eval per trial in a ``dsl.ParallelFor``, and ranks the trials in a ``leaderboard`` step
+(:mod:`kubeclr.steps.leaderboard`) instead of the report and the gate.
+
 Parameter defaults come from a preset (or config file) at compile time. The
 parameters a researcher changes in the UI are top-level
 (:data:`kubeclr.config.UI_PARAMS`); every other key travels in the one struct
@@ -22,51 +26,25 @@ import logging
 from pathlib import Path
 from typing import Callable, NamedTuple
 
-from kfp import dsl, kubernetes
+from kfp import dsl
 from kfp.dsl import HTML, Dataset, Markdown, Model
 
-from kubeclr.cluster.k8s import GPU_RESOURCE, S3_SECRET_KEYS
-from kubeclr.cluster.pods import QUEUE_LABEL
+from kubeclr.cluster.k8s import S3_SECRET_KEYS  # noqa: F401  (the pipeline's Secret keys, for its readers)
 from kubeclr.components import build as build_components
 from kubeclr.config import UI_PARAMS, Config, pipeline_parameters
+from kubeclr.config.sweep import Sweep
 from kubeclr.errors import UserError
-from kubeclr.launch.settings import SERVICE_ACCOUNT_ENV, CompileOptions, LaunchSettings
+from kubeclr.launch.settings import CompileOptions
+from kubeclr.pipelines.tasks import requests, s3_env, small, train_and_evaluate
 from kubeclr.report.canary import IMAGE_ENV
 
 log = logging.getLogger(__name__)
 
 PIPELINE_NAME = "simclr-cifar10"
-PRETRAIN_POD_LABEL = ("app.kubernetes.io/component", "simclr-pretrain")
-
 # The pipeline's own outputs: what `run --local` copies to --output-dir.
 Outputs = NamedTuple(
     "Outputs", [("report", HTML), ("summary", Markdown), ("metrics_json", Dataset), ("encoder", Model)]
 )
-
-
-def _gpu_settings(task: dsl.PipelineTask, launch: LaunchSettings) -> None:
-    for toleration in launch.tolerations():
-        kubernetes.add_toleration(task, **toleration)
-    for key, value in launch.node_selector.items():
-        kubernetes.add_node_selector(task, label_key=key, label_value=value)
-
-
-def _queue(task: dsl.PipelineTask, launch: LaunchSettings) -> None:
-    """Kueue admits the pod by its LocalQueue label (GPU tasks only: the CPU steps need no quota)."""
-    if launch.queue_name:
-        kubernetes.add_pod_label(task, QUEUE_LABEL, launch.queue_name)
-
-
-def _requests(task: dsl.PipelineTask, opts: CompileOptions) -> None:
-    task.set_cpu_request(opts.step_cpu).set_memory_request(opts.step_memory).set_memory_limit(opts.step_memory)
-
-
-def _s3_env(task: dsl.PipelineTask, launch: LaunchSettings) -> None:
-    if launch.secret_name:
-        # optional: clusters using IRSA / workload identity need no Secret at all
-        kubernetes.use_secret_as_env(
-            task, secret_name=launch.secret_name, secret_key_to_env={k: k for k in S3_SECRET_KEYS}, optional=True
-        )
 
 
 PARAM_HELP = {
@@ -79,8 +57,8 @@ PARAM_HELP = {
 }
 
 
-def build_pipeline(cfg: Config, opts: CompileOptions = CompileOptions()) -> Callable:
-    """Return the pipeline function with defaults taken from ``cfg``."""
+def build_pipeline(cfg: Config, opts: CompileOptions = CompileOptions(), sweep: Sweep | None = None) -> Callable:
+    """Return the pipeline function with defaults taken from ``cfg`` (the sweep variant with ``sweep``)."""
     c = build_components(opts.launch.image)
     ui, struct = pipeline_parameters(cfg)
     launch = opts.launch
@@ -114,7 +92,7 @@ def build_pipeline(cfg: Config, opts: CompileOptions = CompileOptions()) -> Call
         # cache key follow the content (a replaced file under the same s3:// prefix is a miss)
         content = c.fingerprint(config=config, cifar_source=cifar_source, cifar_md5=cifar_md5, data_format=data_format)
         content.set_display_name("Fingerprint the dataset source").set_caching_options(False)
-        content.set_cpu_request("100m").set_memory_request("256Mi").set_memory_limit("1Gi")
+        small(content)
 
         split = c.download_split(
             config=config,
@@ -141,71 +119,24 @@ def build_pipeline(cfg: Config, opts: CompileOptions = CompileOptions()) -> Call
         stats = c.compute_stats(config=resolved, train=train, **cached)
         stats.set_display_name("Normalisation statistics").set_caching_options(True)
 
-        pre = c.pretrain(
+        for task in (split, stats):
+            requests(task, opts)
+        for task in (content, split, stats):
+            s3_env(task, launch)
+
+        data = dict(train=train, val=val, test=test, stats=stats.outputs["stats"])
+        common = dict(gpus=gpus_per_node, nodes=nodes, job_name=job, cached_name=run_name)
+        if sweep is not None:  # the trials share the data steps above
+            return _sweep(c, opts, sweep, resolved, data, common, run_name=run_name, job=job)
+        pre, feats, lin = train_and_evaluate(
+            c,
+            opts,
             config=resolved,
-            train=train,
-            stats=stats.outputs["stats"],
-            gpus=gpus_per_node,
-            nodes=nodes,
+            data=data,
             checkpoint_scope=dsl.PIPELINE_JOB_ID_PLACEHOLDER if opts.checkpoints_per_run else "",
-            **names,
+            run_name=run_name,
+            **common,
         )
-        pre.set_caching_options(opts.cache_pretrain)
-        if launch.launcher_only:  # the GPUs, /dev/shm and node placement go to the job's pods (settings below)
-            pre.set_display_name("SimCLR pretraining (multi-node job launcher)")
-            pre.set_cpu_request("500m").set_cpu_limit("1").set_memory_request("2Gi").set_memory_limit("4Gi")
-            # the job's pods carry the queue label themselves
-        else:
-            pre.set_display_name("SimCLR pretraining (GPU)")
-            pre.set_accelerator_type(GPU_RESOURCE).set_accelerator_limit(gpus_per_node)
-            pre.set_cpu_request(launch.cpu).set_cpu_limit(launch.cpu)
-            pre.set_memory_request(launch.memory).set_memory_limit(launch.memory)
-            _gpu_settings(pre, launch)
-            _queue(pre, launch)
-            kubernetes.empty_dir_mount(
-                pre, volume_name="dshm", mount_path="/dev/shm", medium="Memory", size_limit=launch.shm_size
-            )
-        # a retried pod resumes from the newest complete checkpoint at checkpoint_uri
-        if opts.pretrain_retries:
-            pre.set_retry(
-                num_retries=opts.pretrain_retries,
-                backoff_duration="60s",
-                backoff_factor=2.0,
-                backoff_max_duration="600s",
-            )
-        kubernetes.set_timeout(pre, launch.timeout_s)
-        # what the step needs to launch a job like itself when nodes > 1: one validated variable
-        for name, value in launch.to_env().items():
-            pre.set_env_variable(name, value)
-        kubernetes.use_field_path_as_env(pre, SERVICE_ACCOUNT_ENV, "spec.serviceAccountName")
-        kubernetes.add_pod_label(pre, *PRETRAIN_POD_LABEL)
-
-        feats = c.extract_features(
-            config=resolved,
-            encoder=pre.outputs["encoder"],
-            stats=stats.outputs["stats"],
-            train=train,
-            val=val,
-            test=test,
-            **cached,
-        )
-        feats.set_display_name("Extract features").set_caching_options(True)
-        if opts.extract_gpu:
-            feats.set_accelerator_type(GPU_RESOURCE).set_accelerator_limit(1)
-            _gpu_settings(feats, launch)
-            _queue(feats, launch)
-
-        lin = c.linear_eval(
-            config=resolved,
-            features=feats.outputs["features"],
-            encoder=pre.outputs["encoder"],
-            stats=stats.outputs["stats"],
-            train=train,
-            val=val,
-            test=test,
-            **cached,
-        )
-        lin.set_display_name("Linear evaluation & kNN").set_caching_options(True)
 
         rep = c.report(
             config=resolved,
@@ -227,10 +158,8 @@ def build_pipeline(cfg: Config, opts: CompileOptions = CompileOptions()) -> Call
         verdict.set_display_name("Regression gate").set_caching_options(False)
         verdict.set_cpu_request("100m").set_memory_request("1Gi").set_memory_limit("2Gi")
 
-        for task in (split, stats, feats, lin, rep):
-            _requests(task, opts)
-        for task in (content, split, stats, pre, feats, lin, rep):
-            _s3_env(task, launch)
+        requests(rep, opts)
+        s3_env(rep, launch)
         return Outputs(
             report=rep.outputs["html"],
             summary=rep.outputs["summary"],
@@ -243,15 +172,57 @@ def build_pipeline(cfg: Config, opts: CompileOptions = CompileOptions()) -> Call
         f"    {name}: {PARAM_HELP[name]}\n" for name in inspect.signature(simclr_cifar10).parameters
     )
     return dsl.pipeline(
-        name=PIPELINE_NAME,
+        name=PIPELINE_NAME if sweep is None else f"{PIPELINE_NAME}-sweep",
         pipeline_root=opts.pipeline_root,
         description="SimCLR self-supervised pretraining on CIFAR-10/100, STL-10 or an image folder, "
-        "with linear evaluation and an HTML report (kubeclr).",
+        + (
+            "with linear evaluation and an HTML report (kubeclr)."
+            if sweep is None
+            else f"as a sweep of {len(sweep)} trials on shared data, ranked on validation in a leaderboard (kubeclr)."
+        ),
     )(simclr_cifar10)
 
 
-def compile_pipeline(cfg: Config, output: str, opts: CompileOptions = CompileOptions()) -> str:
-    """Compile the pipeline to KFP IR YAML at ``output``; return the path.
+def _sweep(c, opts, sweep: Sweep, resolved, data: dict, common: dict, *, run_name, job) -> Outputs:
+    """One trial per ParallelFor iteration on the shared data, then the leaderboard over their collected outputs."""
+    with dsl.ParallelFor(items=sweep.items(), parallelism=sweep.parallelism) as trial:
+        scope = dsl.PIPELINE_JOB_ID_PLACEHOLDER if opts.checkpoints_per_run else ""
+        spec = c.trial_config(config=resolved, trial=trial, checkpoint_scope=scope, run_name=run_name, job_name=job)
+        spec.set_display_name("Trial config").set_caching_options(False)
+        small(spec)
+        run = train_and_evaluate(
+            c,
+            opts,
+            config=spec.outputs["config"],
+            data=data,
+            checkpoint_scope=spec.outputs["checkpoint_scope"],  # <scope>/trial-NN-<digest>: never shared
+            run_name=spec.outputs["run_name"],
+            **common,
+        )
+    board = c.leaderboard(
+        config=resolved,
+        sweep=sweep.spec(),
+        histories=dsl.Collected(run.pretrain.outputs["history"]),
+        results=dsl.Collected(run.linear_eval.outputs["results"]),
+        encoders=dsl.Collected(run.pretrain.outputs["encoder"]),
+        run_name=run_name,
+        job_name=job,
+    )
+    board.set_display_name("Leaderboard").set_caching_options(False)
+    requests(board, opts)
+    s3_env(board, opts.launch)  # it exports the leaderboard and the winner under storage.export_uri
+    return Outputs(
+        report=board.outputs["html"],
+        summary=board.outputs["summary"],
+        metrics_json=board.outputs["leaderboard_json"],
+        encoder=board.outputs["encoder"],
+    )
+
+
+def compile_pipeline(
+    cfg: Config, output: str, opts: CompileOptions = CompileOptions(), sweep: Sweep | None = None
+) -> str:
+    """Compile the pipeline (the sweep variant with ``sweep``) to KFP IR YAML at ``output``; return the path.
 
     Raises:
         UserError: ``output`` is a directory or cannot be written (nothing is left behind).
@@ -271,7 +242,7 @@ def compile_pipeline(cfg: Config, output: str, opts: CompileOptions = CompileOpt
             "when engine=trainjob); set it in a TrainingRuntime of your own (cluster.runtime_name)",
             opts.launch.priority_class,
         )
-    pipeline = build_pipeline(cfg, opts)
+    pipeline = build_pipeline(cfg, opts, sweep)
     try:
         with atomic_path(output) as tmp:
             compiler.Compiler().compile(pipeline, package_path=str(tmp.with_suffix(".yaml")))

@@ -43,7 +43,7 @@ def test_a_component_is_a_signature_a_docstring_and_one_call(step):
     doc = ast.get_docstring(fn) or ""
     for arg in fn.args.args:  # every parameter documented
         assert re.search(rf"^\s+{arg.arg}: ", doc, re.M), (step, arg.arg)
-    assert _imports(path) <= {"kfp.dsl", "kubeclr.steps"}
+    assert _imports(path) <= {"kfp.dsl", "kubeclr.steps", "typing"}  # typing: NamedTuple / List outputs and inputs
     runner = "run_task" if step == "fingerprint" else "run_step"  # the one task before the config is resolved
     calls = [n for n in ast.walk(fn) if isinstance(n, ast.Call) and getattr(n.func, "attr", "") == runner]
     assert len(calls) == 1, step

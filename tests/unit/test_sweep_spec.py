@@ -63,6 +63,14 @@ def test_sweep_set_values_are_parsed_by_the_keys_type_and_seeds_are_noticed():
         ("grids: {pretrain.lr: [1]}\n", (), "unknown key 'grids' (allowed: grid, trials"),
         ("grid: [1, 2\n", (), "not valid YAML"),
         ("grid: {pretrain.lr: [1]}\nparallelism: 0\n", (), "parallelism=0 must be a whole number >= 1"),
+        (
+            "grid: {data.val_fraction: [0.1, 0.2]}\n",
+            (),
+            "data.val_fraction cannot vary between trials (the trials share",
+        ),
+        (None, ("storage.checkpoint_uri=a,b",), "storage.checkpoint_uri cannot vary between trials"),
+        ("grid: {nosuch.key: [1, 2]}\n", (), "trial 0 nosuch.key: expected section.key with section one of data"),
+        ("trials: [{pretrain.lr: 1.0}, {pretrain.lr: '1.0'}]\n", (), "trial 1 repeats trial 0"),
     ],
 )
 def test_bad_specs_are_one_line_naming_the_cause(tmp_path, text, sets, fragment):
@@ -76,3 +84,12 @@ def test_bad_specs_are_one_line_naming_the_cause(tmp_path, text, sets, fragment)
 def test_a_missing_spec_file_is_named(tmp_path):
     with pytest.raises(ConfigError, match=r"--sweep .*nope.yaml: No such file"):
         build_sweep(BASE, tmp_path / "nope.yaml")
+
+
+def test_the_pipeline_items_carry_each_trials_index_and_overrides():
+    sweep = build_sweep(BASE, None, ["pretrain.temperature=0.2,0.5"])
+    assert sweep.items() == [
+        {"index": 0, "overrides": {"pretrain.temperature": 0.2}},
+        {"index": 1, "overrides": {"pretrain.temperature": 0.5}},
+    ]
+    assert sweep.spec() == {"metric": "linear_eval.val_top1", "seeds": False, "trials": sweep.items()}

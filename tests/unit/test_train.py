@@ -239,8 +239,8 @@ def test_run_scoped_checkpoints_resume_retries_but_not_the_next_run(tmp_path):
     assert first["config_sha256"] == config_digest(cfg)
     assert LocalStore(tmp_path / "ckpt").exists("run-1/ckpt-000001/MANIFEST.json")
     assert run("run-1")["epochs"] == first["epochs"]  # retry: resumed from the finished checkpoint
-    run("run/2")  # next run: trains in its own (sanitised) folder
-    assert LocalStore(tmp_path / "ckpt").exists("run-2/ckpt-000001/MANIFEST.json")
+    run("run 2/../trial 1")  # next run (a sweep's trial): its own folder, each part one safe segment, no '..'
+    assert LocalStore(tmp_path / "ckpt").exists("run-2/trial-1/ckpt-000001/MANIFEST.json")
     assert sorted(p.name for p in (tmp_path / "ckpt").iterdir()) == ["run-1", "run-2"]
 
 

@@ -9,7 +9,7 @@ import tempfile
 from pathlib import Path
 from typing import Any, Sequence
 
-from kubeclr.cli.options import compile_options, config_from, label, utc_stamp, what_compiled
+from kubeclr.cli.options import compile_options, config_from, label, sweep_from, utc_stamp, what_compiled
 from kubeclr.config import UI_PARAMS, resolve
 from kubeclr.errors import UserError
 
@@ -21,7 +21,10 @@ def _package(args: argparse.Namespace, tmpdir: str) -> str:
         return args.package
     from kubeclr.pipelines.simclr import compile_pipeline
 
-    return compile_pipeline(config_from(args), str(Path(tmpdir) / "simclr-cifar10.yaml"), compile_options(args))
+    cfg = config_from(args)
+    return compile_pipeline(
+        cfg, str(Path(tmpdir) / "simclr-cifar10.yaml"), compile_options(args), sweep=sweep_from(args, cfg)
+    )
 
 
 def _connect(args: argparse.Namespace):

@@ -16,7 +16,15 @@ from pathlib import Path
 from typing import Sequence
 
 from kubeclr.cli.cluster import cmd_schedule, cmd_submit, cmd_upload
-from kubeclr.cli.options import compile_options, config_from, label, launch_settings, utc_stamp, what_compiled
+from kubeclr.cli.options import (
+    compile_options,
+    config_from,
+    label,
+    launch_settings,
+    sweep_from,
+    utc_stamp,
+    what_compiled,
+)
 from kubeclr.cli.parser import build_parser
 from kubeclr.config import describe_keys
 from kubeclr.errors import UserError
@@ -31,7 +39,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     from kubeclr.cli.local_run import default_workdir, run_local
 
     cfg = config_from(args)
-    run_name = args.run_name or f"simclr-{label(args)}-{utc_stamp()}"
+    sweep = sweep_from(args, cfg)
+    run_name = args.run_name or f"simclr-{label(args)}{'-sweep' if sweep else ''}-{utc_stamp()}"
     files = run_local(
         cfg,
         run_name=run_name,
@@ -40,8 +49,33 @@ def cmd_run(args: argparse.Namespace) -> int:
         cifar_md5=args.cifar_md5,
         checkpoint_uri=args.checkpoint_uri,
         workdir=Path(args.workdir) if args.workdir else None,
+        sweep=sweep,
     )
-    summary = json.loads(files["metrics.json"].read_text())
+    if sweep:
+        _print_leaderboard(run_name, json.loads(files["leaderboard.json"].read_text()))
+    else:
+        _print_run(run_name, json.loads(files["metrics.json"].read_text()))
+    for name, path in files.items():
+        print(f"  {name:16s} {path}")
+    print(f"  every step's artifacts: {args.workdir or default_workdir(Path(args.output_dir))}")
+    page = files["leaderboard.html" if sweep else "report.html"]
+    print(f"\nopen the {'leaderboard' if sweep else 'report'}: {page.resolve().as_uri()}")
+    return 0
+
+
+def _print_leaderboard(run_name: str, board: dict) -> None:
+    head, winner = board["headline"], board["trials"][board["winner"]]
+    setting = ", ".join(f"{k}={v}" for k, v in winner["overrides"].items()) or "the base config"
+    print(
+        f"\nsweep {run_name} finished: {len(board['trials'])} trials; winner trial {winner['index']} ({setting}), "
+        f"chosen on {board['metric']}: test top-1 {head['test_top1']:.3f}, kNN test top-1 {head['knn_test_top1']:.3f}"
+    )
+    for rank, index in enumerate(board["ranking"], 1):
+        t = board["trials"][index]
+        print(f"  {rank:2d}. trial {index:2d}  val top-1 {t['val_top1']:.3f}  {t['overrides']}")
+
+
+def _print_run(run_name: str, summary: dict) -> None:
     linear, knn, pretrain = summary["linear_eval"], summary["knn"], summary["pretrain"]
     print(
         f"\nrun {run_name} finished: linear test top-1 {linear['test_top1']:.3f}, kNN test top-1 "
@@ -53,18 +87,16 @@ def cmd_run(args: argparse.Namespace) -> int:
         from kubeclr.report.gate import summary_line
 
         print(f"  {summary_line(gate)} (series {summary.get('history', {}).get('series', '?')})")
-    for name, path in files.items():
-        print(f"  {name:13s} {path}")
-    print(f"  every step's artifacts: {args.workdir or default_workdir(Path(args.output_dir))}")
-    print(f"\nopen the report: {files['report.html'].resolve().as_uri()}")
-    return 0
 
 
 def cmd_compile(args: argparse.Namespace) -> int:
     from kubeclr.pipelines.simclr import compile_pipeline
 
-    path = compile_pipeline(config_from(args), args.output, compile_options(args))
-    print(f"wrote {path}: {what_compiled(args)}, image {args.image}")
+    cfg = config_from(args)
+    sweep = sweep_from(args, cfg)
+    path = compile_pipeline(cfg, args.output, compile_options(args), sweep=sweep)
+    what = f", a sweep of {len(sweep)} trials ({sweep.parallelism} at once)" if sweep else ""
+    print(f"wrote {path}: {what_compiled(args)}{what}, image {args.image}")
     return 0
 
 

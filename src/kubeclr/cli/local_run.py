@@ -9,6 +9,7 @@ and ignored here. Afterwards the result files (README, "A local run writes") are
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import re
@@ -21,6 +22,7 @@ from pathlib import Path
 
 from kubeclr.atomic import make_dir
 from kubeclr.config import Config, check_folder_source
+from kubeclr.config.sweep import Sweep
 from kubeclr.errors import UserError
 from kubeclr.report.gate import GATE_PREFIX
 from kubeclr.steps.runtime import ERROR_FILE_ENV
@@ -33,6 +35,13 @@ RESULT_FILES = {
     "metrics.json": "metrics_json",
     "report.html": "report",
     "report.md": "summary",
+    "encoder.pt": "encoder",
+}
+# a sweep's pipeline has the same outputs: the leaderboard in the report's place, the winner's encoder
+SWEEP_FILES = {
+    "leaderboard.json": "metrics_json",
+    "leaderboard.html": "report",
+    "leaderboard.md": "summary",
     "encoder.pt": "encoder",
 }
 
@@ -114,6 +123,32 @@ def _install_raw_streaming() -> None:
         subprocess_task_handler.run_local_subprocess = _stream_raw_subprocess
 
 
+def _install_loop_inputs_fix() -> None:
+    """Keep a ParallelFor body's inputs from upstream tasks' outputs as they are (kfp.local 2.17).
+
+    kfp.local replaces *every* parameter that a loop's body takes from another task's output with
+    the loop item, so the trials would receive ``{"index", "overrides"}`` as their config. The
+    sweep's items are a constant list, never a task's output, so no such input is the loop item:
+    restore them all. A cluster's KFP backend has no such problem.
+    """
+    from kfp.local.orchestrator import task_spec_utils
+
+    original = task_spec_utils.create_parameter_loop_iteration_task_spec
+    if getattr(original, "kubeclr_fixed", False):
+        return
+
+    def create(task_spec, loop_item, loop_task_name):
+        iteration = original(task_spec, loop_item, loop_task_name)
+        if task_spec.parameter_iterator.items.HasField("raw"):
+            for name, given in task_spec.inputs.parameters.items():
+                if given.HasField("task_output_parameter"):
+                    iteration.inputs.parameters[name].CopyFrom(given)
+        return iteration
+
+    create.kubeclr_fixed = True
+    task_spec_utils.create_parameter_loop_iteration_task_spec = create
+
+
 # the report step's outputs by file name in --output-dir (the encoder is the pretrain step's)
 REPORT_FILES = {"metrics.json": "metrics_json", "report.html": "html", "report.md": "summary"}
 
@@ -147,6 +182,7 @@ def run_local(
     cifar_md5: str | None = None,
     checkpoint_uri: str | None = None,
     workdir: Path | None = None,
+    sweep: Sweep | None = None,
 ) -> dict[str, Path]:
     """Run every step locally and copy the result files to ``output_dir``.
 
@@ -158,6 +194,9 @@ def run_local(
         cifar_md5: overrides ``cfg.data.md5``.
         checkpoint_uri: overrides ``cfg.storage.checkpoint_uri``.
         workdir: kfp.local's pipeline root (default ``output_dir/.kfp``).
+        sweep: run the sweep variant: its trials one after another (``parallelism`` applies on a
+            cluster), then the leaderboard; ``output_dir`` receives leaderboard.json, .html, .md and
+            the winner's encoder.pt.
 
     Returns:
         ``{file name: path}`` of the copied results.
@@ -187,6 +226,7 @@ def run_local(
         make_dir(flag, folder)
 
     _install_raw_streaming()
+    _install_loop_inputs_fix()
     # Cluster-only settings are ignored here by design; say so once, not per task.
     warnings.filterwarnings("ignore", message=r".*have no effect in the current local runner.*")
     warnings.filterwarnings("ignore", message=r".*custom or non-Python base image.*")
@@ -202,6 +242,7 @@ def run_local(
             pretrain_retries=0,
             checkpoints_per_run=False,
         ),
+        dataclasses.replace(sweep, parallelism=1) if sweep else None,
     )
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -224,7 +265,7 @@ def run_local(
             os.environ.pop(ERROR_FILE_ENV, None)
 
     files = {}
-    for name, output in RESULT_FILES.items():
+    for name, output in (SWEEP_FILES if sweep else RESULT_FILES).items():
         src = Path(task.outputs[output].path)
         dest = output_dir / name
         shutil.copyfile(src, dest)

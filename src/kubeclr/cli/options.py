@@ -6,6 +6,7 @@ import argparse
 import datetime as dt
 
 from kubeclr.config import DEFAULT_PRESET, Config, load_config
+from kubeclr.config.sweep import Sweep, build_sweep
 from kubeclr.errors import UserError
 from kubeclr.launch.settings import CompileOptions, LaunchSettings
 
@@ -17,6 +18,30 @@ def preset(args: argparse.Namespace) -> str:
 
 def config_from(args: argparse.Namespace) -> Config:
     return load_config(preset(args), args.config, args.overrides)
+
+
+def add_sweep_args(p: argparse.ArgumentParser) -> None:
+    """``--sweep FILE`` and ``--sweep-set KEY=V1,V2`` (run, compile, upload, submit, schedule)."""
+    g = p.add_argument_group("sweep (one run: the data steps once, then each trial's pretraining and evaluation)")
+    g.add_argument(
+        "--sweep", metavar="FILE", help="sweep spec YAML: grid and/or trials, parallelism, metric, max_trials"
+    )
+    g.add_argument(
+        "--sweep-set",
+        dest="sweep_sets",
+        action="append",
+        default=[],
+        metavar="KEY=V1,V2",
+        help="sweep KEY over these values (repeatable: the grid of every combination; "
+        "pretrain.seed=0,1,2 reports mean ± std per setting)",
+    )
+
+
+def sweep_from(args: argparse.Namespace, cfg: Config) -> Sweep | None:
+    """The sweep of ``--sweep FILE`` / ``--sweep-set KEY=V1,V2`` over ``cfg``, checked; None without them."""
+    if not (getattr(args, "sweep", None) or getattr(args, "sweep_sets", None)):
+        return None
+    return build_sweep(cfg, args.sweep, args.sweep_sets or ())
 
 
 def what_compiled(args: argparse.Namespace) -> str:

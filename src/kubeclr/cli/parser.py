@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from kubeclr import __version__
+from kubeclr.cli.options import add_sweep_args
 from kubeclr.config import DEFAULT_PRESET, preset_names
 from kubeclr.launch.settings import CompileOptions, LaunchSettings
 
@@ -156,10 +157,12 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=_Formatter,
         help="run the whole pipeline locally (kfp.local)",
         description="Run all six steps through kfp.local on this machine, then copy "
-        "metrics.json, report.html, report.md and encoder.pt to --output-dir.",
+        "metrics.json, report.html, report.md and encoder.pt to --output-dir (a sweep: leaderboard.json, "
+        "leaderboard.html, leaderboard.md and the winner's encoder.pt; its trials run one after another).",
     )
     p.add_argument("--local", action="store_true", required=True, help="run locally (the only mode of `run`)")
     _config_args(p)
+    add_sweep_args(p)
     p.add_argument(
         "--cifar-source",
         help="the dataset, in any supported format (data.format: cifar10, cifar100, stl10, imagefolder): "
@@ -183,12 +186,14 @@ def build_parser() -> argparse.ArgumentParser:
         description="Compile the pipeline into the IR YAML that the Kubeflow UI uploads.",
     )
     _config_args(p, CLUSTER_PRESET)
+    add_sweep_args(p)
     _compile_args(p)
     p.add_argument("--output", default="simclr-cifar10.yaml", help="IR YAML to write")
 
     p = sub.add_parser("upload", formatter_class=_Formatter, help="upload the pipeline (or a new version)")
     _client_args(p)
     _config_args(p, CLUSTER_PRESET)
+    add_sweep_args(p)
     _compile_args(p, package=True)
     p.add_argument("--pipeline-name", default="simclr-cifar10", help="pipeline name in the UI")
     p.add_argument("--version", dest="pipeline_version", help="version name (default: <version>-<UTC time>)")
@@ -198,6 +203,7 @@ def build_parser() -> argparse.ArgumentParser:
         p = sub.add_parser(name, formatter_class=_Formatter, help=helptext)
         _client_args(p)
         _config_args(p, CLUSTER_PRESET)
+        add_sweep_args(p)
         _compile_args(p, package=True)
         p.add_argument("--experiment", default="simclr", help="experiment name (created if missing)")
         p.add_argument(

@@ -231,11 +231,10 @@ class Config:
                 raise ConfigError(f"{origin} {dotted}: set twice (as {renamed[dotted]} and as {given})")
             section, _, key = dotted.partition(".")
             if section not in raw or not key:
-                raise ConfigError(f"--set {dotted}: expected section.key with section one of {', '.join(raw)}")
+                raise ConfigError(f"{origin} {dotted}: expected section.key with section one of {', '.join(raw)}")
             if key not in raw[section]:
-                raise ConfigError(
-                    f"--set {dotted}: unknown key '{key}' in section '{section}' (allowed: {', '.join(raw[section])})"
-                )
+                allowed = ", ".join(raw[section])
+                raise ConfigError(f"{origin} {dotted}: unknown key '{key}' in section '{section}' (allowed: {allowed})")
             raw[section][key] = value
         return Config.from_dict(raw, origin=origin)
 

@@ -13,14 +13,16 @@ A spec is YAML (``--sweep FILE``) and/or ``--sweep-set key=v1,v2`` flags::
     max_trials: 32                 # budget guard
 
 Every trial's overrides are applied to the base config as ``--set`` would be, so an unknown
-key or a bad value is one line naming the trial and the key. ``pretrain.seed`` in a sweep makes
+key or a bad value is one line naming the trial and the key. A trial may change ``model``,
+``augment``, ``pretrain`` and ``eval`` keys; the data, storage and cluster settings are the
+sweep's, shared by every trial. ``pretrain.seed`` in a sweep makes
 the other settings' results a mean ± std over the seeds.
 """
 
 from __future__ import annotations
 
 import itertools
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -36,6 +38,9 @@ DEFAULT_METRIC = "linear_eval.val_top1"
 DEFAULT_MAX_TRIALS = 32
 SPEC_KEYS = ("grid", "trials", "parallelism", "metric", "max_trials")
 SEED_KEY = "pretrain.seed"
+# What a trial may change: the trials share the data steps, the storage and the cluster settings,
+# and a sweep ends in its leaderboard instead of the report and the gate.
+TRIAL_SECTIONS = ("model", "augment", "pretrain", "eval")
 
 
 @dataclass(frozen=True)
@@ -51,6 +56,14 @@ class Sweep:
 
     def __len__(self) -> int:
         return len(self.overrides)
+
+    def items(self) -> list[dict[str, Any]]:
+        """The ParallelFor's items: ``{"index": i, "overrides": {key: value}}`` per trial."""
+        return [{"index": i, "overrides": o} for i, o in enumerate(self.overrides)]
+
+    def spec(self) -> dict[str, Any]:
+        """What the leaderboard step needs: the selection metric, whether seeds are swept, the trials."""
+        return {"metric": self.metric, "seeds": self.seeds, "trials": self.items()}
 
 
 def split_values(text: str) -> list[str]:
@@ -141,13 +154,15 @@ def build_sweep(base: Config, spec_path: str | Path | None = None, sweep_sets: S
         )
     configs = []
     for i, trial in enumerate(overrides):
+        for key in trial:
+            _check_trial_key(key, origin)
         try:
-            typed = {k: v for k, v in trial.items() if not isinstance(v, str)}
-            texts = [f"{k}={v}" for k, v in trial.items() if isinstance(v, str)]
-            configs.append(base.override(typed, origin=f"trial {i}").override(texts, origin=f"trial {i}"))
+            configs.append(trial_config(base, trial, origin=f"trial {i}"))
         except ConfigError as exc:
             raise ConfigError(f"{origin}: {exc}") from None
         overrides[i] = {k: _value(configs[-1], k) for k in trial}
+        if overrides[i] in overrides[:i]:
+            raise ConfigError(f"{origin}: trial {i} repeats trial {overrides.index(overrides[i])} ({overrides[i]})")
     return Sweep(
         overrides=overrides,
         configs=configs,
@@ -156,6 +171,30 @@ def build_sweep(base: Config, spec_path: str | Path | None = None, sweep_sets: S
         max_trials=max_trials,
         seeds=SEED_KEY in grid or any(SEED_KEY in t for t in listed),
     )
+
+
+def trial_config(base: Config, overrides: Mapping[str, Any], origin: str = "trial") -> Config:
+    """``base`` with one trial's overrides: typed values as given, text parsed as ``--set`` parses it.
+
+    Raises:
+        ConfigError: an unknown key or a bad value.
+    """
+    typed = {k: v for k, v in overrides.items() if not isinstance(v, str)}
+    texts = [f"{k}={v}" for k, v in overrides.items() if isinstance(v, str)]
+    return base.override(typed, origin=origin).override(texts, origin=origin)
+
+
+def _check_trial_key(key: str, origin: str) -> None:
+    section = key.split(".", 1)[0]
+    if section in {f.name for f in fields(Config)} and section not in TRIAL_SECTIONS:  # unknown ones: override says
+        why = (
+            "the trials share one download, split and statistics"
+            if section == "data"
+            else "a sweep sets it once for every trial"
+        )
+        raise ConfigError(
+            f"{origin}: {key} cannot vary between trials ({why}; a trial may set {', '.join(TRIAL_SECTIONS)} keys)"
+        )
 
 
 def _value(cfg: Config, dotted: str) -> Any:

@@ -8,6 +8,7 @@ directly, torchrun and the multi-node jobs run it on every rank through
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import io
 import json
 import logging
@@ -124,6 +125,7 @@ def train_and_save(
             "summary": summary,
             "config": cfg.to_dict(),
             "config_sha256": config_digest(cfg),
+            "encoder_sha256": hashlib.sha256(buf.getvalue()).hexdigest(),  # which encoder file these epochs made
         }
         if files.encoder_out:
             write_bytes_atomic(files.encoder_out, buf.getvalue())

@@ -30,7 +30,7 @@ from kubeclr.report.text import table as _table
 from kubeclr.uri import redact_uri
 
 
-def _pct(v: Any) -> str:
+def pct(v: Any) -> str:
     return f"{100 * v:.2f}%" if is_number(v) else "–"
 
 
@@ -67,10 +67,10 @@ def render_markdown(inp: ReportInputs, metrics: Mapping[str, Any]) -> str:
         *([f"> **Warning**: {md_escape(warning)}", ""] if warning else []),
         "| metric | value |",
         "|---|---|",
-        f"| linear eval test top-1 ({md_escape(lin.get('protocol') or '')}) | {_pct(lin['test_top1'])} |",
-        f"| linear eval test top-5 | {_pct(lin['test_top5'])} |",
-        f"| linear eval val top-1 | {_pct(lin['val_top1'])} |",
-        f"| kNN test top-1 (k={knn.get('k', '–')}) | {_pct(knn['test_top1'])} |",
+        f"| linear eval test top-1 ({md_escape(lin.get('protocol') or '')}) | {pct(lin['test_top1'])} |",
+        f"| linear eval test top-5 | {pct(lin['test_top5'])} |",
+        f"| linear eval val top-1 | {pct(lin['val_top1'])} |",
+        f"| kNN test top-1 (k={knn.get('k', '–')}) | {pct(knn['test_top1'])} |",
         "",
         *gate_markdown(metrics),
         f"**Dataset**: {md_escape(ds['source'])}{synthetic}; {md_escape(_images_used(ds))}.",
@@ -92,7 +92,7 @@ def render_markdown(inp: ReportInputs, metrics: Mapping[str, Any]) -> str:
 # and nothing else (no script runs, nothing is fetched, no form posts anywhere).
 CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'; base-uri 'none'; form-action 'none'"
 
-_CSS = """
+CSS = """
 :root{--fg:#1d2330;--muted:#5b6475;--line:#e3e6ec;--card:#fff;--bg:#f5f6f8;--accent:#1f77b4}
 *{box-sizing:border-box}
 body{margin:0;font:15px/1.5 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;color:var(--fg);background:var(--bg)}
@@ -175,10 +175,10 @@ def render_html(inp: ReportInputs, metrics: Mapping[str, Any]) -> str:
         ' <span class="badge" title="generated sample data, not CIFAR-10">SYNTHETIC</span>' if ds["synthetic"] else ""
     )
     kpis = [
-        ("linear test top-1", _pct(lin["test_top1"])),
-        ("linear test top-5", _pct(lin["test_top5"])),
-        ("linear val top-1", _pct(lin["val_top1"])),
-        ("kNN test top-1", _pct(knn["test_top1"])),
+        ("linear test top-1", pct(lin["test_top1"])),
+        ("linear test top-5", pct(lin["test_top5"])),
+        ("linear val top-1", pct(lin["val_top1"])),
+        ("kNN test top-1", pct(knn["test_top1"])),
         ("final loss", f"{pre['final_loss']:.4f}"),
     ]
     total = sum(metrics["timings"].values()) or 1.0
@@ -191,19 +191,19 @@ def render_html(inp: ReportInputs, metrics: Mapping[str, Any]) -> str:
     acc_rows = [
         (
             "linear (" + str(lin.get("protocol")) + ")",
-            _pct(lin["val_top1"]),
-            _pct(lin.get("val_top5")),
-            _pct(lin["test_top1"]),
-            _pct(lin["test_top5"]),
+            pct(lin["val_top1"]),
+            pct(lin.get("val_top5")),
+            pct(lin["test_top1"]),
+            pct(lin["test_top5"]),
         ),
-        (f"kNN (k={knn.get('k', '–')}, τ={knn.get('temperature', '–')})", "–", "–", _pct(knn["test_top1"]), "–"),
+        (f"kNN (k={knn.get('k', '–')}, τ={knn.get('temperature', '–')})", "–", "–", pct(knn["test_top1"]), "–"),
     ]
     when = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     parts = [
         '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">',
         '<meta name="viewport" content="width=device-width, initial-scale=1">',
         f'<meta http-equiv="Content-Security-Policy" content="{CSP}">',
-        f"<title>SimCLR report: {_e(inp.run_name)}</title><style>{_CSS}</style></head><body><main>",
+        f"<title>SimCLR report: {_e(inp.run_name)}</title><style>{CSS}</style></head><body><main>",
         f"<h1>SimCLR run {_e(inp.run_name)}{badge}</h1>",
         f'<p class="sub">{_e(pre["arch"])} · {pre["epochs"]} epochs · batch {pre["batch_size"]} · '
         f"{_e(pre['device'])} · generated {when}</p>",

@@ -17,7 +17,7 @@ from typing import Any
 import torch
 
 from kubeclr.atomic import write_bytes_atomic, write_json
-from kubeclr.config import Config
+from kubeclr.config import Config, config_digest
 from kubeclr.core.device import describe_device, resolve_device
 from kubeclr.data.files import load_stats, read_features, read_split
 from kubeclr.errors import ConfigError
@@ -110,6 +110,7 @@ def run(
         "seconds": time.perf_counter() - start,
         "knn": knn,
         "device": describe_device(device),
+        "config_sha256": config_digest(cfg),  # which trial of a sweep these numbers are
     }
     buf = io.BytesIO()
     torch.save({**outcome.classifier, "class_names": names, "protocol": results["protocol"]}, buf)

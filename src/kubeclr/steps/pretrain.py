@@ -24,13 +24,16 @@ def scoped_checkpoints(cfg: Config, scope: str) -> str:
     """Where this run's checkpoints go: ``<checkpoint_uri>/<scope>`` ('' without a URI).
 
     The pipeline passes the KFP run ID, so a retried task resumes and the next
-    (scheduled) run starts fresh. The config itself is left as it is: every step
-    of the run keeps one config and one digest.
+    (scheduled) run starts fresh; a sweep's trial adds its own folder below it
+    (``<run ID>/trial-NN-<digest>``). Each ``/``-separated part is made one safe
+    segment. The config itself is left as it is: every step of the run keeps one
+    config and one digest.
     """
     uri = cfg.storage.checkpoint_uri
-    if not (scope and uri):
+    parts = [safe_segment(part) for part in scope.split("/") if part.strip(" .")]
+    if not (parts and uri):
         return uri
-    return f"{uri.rstrip('/')}/{safe_segment(scope)}"
+    return "/".join([uri.rstrip("/"), *parts])
 
 
 def run(
