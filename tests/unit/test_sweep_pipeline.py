@@ -1,4 +1,4 @@
-"""The sweep variant's IR: data steps once, one ParallelFor of trials with the GPU settings, a leaderboard over collected lists."""
+"""The sweep variant's IR: data steps once, one ParallelFor of GPU trials, a leaderboard over collected lists."""
 
 import json
 import subprocess
