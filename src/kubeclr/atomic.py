@@ -1,12 +1,13 @@
 """Atomic file writes: an interrupted step never leaves a file that looks complete.
 
 Every output is written to a temporary file in the target's directory and
-renamed into place.
+renamed into place. Also the one streamed SHA-256 of a file (:func:`file_sha256`).
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import tempfile
@@ -72,3 +73,12 @@ def write_json(path: str | Path, obj: Any) -> None:
 
 def read_json(path: str | Path) -> Any:
     return json.loads(Path(path).read_text())
+
+
+def file_sha256(path: str | Path) -> str:
+    """Hex SHA-256 of a file, read in 1 MiB blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(1 << 20):
+            digest.update(block)
+    return digest.hexdigest()

@@ -9,13 +9,12 @@ trial trained and evaluated.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import shutil
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from kubeclr.atomic import read_json, write_bytes_atomic, write_json
+from kubeclr.atomic import file_sha256, read_json, write_bytes_atomic, write_json
 from kubeclr.config import Config, config_digest
 from kubeclr.config.sweep import trial_config
 from kubeclr.errors import DataError
@@ -27,14 +26,6 @@ from kubeclr.steps.trial_config import trial_name
 log = logging.getLogger(__name__)
 
 OUTPUT_FILES = ("leaderboard.json", "leaderboard.html", "leaderboard.md", "encoder.pt")
-
-
-def _sha256(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _by_digest(what: str, paths: Sequence[str | Path]) -> dict[str, dict]:
@@ -98,7 +89,7 @@ def run(
     board = {"run_name": run_name, "base_config_sha256": config_digest(cfg), **board}
     winner = board["trials"][board["winner"]]
 
-    encoders = {_sha256(p): p for p in encoder_paths}
+    encoders = {file_sha256(p): p for p in encoder_paths}
     if winner["encoder_sha256"] not in encoders:
         raise DataError(
             f"{trial_name(winner['index'])}: its encoder (sha256 {winner['encoder_sha256']}) is not among the inputs"

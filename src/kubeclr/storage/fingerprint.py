@@ -27,25 +27,16 @@ import uuid
 from pathlib import Path
 from urllib.request import Request, urlopen
 
+from kubeclr.atomic import file_sha256
 from kubeclr.config import DataConfig, parse_md5
 from kubeclr.errors import DataError, StorageError
 from kubeclr.storage.folders import is_archive
 from kubeclr.storage.store import open_store
 from kubeclr.uri import redact_uri, split_uri
 
-_CHUNK = 1 << 20
-
 
 def _digest(obj: object) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while chunk := fh.read(_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _local(path: Path) -> list:

@@ -42,7 +42,7 @@ import botocore.exceptions as bx
 from boto3.s3.transfer import TransferConfig
 from botocore.config import Config as BotoConfig
 
-from kubeclr.atomic import atomic_path
+from kubeclr.atomic import atomic_path, file_sha256
 from kubeclr.errors import IntegrityError, ObjectNotFound, StorageError
 
 log = logging.getLogger(__name__)
@@ -98,14 +98,6 @@ def _checksum_algorithm() -> str | None:
     if algo not in ("SHA256", "SHA1", "CRC32", "CRC32C"):
         raise StorageError(f"KUBECLR_S3_CHECKSUM={algo!r}: expected SHA256, CRC32, CRC32C, SHA1 or none")
     return algo
-
-
-def _sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _root_cause(exc: BaseException) -> BaseException:
@@ -207,7 +199,7 @@ class S3Store:
     def put_file(self, src: Path, key: str) -> None:
         """Upload the local file ``src`` to ``key`` (multipart when large)."""
         src = Path(src)
-        digest = _sha256_file(src)
+        digest = file_sha256(src)
         with open(src, "rb") as fh:
             self._upload(fh, key, digest)
 
@@ -235,7 +227,7 @@ class S3Store:
                 )
             except (bx.BotoCoreError, bx.ClientError, boto3.exceptions.Boto3Error) as exc:
                 raise self._error(exc, key, "download") from None
-            self._verify(key, _sha256_file(tmp), head.get("Metadata", {}))
+            self._verify(key, file_sha256(tmp), head.get("Metadata", {}))
 
     def exists(self, key: str) -> bool:
         """True if ``key`` exists; a missing bucket raises instead of answering False."""
