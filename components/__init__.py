@@ -19,6 +19,7 @@ from kubeclr import IMAGE
 from kubeclr.components import (
     compute_stats,
     download_split,
+    export_model,
     extract_features,
     fingerprint,
     leaderboard,
@@ -33,8 +34,8 @@ from kubeclr.errors import UserError
 
 @dataclass(frozen=True)
 class Components:
-    """The six step components, the data source's fingerprint, the regression gate and a sweep's
-    trial config and leaderboard, all on one image."""
+    """The six step components, the data source's fingerprint, the model export, the regression
+    gate and a sweep's trial config and leaderboard, all on one image."""
 
     fingerprint: Any
     download_split: Any
@@ -42,6 +43,7 @@ class Components:
     pretrain: Any
     extract_features: Any
     linear_eval: Any
+    export_model: Any
     report: Any
     regression_gate: Any
     trial_config: Any
@@ -63,6 +65,7 @@ def build(image: str = IMAGE) -> Components:
         pretrain=make(pretrain.pretrain),
         extract_features=make(extract_features.extract_features),
         linear_eval=make(linear_eval.linear_eval),
+        export_model=make(export_model.export_model),
         report=make(report.report),
         regression_gate=make(regression_gate.regression_gate),
         trial_config=make(trial_config.trial_config),

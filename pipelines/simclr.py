@@ -7,6 +7,7 @@ regression gate, which fails the run after the report when the gate failed::
     fingerprint ─> download_split ─┬─> compute_stats ─┬─> pretrain ─> extract_features ─> linear_eval ─> report
                                    └──────────────────┴───────────────────────────────────────────────────┘
                                                                                     report ─> regression_gate
+                                                                      linear_eval ─> export_model (ONNX, TorchScript)
 
 The sweep variant (``compile --sweep``) runs the data steps once, then pretrain → extract_features →
 linear_eval per trial in a ``dsl.ParallelFor``, and ranks the trials in a ``leaderboard`` step
@@ -43,7 +44,12 @@ log = logging.getLogger(__name__)
 PIPELINE_NAME = "simclr-cifar10"
 # The pipeline's own outputs: what `run --local` copies to --output-dir.
 Outputs = NamedTuple(
-    "Outputs", [("report", HTML), ("summary", Markdown), ("metrics_json", Dataset), ("encoder", Model)]
+    "Outputs",
+    [("report", HTML), ("summary", Markdown), ("metrics_json", Dataset), ("encoder", Model), ("model", Model)],
+)
+# A sweep's: the leaderboard in the report's place, the winner's encoder.
+SweepOutputs = NamedTuple(
+    "SweepOutputs", [("report", HTML), ("summary", Markdown), ("metrics_json", Dataset), ("encoder", Model)]
 )
 
 
@@ -154,19 +160,35 @@ def build_pipeline(cfg: Config, opts: CompileOptions = CompileOptions(), sweep: 
         rep.set_display_name("Report").set_caching_options(False)
         rep.set_env_variable(IMAGE_ENV, launch.image)  # the run history records which image ran
 
+        exported = c.export_model(
+            config=resolved,
+            encoder=pre.outputs["encoder"],
+            stats=stats.outputs["stats"],
+            train=train,
+            test=test,
+            classifier=lin.outputs["classifier"],
+            results=lin.outputs["results"],
+            run_name=run_name,
+        )
+        exported.set_display_name("Export for serving (ONNX, TorchScript)").set_caching_options(True)
+
         verdict = c.regression_gate(config=resolved, metrics_json=rep.outputs["metrics_json"], **names)
         verdict.set_display_name("Regression gate").set_caching_options(False)
         verdict.set_cpu_request("100m").set_memory_request("1Gi").set_memory_limit("2Gi")
 
-        requests(rep, opts)
+        for task in (rep, exported):
+            requests(task, opts)
         s3_env(rep, launch)
         return Outputs(
             report=rep.outputs["html"],
             summary=rep.outputs["summary"],
             metrics_json=rep.outputs["metrics_json"],
             encoder=pre.outputs["encoder"],
+            model=exported.outputs["model"],
         )
 
+    if sweep is not None:
+        simclr_cifar10.__annotations__["return"] = SweepOutputs
     # KFP shows these as the parameters' descriptions in the UI (the DAG is traced, not embedded as source)
     simclr_cifar10.__doc__ = "SimCLR on CIFAR-10 or your own images.\n\nArgs:\n" + "".join(
         f"    {name}: {PARAM_HELP[name]}\n" for name in inspect.signature(simclr_cifar10).parameters
@@ -183,7 +205,7 @@ def build_pipeline(cfg: Config, opts: CompileOptions = CompileOptions(), sweep: 
     )(simclr_cifar10)
 
 
-def _sweep(c, opts, sweep: Sweep, resolved, data: dict, common: dict, *, run_name, job) -> Outputs:
+def _sweep(c, opts, sweep: Sweep, resolved, data: dict, common: dict, *, run_name, job) -> SweepOutputs:
     """One trial per ParallelFor iteration on the shared data, then the leaderboard over their collected outputs."""
     with dsl.ParallelFor(items=sweep.items(), parallelism=sweep.parallelism) as trial:
         scope = dsl.PIPELINE_JOB_ID_PLACEHOLDER if opts.checkpoints_per_run else ""
@@ -211,7 +233,7 @@ def _sweep(c, opts, sweep: Sweep, resolved, data: dict, common: dict, *, run_nam
     board.set_display_name("Leaderboard").set_caching_options(False)
     requests(board, opts)
     s3_env(board, opts.launch)  # it exports the leaderboard and the winner under storage.export_uri
-    return Outputs(
+    return SweepOutputs(
         report=board.outputs["html"],
         summary=board.outputs["summary"],
         metrics_json=board.outputs["leaderboard_json"],

@@ -25,6 +25,7 @@ from kubeclr.config import Config, check_folder_source
 from kubeclr.config.sweep import Sweep
 from kubeclr.errors import UserError
 from kubeclr.report.gate import GATE_PREFIX
+from kubeclr.serving import MODEL_FILES
 from kubeclr.steps.runtime import ERROR_FILE_ENV
 from kubeclr.storage.sources import local_source
 
@@ -265,8 +266,12 @@ def run_local(
             os.environ.pop(ERROR_FILE_ENV, None)
 
     files = {}
-    for name, output in (SWEEP_FILES if sweep else RESULT_FILES).items():
-        src = Path(task.outputs[output].path)
+    sources = {
+        name: Path(task.outputs[output].path) for name, output in (SWEEP_FILES if sweep else RESULT_FILES).items()
+    }
+    if not sweep:  # the exported models and their card: the files of the `model` folder
+        sources |= {name: Path(task.outputs["model"].path) / name for name in MODEL_FILES}
+    for name, src in sources.items():
         dest = output_dir / name
         shutil.copyfile(src, dest)
         files[name] = dest
