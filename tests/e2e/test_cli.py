@@ -1,5 +1,6 @@
 """The CLI as a user meets it: help, one-line errors, and the whole local run."""
 
+import hashlib
 import json
 import os
 import subprocess
@@ -118,7 +119,40 @@ def _check_outputs(out: Path, run_name: str) -> dict:
     state = torch.load(out / "encoder.pt", weights_only=True)
     assert all(isinstance(v, torch.Tensor) for v in state.values())
     assert run_name in (out / "report.html").read_text()
+    _check_exported(out, metrics, state)
     return metrics
+
+
+def _check_exported(out: Path, metrics: dict, state: dict) -> None:
+    """encoder.onnx / encoder.ts take uint8 images and give the PyTorch encoder's features; model.json is this run's."""
+    import numpy as np
+    import onnxruntime as ort
+
+    from kubeclr.config import resolve
+    from kubeclr.core.augment import normalize
+    from kubeclr.core.model import build_encoder
+
+    card = json.loads((out / "model.json").read_text())
+    assert card["config_sha256"] == metrics["config_sha256"] and card["run_name"] == metrics["run_name"]
+    assert card["metrics"]["linear"]["test_top1"] == metrics["linear_eval"]["test_top1"]
+    assert card["metrics"]["knn_test_top1"] == metrics["knn"]["test_top1"]
+    norm = card["input"]["normalisation"]
+    assert (norm["mean"], norm["std"]) == (metrics["dataset"]["mean"], metrics["dataset"]["std"])
+    assert card["model"]["arch"] == metrics["config"]["model"]["arch"]
+    for name in ("encoder.onnx", "encoder.ts", "classifier.onnx", "classifier.ts"):
+        assert card["files"][name]["sha256"] == hashlib.sha256((out / name).read_bytes()).hexdigest(), name
+    encoder = build_encoder(resolve(metrics["config"]).model)
+    encoder.load_state_dict(state)
+    size = card["input"]["shape"][2:]
+    images = torch.randint(0, 256, (5, 3, *size), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        expected = encoder.eval()(normalize(images, norm["mean"], norm["std"]))
+        scripted = torch.jit.load(str(out / "encoder.ts"))(images)
+    session = ort.InferenceSession(str(out / "encoder.onnx"), providers=["CPUExecutionProvider"])
+    (onnx_out,) = session.run(["embedding"], {"images": images.numpy()})
+    assert onnx_out.dtype == np.float32 and onnx_out.shape == (5, card["output"]["shape"][1])
+    assert np.abs(onnx_out - expected.numpy()).max() <= 1e-4
+    assert (scripted - expected).abs().max().item() <= 1e-4
 
 
 @pytest.mark.e2e

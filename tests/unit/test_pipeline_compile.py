@@ -22,6 +22,7 @@ EDGES = {
     "extract-features": {"download-split", "compute-stats", "pretrain"},
     "linear-eval": {"download-split", "compute-stats", "pretrain", "extract-features"},
     "report": {"download-split", "compute-stats", "pretrain", "extract-features", "linear-eval"},
+    "export-model": {"download-split", "compute-stats", "pretrain", "linear-eval"},
 }
 
 
@@ -39,7 +40,7 @@ def ir(tmp_path_factory):
 def test_six_tasks_with_the_design_edges(ir):
     spec, _ = ir
     tasks = spec["root"]["dag"]["tasks"]
-    assert set(tasks) == STEPS | {"fingerprint", "regression-gate"}
+    assert set(tasks) == STEPS | {"fingerprint", "export-model", "regression-gate"}
     for name, producers in EDGES.items():
         assert set(tasks[name]["dependentTasks"]) == producers, name
     assert "dependentTasks" not in tasks["fingerprint"]
@@ -135,7 +136,7 @@ def test_kubernetes_platform_config(ir):
 def test_no_runtime_pip_and_one_pinned_image(ir):
     spec, _ = ir
     executors = spec["deploymentSpec"]["executors"]
-    assert len(executors) == 8  # the six steps, the fingerprint and the regression gate
+    assert len(executors) == 9  # the six steps, the fingerprint, the export and the regression gate
     for name, ex in executors.items():
         container = ex["container"]
         assert container["image"] == kubeclr.IMAGE, name

@@ -1,0 +1,145 @@
+"""The exported models compute what PyTorch computes; a bad export fails loudly and leaves nothing behind."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+import torch
+
+from kubeclr.atomic import write_json
+from kubeclr.config import config_digest, load_config
+from kubeclr.core.model import build_encoder
+from kubeclr.data.files import Split, save_split
+from kubeclr.errors import DataError
+from kubeclr.eval.features import extract_features
+from kubeclr.serving import MODEL_FILES, export
+from kubeclr.serving.embedder import Classifier, Embedder
+from kubeclr.steps import export_model
+
+CFG = load_config("smoke", None, ["model.width=4"])
+MEAN, STD = [0.49, 0.48, 0.45], [0.25, 0.24, 0.26]
+
+
+def _images(n: int, size: int = 32, seed: int = 0) -> torch.Tensor:
+    return torch.randint(0, 256, (n, 3, size, size), dtype=torch.uint8, generator=torch.Generator().manual_seed(seed))
+
+
+def _encoder(seed: int = 0) -> torch.nn.Module:
+    torch.manual_seed(seed)
+    return build_encoder(CFG.model).eval()
+
+
+def test_the_embedder_is_the_feature_extractor_of_linear_eval():
+    encoder, images = _encoder(), _images(6)
+    expected = extract_features(encoder, images, MEAN, STD, device=torch.device("cpu"), batch_size=4)
+    with torch.no_grad():
+        got = Embedder(encoder, MEAN, STD)(images)
+    assert torch.allclose(got, expected, atol=1e-6)
+
+
+def test_the_classifier_is_the_linear_probes_softmax():
+    g = torch.Generator().manual_seed(1)
+    state = {"weight": torch.randn(3, 8, generator=g), "bias": torch.randn(3, generator=g)}
+    state |= {"mean": torch.randn(8, generator=g), "std": torch.rand(8, generator=g) + 0.5}
+    x = torch.randn(5, 8, generator=g)
+    logits = ((x - state["mean"]) / state["std"]) @ state["weight"].T + state["bias"]
+    with torch.no_grad():
+        assert torch.allclose(Classifier(state)(x), torch.softmax(logits, 1), atol=1e-6)
+
+
+def test_onnx_and_torchscript_round_trip_within_tolerance_at_any_batch_size(tmp_path):
+    embedder = Embedder(_encoder(), MEAN, STD)
+    facts = export.export_pair(embedder, _images(8), tmp_path, "encoder", export.ENCODER_IO)
+    assert max(facts["max_abs_diff"].values()) <= export.TOLERANCE
+    session = ort.InferenceSession(str(tmp_path / "encoder.onnx"), providers=["CPUExecutionProvider"])
+    (inp,), (out,) = session.get_inputs(), session.get_outputs()
+    assert (inp.name, inp.type, inp.shape[1:]) == ("images", "tensor(uint8)", [3, 32, 32]) and isinstance(
+        inp.shape[0], str
+    )
+    assert (out.name, out.type) == ("embedding", "tensor(float)")
+    other = _images(13, seed=5)  # a batch size the export never saw
+    with torch.no_grad():
+        expected = embedder(other).numpy()
+        scripted = torch.jit.load(str(tmp_path / "encoder.ts"))(other).numpy()
+    (got,) = session.run(["embedding"], {"images": other.numpy()})
+    assert np.abs(got - expected).max() <= 1e-4 and np.abs(scripted - expected).max() <= 1e-4
+
+
+def test_an_export_that_computes_something_else_fails_loudly(tmp_path):
+    embedder = Embedder(_encoder(0), MEAN, STD)
+    images = _images(4)
+    export.to_onnx(Embedder(_encoder(1), MEAN, STD), images, tmp_path / "e.onnx", export.ENCODER_IO)  # other weights
+    export.to_torchscript(embedder, images, tmp_path / "e.ts")
+    with pytest.raises(
+        export.ExportError, match=r"^onnx export differs from the PyTorch model by .* \(> 0.0001\) on 4"
+    ):
+        export.check(embedder, tmp_path / "e.onnx", tmp_path / "e.ts", images, export.ENCODER_IO)
+
+
+def _step_inputs(tmp_path, classifier_state=None):
+    images = _images(40).numpy()
+    labels = np.arange(40) % 4
+    meta = {"source": "test", "synthetic": True, "split": "test", "seconds": 0.0, "md5": None}
+    for name in ("train", "test"):
+        save_split(tmp_path / f"{name}.npz", Split(images, labels, tuple("abcd"), {**meta, "split": name}))
+    write_json(tmp_path / "stats.json", {"mean": MEAN, "std": STD, "count": 40, "seconds": 0.0, "synthetic": True})
+    torch.save(_encoder().state_dict(), tmp_path / "encoder.pt")
+    dim = _encoder().feature_dim
+    state = classifier_state or {
+        "weight": torch.randn(4, dim),
+        "bias": torch.zeros(4),
+        "mean": torch.zeros(dim),
+        "std": torch.ones(dim),
+        "class_names": list("abcd"),
+        "protocol": "features",
+    }
+    torch.save(state, tmp_path / "classifier.pt")
+    write_json(
+        tmp_path / "results.json",
+        {"val_top1": 0.5, "test_top1": 0.25, "knn": {"test_top1": 0.3}, "protocol": "features"},
+    )
+    p = {
+        k: tmp_path / f"{k}{ext}"
+        for k, ext in (
+            ("encoder", ".pt"),
+            ("stats", ".json"),
+            ("train", ".npz"),
+            ("test", ".npz"),
+            ("classifier", ".pt"),
+            ("results", ".json"),
+        )
+    }
+    return [p["encoder"], p["stats"], p["train"], p["test"], p["classifier"], p["results"]]
+
+
+def test_the_step_writes_the_folder_and_a_card_that_matches_the_run(tmp_path):
+    card = export_model.run(CFG, *_step_inputs(tmp_path), tmp_path / "model", run_name="r1")
+    assert sorted(p.name for p in (tmp_path / "model").iterdir()) == sorted(MODEL_FILES)
+    saved = json.loads((tmp_path / "model" / "model.json").read_text())
+    assert saved == card and card["config_sha256"] == config_digest(CFG) and card["run_name"] == "r1"
+    assert card["input"] == {
+        "name": "images",
+        "datatype": "UINT8",
+        "layout": "NCHW",
+        "shape": [-1, 3, 32, 32],
+        "normalisation": {"mean": MEAN, "std": STD, "inside": True},
+    }
+    assert card["output"] == {"name": "embedding", "datatype": "FP32", "shape": [-1, 32]}
+    assert card["classifier"]["classes"] == list("abcd") and card["metrics"]["linear"]["test_top1"] == 0.25
+    assert card["validation"]["encoder"]["images"] == export_model.CHECK_IMAGES and card["onnx_opset"] == export.OPSET
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".model")] == []  # no staging left
+
+
+def test_a_failed_check_or_a_bad_classifier_leaves_no_folder(tmp_path, monkeypatch):
+    inputs = _step_inputs(tmp_path)
+    monkeypatch.setattr(export, "TOLERANCE", -1.0)  # nothing passes
+    with pytest.raises(export.ExportError):
+        export_model.run(CFG, *inputs, tmp_path / "model", run_name="r")
+    monkeypatch.undo()
+    torch.save({"weight": torch.zeros(2, 2)}, tmp_path / "classifier.pt")  # no class names, wrong size
+    with pytest.raises(DataError, match=r"classifier .*classifier.pt: not linear_eval's classifier"):
+        export_model.run(CFG, *inputs, tmp_path / "model", run_name="r")
+    assert not (tmp_path / "model").exists() and not [p for p in tmp_path.iterdir() if p.name.startswith(".model")]
