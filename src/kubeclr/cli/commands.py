@@ -136,6 +136,22 @@ def cmd_render_job(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    from kubeclr.serving.requests import RequestLimits
+    from kubeclr.serving.server import serve
+
+    if args.max_batch < 1 or args.max_request_mb <= 0 or not 0 < args.port < 65536:
+        raise UserError("serve: --max-batch and --max-request-mb must be positive, --port 1..65535")
+    serve(
+        args.model,
+        host=args.host,
+        port=args.port,
+        limits=RequestLimits(max_batch=args.max_batch),
+        max_request_bytes=int(args.max_request_mb * 1024 * 1024),
+    )
+    return 0
+
+
 def cmd_keys(args: argparse.Namespace) -> int:
     print("config keys (set with --set section.key=value):")
     print(describe_keys())
@@ -151,6 +167,7 @@ COMMANDS = {
     "bench": cmd_bench,
     "render-job": cmd_render_job,
     "keys": cmd_keys,
+    "serve": cmd_serve,
 }
 
 

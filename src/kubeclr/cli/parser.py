@@ -190,6 +190,20 @@ def build_parser() -> argparse.ArgumentParser:
     _compile_args(p)
     p.add_argument("--output", default="simclr-cifar10.yaml", help="IR YAML to write")
 
+    p = sub.add_parser(
+        "serve",
+        formatter_class=_Formatter,
+        help="serve an exported model (Open Inference Protocol v2, KServe)",
+        description="Serve the export folder of a run (encoder.onnx, classifier.onnx, model.json: a local "
+        "run's --output-dir, or the pipeline's model output) as model 'simclr-encoder': "
+        "POST /v2/models/simclr-encoder/infer, GET /v2/health/ready. Needs pip install 'kubeclr[serve]'.",
+    )
+    p.add_argument("--model", required=True, metavar="DIR", help="the export folder")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0: every interface)")
+    p.add_argument("--port", type=int, default=8080, help="HTTP port")
+    p.add_argument("--max-batch", type=int, default=64, help="images per request")
+    p.add_argument("--max-request-mb", type=float, default=32.0, help="largest request body, in MiB (413 above)")
+
     p = sub.add_parser("upload", formatter_class=_Formatter, help="upload the pipeline (or a new version)")
     _client_args(p)
     _config_args(p, CLUSTER_PRESET)

@@ -1,0 +1,186 @@
+"""``simclr-pipeline serve``: the exported encoder on the Open Inference Protocol (v2), with KServe's server.
+
+``POST /v2/models/simclr-encoder/infer`` takes an ``images`` input (:mod:`kubeclr.serving.requests`)
+and returns ``embedding`` (``FP32`` ``[B, D]``); asking for the ``probabilities`` output
+(``"outputs": [{"name": "probabilities"}]``) adds the linear probe's class probabilities
+(``FP32`` ``[B, C]``, classes in ``model.json``). ``GET /v2/health/ready`` says when the model is
+loaded. The models run in onnxruntime (ONNX is protobuf: nothing is unpickled); a body larger
+than the limit is refused with 413 before it is read whole.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import uuid
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from kubeclr.errors import UserError
+from kubeclr.serving import MODEL_FILES
+from kubeclr.serving.card import MODEL_NAME
+from kubeclr.serving.export import CLASSIFIER_IO, ENCODER_IO
+from kubeclr.serving.requests import RequestError, RequestLimits, request_images
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MAX_REQUEST_BYTES = 32 * 1024 * 1024
+
+
+def read_card(model_dir: Path) -> dict:
+    """``model.json`` of an export folder, with the files it names present.
+
+    Raises:
+        UserError: not an export folder (a file missing, a card that is not this format's).
+    """
+    missing = [name for name in MODEL_FILES if name.endswith((".onnx", ".json")) and not (model_dir / name).is_file()]
+    if missing:
+        raise UserError(f"--model {model_dir}: no {', '.join(missing)} (expected the export folder of a run)")
+    try:
+        card = json.loads((model_dir / "model.json").read_text())
+        size = int(card["input"]["shape"][2])
+        int(card["output"]["shape"][1])
+    except (ValueError, KeyError, IndexError, TypeError) as exc:
+        raise UserError(f"--model {model_dir}: model.json is not a kubeclr model card ({type(exc).__name__})") from None
+    if size < 1:
+        raise UserError(f"--model {model_dir}: model.json gives an input size of {size}")
+    return card
+
+
+class Encoder:
+    """The exported encoder and probe in onnxruntime: uint8 ``(B, 3, S, S)`` → embeddings (and probabilities)."""
+
+    def __init__(self, model_dir: Path, threads: int = 0) -> None:
+        import onnxruntime as ort
+
+        self.card = read_card(model_dir)
+        self.size = int(self.card["input"]["shape"][2])
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        providers = ["CPUExecutionProvider"]
+        self._encoder = ort.InferenceSession(str(model_dir / "encoder.onnx"), options, providers=providers)
+        self._classifier = ort.InferenceSession(str(model_dir / "classifier.onnx"), options, providers=providers)
+
+    def embed(self, images: np.ndarray) -> np.ndarray:
+        return self._encoder.run([ENCODER_IO[1]], {ENCODER_IO[0]: images})[0]
+
+    def classify(self, features: np.ndarray) -> np.ndarray:
+        return self._classifier.run([CLASSIFIER_IO[1]], {CLASSIFIER_IO[0]: features})[0]
+
+
+def _kserve_model(encoder: Encoder, limits: RequestLimits):
+    import kserve
+    from kserve.errors import InvalidInput
+    from kserve.protocol.infer_type import InferOutput, InferResponse
+
+    class EmbeddingModel(kserve.Model):
+        def __init__(self) -> None:
+            super().__init__(MODEL_NAME)
+            self.ready = True  # the sessions are loaded before the server starts
+
+        async def predict(self, payload: Any, headers: Any = None, response_headers: Any = None) -> Any:
+            if not hasattr(payload, "inputs"):
+                raise InvalidInput("expected an Open Inference Protocol (v2) request with an 'inputs' list")
+            try:
+                images = request_images(payload.inputs, size=encoder.size, limits=limits)
+            except RequestError as exc:
+                raise InvalidInput(str(exc)) from None
+            wanted = {o.name for o in (payload.request_outputs or [])} or {ENCODER_IO[1]}
+            unknown = sorted(wanted - {ENCODER_IO[1], CLASSIFIER_IO[1]})
+            if unknown:
+                raise InvalidInput(f"unknown output {unknown[0]!r} (outputs: {ENCODER_IO[1]}, {CLASSIFIER_IO[1]})")
+            features = encoder.embed(images)
+            tensors = {ENCODER_IO[1]: features}
+            if CLASSIFIER_IO[1] in wanted:
+                tensors[CLASSIFIER_IO[1]] = encoder.classify(features)
+            outputs = []
+            for name, array in tensors.items():
+                out = InferOutput(name=name, shape=list(array.shape), datatype="FP32")
+                out.set_data_from_numpy(np.ascontiguousarray(array, dtype=np.float32), binary_data=False)
+                outputs.append(out)
+            return InferResponse(
+                response_id=payload.id or str(uuid.uuid4()), model_name=self.name, infer_outputs=outputs
+            )
+
+    return EmbeddingModel()
+
+
+def _body_limit(app: Any, max_bytes: int) -> Any:
+    """ASGI middleware: 413 for a body over ``max_bytes`` (by Content-Length, or counted as it streams)."""
+
+    async def reject(send: Any) -> None:
+        body = json.dumps({"error": f"request body larger than {max_bytes} bytes"}).encode()
+        await send({"type": "http.response.start", "status": 413, "headers": [(b"content-type", b"application/json")]})
+        await send({"type": "http.response.body", "body": body})
+
+    async def middleware(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return await app(scope, receive, send)
+        length = dict(scope.get("headers") or []).get(b"content-length")
+        if length is not None and length.isdigit() and int(length) > max_bytes:
+            return await reject(send)
+        seen = 0
+
+        async def counted() -> Any:
+            nonlocal seen
+            message = await receive()
+            seen += len(message.get("body", b""))
+            if seen > max_bytes:
+                raise RequestError("body too large")
+            return message
+
+        try:
+            await app(scope, counted, send)
+        except RequestError:
+            await reject(send)
+
+    return middleware
+
+
+def serve(
+    model_dir: str | Path,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 8080,
+    limits: RequestLimits = RequestLimits(),
+    max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES,
+) -> None:
+    """Serve the export folder ``model_dir`` until interrupted.
+
+    Raises:
+        UserError: not an export folder, or the ``[serve]`` extra (kserve) is not installed.
+    """
+    encoder = Encoder(Path(model_dir))
+    argv, sys.argv = sys.argv, sys.argv[:1]  # KServe parses the command line on import (`--model` → its --model_name)
+    try:
+        from kserve import model_server
+        from kserve.protocol.rest import server as rest
+    except ImportError:
+        raise UserError("serve needs the KServe SDK: pip install 'kubeclr[serve]'") from None
+    finally:
+        sys.argv = argv
+
+    class Server(rest.RESTServer):  # KServe binds 0.0.0.0; this binds where we are told, and limits bodies
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            self.config.host = host
+
+        def _add_middlewares(self, app: Any) -> None:
+            super()._add_middlewares(app)
+            app.add_middleware(lambda inner: _body_limit(inner, max_request_bytes))
+
+    model_server.RESTServer = Server
+    log.info(
+        "serving %s (%s, %d px, %d-d embeddings) on http://%s:%d/v2/models/%s/infer",
+        model_dir,
+        encoder.card["model"]["arch"],
+        encoder.size,
+        int(encoder.card["output"]["shape"][1]),
+        host,
+        port,
+        MODEL_NAME,
+    )
+    model_server.ModelServer(http_port=port, enable_grpc=False, workers=1).start([_kserve_model(encoder, limits)])
