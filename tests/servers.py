@@ -305,3 +305,27 @@ class Pushgateway(_Process):
         """The gateway's own ``/metrics`` page (every pushed series plus its internals)."""
         with urllib.request.urlopen(self.url + "/metrics", timeout=5) as resp:
             return resp.read().decode()
+
+
+class EmbeddingServer(_Process):
+    """``simclr-pipeline serve`` on a free loopback port (the project's own KServe server)."""
+
+    name = "serve"
+
+    def __init__(self, workdir: Path, model_dir: Path, *extra: str) -> None:
+        super().__init__(workdir)
+        self.model_dir, self.extra = Path(model_dir), extra
+        self.port = free_port()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def command(self) -> list[str]:
+        return [
+            sys.executable, "-m", "kubeclr.cli", "serve", "--model", str(self.model_dir),
+            "--port", str(self.port), *self.extra,
+        ]  # fmt: skip
+
+    def ready(self) -> bool:
+        return _http_status(self.url + "/v2/health/ready") == 200

@@ -9,18 +9,16 @@ import onnxruntime as ort
 import pytest
 import torch
 
-from kubeclr.atomic import write_json
 from kubeclr.config import config_digest, load_config
 from kubeclr.core.model import build_encoder
-from kubeclr.data.files import Split, save_split
 from kubeclr.errors import DataError
 from kubeclr.eval.features import extract_features
 from kubeclr.serving import MODEL_FILES, export
 from kubeclr.serving.embedder import Classifier, Embedder
 from kubeclr.steps import export_model
+from tests.export_fixtures import MEAN, STD, step_inputs
 
 CFG = load_config("smoke", None, ["model.width=4"])
-MEAN, STD = [0.49, 0.48, 0.45], [0.25, 0.24, 0.26]
 
 
 def _images(n: int, size: int = 32, seed: int = 0) -> torch.Tensor:
@@ -79,44 +77,8 @@ def test_an_export_that_computes_something_else_fails_loudly(tmp_path):
         export.check(embedder, tmp_path / "e.onnx", tmp_path / "e.ts", images, export.ENCODER_IO)
 
 
-def _step_inputs(tmp_path, classifier_state=None):
-    images = _images(40).numpy()
-    labels = np.arange(40) % 4
-    meta = {"source": "test", "synthetic": True, "split": "test", "seconds": 0.0, "md5": None}
-    for name in ("train", "test"):
-        save_split(tmp_path / f"{name}.npz", Split(images, labels, tuple("abcd"), {**meta, "split": name}))
-    write_json(tmp_path / "stats.json", {"mean": MEAN, "std": STD, "count": 40, "seconds": 0.0, "synthetic": True})
-    torch.save(_encoder().state_dict(), tmp_path / "encoder.pt")
-    dim = _encoder().feature_dim
-    state = classifier_state or {
-        "weight": torch.randn(4, dim),
-        "bias": torch.zeros(4),
-        "mean": torch.zeros(dim),
-        "std": torch.ones(dim),
-        "class_names": list("abcd"),
-        "protocol": "features",
-    }
-    torch.save(state, tmp_path / "classifier.pt")
-    write_json(
-        tmp_path / "results.json",
-        {"val_top1": 0.5, "test_top1": 0.25, "knn": {"test_top1": 0.3}, "protocol": "features"},
-    )
-    p = {
-        k: tmp_path / f"{k}{ext}"
-        for k, ext in (
-            ("encoder", ".pt"),
-            ("stats", ".json"),
-            ("train", ".npz"),
-            ("test", ".npz"),
-            ("classifier", ".pt"),
-            ("results", ".json"),
-        )
-    }
-    return [p["encoder"], p["stats"], p["train"], p["test"], p["classifier"], p["results"]]
-
-
 def test_the_step_writes_the_folder_and_a_card_that_matches_the_run(tmp_path):
-    card = export_model.run(CFG, *_step_inputs(tmp_path), tmp_path / "model", run_name="r1")
+    card = export_model.run(CFG, *step_inputs(tmp_path, CFG), tmp_path / "model", run_name="r1")
     assert sorted(p.name for p in (tmp_path / "model").iterdir()) == sorted(MODEL_FILES)
     saved = json.loads((tmp_path / "model" / "model.json").read_text())
     assert saved == card and card["config_sha256"] == config_digest(CFG) and card["run_name"] == "r1"
@@ -134,7 +96,7 @@ def test_the_step_writes_the_folder_and_a_card_that_matches_the_run(tmp_path):
 
 
 def test_a_failed_check_or_a_bad_classifier_leaves_no_folder(tmp_path, monkeypatch):
-    inputs = _step_inputs(tmp_path)
+    inputs = step_inputs(tmp_path, CFG)
     monkeypatch.setattr(export, "TOLERANCE", -1.0)  # nothing passes
     with pytest.raises(export.ExportError):
         export_model.run(CFG, *inputs, tmp_path / "model", run_name="r")

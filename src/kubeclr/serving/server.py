@@ -113,7 +113,12 @@ def _body_limit(app: Any, max_bytes: int) -> Any:
 
     async def reject(send: Any) -> None:
         body = json.dumps({"error": f"request body larger than {max_bytes} bytes"}).encode()
-        await send({"type": "http.response.start", "status": 413, "headers": [(b"content-type", b"application/json")]})
+        headers = [
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(body)).encode()),
+            (b"connection", b"close"),  # the rest of the body is never read
+        ]
+        await send({"type": "http.response.start", "status": 413, "headers": headers})
         await send({"type": "http.response.body", "body": body})
 
     async def middleware(scope: Any, receive: Any, send: Any) -> None:
