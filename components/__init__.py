@@ -18,6 +18,7 @@ from kfp import dsl
 from kubeclr import IMAGE
 from kubeclr.components import (
     compute_stats,
+    deploy_model,
     download_split,
     export_model,
     extract_features,
@@ -34,7 +35,7 @@ from kubeclr.errors import UserError
 
 @dataclass(frozen=True)
 class Components:
-    """The six step components, the data source's fingerprint, the model export, the regression
+    """The six step components, the data source's fingerprint, the model export and deploy, the regression
     gate and a sweep's trial config and leaderboard, all on one image."""
 
     fingerprint: Any
@@ -44,6 +45,7 @@ class Components:
     extract_features: Any
     linear_eval: Any
     export_model: Any
+    deploy_model: Any
     report: Any
     regression_gate: Any
     trial_config: Any
@@ -66,6 +68,7 @@ def build(image: str = IMAGE) -> Components:
         extract_features=make(extract_features.extract_features),
         linear_eval=make(linear_eval.linear_eval),
         export_model=make(export_model.export_model),
+        deploy_model=make(deploy_model.deploy_model),
         report=make(report.report),
         regression_gate=make(regression_gate.regression_gate),
         trial_config=make(trial_config.trial_config),

@@ -8,6 +8,7 @@ regression gate, which fails the run after the report when the gate failed::
                                    └──────────────────┴───────────────────────────────────────────────────┘
                                                                                     report ─> regression_gate
                                                                       linear_eval ─> export_model (ONNX, TorchScript)
+                                                     export_model, report ─> deploy_model (compile --deploy)
 
 The sweep variant (``compile --sweep``) runs the data steps once, then pretrain → extract_features →
 linear_eval per trial in a ``dsl.ParallelFor``, and ranks the trials in a ``leaderboard`` step
@@ -171,6 +172,15 @@ def build_pipeline(cfg: Config, opts: CompileOptions = CompileOptions(), sweep: 
             run_name=run_name,
         )
         exported.set_display_name("Export for serving (ONNX, TorchScript)").set_caching_options(True)
+
+        if opts.deploy:
+            dep = c.deploy_model(
+                config=resolved, model=exported.outputs["model"], metrics_json=rep.outputs["metrics_json"], **names
+            )
+            dep.set_display_name("Deploy the model (KServe InferenceService)").set_caching_options(False)
+            dep.set_env_variable(IMAGE_ENV, launch.image)  # the serve image is this image's -serve tag
+            small(dep)
+            s3_env(dep, launch)
 
         verdict = c.regression_gate(config=resolved, metrics_json=rep.outputs["metrics_json"], **names)
         verdict.set_display_name("Regression gate").set_caching_options(False)

@@ -1,6 +1,6 @@
 """A local HTTP server that plays the Kubernetes API for one custom resource.
 
-It serves ``POST``/``GET``/``DELETE`` on
+It serves ``POST``/``GET``/``DELETE`` (and a merge ``PATCH``) on
 ``/apis/<group>/<version>/namespaces/<ns>/<plural>[/<name>]`` the way the API
 server does for a PyTorchJob, records every request, and answers GETs from a
 per-test *script*: a list of condition lists, one per GET, the last repeated
@@ -63,6 +63,19 @@ def trainjob_condition(kind: str, reason: str, message: str = "") -> dict:
 CREATED = condition("Created", "PyTorchJobCreated", "PyTorchJob is created.")
 RUNNING = condition("Running", "PyTorchJobRunning", "PyTorchJob is running.")
 SUCCEEDED = condition("Succeeded", "PyTorchJobSucceeded", "PyTorchJob successfully completed.")
+
+
+def merge_patch(target: Any, patch: Any) -> Any:
+    """RFC 7386: mappings merge key by key, ``null`` deletes, anything else replaces."""
+    if not isinstance(patch, dict):
+        return patch
+    out = dict(target) if isinstance(target, dict) else {}
+    for key, value in patch.items():
+        if value is None:
+            out.pop(key, None)
+        else:
+            out[key] = merge_patch(out.get(key), value)
+    return out
 
 
 @dataclass
@@ -156,13 +169,19 @@ class _Handler(BaseHTTPRequestHandler):
                 return self._send(200, job)
             elif self.command == "DELETE" and name:
                 return self._send(200, st.jobs.pop(f"{m['ns']}/{name}"))
+            elif self.command == "PATCH" and name:  # a JSON merge patch (RFC 7386), as kubectl patch --type merge
+                if self.headers.get("Content-Type") != "application/merge-patch+json":
+                    return self._status(415, "UnsupportedMediaType", f"{self.headers.get('Content-Type')}")
+                key = f"{m['ns']}/{name}"
+                st.jobs[key] = merge_patch(st.jobs[key], body)
+                return self._send(200, st.jobs[key])
             else:
                 return self._status(405, "MethodNotAllowed", f"{self.command} {self.path}")
         if hook:  # outside the lock: the hook may be slow (writes files)
             hook(body)
         self._send(201, body)
 
-    do_GET = do_POST = do_DELETE = _handle
+    do_GET = do_POST = do_DELETE = do_PATCH = _handle
 
 
 class FakeK8sServer:

@@ -28,8 +28,12 @@ KUBECTL = shutil.which("kubectl", path=str(BIN)) or shutil.which("kubectl")
 CHECKOV = shutil.which("checkov", path=str(BIN)) or shutil.which("checkov")
 K8S_VERSION = "1.37.0"  # newest schema set kubernetes-validate ships
 NAMESPACE = "kubeclr"
-TARGETS = ["base", "overlays/dev", "overlays/aws", "overlays/gpu-nodes"]
-CRD_KINDS = {("monitoring.coreos.com/v1", "PodMonitor"), ("monitoring.coreos.com/v1", "PrometheusRule")}
+TARGETS = ["base", "overlays/dev", "overlays/aws", "overlays/gpu-nodes", "overlays/serving"]
+CRD_KINDS = {
+    ("monitoring.coreos.com/v1", "PodMonitor"),
+    ("monitoring.coreos.com/v1", "PrometheusRule"),
+    ("serving.kserve.io/v1beta1", "InferenceService"),  # its fields: tests/unit/test_deploy.py
+}
 CLUSTER_SCOPED = {"Namespace", "PriorityClass"}
 PLACEHOLDER = "REPLACE_ME"
 

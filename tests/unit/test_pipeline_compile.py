@@ -324,3 +324,19 @@ def test_the_report_records_the_run_id_and_the_image(ir):
     env = spec["deploymentSpec"]["executors"]["exec-report"]["container"]["env"]
     assert {"name": "KUBECLR_IMAGE", "value": kubeclr.IMAGE} in env
     assert spec["root"]["inputDefinitions"]["parameters"]["history_uri"]["defaultValue"] == ""
+
+
+def test_deploy_adds_a_step_after_the_export_and_the_report(tmp_path):
+    path = tmp_path / "deploy.yaml"
+    compile_pipeline(load_config("fast"), str(path), CompileOptions(deploy=True))
+    spec, platform = yaml.safe_load_all(path.read_text())
+    tasks = spec["root"]["dag"]["tasks"]
+    assert set(tasks["deploy-model"]["dependentTasks"]) == {"download-split", "export-model", "report"}
+    assert not tasks["deploy-model"]["cachingOptions"].get("enableCache")
+    env = spec["deploymentSpec"]["executors"]["exec-deploy-model"]["container"]["env"]
+    assert {"name": "KUBECLR_IMAGE", "value": kubeclr.IMAGE} in env  # the serve image is its -serve tag
+    secrets = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]["exec-deploy-model"]
+    assert secrets["secretAsEnv"][0]["secretName"] == "kubeclr-s3-credentials"  # it publishes the model
+    without = tmp_path / "plain.yaml"
+    compile_pipeline(load_config("fast"), str(without))
+    assert "deploy-model" not in next(yaml.safe_load_all(without.read_text()))["root"]["dag"]["tasks"]

@@ -26,6 +26,7 @@ from kubeclr.cli.options import (
     what_compiled,
 )
 from kubeclr.cli.parser import build_parser
+from kubeclr.cli.serve import cmd_serve
 from kubeclr.config import describe_keys
 from kubeclr.errors import UserError
 
@@ -133,22 +134,6 @@ def cmd_render_job(args: argparse.Namespace) -> int:
     )
     print(yaml.safe_dump(job, sort_keys=False, width=1000), end="")
     print(f"render-job: {job['kind']} of {what_compiled(args)}", file=sys.stderr)
-    return 0
-
-
-def cmd_serve(args: argparse.Namespace) -> int:
-    from kubeclr.serving.requests import RequestLimits
-    from kubeclr.serving.server import serve
-
-    if args.max_batch < 1 or args.max_request_mb <= 0 or not 0 < args.port < 65536:
-        raise UserError("serve: --max-batch and --max-request-mb must be positive, --port 1..65535")
-    serve(
-        args.model,
-        host=args.host,
-        port=args.port,
-        limits=RequestLimits(max_batch=args.max_batch),
-        max_request_bytes=int(args.max_request_mb * 1024 * 1024),
-    )
     return 0
 
 

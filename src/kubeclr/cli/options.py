@@ -85,6 +85,7 @@ def compile_options(args: argparse.Namespace) -> CompileOptions:
         extract_gpu=args.extract_gpu,
         step_cpu=args.step_cpu,
         step_memory=args.step_memory,
+        deploy=args.deploy,
     )
 
 

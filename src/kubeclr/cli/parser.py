@@ -6,6 +6,7 @@ import argparse
 
 from kubeclr import __version__
 from kubeclr.cli.options import add_sweep_args
+from kubeclr.cli.serve import add_serve_parser
 from kubeclr.config import DEFAULT_PRESET, preset_names
 from kubeclr.launch.settings import CompileOptions, LaunchSettings
 
@@ -130,6 +131,8 @@ def _compile_args(p: argparse.ArgumentParser, *, package: bool = False) -> None:
         "--retries", type=int, default=STEP_DEFAULTS.pretrain_retries, help="pretrain retries (each resumes)"
     )
     g.add_argument("--cache-pretrain", action="store_true", help="allow KFP to cache the pretrain step")
+    deploy_help = "add the deploy step: a run that passes its gate and deploy.min_test_top1 creates or patches"
+    g.add_argument("--deploy", action="store_true", help=deploy_help + " its KServe InferenceService (deploy.*)")
     g.add_argument(
         "--launcher",
         action="store_true",
@@ -190,19 +193,7 @@ def build_parser() -> argparse.ArgumentParser:
     _compile_args(p)
     p.add_argument("--output", default="simclr-cifar10.yaml", help="IR YAML to write")
 
-    p = sub.add_parser(
-        "serve",
-        formatter_class=_Formatter,
-        help="serve an exported model (Open Inference Protocol v2, KServe)",
-        description="Serve the export folder of a run (encoder.onnx, classifier.onnx, model.json: a local "
-        "run's --output-dir, or the pipeline's model output) as model 'simclr-encoder': "
-        "POST /v2/models/simclr-encoder/infer, GET /v2/health/ready. Needs pip install 'kubeclr[serve]'.",
-    )
-    p.add_argument("--model", required=True, metavar="DIR", help="the export folder")
-    p.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0: every interface)")
-    p.add_argument("--port", type=int, default=8080, help="HTTP port")
-    p.add_argument("--max-batch", type=int, default=64, help="images per request")
-    p.add_argument("--max-request-mb", type=float, default=32.0, help="largest request body, in MiB (413 above)")
+    add_serve_parser(sub, _Formatter)
 
     p = sub.add_parser("upload", formatter_class=_Formatter, help="upload the pipeline (or a new version)")
     _client_args(p)

@@ -76,14 +76,16 @@ class K8sApi:
         host = f"[{host}]" if ":" in host else host
         return cls(f"https://{host}:{port}", token_file=sa_dir / "token", ca_file=sa_dir / "ca.crt")
 
-    def request(self, method: str, path: str, body: dict | None = None) -> dict:
-        """Send one request; return the decoded JSON body.
+    def request(
+        self, method: str, path: str, body: dict | None = None, *, content_type: str = "application/json"
+    ) -> dict:
+        """Send one request; return the decoded JSON body (``content_type``: e.g. a merge patch's).
 
         Raises:
             K8sError: connection failure or a non-2xx answer (with the server's message).
         """
         url = self.base_url + path
-        headers = {"Accept": "application/json", "Content-Type": "application/json"}
+        headers = {"Accept": "application/json", "Content-Type": content_type}
         token = self._token or (self._token_file.read_text().strip() if self._token_file else None)
         if token:
             headers["Authorization"] = f"Bearer {token}"
@@ -97,6 +99,14 @@ class K8sApi:
         except (urllib.error.URLError, OSError) as exc:
             reason = getattr(exc, "reason", exc)
             raise K8sError(f"{method} {url}: cannot reach the Kubernetes API server ({reason})") from None
+
+
+def own_namespace(sa_dir: Path = SA_DIR) -> str:
+    """The namespace of this pod (its service account's), or ``default`` outside a cluster."""
+    try:
+        return (sa_dir / "namespace").read_text().strip()
+    except OSError:
+        return "default"
 
 
 # What a 404 on a job collection means: the operator that serves it is not installed.

@@ -163,6 +163,19 @@ class ReportConfig:
 
 
 @dataclass(frozen=True)
+class DeployConfig:
+    """The deploy step of ``compile --deploy``: the new model as a KServe InferenceService."""
+
+    name: str = option("simclr-encoder", help="InferenceService the deploy step creates or patches")
+    namespace: str = option("", help="its namespace ('' = the pipeline pod's own)")
+    image: str = option("", help="the predictor's image ('' = the pipeline's image, tag + '-serve')")
+    min_test_top1: float = option(
+        0.0, ge=0, le=1, help="deploy only at this linear test top-1 or above (0 = any); a failed gate never deploys"
+    )
+    gpus: int = option(0, ge=0, le=8, help="GPUs of the predictor (0 = CPU only)")
+
+
+@dataclass(frozen=True)
 class Config:
     """The whole configuration of a run: one frozen section per concern.
 
@@ -180,6 +193,7 @@ class Config:
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
     gate: GateConfig = field(default_factory=GateConfig)
     report: ReportConfig = field(default_factory=ReportConfig)
+    deploy: DeployConfig = field(default_factory=DeployConfig)
 
     # -- construction -------------------------------------------------------
     @classmethod

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from kubeclr.atomic import read_json
 from kubeclr.cluster.jobs import launch_and_wait
-from kubeclr.cluster.k8s import SA_DIR, K8sApi
+from kubeclr.cluster.k8s import K8sApi, own_namespace
 from kubeclr.cluster.pods import JobPods
 from kubeclr.cluster.pytorchjob import build_pytorchjob, job_name
 from kubeclr.cluster.trainjob import build_trainjob
@@ -191,11 +191,3 @@ def check_request(nodes: int, checkpoints: str) -> None:
         raise UserError(
             f"nodes={nodes} needs checkpoint_uri to be an s3:// prefix the job's pods can reach (got {checkpoints!r})"
         )
-
-
-def own_namespace(sa_dir: Path = SA_DIR) -> str:
-    """The namespace of this pod (its service account's), or ``default`` outside a cluster."""
-    try:
-        return (sa_dir / "namespace").read_text().strip()
-    except OSError:
-        return "default"

@@ -143,6 +143,8 @@ class CompileOptions:
         checkpoints_per_run: checkpoints under ``<checkpoint_uri>/<KFP run ID>``: retries of a run
             resume, the next (scheduled) run starts fresh. Local runs use the URI itself, so
             re-running the command resumes.
+        deploy: add the deploy_model step: a run that passes creates or patches its KServe
+            InferenceService (``deploy.*``).
     """
 
     launch: LaunchSettings = field(default_factory=LaunchSettings)
@@ -151,5 +153,6 @@ class CompileOptions:
     cache_pretrain: bool = False
     extract_gpu: bool = True
     checkpoints_per_run: bool = True
+    deploy: bool = False
     step_cpu: str = "2"
     step_memory: str = "8Gi"
