@@ -56,6 +56,7 @@ docs: $(BIN)/.installed
 image:
 	docker build -f images/Dockerfile --target gpu --build-arg VERSION=$(VERSION) --build-arg GIT_COMMIT=$(GIT_COMMIT) -t $(IMAGE):$(VERSION) .
 	docker build -f images/Dockerfile --target cpu --build-arg VERSION=$(VERSION) --build-arg GIT_COMMIT=$(GIT_COMMIT) -t $(IMAGE):$(VERSION)-cpu .
+	docker build -f images/Dockerfile --target serve --build-arg VERSION=$(VERSION) --build-arg GIT_COMMIT=$(GIT_COMMIT) -t $(IMAGE):$(VERSION)-serve .
 
 image-lint: $(BIN)/.installed-dev
 	$(BIN)/hadolint images/Dockerfile

@@ -131,8 +131,13 @@ def test_lock_is_fresh_and_satisfies_pyproject():
         req = Requirement(dep)
         version = pins[canonicalize_name(req.name)]
         assert req.specifier.contains(version, prereleases=True), f"{req} vs lock {version}"
-    dev_only = {canonicalize_name(Requirement(d).name) for d in PYPROJECT["project"]["optional-dependencies"]["dev"]}
+    extras = PYPROJECT["project"]["optional-dependencies"]
+    serve = {canonicalize_name(Requirement(d).name) for d in extras["serve"]}
+    dev_only = {canonicalize_name(Requirement(d).name) for d in extras["dev"]} - serve
     assert not dev_only & set(pins), "dev tools stay out of the image"
+    for dep in extras["serve"]:  # the serve target's extra is pinned too
+        req = Requirement(dep)
+        assert req.specifier.contains(pins[canonicalize_name(req.name)], prereleases=True), req
 
 
 def _pattern_regex(pattern: str) -> str:
