@@ -179,7 +179,7 @@ def build_pipeline(cfg: Config, opts: CompileOptions = CompileOptions(), sweep: 
             )
             dep.set_display_name("Deploy the model (KServe InferenceService)").set_caching_options(False)
             dep.set_env_variable(IMAGE_ENV, launch.image)  # the serve image is this image's -serve tag
-            small(dep)
+            dep.set_cpu_request("100m").set_memory_request("1Gi").set_memory_limit("2Gi")  # imports torch
             s3_env(dep, launch)
 
         verdict = c.regression_gate(config=resolved, metrics_json=rep.outputs["metrics_json"], **names)
