@@ -245,7 +245,7 @@ def test_every_step_runs_with_one_resolved_config(tmp_path):
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     digests = dict(re.findall(r"(\w+): config sha256 ([0-9a-f]{64})", proc.stdout + proc.stderr))
     steps = {"download_split", "compute_stats", "pretrain", "extract_features", "linear_eval", "report"}
-    assert set(digests) == steps | {"regression_gate"}
+    assert set(digests) == steps | {"export_model", "regression_gate"}
     assert len(set(digests.values())) == 1
     metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
     config = metrics["config"]
