@@ -26,6 +26,7 @@ from kubeclr.components import (
     leaderboard,
     linear_eval,
     pretrain,
+    register_model,
     regression_gate,
     report,
     trial_config,
@@ -35,8 +36,8 @@ from kubeclr.errors import UserError
 
 @dataclass(frozen=True)
 class Components:
-    """The six step components, the data source's fingerprint, the model export and deploy, the regression
-    gate and a sweep's trial config and leaderboard, all on one image."""
+    """The six step components, the data source's fingerprint, the model's export, deployment and
+    registration, the regression gate and a sweep's trial config and leaderboard, all on one image."""
 
     fingerprint: Any
     download_split: Any
@@ -46,6 +47,7 @@ class Components:
     linear_eval: Any
     export_model: Any
     deploy_model: Any
+    register_model: Any
     report: Any
     regression_gate: Any
     trial_config: Any
@@ -69,6 +71,7 @@ def build(image: str = IMAGE) -> Components:
         linear_eval=make(linear_eval.linear_eval),
         export_model=make(export_model.export_model),
         deploy_model=make(deploy_model.deploy_model),
+        register_model=make(register_model.register_model),
         report=make(report.report),
         regression_gate=make(regression_gate.regression_gate),
         trial_config=make(trial_config.trial_config),

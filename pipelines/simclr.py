@@ -9,6 +9,7 @@ regression gate, which fails the run after the report when the gate failed::
                                                                                     report ─> regression_gate
                                                                       linear_eval ─> export_model (ONNX, TorchScript)
                                                      export_model, report ─> deploy_model (compile --deploy)
+                                                            export_model ─> register_model (registry.url)
 
 The sweep variant (``compile --sweep``) runs the data steps once, then pretrain → extract_features →
 linear_eval per trial in a ``dsl.ParallelFor``, and ranks the trials in a ``leaderboard`` step
@@ -181,6 +182,11 @@ def build_pipeline(cfg: Config, opts: CompileOptions = CompileOptions(), sweep: 
             dep.set_env_variable(IMAGE_ENV, launch.image)  # the serve image is this image's -serve tag
             dep.set_cpu_request("100m").set_memory_request("1Gi").set_memory_limit("2Gi")  # imports torch
             s3_env(dep, launch)
+
+        if cfg.registry.url:  # the Model Registry: set at compile time, read at run time
+            reg = c.register_model(config=resolved, model=exported.outputs["model"], **names)
+            reg.set_display_name("Register the model (Model Registry)").set_caching_options(False)
+            reg.set_cpu_request("100m").set_memory_request("512Mi").set_memory_limit("1Gi")
 
         verdict = c.regression_gate(config=resolved, metrics_json=rep.outputs["metrics_json"], **names)
         verdict.set_display_name("Regression gate").set_caching_options(False)

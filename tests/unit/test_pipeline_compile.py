@@ -340,3 +340,15 @@ def test_deploy_adds_a_step_after_the_export_and_the_report(tmp_path):
     without = tmp_path / "plain.yaml"
     compile_pipeline(load_config("fast"), str(without))
     assert "deploy-model" not in next(yaml.safe_load_all(without.read_text()))["root"]["dag"]["tasks"]
+
+
+def test_a_registry_url_adds_the_registration_after_the_export(tmp_path):
+    path = tmp_path / "registry.yaml"
+    cfg = load_config("fast", None, ["registry.url=http://model-registry-service.kubeflow:8080"])
+    compile_pipeline(cfg, str(path), CompileOptions())
+    tasks = next(yaml.safe_load_all(path.read_text()))["root"]["dag"]["tasks"]
+    assert set(tasks["register-model"]["dependentTasks"]) == {"download-split", "export-model"}
+    assert not tasks["register-model"]["cachingOptions"].get("enableCache")
+    plain = tmp_path / "plain.yaml"
+    compile_pipeline(load_config("fast"), str(plain), CompileOptions())
+    assert "register-model" not in next(yaml.safe_load_all(plain.read_text()))["root"]["dag"]["tasks"]

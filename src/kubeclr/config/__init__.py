@@ -21,6 +21,7 @@ from kubeclr.config.schema import (
     MetricsConfig,
     ModelConfig,
     PretrainConfig,
+    RegistryConfig,
     ReportConfig,
     StorageConfig,
 )
@@ -41,6 +42,7 @@ __all__ = [
     "MetricsConfig",
     "ModelConfig",
     "PretrainConfig",
+    "RegistryConfig",
     "ReportConfig",
     "StorageConfig",
     "check_folder_source",

@@ -176,6 +176,17 @@ class DeployConfig:
 
 
 @dataclass(frozen=True)
+class RegistryConfig:
+    """The Kubeflow Model Registry the export is registered with (off unless ``url`` is set)."""
+
+    url: str = option(
+        "", help="Model Registry REST endpoint, e.g. http://model-registry-service.kubeflow:8080 ('' = off)"
+    )
+    model_name: str = option("simclr-encoder", help="registered model name; each run adds a version named after it")
+    author: str = option("kubeclr", help="author recorded with each version")
+
+
+@dataclass(frozen=True)
 class Config:
     """The whole configuration of a run: one frozen section per concern.
 
@@ -194,6 +205,7 @@ class Config:
     gate: GateConfig = field(default_factory=GateConfig)
     report: ReportConfig = field(default_factory=ReportConfig)
     deploy: DeployConfig = field(default_factory=DeployConfig)
+    registry: RegistryConfig = field(default_factory=RegistryConfig)
 
     # -- construction -------------------------------------------------------
     @classmethod
