@@ -66,7 +66,16 @@ PARAM_HELP = {
 
 
 def build_pipeline(cfg: Config, opts: CompileOptions = CompileOptions(), sweep: Sweep | None = None) -> Callable:
-    """Return the pipeline function with defaults taken from ``cfg`` (the sweep variant with ``sweep``)."""
+    """Return the pipeline function with defaults taken from ``cfg`` (the sweep variant with ``sweep``).
+
+    Raises:
+        UserError: a sweep with ``opts.deploy`` or ``registry.url`` (a sweep exports nothing).
+    """
+    if sweep is not None and (opts.deploy or cfg.registry.url):
+        raise UserError(
+            "a sweep ends at its leaderboard and exports, deploys or registers nothing: drop --deploy / "
+            "registry.url, or run the winner's setting as a single run"
+        )
     c = build_components(opts.launch.image)
     ui, struct = pipeline_parameters(cfg)
     launch = opts.launch

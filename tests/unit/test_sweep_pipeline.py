@@ -9,6 +9,7 @@ import yaml
 
 from kubeclr.config import load_config
 from kubeclr.config.sweep import build_sweep
+from kubeclr.errors import UserError
 from kubeclr.launch.settings import LaunchSettings
 from kubeclr.pipelines.simclr import CompileOptions, compile_pipeline
 
@@ -121,3 +122,13 @@ def test_compile_sweep_through_the_cli(tmp_path):
     spec = next(yaml.safe_load_all(out.read_text()))
     _, loop = _loop(spec)
     assert len(json.loads(loop["parameterIterator"]["items"]["raw"])) == 4
+
+
+def test_a_sweep_refuses_deploy_and_registry(tmp_path):
+    cfg = load_config("fast")
+    sweep = build_sweep(cfg, None, ["pretrain.temperature=0.2,0.5"])
+    with pytest.raises(UserError, match="a sweep ends at its leaderboard"):
+        compile_pipeline(cfg, str(tmp_path / "p.yaml"), CompileOptions(deploy=True), sweep=sweep)
+    with pytest.raises(UserError, match="drop --deploy / registry.url"):
+        compile_pipeline(cfg.override({"registry.url": "http://mr:8080"}), str(tmp_path / "p.yaml"), sweep=sweep)
+    assert not (tmp_path / "p.yaml").exists()
