@@ -15,25 +15,28 @@ from kubeclr.data.files import Split, save_split
 MEAN, STD = [0.49, 0.48, 0.45], [0.25, 0.24, 0.26]
 
 
-def _images(n: int, size: int = 32, seed: int = 0) -> torch.Tensor:
+def random_images(n: int, size: int = 32, seed: int = 0) -> torch.Tensor:
+    """``n`` uint8 ``(3, size, size)`` images, the same for the same seed."""
     return torch.randint(0, 256, (n, 3, size, size), dtype=torch.uint8, generator=torch.Generator().manual_seed(seed))
 
 
-def _encoder(cfg: Config) -> torch.nn.Module:
-    torch.manual_seed(0)
+def random_encoder(cfg: Config, seed: int = 0) -> torch.nn.Module:
+    """An untrained encoder of ``cfg.model`` in eval mode, the same for the same seed."""
+    torch.manual_seed(seed)
     return build_encoder(cfg.model).eval()
 
 
 def step_inputs(tmp_path: Path, cfg: Config, classifier_state: dict | None = None) -> list[Path]:
     """The export step's inputs: a random encoder of ``cfg.model``, 40 random test images, a random probe."""
-    images = _images(40).numpy()
+    images = random_images(40).numpy()
     labels = np.arange(40) % 4
     meta = {"source": "test", "synthetic": True, "split": "test", "seconds": 0.0, "md5": None}
     for name in ("train", "test"):
         save_split(tmp_path / f"{name}.npz", Split(images, labels, tuple("abcd"), {**meta, "split": name}))
     write_json(tmp_path / "stats.json", {"mean": MEAN, "std": STD, "count": 40, "seconds": 0.0, "synthetic": True})
-    torch.save(_encoder(cfg).state_dict(), tmp_path / "encoder.pt")
-    dim = _encoder(cfg).feature_dim
+    encoder = random_encoder(cfg)
+    torch.save(encoder.state_dict(), tmp_path / "encoder.pt")
+    dim = encoder.feature_dim
     state = classifier_state or {
         "weight": torch.randn(4, dim),
         "bias": torch.zeros(4),

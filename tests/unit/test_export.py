@@ -10,28 +10,18 @@ import pytest
 import torch
 
 from kubeclr.config import config_digest, load_config
-from kubeclr.core.model import build_encoder
 from kubeclr.errors import DataError
 from kubeclr.eval.features import extract_features
 from kubeclr.serving import MODEL_FILES, export
 from kubeclr.serving.embedder import Classifier, Embedder
 from kubeclr.steps import export_model
-from tests.export_fixtures import MEAN, STD, step_inputs
+from tests.export_fixtures import MEAN, STD, random_encoder, random_images, step_inputs
 
 CFG = load_config("smoke", None, ["model.width=4"])
 
 
-def _images(n: int, size: int = 32, seed: int = 0) -> torch.Tensor:
-    return torch.randint(0, 256, (n, 3, size, size), dtype=torch.uint8, generator=torch.Generator().manual_seed(seed))
-
-
-def _encoder(seed: int = 0) -> torch.nn.Module:
-    torch.manual_seed(seed)
-    return build_encoder(CFG.model).eval()
-
-
 def test_the_embedder_is_the_feature_extractor_of_linear_eval():
-    encoder, images = _encoder(), _images(6)
+    encoder, images = random_encoder(CFG), random_images(6)
     expected = extract_features(encoder, images, MEAN, STD, device=torch.device("cpu"), batch_size=4)
     with torch.no_grad():
         got = Embedder(encoder, MEAN, STD)(images)
@@ -49,8 +39,8 @@ def test_the_classifier_is_the_linear_probes_softmax():
 
 
 def test_onnx_and_torchscript_round_trip_within_tolerance_at_any_batch_size(tmp_path):
-    embedder = Embedder(_encoder(), MEAN, STD)
-    facts = export.export_pair(embedder, _images(8), tmp_path, "encoder", export.ENCODER_IO)
+    embedder = Embedder(random_encoder(CFG), MEAN, STD)
+    facts = export.export_pair(embedder, random_images(8), tmp_path, "encoder", export.ENCODER_IO)
     assert max(facts["max_abs_diff"].values()) <= export.TOLERANCE
     session = ort.InferenceSession(str(tmp_path / "encoder.onnx"), providers=["CPUExecutionProvider"])
     (inp,), (out,) = session.get_inputs(), session.get_outputs()
@@ -58,7 +48,7 @@ def test_onnx_and_torchscript_round_trip_within_tolerance_at_any_batch_size(tmp_
         inp.shape[0], str
     )
     assert (out.name, out.type) == ("embedding", "tensor(float)")
-    other = _images(13, seed=5)  # a batch size the export never saw
+    other = random_images(13, seed=5)  # a batch size the export never saw
     with torch.no_grad():
         expected = embedder(other).numpy()
         scripted = torch.jit.load(str(tmp_path / "encoder.ts"))(other).numpy()
@@ -67,9 +57,10 @@ def test_onnx_and_torchscript_round_trip_within_tolerance_at_any_batch_size(tmp_
 
 
 def test_an_export_that_computes_something_else_fails_loudly(tmp_path):
-    embedder = Embedder(_encoder(0), MEAN, STD)
-    images = _images(4)
-    export.to_onnx(Embedder(_encoder(1), MEAN, STD), images, tmp_path / "e.onnx", export.ENCODER_IO)  # other weights
+    embedder = Embedder(random_encoder(CFG, 0), MEAN, STD)
+    images = random_images(4)
+    other = Embedder(random_encoder(CFG, 1), MEAN, STD)  # other weights
+    export.to_onnx(other, images, tmp_path / "e.onnx", export.ENCODER_IO)
     export.to_torchscript(embedder, images, tmp_path / "e.ts")
     with pytest.raises(
         export.ExportError, match=r"^onnx export differs from the PyTorch model by .* \(> 0.0001\) on 4"
