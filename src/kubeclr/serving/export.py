@@ -64,16 +64,17 @@ def to_torchscript(module: nn.Module, example: torch.Tensor, path: Path) -> None
         torch.jit.trace(module.eval(), example).save(str(path))
 
 
-def _onnx_run(path: Path, x: np.ndarray, io_names: tuple[str, str]) -> np.ndarray:
+def _loaded(onnx_path: Path, ts_path: Path, io_names: tuple[str, str]) -> dict:
+    """Both files loaded back, each as ``fn(batch tensor) -> array``: loaded once, run on every check batch."""
     import onnxruntime as ort
 
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    return session.run([io_names[1]], {io_names[0]: x})[0]
-
-
-def _ts_run(path: Path, x: torch.Tensor) -> np.ndarray:
-    with _quiet(), torch.no_grad():
-        return torch.jit.load(str(path), map_location="cpu")(x).numpy()
+    session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    with _quiet():
+        scripted = torch.jit.load(str(ts_path), map_location="cpu")
+    return {
+        "onnx": lambda x: session.run([io_names[1]], {io_names[0]: x.numpy()})[0],
+        "torchscript": lambda x: scripted(x).numpy(),
+    }
 
 
 def check(module: nn.Module, onnx_path: Path, ts_path: Path, inputs: torch.Tensor, io_names: tuple[str, str]) -> dict:
@@ -82,14 +83,13 @@ def check(module: nn.Module, onnx_path: Path, ts_path: Path, inputs: torch.Tenso
     Raises:
         ExportError: a difference above :data:`TOLERANCE`, or a wrong output shape.
     """
-    diffs: dict[str, float] = {"onnx": 0.0, "torchscript": 0.0}
+    runners = _loaded(onnx_path, ts_path, io_names)
+    diffs = dict.fromkeys(runners, 0.0)
     with torch.no_grad():
         for batch in (inputs, inputs[:1]):  # two batch sizes: the batch axis really is dynamic
             expected = module.eval()(batch).numpy()
-            for name, got in (
-                ("onnx", _onnx_run(onnx_path, batch.numpy(), io_names)),
-                ("torchscript", _ts_run(ts_path, batch)),
-            ):
+            for name, run in runners.items():
+                got = run(batch)
                 if got.shape != expected.shape:
                     raise ExportError(f"{name} export: output shape {got.shape}, expected {expected.shape}")
                 diffs[name] = max(diffs[name], float(np.abs(got - expected).max()))
