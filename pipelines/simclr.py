@@ -189,17 +189,17 @@ def build_pipeline(cfg: Config, opts: CompileOptions = CompileOptions(), sweep: 
             )
             dep.set_display_name("Deploy the model (KServe InferenceService)").set_caching_options(False)
             dep.set_env_variable(IMAGE_ENV, launch.image)  # the serve image is this image's -serve tag
-            dep.set_cpu_request("100m").set_memory_request("1Gi").set_memory_limit("2Gi")  # imports torch
+            small(dep, "1Gi", "2Gi")  # it imports torch
             s3_env(dep, launch)
 
         if cfg.registry.url:  # the Model Registry: set at compile time, read at run time
             reg = c.register_model(config=resolved, model=exported.outputs["model"], **names)
             reg.set_display_name("Register the model (Model Registry)").set_caching_options(False)
-            reg.set_cpu_request("100m").set_memory_request("512Mi").set_memory_limit("1Gi")
+            small(reg, "512Mi")
 
         verdict = c.regression_gate(config=resolved, metrics_json=rep.outputs["metrics_json"], **names)
         verdict.set_display_name("Regression gate").set_caching_options(False)
-        verdict.set_cpu_request("100m").set_memory_request("1Gi").set_memory_limit("2Gi")
+        small(verdict, "1Gi", "2Gi")
 
         for task in (rep, exported):
             requests(task, opts)

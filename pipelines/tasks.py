@@ -33,9 +33,10 @@ def requests(task: dsl.PipelineTask, opts: CompileOptions) -> None:
     task.set_cpu_request(opts.step_cpu).set_memory_request(opts.step_memory).set_memory_limit(opts.step_memory)
 
 
-def small(task: dsl.PipelineTask) -> None:
-    """A task that reads a few JSON files (the fingerprint, the gate, a trial's config)."""
-    task.set_cpu_request("100m").set_memory_request("256Mi").set_memory_limit("1Gi")
+def small(task: dsl.PipelineTask, memory: str = "256Mi", limit: str = "1Gi") -> None:
+    """A task that reads a few JSON files (the fingerprint, a trial's config; with more memory when
+    it imports torch: the gate, the deploy and registry steps)."""
+    task.set_cpu_request("100m").set_memory_request(memory).set_memory_limit(limit)
 
 
 def s3_env(task: dsl.PipelineTask, launch: LaunchSettings) -> None:
