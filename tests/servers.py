@@ -274,7 +274,19 @@ class SeaweedServer(_Process):
         self.client().create_bucket(Bucket=name)
 
 
-class Pushgateway(_Process):
+class _OnePort(_Process):
+    """A server on one free loopback port: ``port`` and ``url``."""
+
+    def __init__(self, workdir: Path) -> None:
+        super().__init__(workdir)
+        self.port = free_port()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+
+class Pushgateway(_OnePort):
     """Debian's ``prometheus-pushgateway`` on a free loopback port, persisting into ``workdir``."""
 
     name = "pushgateway"
@@ -284,11 +296,6 @@ class Pushgateway(_Process):
         self.binary = binary or find_binary("prometheus-pushgateway", "pushgateway")
         if self.binary is None:
             raise FileNotFoundError("prometheus-pushgateway not found (apt-get install prometheus-pushgateway)")
-        self.port = free_port()
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
 
     def command(self) -> list[str]:
         # Debian's build persists to /var/lib/prometheus by default: keep each gateway's state private.
@@ -307,7 +314,7 @@ class Pushgateway(_Process):
             return resp.read().decode()
 
 
-class EmbeddingServer(_Process):
+class EmbeddingServer(_OnePort):
     """``simclr-pipeline serve`` on a free loopback port (the project's own KServe server)."""
 
     name = "serve"
@@ -315,11 +322,6 @@ class EmbeddingServer(_Process):
     def __init__(self, workdir: Path, model_dir: Path, *extra: str) -> None:
         super().__init__(workdir)
         self.model_dir, self.extra = Path(model_dir), extra
-        self.port = free_port()
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
 
     def command(self) -> list[str]:
         return [
