@@ -64,8 +64,8 @@ def run(
             raise UserError("deploy: set storage.export_uri (the InferenceService loads the model from object storage)")
         image = cfg.deploy.image or inference.serve_image(os.environ.get(IMAGE_ENV, ""))
         files = {f"model/{name}": Path(model_dir) / name for name in MODEL_FILES}
-        export_results(cfg.storage.export_uri, run_name, files)
-        storage_uri = f"{cfg.storage.export_uri.rstrip('/')}/{safe_segment(run_name)}/model"
+        published = export_results(cfg.storage.export_uri, run_name, files)
+        storage_uri = published[0].rsplit("/", 1)[0]  # <export_uri>/<run>/model, as export_results lays it out
         namespace = cfg.deploy.namespace or own_namespace()
         isvc = inference.inference_service(
             cfg.deploy.name,
