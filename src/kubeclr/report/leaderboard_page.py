@@ -87,9 +87,10 @@ def render_markdown(board: Mapping[str, Any], *, run_name: str) -> str:
             f"| {rank or '–'} | {t['index']} | {md_escape(_setting(t['overrides']))} | {accuracies} | "
             f"{t['seconds']:.0f} | `{_short(t['config_sha256'])}` |"
         )
-    for g in board.get("groups") or []:
-        if g is (board.get("groups") or [None])[0]:
-            lines += ["", "Mean ± std over seeds:", ""]
+    groups = board.get("groups") or []
+    if groups:
+        lines += ["", "Mean ± std over seeds:", ""]
+    for g in groups:
         val = g["val_top1"] or {"mean": math.nan, "std": math.nan}
         lines.append(
             f"- {md_escape(_setting(g['overrides']))}: val top-1 {_pct(val['mean'])} ± {_pct(val['std'])} "
