@@ -41,6 +41,7 @@ SEED_KEY = "pretrain.seed"
 # What a trial may change: the trials share the data steps, the storage and the cluster settings,
 # and a sweep ends in its leaderboard instead of the report and the gate.
 TRIAL_SECTIONS = ("model", "augment", "pretrain", "eval")
+_SECTIONS = frozenset(f.name for f in fields(Config))
 
 
 @dataclass(frozen=True)
@@ -186,7 +187,7 @@ def trial_config(base: Config, overrides: Mapping[str, Any], origin: str = "tria
 
 def _check_trial_key(key: str, origin: str) -> None:
     section = key.split(".", 1)[0]
-    if section in {f.name for f in fields(Config)} and section not in TRIAL_SECTIONS:  # unknown ones: override says
+    if section in _SECTIONS and section not in TRIAL_SECTIONS:  # unknown ones: override says
         why = (
             "the trials share one download, split and statistics"
             if section == "data"
