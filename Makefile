@@ -11,21 +11,41 @@ VERSION := $(shell sed -n 's/^__version__ = "\(.*\)"/\1/p' src/kubeclr/__init__.
 IMAGE ?= ghcr.io/kubeclr/kubeclr
 GIT_COMMIT := $(shell git rev-parse HEAD 2>/dev/null || echo unknown)
 
-.PHONY: demo test test-unit lint docs venv dev tools image image-lint clean
+.PHONY: demo test test-unit lint docs venv dev lock tools image image-lint clean
 
-$(BIN)/.installed: pyproject.toml
+# Every install runs under the two locks (constraints): the venv gets exactly
+# the dependency set the image ships plus pinned dev tools, whatever the index
+# serves today. `make lock` is the one deliberate way to move them.
+LOCKS := images/requirements.lock images/requirements-dev.lock
+CONSTRAINTS := $(foreach f,$(LOCKS),--constraint $(f))
+PIP := $(BIN)/pip install -q $(CONSTRAINTS)
+
+$(BIN)/.installed: pyproject.toml $(LOCKS)
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q $(TORCH_PINS)
-	$(BIN)/pip install -q -e .
+	$(PIP) pip setuptools
+	$(PIP) $(TORCH_PINS)
+	$(PIP) --no-build-isolation -e .
 	touch $@
 
 $(BIN)/.installed-dev: $(BIN)/.installed
-	$(BIN)/pip install -q -e '.[dev]'
+	$(PIP) --no-build-isolation -e '.[dev,bench]'
 	touch $@
 
 venv: $(BIN)/.installed
 dev: $(BIN)/.installed-dev
+
+## lock: re-resolve the dependencies from pyproject's ranges (deliberately: this reads
+## what the index serves today) in a scratch venv, rewrite both locks, check them
+lock:
+	rm -rf .venv-lock
+	$(PYTHON) -m venv .venv-lock
+	.venv-lock/bin/pip install -q --upgrade pip setuptools
+	.venv-lock/bin/pip install -q $(TORCH_PINS)
+	.venv-lock/bin/pip install -q --no-build-isolation -e '.[dev,bench,serve]'
+	.venv-lock/bin/python images/lock.py
+	.venv-lock/bin/python -m pytest -q -p no:cacheprovider tests/unit/test_images.py -k lock
+	rm -rf .venv-lock
+	@echo "locks rewritten: review 'git diff images/*.lock', then run make test (it rebuilds .venv under them)"
 
 ## tools: system packages the integration tests drive (Pushgateway, Chromium)
 tools:
@@ -62,4 +82,4 @@ image-lint: $(BIN)/.installed-dev
 	$(BIN)/hadolint images/Dockerfile
 
 clean:
-	rm -rf $(VENV) outputs build dist *.egg-info
+	rm -rf $(VENV) .venv-lock outputs build dist *.egg-info

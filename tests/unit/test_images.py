@@ -2,7 +2,7 @@
 
 No Docker engine here, so the checks are the ones that hold without one:
 hadolint on every Dockerfile, the Dockerfile's version/label/user/targets read
-from its text, the dependency lock regenerated from the venv, the build context
+from its text, the dependency locks against pyproject and the venv, the build context
 allow-list, and the builder stage's `pip wheel` step run for real.
 """
 
@@ -121,23 +121,95 @@ def _load_lock_module():
     return module
 
 
-def test_lock_is_fresh_and_satisfies_pyproject():
-    lock = _load_lock_module()
-    text = (ROOT / "images" / "requirements.lock").read_text()
-    assert text == lock.render(lock.runtime_closure()), "stale: run .venv/bin/python images/lock.py"
-    pins = dict(line.split("==") for line in text.splitlines() if line and not line.startswith("#"))
-    assert pins["torch"] == "2.14.1" and pins["torchvision"] == "0.29.1"
-    for dep in PYPROJECT["project"]["dependencies"]:
-        req = Requirement(dep)
-        version = pins[canonicalize_name(req.name)]
-        assert req.specifier.contains(version, prereleases=True), f"{req} vs lock {version}"
+LOCK = _load_lock_module()
+
+
+def _names(deps: list[str]) -> set[str]:
+    return {canonicalize_name(Requirement(d).name) for d in deps}
+
+
+def test_locks_satisfy_pyproject_and_keep_dev_tools_out_of_the_image():
+    runtime, dev = LOCK.read(LOCK.LOCK_PATH), LOCK.read(LOCK.DEV_LOCK_PATH)
+    assert not set(runtime) & set(dev), "a package is pinned once, in one lock"
+    torch_pins = re.search(r"(?m)^TORCH_PINS \?= (.+)$", (ROOT / "Makefile").read_text()).group(1).split()
+    assert [f"{n}=={runtime[n]}" for n in ("torch", "torchvision")] == torch_pins
     extras = PYPROJECT["project"]["optional-dependencies"]
-    serve = {canonicalize_name(Requirement(d).name) for d in extras["serve"]}
-    dev_only = {canonicalize_name(Requirement(d).name) for d in extras["dev"]} - serve
-    assert not dev_only & set(pins), "dev tools stay out of the image"
-    for dep in extras["serve"]:  # the serve target's extra is pinned too
-        req = Requirement(dep)
-        assert req.specifier.contains(pins[canonicalize_name(req.name)], prereleases=True), req
+    for deps, lock in (
+        (PYPROJECT["project"]["dependencies"] + extras["serve"], runtime),
+        (extras["dev"], runtime | dev),
+    ):
+        for dep in deps:
+            req = Requirement(dep)
+            version = lock[canonicalize_name(req.name)]
+            assert req.specifier.contains(version, prereleases=True), f"{req} vs lock {version}"
+    for dep in extras["bench"]:
+        assert Requirement(dep).specifier.contains((runtime | dev)[canonicalize_name(Requirement(dep).name)])
+    dev_only = _names(extras["dev"]) - _names(extras["serve"])
+    assert not dev_only & set(runtime), "dev tools stay out of the image"
+
+
+def test_the_locks_cover_what_is_installed_here_version_for_version():
+    """The venv was installed under the locks (Makefile), so the installed closure *is* the lock.
+
+    A difference means either pyproject gained a dependency that no lock pins
+    (run ``make lock``), or this venv was not built by ``make`` (rebuild it).
+    """
+    runtime = LOCK.runtime_closure()
+    locked = LOCK.read(LOCK.LOCK_PATH)
+    differs = {n: (v, locked.get(n)) for n, v in runtime.items() if locked.get(n) != v}
+    assert not differs, f"installed vs images/requirements.lock: {differs}; run `make lock` or rebuild the venv"
+    dev = LOCK.dev_closure(runtime)
+    dev_locked = LOCK.read(LOCK.DEV_LOCK_PATH)
+    differs = {n: (v, dev_locked.get(n)) for n, v in dev.items() if dev_locked.get(n) != v}
+    assert not differs, f"installed vs images/requirements-dev.lock: {differs}; run `make lock` or rebuild the venv"
+
+
+def _make_installs(target: str) -> list[str]:
+    """The ``pip install`` command lines ``make -n -B TARGET`` would run (nothing is run)."""
+    out = subprocess.run(
+        ["make", "-n", "-B", target, "VENV=/nonexistent/venv"], cwd=ROOT, capture_output=True, text=True, check=True
+    ).stdout
+    return [line for line in out.splitlines() if "pip install" in line]
+
+
+def test_every_install_of_make_test_runs_under_both_locks():
+    lines = _make_installs("dev")
+    assert len(lines) >= 3, lines  # build tools, torch, the package, the dev extras
+    for line in lines:
+        assert "--constraint images/requirements.lock --constraint images/requirements-dev.lock" in line, line
+    assert not any("--upgrade" in line or "-U " in line for line in lines), "nothing floats to the newest release"
+    # Only `make lock` resolves afresh: it never touches .venv.
+    assert _make_installs("lock") and not any("--constraint" in line for line in _make_installs("lock"))
+
+
+def _fake_wheel(folder: Path, name: str, version: str) -> None:
+    """A minimal pure-Python wheel of ``name`` ``version`` (enough for pip's resolver)."""
+    dist = f"{name}-{version}.dist-info"
+    with zipfile.ZipFile(folder / f"{name}-{version}-py3-none-any.whl", "w") as whl:
+        whl.writestr(f"{name}/__init__.py", "")
+        whl.writestr(f"{dist}/METADATA", f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n")
+        whl.writestr(f"{dist}/WHEEL", "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n")
+        whl.writestr(f"{dist}/RECORD", "")
+
+
+@pytest.mark.parametrize("package", ["filelock", "pytest"])
+def test_a_newer_upstream_release_does_not_change_what_make_installs(tmp_path, package):
+    """pip's resolver, given the Makefile's own flags and an index that serves a newer release, keeps the pin."""
+    pinned = (LOCK.read(LOCK.LOCK_PATH) | LOCK.read(LOCK.DEV_LOCK_PATH))[package]
+    for version in (pinned, "999.0"):
+        _fake_wheel(tmp_path, package, version)
+    flags = re.findall(r"--constraint \S+", _make_installs("dev")[-1])
+
+    def resolved(constraints: list[str]) -> str:
+        report = tmp_path / "report.json"
+        cmd = [sys.executable, "-m", "pip", "install", "--isolated", "--quiet", "--dry-run", "--ignore-installed"]
+        cmd += ["--no-index", "--find-links", str(tmp_path), "--report", str(report), package]
+        subprocess.run(cmd + [a for f in constraints for a in f.split()], cwd=ROOT, check=True, capture_output=True)
+        (item,) = json.loads(report.read_text())["install"]
+        return item["metadata"]["version"]
+
+    assert resolved([]) == "999.0"  # the control: unconstrained, pip takes the newest release
+    assert resolved(flags) == pinned
 
 
 def _pattern_regex(pattern: str) -> str:
