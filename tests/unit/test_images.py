@@ -108,6 +108,18 @@ def test_targets_base_images_and_runtime_user(dockerfile):
     assert "whl/cu" in stages["venv-gpu"] and "whl/cpu" in stages["venv-cpu"]
 
 
+def test_gpu_image_can_build_triton_kernels_and_still_runs_as_the_unprivileged_user(dockerfile):
+    """torch.compile's Triton needs a C compiler and libc headers at run time (the `fast` preset compiles)."""
+    gpu = _stages(dockerfile)["gpu"]
+    install = re.search(r"apt-get install -y --no-install-recommends ([^\\\n&]+)", gpu)
+    assert install and {"gcc", "libc6-dev"} <= set(install.group(1).split()), "no C compiler in the gpu image"
+    assert "rm -rf /var/lib/apt/lists/*" in gpu
+    users = re.findall(r"(?m)^USER (\S+)$", gpu)
+    assert users and users[-1] == "10001:10001", f"the gpu image must end as the non-root user: {users}"
+    for name in ("cpu", "serve"):  # the other images stay compiler-free (they fall back to eager if asked)
+        assert "apt-get" not in _stages(dockerfile)[name]
+
+
 def test_install_script_uses_the_lock_and_removes_pip():
     script = (ROOT / "images" / "install-venv.sh").read_text()
     assert '--constraint "$lock"' in script and "--no-deps --index-url" in script
