@@ -131,6 +131,40 @@ def test_rng_capture_and_restore_replays_every_stream():
     assert draw() == first
 
 
+# a CUDA generator's state is its Philox seed and offset, 8 bytes each (a CPU one is 5056 bytes)
+CUDA_STATE = torch.tensor([42, 0, 0, 0, 0, 0, 0, 0, 64, 0, 0, 0, 0, 0, 0, 0], dtype=torch.uint8)
+
+
+@pytest.mark.parametrize("recorded", [True, False], ids=["devices-recorded", "older-checkpoint"])
+def test_a_generator_state_from_another_device_is_reported_not_restored(recorded):
+    gens = {"shuffle": torch.Generator().manual_seed(1), "augment": torch.Generator().manual_seed(2)}
+    saved = checkpoint.capture_rng(gens)
+    assert saved["devices"] == {"shuffle": "cpu", "augment": "cpu"} and "cuda" not in saved
+    assert saved["generators"]["augment"].numel() == 5056  # the CPU state CUDA_STATE must not be mistaken for
+    saved["generators"]["augment"] = CUDA_STATE  # as a CUDA run writes it
+    saved["devices"]["augment"] = "cuda:1"
+    if not recorded:  # checkpoints before the devices were recorded: judged by the state's size
+        del saved["devices"]
+        saved["cuda"] = [CUDA_STATE, CUDA_STATE]  # and they held every default CUDA generator
+    fresh = torch.Generator().manual_seed(2).get_state()
+    torch.rand(3, generator=gens["shuffle"]), torch.rand(3, generator=gens["augment"])
+
+    skipped = checkpoint.restore_rng(saved, gens)
+
+    assert list(skipped) == ["augment"]
+    assert ("cuda:1" if recorded else "16 bytes") in skipped["augment"]
+    assert torch.equal(gens["shuffle"].get_state(), saved["generators"]["shuffle"])  # restored
+    assert not torch.equal(gens["augment"].get_state(), fresh)  # untouched: re-seeding is the caller's choice
+
+
+def test_a_device_type_mismatch_is_caught_even_when_the_sizes_agree():
+    gen = torch.Generator().manual_seed(3)
+    saved = checkpoint.capture_rng({"augment": gen})
+    saved["devices"]["augment"] = "cuda:0"  # say a backend whose state happened to be CPU-sized
+    assert "saved on cuda:0, resuming on cpu" in checkpoint.rng_mismatch(saved, "augment", gen)
+    assert checkpoint.rng_mismatch(checkpoint.capture_rng({"augment": gen}), "augment", gen) is None
+
+
 def test_an_unreachable_store_fails_instead_of_resuming_from_an_older_checkpoint(tmp_path):
     """A transient storage error is not a corrupt checkpoint: skipping it would silently lose work."""
     from kubeclr.errors import StorageError

@@ -11,6 +11,7 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
+from sync_fixtures import check_counter, host_reads
 
 from kubeclr.core import loss as loss_mod
 from kubeclr.core.loss import NTXentLoss, gather_with_grad
@@ -74,6 +75,50 @@ def test_gradients_finite_even_for_zero_vectors():
 def test_rejects_mismatched_shapes():
     with pytest.raises(ValueError, match="z1 and z2"):
         NTXentLoss()(torch.randn(4, 8), torch.randn(5, 8))
+
+
+@pytest.mark.parametrize("tau", [0.1, 0.2])
+def test_loss_is_float32_under_bf16_autocast(tau):
+    g = torch.Generator().manual_seed(7)
+    z1 = torch.randn(64, 128, generator=g, requires_grad=True)
+    z2 = torch.randn(64, 128, generator=g)
+    crit = NTXentLoss(tau)
+    want = crit(z1, z2)
+    (want_grad,) = torch.autograd.grad(want, z1)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        got = crit(z1, z2)
+        unguarded = crit._loss(z1, z2)  # negative control: the same maths left to autocast
+    (got_grad,) = torch.autograd.grad(got, z1)
+    assert got.dtype == torch.float32
+    assert abs(got.item() - want.item()) <= 1e-6
+    torch.testing.assert_close(got_grad, want_grad, rtol=0, atol=1e-6)
+    assert abs(unguarded.item() - want.item()) > 1e-4  # bf16 logits: the error the guard removes
+
+
+def test_bf16_projections_give_the_loss_of_their_float32_values():
+    g = torch.Generator().manual_seed(8)
+    z1, z2 = torch.randn(16, 32, generator=g).bfloat16(), torch.randn(16, 32, generator=g).bfloat16()
+    crit = NTXentLoss(0.1)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        got = crit(z1, z2)
+    assert got.item() == pytest.approx(ntxent_oracle(z1.float().numpy(), z2.float().numpy(), 0.1), rel=1e-5)
+
+
+def test_loss_and_backward_never_read_values_back_to_the_host():
+    """On CUDA each read is a sync; F.one_hot's validity check made two per step."""
+    check_counter()
+    z1, z2 = torch.randn(8, 4, requires_grad=True), torch.randn(8, 4)
+    crit = NTXentLoss(0.5)
+    assert host_reads(lambda: [crit(z1, z2).backward() for _ in range(3)]) == 0
+    assert host_reads(lambda: torch.nn.functional.one_hot(torch.arange(4), 8)) > 0  # what it replaced
+
+
+def test_cached_targets_follow_the_batch_size():
+    g = torch.Generator().manual_seed(9)
+    crit = NTXentLoss(0.5)
+    for n in (4, 6, 4):
+        z1, z2 = torch.randn(n, 8, generator=g), torch.randn(n, 8, generator=g)
+        assert crit(z1, z2).item() == pytest.approx(ntxent_oracle(z1.numpy(), z2.numpy(), 0.5), rel=1e-5)
 
 
 def test_gather_is_identity_without_process_group():

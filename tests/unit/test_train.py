@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
+import functools
 import io
 import json
+import logging
+import shutil
 import threading
 
 import numpy as np
 import pytest
 import torch
+from sync_fixtures import check_counter, host_reads
 
 from kubeclr.atomic import write_json
 from kubeclr.config import Config, config_digest
-from kubeclr.core import train
-from kubeclr.core.augment import SimCLRAugment, paired_views
+from kubeclr.core import checkpoint, train
+from kubeclr.core.augment import SimCLRAugment, color_jitter, paired_views
 from kubeclr.core.batches import batch_plan, view_batches
 from kubeclr.core.callbacks import Callback
 from kubeclr.core.model import build_encoder
@@ -112,6 +116,64 @@ def test_interrupted_then_resumed_run_is_bitwise_equal(tmp_path):
         assert torch.equal(want[key], got[key]), key
     assert [r["loss"] for r in resumed.history] == [r["loss"] for r in full.history]
     assert [r["lr"] for r in resumed.history] == [r["lr"] for r in full.history]
+
+
+# a CUDA generator's state is its Philox seed and offset, 8 bytes each (a CPU one is 5056 bytes)
+CUDA_STATE = torch.tensor([7, 0, 0, 0, 0, 0, 0, 0, 32, 0, 0, 0, 0, 0, 0, 0], dtype=torch.uint8)
+
+
+@pytest.mark.parametrize("recorded", [True, False], ids=["devices-recorded", "older-checkpoint"])
+def test_checkpoint_from_a_cuda_run_resumes_on_cpu_with_the_augmentation_rng_reseeded(tmp_path, caplog, recorded):
+    cfg = tiny_config(**{"pretrain.epochs": 2})
+    images, _ = structured_images()
+    store = LocalStore(tmp_path / "ckpt")
+    with pytest.raises(Interrupt):
+        train.train_simclr(cfg, images, MEAN, STD, device=CPU, store=store, callbacks=InterruptAfter(1))
+    # rewrite its RNG states as a run on two GPUs writes them: the augmentation generator lived on cuda:0
+    epoch, state = checkpoint.load_latest(store)
+    rng = state["rng"][0]
+    rng["generators"]["augment"] = CUDA_STATE
+    if recorded:
+        rng["devices"]["augment"] = "cuda:0"
+    else:  # written before the devices were recorded, with every default CUDA generator
+        del rng["devices"]
+        rng["cuda"] = [CUDA_STATE, CUDA_STATE]
+    checkpoint.save_checkpoint(store, epoch, state)
+
+    runs = []
+    for copy in ("a", "b"):
+        shutil.copytree(tmp_path / "ckpt", tmp_path / copy)
+        rec = Recorder()
+        caplog.clear()
+        with caplog.at_level(logging.INFO, logger="kubeclr"):
+            runs.append(
+                train.train_simclr(cfg, images, MEAN, STD, device=CPU, store=LocalStore(tmp_path / copy), callbacks=rec)
+            )
+        assert rec.start["start_epoch"] == 1 and rec.epochs == [2]  # resumed, not started over
+        reseeded = [r.getMessage() for r in caplog.records if "re-seeded" in r.getMessage()]
+        assert len(reseeded) == 1, reseeded
+        assert "augment" in reseeded[0] and ("cuda:0" if recorded else "16 bytes") in reseeded[0]
+    # re-seeded from pretrain.seed, so still deterministic: both resumes agree bitwise
+    assert [r["loss"] for r in runs[0].history] == [r["loss"] for r in runs[1].history]
+    first, second = runs[0].model.state_dict(), runs[1].model.state_dict()
+    assert all(torch.equal(v, second[k]) for k, v in first.items())
+
+
+def test_host_reads_do_not_grow_with_the_steps():
+    """No value is read back to the host per step (on CUDA each read is a sync), only the epoch's loss."""
+    check_counter()
+    reads = {}
+    for n, epochs in [(32, 1), (96, 1), (32, 3), (96, 3)]:  # 2 and 6 steps per epoch
+        images, _ = structured_images(n=n)
+        cfg = tiny_config(**{"pretrain.epochs": epochs})
+        reads[n, epochs] = host_reads(functools.partial(train.train_simclr, cfg, images, MEAN, STD, device=CPU))
+    assert reads[32, 1] == reads[96, 1] and reads[32, 3] == reads[96, 3], reads
+    assert reads[96, 3] <= 2 * 3, reads  # at most 2 per epoch
+    # on CPU the views are made on the prefetch thread, which the (thread-local) counter does not see
+    aug = SimCLRAugment(tiny_config().augment, MEAN, STD)
+    assert host_reads(functools.partial(paired_views, aug, images[:16], torch.Generator().manual_seed(0))) == 0
+    x = torch.rand(8, 3, 16, 16, generator=torch.Generator().manual_seed(1))
+    assert host_reads(functools.partial(color_jitter, x, 0.5, 1.0, select=False)) == 0  # the CUDA path
 
 
 def test_short_run_lowers_the_loss():
@@ -291,6 +353,60 @@ def test_cuda_mixed_precision_channels_last_run_resumes(tmp_path, precision):
     assert rec.start["start_epoch"] == 1 and rec.epochs == [2]
     assert all(np.isfinite(r["loss"]) for r in result.history)
     assert next(result.model.parameters()).device.type == "cuda" and result.summary["device"] == "cuda"
+
+
+class SyncCheck(Callback):
+    """CUDA sync debug mode "error" from the end of each epoch's first step to the end of its last.
+
+    Each epoch's end reads its mean loss back (one sync per epoch, by design),
+    so the mode is off from the last step's end until the next epoch's first step has run.
+    """
+
+    def __init__(self, steps_per_epoch: int) -> None:
+        self.steps, self.checked = steps_per_epoch, 0
+
+    def on_step_end(self, step, seconds):
+        self.checked += torch.cuda.get_sync_debug_mode() == 2  # this step ran in "error" mode
+        torch.cuda.set_sync_debug_mode("default" if step % self.steps == 0 else "error")
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_steps_never_wait_for_the_host():
+    """Augmentation, bf16 forward, loss, backward and LARS step without one host sync.
+
+    (fp16 is not checked: GradScaler reads its found-inf flag back every step by design.)
+    """
+    cfg = tiny_config(**{"pretrain.epochs": 2, "pretrain.device": "cuda", "pretrain.precision": "bf16"})
+    images, _ = structured_images()  # 4 steps per epoch
+    check = SyncCheck(steps_per_epoch=4)
+    try:
+        train.train_simclr(cfg, images, MEAN, STD, device=torch.device("cuda"), callbacks=check)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    assert check.checked == 6  # steps 2-4 of both epochs
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_checkpoint_resumes_on_cpu_with_the_augmentation_rng_reseeded(tmp_path, caplog):
+    cfg = tiny_config(**{"pretrain.epochs": 2, "pretrain.device": "cuda"})
+    images, _ = structured_images()
+    store = LocalStore(tmp_path)
+    with pytest.raises(Interrupt):
+        train.train_simclr(
+            cfg, images, MEAN, STD, device=torch.device("cuda"), store=store, callbacks=InterruptAfter(1)
+        )
+    rng = checkpoint.load_latest(store)[1]["rng"][0]
+    assert rng["devices"]["augment"].startswith("cuda") and rng["generators"]["augment"].numel() == 16
+    rec = Recorder()
+    with caplog.at_level(logging.INFO, logger="kubeclr"):
+        result = train.train_simclr(
+            cfg.override({"pretrain.device": "cpu"}), images, MEAN, STD, device=CPU, store=store, callbacks=rec
+        )
+    reseeded = [r.getMessage() for r in caplog.records if "re-seeded" in r.getMessage()]
+    assert len(reseeded) == 1 and "augment state saved on cuda" in reseeded[0], reseeded
+    assert rec.start["start_epoch"] == 1 and rec.epochs == [2] and np.isfinite(result.history[-1]["loss"])
 
 
 def test_background_views_are_bitwise_the_inline_views_and_leave_the_same_generator_state():

@@ -174,13 +174,18 @@ def _read_verified(store: Store, epoch: int) -> dict[str, Any] | None:
 
 
 def capture_rng(generators: Mapping[str, torch.Generator]) -> dict[str, Any]:
-    """Every RNG this process draws from, as tensors, ints and lists.
+    """Every RNG this process draws from, as tensors, ints, strings and lists.
+
+    The default CUDA generators are not captured: the training loop draws on the
+    device only from its explicit augmentation generator (checkpoints written
+    before held them under ``"cuda"``; they are ignored).
 
     Args:
         generators: named explicit generators (data shuffle, augmentation).
 
     Returns:
-        ``{"python", "numpy", "torch", "cuda", "generators"}``.
+        ``{"python", "numpy", "torch", "generators", "devices"}``; ``devices``
+        names each generator's device (``"cpu"``, ``"cuda:0"``).
     """
     version, internal, gauss = random.getstate()
     name, keys, pos, has_gauss, cached = np.random.get_state()
@@ -188,19 +193,48 @@ def capture_rng(generators: Mapping[str, torch.Generator]) -> dict[str, Any]:
         "python": [version, list(internal), gauss],
         "numpy": [name, torch.from_numpy(np.asarray(keys, dtype=np.int64)), int(pos), int(has_gauss), float(cached)],
         "torch": torch.get_rng_state(),
-        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
         "generators": {k: g.get_state() for k, g in generators.items()},
+        "devices": {k: str(g.device) for k, g in generators.items()},
     }
 
 
-def restore_rng(state: Mapping[str, Any], generators: Mapping[str, torch.Generator]) -> None:
-    """Inverse of :func:`capture_rng` (CUDA states only when CUDA is present)."""
+def rng_mismatch(state: Mapping[str, Any], name: str, generator: torch.Generator) -> str | None:
+    """Why generator ``name``'s saved state cannot go into ``generator``, or ``None`` when it can.
+
+    A generator's state is device-specific (a CPU Mersenne Twister: 5056 bytes;
+    a CUDA Philox seed and offset: 16 bytes). Checkpoints without ``devices``
+    are judged by the state's size alone.
+    """
+    saved = state["generators"].get(name)
+    if saved is None:
+        return f"no {name} state in the checkpoint"
+    device = state.get("devices", {}).get(name)
+    if device is not None and torch.device(device).type != generator.device.type:
+        return f"{name} state saved on {device}, resuming on {generator.device}"
+    size = generator.get_state().numel()
+    if saved.numel() != size:
+        return f"{name} state of {saved.numel()} bytes from another device, resuming on {generator.device} ({size})"
+    return None
+
+
+def restore_rng(state: Mapping[str, Any], generators: Mapping[str, torch.Generator]) -> dict[str, str]:
+    """Inverse of :func:`capture_rng`, for the generators whose saved state fits.
+
+    Returns:
+        ``{name: reason}`` of the generators left as they were because their
+        state came from another device type (see :func:`rng_mismatch`); empty
+        when every stream was restored.
+    """
     version, internal, gauss = state["python"]
     random.setstate((version, tuple(internal), gauss))
     name, keys, pos, has_gauss, cached = state["numpy"]
     np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
     torch.set_rng_state(state["torch"])
-    if state["cuda"] and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+    skipped = {}
     for key, gen in generators.items():
-        gen.set_state(state["generators"][key])
+        why = rng_mismatch(state, key, gen)
+        if why is None:
+            gen.set_state(state["generators"][key])
+        else:
+            skipped[key] = why
+    return skipped

@@ -40,7 +40,9 @@ def rgb_to_hsv(x: Tensor) -> Tensor:
 def hsv_to_rgb(x: Tensor) -> Tensor:
     """Inverse of :func:`rgb_to_hsv`: ``c = v - v·s·clamp(min(k, 4 - k), 0, 1)``, ``k = (n + 6h) mod 6``."""
     h, s, v = x.unbind(1)
-    n = torch.tensor([5.0, 3.0, 1.0], device=x.device, dtype=x.dtype).view(1, 3, 1, 1)  # R, G, B
+    # n = 5, 3, 1 for R, G, B, made on the device: torch.tensor([5., 3., 1.], device=…) is a
+    # blocking host-to-device copy on CUDA, once per batch
+    n = torch.arange(5, 0, -2, device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
     k = (n + 6 * h.unsqueeze(1)) % 6
     return v.unsqueeze(1) - (v * s).unsqueeze(1) * torch.minimum(k, 4 - k).clamp(0, 1)
 

@@ -12,6 +12,10 @@ the *global* batch. The backward pass of the gather all-reduces the gradient
 before taking this rank's slice: returning only the local slice (the bug in
 several public ports, e.g. lightly PR #1531, Spijkervet/SimCLR #30) drops the
 gradient that flows through the other ranks' anchors.
+
+The loss is computed in float32 whatever the caller's autocast: under bf16 the
+similarity matmul would be rounded to 8 mantissa bits, an error of ~0.02–0.04
+in the logits at τ = 0.1–0.2, as large as the differences between negatives.
 """
 
 from __future__ import annotations
@@ -84,6 +88,7 @@ class NTXentLoss(nn.Module):
             raise ValueError(f"temperature must be > 0, got {temperature}")
         self.temperature = temperature
         self.gather_distributed = gather_distributed
+        self._cache: tuple[tuple, Tensor, Tensor] | None = None  # (key, self_mask, pos_idx) of the last shape
 
     def forward(self, z1: Tensor, z2: Tensor) -> Tensor:
         """Loss of the two views' projections.
@@ -98,22 +103,37 @@ class NTXentLoss(nn.Module):
         """
         if z1.shape != z2.shape or z1.dim() != 2:
             raise ValueError(f"z1 and z2 must both be (N, D), got {tuple(z1.shape)} and {tuple(z2.shape)}")
+        with torch.autocast(z1.device.type, enabled=False):  # float32 logits under any autocast
+            return self._loss(z1.float(), z2.float())
+
+    def _loss(self, z1: Tensor, z2: Tensor) -> Tensor:
         n = z1.shape[0]
-        z1 = F.normalize(z1.float(), dim=1)
-        z2 = F.normalize(z2.float(), dim=1)
+        z1 = F.normalize(z1, dim=1)
+        z2 = F.normalize(z2, dim=1)
         if self.gather_distributed and _distributed():
             rank = dist.get_rank()
             g1, g2 = gather_with_grad(z1), gather_with_grad(z2)  # (W*N, D) each
         else:
             rank = 0
             g1, g2 = z1, z2
-        total = g1.shape[0]  # W*N
         keys = torch.cat([g1, g2], dim=0)  # (2WN, D): all views, all ranks
         anchors = torch.cat([z1, z2], dim=0)  # (2N, D): local anchors
         logits = anchors @ keys.T / self.temperature  # (2N, 2WN)
-        local = torch.arange(n, device=z1.device) + rank * n  # global index of local row i in g1
-        self_idx = torch.cat([local, local + total])  # (2N,) column of the anchor itself
-        pos_idx = torch.cat([local + total, local])  # (2N,) column of its positive
-        self_mask = F.one_hot(self_idx, 2 * total).bool()  # (2N, 2WN): exclude k = i
-        logits = logits.masked_fill(self_mask, float("-inf"))
-        return F.cross_entropy(logits, pos_idx)
+        self_mask, pos_idx = self._targets(n, g1.shape[0], rank, z1.device)
+        return F.cross_entropy(logits.masked_fill(self_mask, float("-inf")), pos_idx)
+
+    def _targets(self, n: int, total: int, rank: int, device: torch.device) -> tuple[Tensor, Tensor]:
+        """``(self_mask, pos_idx)`` of the local anchors among ``2 * total`` keys, built once per shape.
+
+        Built from ``arange`` and a comparison on the device: ``F.one_hot`` reads its
+        input's min and max back to the host to validate it (two syncs per step).
+        """
+        key = (n, total, rank, device, torch.is_inference_mode_enabled())  # inference tensors cannot train
+        if self._cache is None or self._cache[0] != key:
+            local = torch.arange(n, device=device) + rank * n  # global index of local row i in g1
+            self_idx = torch.cat([local, local + total])  # (2N,) column of the anchor itself
+            pos_idx = torch.cat([local + total, local])  # (2N,) column of its positive
+            columns = torch.arange(2 * total, device=device)  # (2WN,)
+            self_mask = columns.unsqueeze(0) == self_idx.unsqueeze(1)  # (2N, 2WN): exclude k = i
+            self._cache = (key, self_mask, pos_idx)
+        return self._cache[1], self._cache[2]

@@ -2,8 +2,12 @@
 
 The state is the model, optimiser, scheduler and grad-scaler state dicts, the
 epoch and step, every rank's RNG streams, the config and the history so far
-(:mod:`kubeclr.core.checkpoint` stores it all-or-nothing). A resumed run
-continues bitwise where the saved one stopped when the world size is the same.
+(:mod:`kubeclr.core.checkpoint` stores it all-or-nothing). With the same world
+size and device type a resumed run draws exactly the random numbers the saved
+one would have drawn: on the CPU it continues bitwise where that one stopped;
+on CUDA it is RNG-exact but not bitwise, since cuDNN's choice of algorithm,
+atomic-add reductions and inductor's kernels are not deterministic (no
+``torch.use_deterministic_algorithms`` is set).
 """
 
 from __future__ import annotations
@@ -72,11 +76,31 @@ def restore_run(
     for name, part in parts.items():
         if state.get(name):
             part.load_state_dict(state[name])
-    rng = state["rng"]
-    if len(rng) == world:
-        checkpoint.restore_rng(rng[rank], gens)
-    else:  # another world size: the shuffle is shared, augmentation streams cannot be matched
-        log.warning("checkpoint written by %d processes, resuming with %d: augmentation RNG re-seeded", len(rng), world)
-        checkpoint.restore_rng(rng[0], {"shuffle": gens["shuffle"]})
+    _restore_rng(state["rng"], gens, rank, world)
     log.info("resumed from %s at epoch %d", store.uri, state["epoch"])
     return [dict(r) for r in state["history"]]
+
+
+def _restore_rng(rng: list[dict[str, Any]], gens: dict[str, torch.Generator], rank: int, world: int) -> None:
+    """Restore this rank's RNG streams; re-seed, with one warning, those that cannot be matched.
+
+    Another world size: the shuffle is shared (rank 0's is taken), the per-rank
+    augmentation streams cannot be matched. A generator whose state was saved on
+    another device type (a CUDA checkpoint resumed on CPU, or the reverse) cannot
+    take it either. Such a generator goes back to its own seed (``pretrain.seed``
+    and the rank), so the resumed run is still deterministic.
+    """
+    if len(rng) == world:
+        skipped = checkpoint.restore_rng(rng[rank], gens)
+    else:
+        skipped = checkpoint.restore_rng(rng[0], {"shuffle": gens["shuffle"]})
+        why = f"checkpoint written by {len(rng)} processes, resuming with {world}"
+        skipped.update({name: why for name in gens if name != "shuffle"})
+    for name in skipped:
+        gens[name].manual_seed(gens[name].initial_seed())
+    if skipped:
+        log.warning(
+            "RNG re-seeded from pretrain.seed for %s: %s",
+            ", ".join(skipped),
+            "; ".join(dict.fromkeys(skipped.values())),
+        )

@@ -16,6 +16,7 @@ rank 0 only) and :class:`~kubeclr.core.callbacks.Callback` hooks.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import random
 import time
@@ -32,7 +33,7 @@ from kubeclr.core.augment import SimCLRAugment
 from kubeclr.core.batches import batch_plan, view_batches
 from kubeclr.core.callbacks import Callback
 from kubeclr.core.checkpoint import Store
-from kubeclr.core.device import autocast, channels_last_ok, describe_device
+from kubeclr.core.device import autocast, describe_device, memory_format
 from kubeclr.core.health import pretrain_health
 from kubeclr.core.loss import NTXentLoss
 from kubeclr.core.model import build_model, load_init_weights
@@ -78,9 +79,15 @@ def forward_loss(model: nn.Module, loss_fn: nn.Module, view1: Tensor, view2: Ten
     return paired_loss(model, loss_fn, torch.cat([view1, view2]))
 
 
-def paired_loss(model: nn.Module, loss_fn: nn.Module, views: Tensor) -> Tensor:
-    """:func:`forward_loss` of views already stacked as ``(2N, 3, S, S)``, rows i and N + i a pair."""
-    _, z = model(views)  # (2N, proj_dim)
+def paired_loss(
+    model: nn.Module, loss_fn: nn.Module, views: Tensor, precision: contextlib.AbstractContextManager | None = None
+) -> Tensor:
+    """:func:`forward_loss` of views already stacked as ``(2N, 3, S, S)``, rows i and N + i a pair.
+
+    Only the model runs under ``precision`` (an autocast, default none); the loss is float32.
+    """
+    with precision or contextlib.nullcontext():
+        _, z = model(views)  # (2N, proj_dim)
     z1, z2 = z.chunk(2)  # (N, proj_dim) each
     return loss_fn(z1, z2)
 
@@ -118,7 +125,7 @@ def train_simclr(
 
     Raises:
         DataError: ``images`` is not a uint8 ``(N, 3, H, W)`` array.
-        ConfigError: batch size incompatible with the data or the ranks.
+        ConfigError: batch size incompatible with the data or the ranks; fp16 on CPU.
         UserError: the checkpoint at ``store`` was written for another model.
     """
     pc = cfg.pretrain
@@ -129,12 +136,13 @@ def train_simclr(
     per_rank, steps_per_epoch = batch_plan(pc.batch_size, world, images.shape[0])
     callbacks = callbacks or Callback()
     cuda = device.type == "cuda"
+    mixed = autocast(device, pc.precision)  # first: fp16 on CPU fails before any work
 
     _seed_everything(pc.seed)
     model = build_model(cfg.model)
-    channels_last = pc.channels_last and channels_last_ok(model, device)
+    fmt = memory_format(device, pc.channels_last)
     load_init_weights(model.encoder, cfg.model, init_state)
-    model = model.to(device, memory_format=torch.channels_last if channels_last else torch.preserve_format)
+    model = model.to(device, memory_format=fmt)
     wrapped = distributed.wrap_model(model, device, sync_bn=cfg.model.sync_bn)
     model = distributed.unwrap(wrapped)  # SyncBatchNorm conversion may have replaced layers
     forward = torch.compile(wrapped) if pc.compile else wrapped
@@ -165,7 +173,6 @@ def train_simclr(
             "start_epoch": start_epoch,
         }
     )
-    mixed = autocast(device, pc.precision)
 
     warned = False
     for epoch in range(start_epoch + 1, pc.epochs + 1):
@@ -187,13 +194,12 @@ def train_simclr(
             per_rank=per_rank,
             rank=rank,
             steps=steps_per_epoch,
-            channels_last=channels_last,
+            channels_last=pc.channels_last,
             background=device.type == "cpu",
         ) as batches:
             for i, batch_views in zip(bar, batches):
                 t_step = time.perf_counter()
-                with mixed:
-                    loss = paired_loss(forward, loss_fn, batch_views)
+                loss = paired_loss(forward, loss_fn, batch_views, mixed)
                 optimizer.zero_grad(set_to_none=True)
                 scaler.scale(loss).backward()
                 scaler.step(optimizer)
@@ -263,6 +269,7 @@ def _summary(
         "images_per_second": images / seconds if seconds else 0.0,
         "device": device.type,
         "device_name": describe_device(device),
+        "precision": cfg.pretrain.precision,  # as used: autocast() refuses what it cannot honour
         "world_size": world,
         "peak_lr": scaled_lr(cfg.pretrain),
         "health": pretrain_health(history, cfg.pretrain, steps_per_epoch),
