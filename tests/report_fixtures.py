@@ -91,15 +91,16 @@ def earlier_runs(history: Path, cfg: Config, n: int) -> None:
         append_record(LocalStore(history), series_name(cfg), {**record, "metrics": metrics})
 
 
-def render_report(tmp: Path, run_name: str = RUN, health=None, history_runs: int = 0):
+def render_report(tmp: Path, run_name: str = RUN, health=None, history_runs: int | None = None):
     """Run ``linear_eval`` and ``report`` on :func:`make_inputs`; returns (results, metrics).
 
     Leaves ``results.json``, ``classifier.pt``, ``report.html``, ``report.md`` and
-    ``metrics.json`` in ``tmp``; with ``history_runs``, the run is compared with that many
-    earlier runs of a ``file://`` history (``tmp/history``).
+    ``metrics.json`` in ``tmp``; with ``history_runs`` (0 too: a first run), the run is compared
+    with that many earlier runs of a ``file://`` history (``tmp/history``); without, no history
+    is configured.
     """
     cfg, p = make_inputs(tmp, health=health)
-    if history_runs:
+    if history_runs is not None:
         cfg = cfg.override({"storage.history_uri": (tmp / "history").as_uri()})
         earlier_runs(tmp / "history", cfg, history_runs)
     results = linear_step.run(cfg, p["features"], tmp / "results.json", tmp / "classifier.pt")

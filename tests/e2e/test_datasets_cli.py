@@ -53,7 +53,7 @@ def test_stl10_at_96_px_pretrains_on_unlabelled_images_too(tmp_path):
         20,
     )
     report = (tmp_path / "out" / "report.md").read_text()
-    assert "pretraining 64 \\(24 labelled \\+ 40 unlabelled\\)" in report
+    assert "pretraining 64 (24 labelled + 40 unlabelled)" in report
     assert "96 px" in (tmp_path / "out" / "report.html").read_text()
     assert "pretraining on 64 images: 24 labelled + 40 unlabelled" in proc.stderr + proc.stdout
 

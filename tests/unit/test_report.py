@@ -163,8 +163,9 @@ def test_linear_eval_step_crops_protocol(tmp_path):
 def test_markdown_escaping_keeps_apostrophes_readable():
     from kubeclr.report.render import md_escape
 
-    assert md_escape("bob's run #1") == "bob's run \\#1"
-    assert md_escape("<img src=x onerror=alert(1)>") == "&lt;img src=x onerror=alert\\(1\\)&gt;"
+    assert md_escape("bob's run #1") == "bob's run #1"  # a '#' inside a line is no heading
+    assert md_escape("# bob's run") == "\\# bob's run"
+    assert md_escape("<img src=x onerror=alert(1)>") == "&lt;img src=x onerror=alert(1)>"
 
 
 def test_run_page_artifacts_carry_the_results(report_dir):

@@ -30,6 +30,46 @@ def color(i: int) -> str:
     return f"hsl({(i * 137.508) % 360:.1f}, 65%, 45%)"
 
 
+_NARROW, _SIGNS, _WIDE = frozenset("ijlft.,:;'|!()[] "), frozenset("#$&*+<=>^~"), frozenset("mwMW@%")
+
+
+def _char_width(c: str) -> float:
+    if not c.isascii() or c in _WIDE:
+        return 12.0  # …, −, ×, Œ, CJK
+    if c in _NARROW:
+        return 4.5
+    return 9.5 if c in _SIGNS or c.isupper() else 7.0
+
+
+def text_width(text: str) -> float:
+    """At least ``text``'s width in px at the charts' 11 px sans-serif (an upper bound per character
+    for DejaVu Sans, the widest font the system-ui fallback lands on): what layout keeps free for it."""
+    return sum(_char_width(c) for c in text)
+
+
+Box = tuple[float, float, float, float]  # x0, y0, x1, y1
+
+
+def overlaps(a: Box, b: Box) -> bool:
+    return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
+
+
+LEGEND_ROW = 16  # px per legend row
+
+
+def legend_boxes(names: Sequence[str], x0: float, y0: float, x1: float) -> list[Box]:
+    """Legend entries (10 px swatch, gap, name) packed left to right from ``(x0, y0)``, wrapping at ``x1``."""
+    boxes: list[Box] = []
+    x, y = x0, y0
+    for name in names:
+        w = 14 + text_width(name)
+        if boxes and x + w > x1:
+            x, y = x0, y + LEGEND_ROW
+        boxes.append((x, y, x + w, y + 12))
+        x += w + 16
+    return boxes
+
+
 def _svg(width: int, height: int, body: list[str], title: str) -> str:
     return (
         f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
@@ -62,7 +102,7 @@ def nice_ticks(lo: float, hi: float, count: int = 5, *, integer: bool = False) -
     step = next(m * mag for m in (1, 2, 5, 10) if m * mag >= raw)
     first = math.floor(lo / step) * step
     ticks, t = [], first
-    while t <= hi + step * 0.5 and len(ticks) < 50:
+    while (not ticks or ticks[-1] < hi - step * 1e-9) and len(ticks) < 50:  # up to the first tick >= hi
         ticks.append(round(t, 12))
         t += step
     return ticks
@@ -99,9 +139,16 @@ def line_chart(
 ) -> str:
     """Lines of one or more series over shared x values (non-finite points skipped).
 
+    With more than one series, a legend sits between the title and the plot, in rows of its own
+    (the chart grows by them), so it never covers a curve.
+
     ``integer_x``: x is a count (epochs), so its ticks are whole numbers.
     """
     left, right, top, bottom = 58, 12, 26, 40
+    legend = legend_boxes(list(series), left, top - 4, width - right) if len(series) > 1 else []
+    if legend:
+        top = int(legend[-1][3]) + 12
+        height += top - 26
     pw, ph = width - left - right, height - top - bottom
     finite = [v for ys in series.values() for v in ys if v is not None and math.isfinite(v)]
     xs = [float(v) for v in x]
@@ -124,18 +171,17 @@ def line_chart(
         f'<text transform="translate(13,{top + ph / 2}) rotate(-90)" '
         f'text-anchor="middle">{esc(y_label)}</text>'
     )
-    for i, (name, ys) in enumerate(series.items()):
+    for i, ys in enumerate(series.values()):
         pts = [(sx(a), sy(b)) for a, b in zip(xs, ys) if b is not None and math.isfinite(b)]
         if len(pts) > 1:
             path = " ".join(f"{px:.1f},{py:.1f}" for px, py in pts)
             body.append(f'<polyline points="{path}" fill="none" stroke="{color(i)}" stroke-width="2"/>')
         body.extend(f'<circle cx="{px:.1f}" cy="{py:.1f}" r="2.5" fill="{color(i)}"/>' for px, py in pts)
-        if len(series) > 1:
-            lx = left + 8 + i * 110
-            body.append(
-                f'<rect x="{lx}" y="{top + 4}" width="10" height="10" fill="{color(i)}"/>'
-                f'<text x="{lx + 14}" y="{top + 13}">{esc(name)}</text>'
-            )
+    for i, (name, (lx, ly, _, _)) in enumerate(zip(series, legend)):
+        body.append(
+            f'<g class="legend"><rect x="{lx:.1f}" y="{ly + 1:.1f}" width="10" height="10" fill="{color(i)}"/>'
+            f'<text x="{lx + 14:.1f}" y="{ly + 10:.1f}">{esc(name)}</text></g>'
+        )
     return _svg(width, height, body, title)
 
 
@@ -205,6 +251,34 @@ def bar_chart(
 
 
 LEGEND_ROWS = 26  # legend entries that fit beside a 420 px plot
+# where a class label may go, relative to its points' median (px), nearest first
+_NEAR = sorted(((dx, dy) for dx in range(-60, 61, 20) for dy in range(-52, 53, 13)), key=lambda d: math.hypot(*d))
+
+
+def label_box(x: float, y: float, name: str) -> Box:
+    """The box of a centred label with its baseline at ``y`` (11 px text, its halo, a space either side)."""
+    half = text_width(name) / 2 + 3
+    return (x - half, y - 11, x + half, y + 4)
+
+
+def class_labels(
+    placed: Mapping[int, Sequence[tuple[float, float]]], names: Mapping[int, str], frame: Box
+) -> list[tuple[tuple[float, float], int, tuple[float, float]]]:
+    """``[((x, y) of the label, class, (x, y) of its points' median)]``: each class's name at its
+    points' median, or at the nearest spot around it where the label overlaps no other label and
+    stays in ``frame``; a class with no such spot is left to the legend. Largest classes first."""
+    out: list[tuple[tuple[float, float], int, tuple[float, float]]] = []
+    taken: list[Box] = []
+    for lab, xy in sorted(placed.items(), key=lambda kv: (-len(kv[1]), kv[0])):
+        mx, my = sorted(p[0] for p in xy)[len(xy) // 2], sorted(p[1] for p in xy)[len(xy) // 2]
+        for dx, dy in _NEAR:
+            box = label_box(mx + dx, my + dy + 4, names[lab])  # baseline 4 px below: the text centred on it
+            inside = frame[0] <= box[0] and box[2] <= frame[2] and frame[1] <= box[1] and box[3] <= frame[3]
+            if inside and not any(overlaps(box, other) for other in taken):
+                taken.append(box)
+                out.append(((mx + dx, my + dy + 4), lab, (mx, my)))
+                break
+    return out
 
 
 def scatter(
@@ -229,14 +303,17 @@ def scatter(
         sy = top + inner / 2 - (py - cy) / span * (inner - 24)
         placed.setdefault(int(lab), []).append((sx, sy))
         body.append(f'<circle cx="{sx:.1f}" cy="{sy:.1f}" r="2.6" fill="{color(int(lab))}" fill-opacity="0.8"/>')
-    if len(placed) <= LEGEND_ROWS:  # each class's name at its points' median: no colour has to be trusted
-        for lab, xy in placed.items():
-            mx, my = sorted(p[0] for p in xy)[len(xy) // 2], sorted(p[1] for p in xy)[len(xy) // 2]
-            name = esc(_short(class_names[lab]) if lab < len(class_names) else lab)
-            body.append(
-                f'<text x="{mx:.1f}" y="{my:.1f}" text-anchor="middle" paint-order="stroke" stroke="#fff" '
-                f'stroke-width="3" fill="#222">{name}</text>'
+    if len(placed) <= LEGEND_ROWS:  # each class's name by its points: no colour has to be trusted
+        names = {lab: _short(class_names[lab]) if lab < len(class_names) else str(lab) for lab in placed}
+        lines, labels = [], []
+        for (x, y), lab, (mx, my) in class_labels(placed, names, (pad, top, pad + inner, top + inner)):
+            if math.hypot(x - mx, y - 4 - my) > 12:  # moved off its points: a leader line says whose it is
+                lines.append(f'<line x1="{mx:.1f}" y1="{my:.1f}" x2="{x:.1f}" y2="{y - 4:.1f}" stroke="#555"/>')
+            labels.append(
+                f'<text class="label" x="{x:.1f}" y="{y:.1f}" text-anchor="middle" paint-order="stroke" '
+                f'stroke="#fff" stroke-width="3" fill="#222">{esc(names[lab])}</text>'
             )
+        body += lines + labels
     shown = class_names if len(class_names) <= LEGEND_ROWS else class_names[: LEGEND_ROWS - 1]
     for i, name in enumerate(shown):
         y = top + 6 + i * 16

@@ -82,13 +82,18 @@ def describe(comparison: Mapping[str, Any]) -> str:
     return f"{c['metric']} {c['value']:.4g} {sign} {c['floor']:.4g} (median {c['median']:.4g} - {allowed})"
 
 
+def runs(n: int) -> str:
+    """'1 earlier run', '3 earlier runs'."""
+    return f"{n} earlier run{'' if n == 1 else 's'}"
+
+
 def summary_line(gate: Mapping[str, Any]) -> str:
     """One line for logs, the CLI and errors."""
     status, n = gate["status"], gate["runs_compared"]
     if status == "not-armed":
-        return f"gate not armed: {n} earlier run(s) of this series, {gate['min_runs']} needed"
+        return f"gate not armed: {runs(n)} of this series, {gate['min_runs']} needed"
     bad = failed(gate)
     if not bad:
-        return f"gate passed against the median of {n} earlier runs"
+        return f"gate passed against the median of {runs(n)}"
     head = GATE_PREFIX if status == "fail" else "gate warning"
     return f"{head}: " + "; ".join(describe(c) for c in bad)

@@ -9,12 +9,13 @@ from __future__ import annotations
 import base64
 import math
 import struct
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 from kubeclr.report import charts
-from kubeclr.report.gate import describe, summary_line
+from kubeclr.report.gate import describe, runs, summary_line
 from kubeclr.report.references import references_for
 from kubeclr.report.text import breakable, md_escape, table
+from kubeclr.uri import redact_uri
 
 _GATE_CLASS = {"pass": "ok", "warn": "warn", "fail": "fail", "not-armed": "sub"}
 TRENDS = (  # history value key, title, y label
@@ -25,6 +26,37 @@ TRENDS = (  # history value key, title, y label
 )
 
 
+HISTORY_HOWTO = "README, section “The canary: run history, regression gate, alerts”"
+HISTORY_EXAMPLE = "--set storage.history_uri=s3://bucket/kubeclr/history"
+
+
+def history_note(metrics: Mapping[str, Any], value: Callable[[Any], str], code: Callable[[str], str]) -> str:
+    """Where this run's earlier runs were read from, in one sentence.
+
+    Args:
+        value: escapes a user value (the history URI, a storage error) for the page.
+        code: formats one of the sentence's own code words (a config key, a CLI flag).
+    """
+    history = metrics.get("history") or {}
+    uri = history.get("uri")
+    if not uri:
+        return (
+            f"No run history is configured, so this run is compared with none. Set {code('storage.history_uri')} "
+            f"to keep one and compare each run with the earlier runs of its series, e.g. {code(HISTORY_EXAMPLE)} "
+            f"({HISTORY_HOWTO})."
+        )
+    where = value(redact_uri(uri))
+    n, skipped = int(history.get("runs_read") or 0), int(history.get("skipped") or 0)
+    unreadable = f" ({skipped} unreadable record{'' if skipped == 1 else 's'} skipped)" if skipped else ""
+    if history.get("error"):
+        return f"The run history {where} could not be read ({value(history['error'])}): this run is compared with none."
+    if n:
+        return f"{runs(n)} of this series read from {where}{unreadable}."
+    if skipped:
+        return f"No readable earlier run of this series in {where}{unreadable}."
+    return f"This is the first run of this series recorded in {where}: the runs after it will be compared with it."
+
+
 def gate_markdown(metrics: Mapping[str, Any]) -> list[str]:
     """The gate's verdict and comparisons as Markdown lines (empty without a gate block)."""
     gate = metrics.get("gate")
@@ -32,7 +64,12 @@ def gate_markdown(metrics: Mapping[str, Any]) -> list[str]:
         return []
     series = metrics.get("history", {}).get("series", "")
     verdict = md_escape(summary_line(gate))
-    lines = [f"**Regression gate** ({md_escape(gate['status'])}, series {md_escape(series)}): {verdict}.", ""]
+    lines = [
+        f"**Regression gate** ({md_escape(gate['status'])}, series {md_escape(series)}): {verdict}.",
+        "",
+        history_note(metrics, md_escape, lambda word: f"`{word}`"),
+        "",
+    ]
     if gate["runs_compared"]:
         lines += ["| metric | this run | median | allowed drop | verdict |", "|---|---|---|---|---|"]
         for c in gate["comparisons"]:
@@ -86,8 +123,7 @@ def history_html(metrics: Mapping[str, Any]) -> str:
     parts = [
         '<section class="card"><h2>Against earlier runs</h2>',
         f'<p class="sub">series <code>{breakable(history.get("series", ""))}</code> · '
-        f"{gate['runs_compared']} earlier run(s) read from {breakable(history.get('uri') or 'no history')}"
-        + (f" · {history['skipped']} unreadable record(s) skipped" if history.get("skipped") else "")
+        + history_note(metrics, breakable, lambda word: f"<code>{breakable(word)}</code>")
         + "</p>",
         table(rows, ("metric", "this run", "median", "comparison", "verdict"), (1, 2)),
     ]
@@ -152,6 +188,9 @@ def l2_figure(sweep: Sequence[Mapping[str, Any]]) -> str:
     return charts.svg_img(svg, "Validation accuracy of the linear probe per L2 strength")
 
 
+VIEW_COLUMNS = ("original", "view 1", "view 2")  # the columns of kubeclr.report.views.view_grid
+
+
 def views_section(view_grid_uri: str, crop_size: int) -> str:
     """The augmented view pairs (a PNG data URI made by :func:`kubeclr.report.views.view_grid`)."""
     prefix = "data:image/png;base64,"
@@ -159,12 +198,16 @@ def views_section(view_grid_uri: str, crop_size: int) -> str:
         return ""
     head = base64.b64decode(view_grid_uri[len(prefix) : len(prefix) + 32])  # signature + IHDR: the size
     width, height = struct.unpack(">II", head[16:24])
+    # one header per column of the grid, in a CSS grid as wide as the image: they stay over their columns
+    # as the image scales down on a phone
+    heads = "".join(f"<span>{name}</span>" for name in VIEW_COLUMNS)
     return (
         '<section class="card"><h2>What the encoder saw</h2>'
-        '<p class="sub">a few train images (left) and two views each, drawn by the run\'s own augmentation '
+        '<p class="sub">a few train images and two views of each, drawn by the run\'s own augmentation '
         f"at {crop_size} px: the views of one image should still share its content</p>"
-        f'<img class="views" src="{charts.esc(view_grid_uri)}" width="{width}" height="{height}" '
-        'alt="train images and their augmented view pairs">'
+        f'<div class="views" style="width:{width}px">{heads}'
+        f'<img src="{charts.esc(view_grid_uri)}" width="{width}" height="{height}" '
+        'alt="train images and their augmented view pairs"></div>'
         "</section>"
     )
 

@@ -56,6 +56,42 @@ def _images_used(ds: dict) -> str:
     return text + (f"; {skipped:,} bad images skipped" if skipped else "")
 
 
+# The single-run pipeline's tasks in DAG order (pipelines/simclr.py): the step-timings table lists the
+# tasks the run timed in this order, any others after them. The last two run only when compiled in.
+TASKS = (
+    "fingerprint",
+    "download_split",
+    "compute_stats",
+    "pretrain",
+    "extract_features",
+    "linear_eval",
+    "export_model",
+    "report",
+    "regression_gate",
+    "deploy_model",
+    "register_model",
+)
+ALWAYS = TASKS[:-2]
+
+
+def step_timings(timings: Mapping[str, float]) -> tuple[list[tuple[str, float]], list[str]]:
+    """``([(task, seconds), …] in DAG order, [tasks every run has that were not timed])``.
+
+    The report step can only time what finished before it wrote the page: the tasks beside and
+    after it (``export_model``, ``regression_gate``) appear once the times reach metrics.json.
+    """
+    rank = {task: i for i, task in enumerate(TASKS)}
+    timed = sorted(timings.items(), key=lambda item: rank.get(item[0], len(TASKS)))  # stable: others keep order
+    return [(task, float(sec)) for task, sec in timed], [task for task in ALWAYS if task not in timings]
+
+
+def _untimed_note(untimed: list[str]) -> str:
+    return (
+        f"Not timed here: {', '.join(untimed)} (a task that ends after the report is written, or one that "
+        "records no time); the Kubeflow run page shows every task's duration."
+    )
+
+
 def render_markdown(inp: ReportInputs, metrics: Mapping[str, Any]) -> str:
     """Short Markdown summary: headline accuracies, dataset, pretraining, timings."""
     ds, pre, lin, knn = metrics["dataset"], metrics["pretrain"], metrics["linear_eval"], metrics["knn"]
@@ -84,7 +120,9 @@ def render_markdown(inp: ReportInputs, metrics: Mapping[str, Any]) -> str:
         "| step | seconds |",
         "|---|---|",
     ]
-    lines += [f"| {step} | {sec:.1f} |" for step, sec in metrics["timings"].items()]
+    timed, untimed = step_timings(metrics["timings"])
+    lines += [f"| {md_escape(step)} | {sec:.1f} |" for step, sec in timed]
+    lines += ["", md_escape(_untimed_note(untimed))] if untimed else []
     return "\n".join(lines) + "\n"
 
 
@@ -102,7 +140,9 @@ h2{font-size:1.15rem;margin:0 0 .5em}
 .sub{color:var(--muted);margin:0 0 1em}
 .badge{display:inline-block;padding:2px 10px;border-radius:12px;font-size:.8rem;font-weight:700;
  background:#d62728;color:#fff;vertical-align:middle;letter-spacing:.05em}
-.views{max-width:100%;height:auto;image-rendering:pixelated}
+.views{display:grid;grid-template-columns:repeat(3,1fr);max-width:100%;text-align:center;color:var(--muted);
+ font-size:.85rem}
+.views img{grid-column:1/-1;image-rendering:pixelated}
 .grid{display:grid;grid-template-columns:repeat(auto-fit,minmax(320px,1fr));gap:16px}
 .card{background:var(--card);border:1px solid var(--line);border-radius:8px;padding:14px;margin-bottom:16px;
  overflow-x:auto}
@@ -181,8 +221,9 @@ def render_html(inp: ReportInputs, metrics: Mapping[str, Any]) -> str:
         ("kNN test top-1", pct(knn["test_top1"])),
         ("final loss", f"{pre['final_loss']:.4f}"),
     ]
-    total = sum(metrics["timings"].values()) or 1.0
-    timing_rows = [(s, f"{v:.2f}", f"{100 * v / total:.1f}%") for s, v in metrics["timings"].items()]
+    timed, untimed = step_timings(metrics["timings"])
+    total = sum(v for _, v in timed) or 1.0
+    timing_rows = [(s, f"{v:.2f}", f"{100 * v / total:.1f}%") for s, v in timed]
     config_rows = [
         (f"{sec}.{key}", redact_uri(value) if isinstance(value, str) else value)
         for sec, keys in inp.config.items()
@@ -268,6 +309,7 @@ def render_html(inp: ReportInputs, metrics: Mapping[str, Any]) -> str:
     parts += [
         '<section class="card"><h2>Step timings</h2>'
         + _table(timing_rows, ("step", "seconds", "share"), (1, 2))
+        + (f'<p class="sub">{_e(_untimed_note(untimed))}</p>' if untimed else "")
         + "</section>",
         '<section class="card"><h2>Environment</h2>' + _table(environment_rows(metrics)) + "</section>",
         '<section class="card"><h2>Configuration</h2>'

@@ -6,12 +6,33 @@ import html
 import re
 from typing import Any, Sequence
 
+# Markdown (CommonMark + GFM) syntax a one-line user string could carry, each escaped only where it
+# is syntax: plain words, hyphens, dots and parentheses pass through unchanged.
+_MD_ANYWHERE = re.compile(
+    r"\\(?=[!-/:-@\[-`{-~]|$)"  # a backslash that would escape what follows (ASCII punctuation, or our text)
+    r"|[*`\[\]~|]"  # emphasis, code spans, links and images, strikethrough, table cells (GFM)
+    r"|(?<![A-Za-z0-9])_|_(?![A-Za-z0-9])"  # '_' emphasises at a word's edge, never inside one (snake_case)
+)
+_MD_LINE_START = re.compile(r"^(?:[#>]|[-+=](?=[-+= ]|$)|\d{1,9}[.)](?= |$))")  # heading, quote, list, rule, underline
+_MD_HEADING_END = re.compile(r"(?<= )#+$")  # an ATX heading's closing sequence would be dropped
+
 
 def md_escape(text: object) -> str:
-    """Neutralise HTML and Markdown syntax in a user string (one line)."""
-    # quote=False: an entity like &#x27; would carry a '#' into the Markdown escapes below
-    text = html.escape(" ".join(str(text).split()), quote=False)
-    return re.sub(r"([\\`*_\[\]{}()#+!|~>-])", r"\\\1", text)
+    """Neutralise HTML and Markdown syntax in a user string, leaving plain text as it reads.
+
+    The string becomes one line (whitespace collapsed). ``<`` and an entity's ``&`` become
+    entities, so no tag, comment or autolink can open; Markdown punctuation is backslash-escaped
+    only where it would be syntax: ``*``, backticks, ``[``/``]`` (links, images), ``~``, ``|``
+    (a table cell's edge, in any line that is or may be a table row) and a backslash before
+    punctuation anywhere; ``_`` at a word's edge; ``#``, ``>``, ``+``, ``=``, ``-`` and ``1.`` at
+    the start; a trailing `` #`` run (a heading would drop it). ``simclr-smoke (night)`` stays as
+    it is.
+    """
+    text = " ".join(str(text).split())
+    text = re.sub(r"&(?=#?\w+;)", "&amp;", text).replace("<", "&lt;")
+    text = _MD_ANYWHERE.sub(lambda m: "\\" + m.group(0), text)
+    text = _MD_LINE_START.sub(lambda m: m.group(0)[:-1] + "\\" + m.group(0)[-1], text, count=1)
+    return _MD_HEADING_END.sub(lambda m: "\\" + m.group(0), text)
 
 
 def escape(text: object) -> str:
