@@ -49,15 +49,6 @@ def test_a_component_is_a_signature_a_docstring_and_one_call(step):
     assert len(calls) == 1, step
 
 
-def test_modules_are_readable_in_one_sitting():
-    long = {
-        str(p.relative_to(ROOT)): n
-        for p in [*SRC.rglob("*.py"), *(ROOT / "pipelines").glob("*.py")]
-        if (n := len(p.read_text().splitlines())) > 300
-    }
-    assert not long, long
-
-
 def test_the_config_reference_is_current():
     assert (ROOT / "docs" / "config.md").read_text() == render(), "run: python -m kubeclr.config.docs"
 
