@@ -274,9 +274,8 @@ def compile_pipeline(
     Raises:
         UserError: ``output`` is a directory or cannot be written (nothing is left behind).
     """
-    from kfp import compiler
-
     from kubeclr.atomic import atomic_path, make_dir
+    from kubeclr.pipelines.ir import write_ir
 
     if Path(output).is_dir():
         raise UserError(
@@ -292,7 +291,7 @@ def compile_pipeline(
     pipeline = build_pipeline(cfg, opts, sweep)
     try:
         with atomic_path(output) as tmp:
-            compiler.Compiler().compile(pipeline, package_path=str(tmp.with_suffix(".yaml")))
+            write_ir(pipeline, tmp.with_suffix(".yaml"))
             tmp.with_suffix(".yaml").replace(tmp)
     except OSError as exc:
         raise UserError(f"output {output}: cannot be written ({exc.strerror or exc})") from None

@@ -3,14 +3,19 @@
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import yaml
 
 import kubeclr
 from kubeclr.config import UI_PARAMS, load_config
+from kubeclr.config.load import key_rows
 from kubeclr.launch.settings import LaunchSettings
+from kubeclr.pipelines import RUN_TASKS, run_tasks_text
 from kubeclr.pipelines.simclr import CompileOptions, compile_pipeline
+
+README = Path(__file__).resolve().parents[2] / "README.md"
 
 STEPS = {"download-split", "compute-stats", "pretrain", "extract-features", "linear-eval", "report"}
 # The DAG of docs/architecture.md: which task consumes which producer's outputs.
@@ -27,13 +32,18 @@ EDGES = {
 
 
 @pytest.fixture(scope="module")
-def ir(tmp_path_factory):
+def ir_path(tmp_path_factory):
     path = tmp_path_factory.mktemp("ir") / "p.yaml"
     opts = CompileOptions(
         launch=LaunchSettings(node_selector={"nvidia.com/gpu.present": "true"}), pipeline_root="s3://bucket/root"
     )
     compile_pipeline(load_config("fast"), str(path), opts)
-    docs = list(yaml.safe_load_all(path.read_text()))
+    return path
+
+
+@pytest.fixture(scope="module")
+def ir(ir_path):
+    docs = list(yaml.safe_load_all(ir_path.read_text()))
     return docs[0], docs[1]
 
 
@@ -41,6 +51,7 @@ def test_six_tasks_with_the_design_edges(ir):
     spec, _ = ir
     tasks = spec["root"]["dag"]["tasks"]
     assert set(tasks) == STEPS | {"fingerprint", "export-model", "regression-gate"}
+    assert set(tasks) == {name.replace("_", "-") for name in RUN_TASKS}
     for name, producers in EDGES.items():
         assert set(tasks[name]["dependentTasks"]) == producers, name
     assert "dependentTasks" not in tasks["fingerprint"]
@@ -167,6 +178,41 @@ def test_parameters_default_to_the_preset(ir):
         "run_name",
     ):
         assert params[name].get("description"), name
+
+
+def test_the_run_help_and_the_readme_name_the_compiled_tasks(ir):
+    """`run --help` and the README say what a run executes in words made from RUN_TASKS, which is the DAG."""
+    tasks = ir[0]["root"]["dag"]["tasks"]
+    said = run_tasks_text()
+    words = {8: "eight", 9: "nine", 10: "ten", 11: "eleven"}
+    assert said.startswith(f"{words[len(tasks)]} tasks: the six ML steps ("), said
+    for name in tasks:
+        assert name.replace("-", "_") in said, name
+    help_text = subprocess.run(
+        [sys.executable, "-m", "kubeclr.cli", "run", "--help"], capture_output=True, text=True, check=True
+    ).stdout
+    assert said in " ".join(help_text.split())
+    assert said in " ".join(README.read_text().replace("`", "").split()), "README: say what a run executes"
+
+
+def test_integer_parameters_are_integers_in_the_ir(ir_path, ir):
+    """KFP writes every default as a float (protobuf Value); the file has the integers they were compiled from."""
+    params = ir[0]["root"]["inputDefinitions"]["parameters"]
+    for name in ("epochs", "batch_size", "gpus_per_node", "nodes"):
+        assert params[name]["parameterType"] == "NUMBER_INTEGER", name
+        assert type(params[name]["defaultValue"]) is int, name
+    assert params["epochs"]["defaultValue"] == 200
+    for name in ("lr", "temperature"):
+        assert params[name]["parameterType"] == "NUMBER_DOUBLE" and type(params[name]["defaultValue"]) is float
+    struct = params["config"]["defaultValue"]
+    for key, kind, *_ in key_rows():
+        section, name = key.split(".")
+        if name in struct.get(section, {}) and kind in ("int", "float"):
+            assert type(struct[section][name]).__name__ == kind, key  # width 64, not 64.0; lr 0.3 stays
+    header = ir_path.read_text().split("\ncomponents:")[0]
+    assert "#    epochs: int [Default: 200]" in header
+    assert "'width': 64" in header and "'width': 64.0" not in header
+    assert "#    lr: float [Default: 0.3]" in header
 
 
 def test_latest_image_is_refused(tmp_path):

@@ -27,7 +27,7 @@ from kubeclr.cli.options import (
 )
 from kubeclr.cli.parser import build_parser
 from kubeclr.cli.serve import cmd_serve
-from kubeclr.config import describe_keys
+from kubeclr.config import describe_keys, load_config
 from kubeclr.errors import UserError
 
 log = logging.getLogger("kubeclr")
@@ -138,8 +138,10 @@ def cmd_render_job(args: argparse.Namespace) -> int:
 
 
 def cmd_keys(args: argparse.Namespace) -> int:
-    print("config keys (set with --set section.key=value):")
-    print(describe_keys())
+    cfg = load_config(args.preset, args.config) if args.preset or args.config else None
+    given = f" with the values of {what_compiled(args)} (key = value; " if cfg else " ("
+    print(f"config keys{given}set with --set section.key=value):")
+    print(describe_keys(cfg))
     return 0
 
 

@@ -3,23 +3,33 @@
 from __future__ import annotations
 
 import argparse
+import textwrap
 
 from kubeclr import __version__
 from kubeclr.cli.options import add_sweep_args
 from kubeclr.cli.serve import add_serve_parser
 from kubeclr.config import DEFAULT_PRESET, preset_names
 from kubeclr.launch.settings import CompileOptions, LaunchSettings
+from kubeclr.pipelines import run_tasks_text
+from kubeclr.serving import MODEL_FILES
 
 DEFAULTS = LaunchSettings()  # the pods' defaults, defined once
 STEP_DEFAULTS = CompileOptions()
 
 
 class _Formatter(argparse.RawDescriptionHelpFormatter):
-    """Keep the epilogs' line breaks; show a default where there is one to show.
+    """Wrap each line of a description or epilog, leave indented lines (example commands) as they
+    are; show a default where there is one to show.
 
     (argparse's ArgumentDefaultsHelpFormatter also prints 'default: None' after
     help that already names its default, and 'default: True' on flags.)
     """
+
+    def _fill_text(self, text: str, width: int, indent: str) -> str:
+        return "\n".join(
+            indent + line if line[:1].isspace() or not line else textwrap.fill(line, width, initial_indent=indent)
+            for line in text.splitlines()
+        )
 
     def _get_help_string(self, action: argparse.Action) -> str:
         text = action.help or ""
@@ -39,6 +49,16 @@ class _Formatter(argparse.RawDescriptionHelpFormatter):
 
 # Cluster commands compile for GPUs: they never fall back to the CPU demo (`smoke`, synthetic data).
 CLUSTER_PRESET = "fast"
+
+# What `run --local` copies to --output-dir: the files of kubeclr.cli.local_run's RESULT_FILES and the
+# export folder's MODEL_FILES; a sweep: its SWEEP_FILES (tests/unit/test_cli_text.py holds them equal).
+RUN_FILES = ("metrics.json", "report.html", "report.md", "encoder.pt", *MODEL_FILES)
+SWEEP_RUN_FILES = ("leaderboard.json", "leaderboard.html", "leaderboard.md", "encoder.pt")
+EXAMPLE_HOST = "https://kubeflow.example.com/pipeline"
+
+
+def _listed(names: tuple[str, ...]) -> str:
+    return f"{', '.join(names[:-1])} and {names[-1]}"
 
 
 def _config_args(p: argparse.ArgumentParser, default: str = DEFAULT_PRESET) -> None:
@@ -159,9 +179,11 @@ def build_parser() -> argparse.ArgumentParser:
         "run",
         formatter_class=_Formatter,
         help="run the whole pipeline locally (kfp.local)",
-        description="Run all six steps through kfp.local on this machine, then copy "
-        "metrics.json, report.html, report.md and encoder.pt to --output-dir (a sweep: leaderboard.json, "
-        "leaderboard.html, leaderboard.md and the winner's encoder.pt; its trials run one after another).",
+        description=f"Run the pipeline through kfp.local on this machine (on its GPU if it has one). It runs "
+        f"{run_tasks_text()}, then copies {_listed(RUN_FILES)} to --output-dir (a sweep: "
+        f"{', '.join(SWEEP_RUN_FILES[:-1])} and the winner's encoder.pt; its trials run one after another). "
+        "It contacts no cluster: only the dataset's source and the s3:// or Pushgateway URIs the config names.",
+        epilog="example:\n  simclr-pipeline run --local --preset smoke --output-dir outputs/demo",
     )
     p.add_argument("--local", action="store_true", required=True, help="run locally (the only mode of `run`)")
     _config_args(p)
@@ -195,7 +217,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_serve_parser(sub, _Formatter)
 
-    p = sub.add_parser("upload", formatter_class=_Formatter, help="upload the pipeline (or a new version)")
+    p = sub.add_parser(
+        "upload",
+        formatter_class=_Formatter,
+        help="upload the pipeline (or a new version)",
+        description="Compile the pipeline (or take --package FILE) and upload it to the Kubeflow Pipelines API "
+        "at --host: a new pipeline named --pipeline-name, or a new version of it when that name exists. "
+        "Contacts only the KFP API; no run starts. Prints the pipeline's and the version's IDs as JSON.",
+        epilog=f"example:\n  simclr-pipeline upload --host {EXAMPLE_HOST} --namespace team-a \\\n"
+        "    --preset fast --image REGISTRY/kubeclr:TAG --pipeline-root s3://bucket/pipeline-root",
+    )
     _client_args(p)
     _config_args(p, CLUSTER_PRESET)
     add_sweep_args(p)
@@ -204,8 +235,32 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--version", dest="pipeline_version", help="version name (default: <version>-<UTC time>)")
     p.add_argument("--description", default="SimCLR on CIFAR-10 (kubeclr)", help="pipeline description")
 
-    for name, helptext in (("submit", "start one run"), ("schedule", "create a recurring run")):
-        p = sub.add_parser(name, formatter_class=_Formatter, help=helptext)
+    for name, helptext, description, example in (
+        (
+            "submit",
+            "start one run",
+            "Compile the pipeline (or take --package FILE), check --param against it and the config the run "
+            "would resolve, then start one run in --experiment on the Kubeflow Pipelines API at --host. "
+            "Contacts only the KFP API (the run's pods then reach the GPU nodes and object storage). "
+            "Prints the run's ID and URL as JSON.",
+            f"simclr-pipeline submit --host {EXAMPLE_HOST} --preset fast --param epochs=200",
+        ),
+        (
+            "schedule",
+            "create a recurring run",
+            "Compile the pipeline (or take --package FILE), check --param and the cron expression, then create "
+            "a recurring run (a KFP job) on the Kubeflow Pipelines API at --host: by default no catch-up after a "
+            "pause and one run at a time. Contacts only the KFP API. Prints the recurring run's ID and URL as JSON.",
+            f'simclr-pipeline schedule --host {EXAMPLE_HOST} --preset fast --cron "0 0 3 * * *"',
+        ),
+    ):
+        p = sub.add_parser(
+            name,
+            formatter_class=_Formatter,
+            help=helptext,
+            description=description,
+            epilog=f"example (nightly at 03:00):\n  {example}" if name == "schedule" else f"example:\n  {example}",
+        )
         _client_args(p)
         _config_args(p, CLUSTER_PRESET)
         add_sweep_args(p)
@@ -250,6 +305,11 @@ def build_parser() -> argparse.ArgumentParser:
         "bench",
         formatter_class=_Formatter,
         help="throughput benchmark (ours vs the compute limit vs the seed article's PIL path)",
+        description="Measure pretraining throughput on this machine, in one process on one device, with the "
+        "preset's model and batch size on synthetic images: our training step, the compute limit of the "
+        "same model, the seed article's PIL data path, augmentation alone and feature extraction. Prints a "
+        "table (and writes --json FILE). Contacts nothing; downloads nothing.",
+        epilog="example:\n  simclr-pipeline bench --device cuda --preset fast --json bench.json",
     )
     p.add_argument("--device", default="auto", help="cpu, cuda or auto")
     _config_args(p)
@@ -288,10 +348,15 @@ def build_parser() -> argparse.ArgumentParser:
     _config_args(p, CLUSTER_PRESET)
     _job_args(p.add_argument_group("job options"))
 
-    sub.add_parser(
+    p = sub.add_parser(
         "keys",
         formatter_class=_Formatter,
         help="list every config key with its type, default and rule",
-        description="List every config key (for --set and config files) with its type, default, rule and meaning.",
+        description="List every config key (for --set and config files) with its type, default, rule and meaning; "
+        "with --preset or --config, also the value that preset or file gives it. Contacts nothing.",
+        epilog="example:\n  simclr-pipeline keys --preset smoke",
     )
+    which = p.add_mutually_exclusive_group()
+    which.add_argument("--preset", help=f"show this preset's values ({', '.join(preset_names())})")
+    which.add_argument("--config", metavar="FILE", help="show this YAML config file's values")
     return parser

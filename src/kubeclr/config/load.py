@@ -82,10 +82,16 @@ def key_rows() -> list[tuple[str, str, Any, str, str]]:
     return rows
 
 
-def describe_keys() -> str:
-    """Human-readable list of every key, its type, default and rule (``simclr-pipeline keys``)."""
+def describe_keys(cfg: Config | None = None) -> str:
+    """Human-readable list of every key, its type, default and rule (``simclr-pipeline keys``).
+
+    Args:
+        cfg: a preset's or file's config: each line then starts with its value, ``key = value (…)``.
+    """
     lines = []
     for key, kind, default, rule, help_text in key_rows():
-        head = f"  {key} ({kind}, default {default!r}"
+        section, name = key.split(".")
+        value = "" if cfg is None else f" = {getattr(getattr(cfg, section), name)!r}"
+        head = f"  {key}{value} ({kind}, default {default!r}"
         lines.append(head + (f", {rule})" if rule else ")") + (f": {help_text}" if help_text else ""))
     return "\n".join(lines)

@@ -11,6 +11,7 @@ import logging
 from pathlib import Path
 
 from kubeclr.config import Config
+from kubeclr.core.device import resolve_device
 from kubeclr.errors import UserError
 from kubeclr.launch.engines import choose_engine
 from kubeclr.launch.process import TrainFiles
@@ -91,7 +92,9 @@ def run(
                 cfg.cluster.engine,
             )
     engine = choose_engine(cfg, nodes=nodes, gpus=gpus, settings=settings)
-    log.info("pretraining with the %s engine (%d node(s) x %d GPU(s))", engine.name, nodes, gpus)
+    cpu = engine.name == "in-process" and resolve_device(cfg.pretrain.device).type == "cpu"
+    where = "on CPU (1 process)" if cpu else f"({nodes} node(s) x {gpus} GPU(s))"
+    log.info("pretraining with the %s engine %s", engine.name, where)
     files = TrainFiles(
         train=Path(train_path),
         stats=Path(stats_path),
