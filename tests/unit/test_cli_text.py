@@ -93,3 +93,16 @@ def test_pretraining_on_cpu_says_so(tmp_path, monkeypatch, caplog):
         pretrain.run(cfg, tmp_path / "train", tmp_path / "stats", tmp_path / "enc", tmp_path / "hist", run_name="t")
     (line,) = [r.getMessage() for r in caplog.records if r.getMessage().startswith("pretraining with")]
     assert line == "pretraining with the in-process engine on CPU (1 process)"
+
+
+def test_a_reader_that_leaves_early_gets_no_traceback():
+    """``simclr-pipeline keys | head``: the pipe closes before the listing is written; the CLI exits quietly."""
+    import subprocess
+    import sys
+
+    cli = [sys.executable, "-c", "import sys; from kubeclr.cli import main; sys.exit(main())", "keys"]
+    producer = subprocess.Popen(cli, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    producer.stdout.close()  # the reader is gone before the first write: that write fails with EPIPE
+    _, err = producer.communicate(timeout=60)
+    assert producer.returncode == 141, err.decode()
+    assert b"Traceback" not in err and b"BrokenPipe" not in err, err.decode()
