@@ -154,6 +154,41 @@ def _closed_port() -> int:
             ],
             "must be after start time",
         ),
+        # the world the run would train on does not divide the package's batch (smoke: 128)
+        (
+            lambda url, pkg: [
+                "submit",
+                "--host",
+                url,
+                "--package",
+                pkg,
+                "--param",
+                "nodes=3",
+                "--param",
+                "gpus_per_node=7",
+            ],
+            "pretrain.batch_size 128 is not divisible by 3 nodes × 7 GPUs = 21 processes (--param); choose a batch "
+            "size that is a multiple of 21, or another world size",
+        ),
+        (
+            lambda url, pkg: [
+                "submit",
+                "--host",
+                url,
+                "--package",
+                pkg,
+                "--param",
+                "batch_size=100",
+                "--param",
+                "nodes=8",
+            ],
+            "pretrain.batch_size 100 is not divisible by 8 nodes × 1 GPU = 8 processes (--param and the package's "
+            "defaults)",
+        ),
+        (
+            lambda url, pkg: ["submit", "--host", url, "--package", pkg, "--pipeline-root", "/local/path"],
+            "--pipeline-root /local/path: not an object-store URI the cluster can write",
+        ),
     ],
 )
 def test_user_errors_are_one_line(package, capsys, make_args, fragment):

@@ -5,7 +5,10 @@ from __future__ import annotations
 import base64
 import io
 import json
+import shutil
 import socket
+import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -18,16 +21,23 @@ import torch
 from PIL import Image
 
 from kubeclr.config import load_config
+from kubeclr.errors import UserError
+from kubeclr.serving.server import check_port
 from tests.export_fixtures import make_export
-from tests.servers import EmbeddingServer
+from tests.servers import EmbeddingServer, free_port
 
 CFG = load_config("smoke", None, ["model.width=4"])
 INFER = "/v2/models/simclr-encoder/infer"
 
 
 @pytest.fixture(scope="module")
-def served(tmp_path_factory):
-    model = make_export(tmp_path_factory.mktemp("export"), CFG)
+def exported(tmp_path_factory):
+    return make_export(tmp_path_factory.mktemp("export"), CFG)
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory, exported):
+    model = exported
     with EmbeddingServer(tmp_path_factory.mktemp("serve"), model, "--max-batch", "16", "--max-request-mb", "4") as s:
         yield s, model
 
@@ -170,9 +180,6 @@ def test_a_bounded_load_of_500_requests_8_at_a_time_has_no_errors(served):
 
 
 def test_serve_refuses_a_folder_that_is_not_an_export(tmp_path):
-    import subprocess
-    import sys
-
     proc = subprocess.run(
         [sys.executable, "-m", "kubeclr.cli", "serve", "--model", str(tmp_path)],
         capture_output=True,
@@ -182,3 +189,50 @@ def test_serve_refuses_a_folder_that_is_not_an_export(tmp_path):
     assert proc.returncode == 2 and proc.stderr.strip().splitlines() == [
         f"error: --model {tmp_path}: no encoder.onnx, classifier.onnx, model.json (expected the export folder of a run)"
     ]
+
+
+def _serve(model, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "kubeclr.cli", "serve", "--model", str(model), *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_serve_refuses_a_truncated_onnx_file_in_one_line(exported, tmp_path):
+    model = tmp_path / "model"
+    shutil.copytree(exported, model)
+    whole = (model / "encoder.onnx").read_bytes()
+    (model / "encoder.onnx").write_bytes(whole[: len(whole) // 3])  # a copy cut short
+    proc = _serve(model, "--port", str(free_port()))
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert [line for line in proc.stderr.splitlines() if line.strip()] == [
+        f"error: --model {model}: encoder.onnx is not a valid ONNX model (InvalidProtobuf: truncated or corrupt?); "
+        "export it again (a local run writes it to --output-dir, a pipeline run to its model output)"
+    ]
+
+
+def test_serve_on_a_port_in_use_says_so_in_one_line_before_serving(exported):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        proc = _serve(exported, "--port", str(port))
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert [line for line in proc.stderr.splitlines() if line.strip()] == [
+        f"error: port {port} on 127.0.0.1 is already in use (choose another with --port)"
+    ]  # nothing claimed to be serving first
+
+
+def test_check_port_passes_a_free_port_and_names_a_taken_one():
+    port = free_port()
+    check_port("127.0.0.1", port)  # free: nothing raised, and nothing left bound
+    check_port("127.0.0.1", port)
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", port))
+        taken.listen()
+        with pytest.raises(UserError, match=f"^port {port} on 127.0.0.1 is already in use"):
+            check_port("127.0.0.1", port)
+    with pytest.raises(UserError, match="^--host no-such-host.invalid: not an address of this machine"):
+        check_port("no-such-host.invalid", port)

@@ -97,3 +97,57 @@ def test_streaming_memory_stays_at_one_chunk(tmp_path):
         tracemalloc.stop()
     np.testing.assert_allclose(mean, _oracle(images)[0], atol=1e-12)
     assert peak < images.nbytes / 2  # loading the array (or a float64 copy) would exceed this
+
+
+def _constant_channel_split(path, channel=1, value=128, n=20):
+    images = _images(n=n, seed=3)
+    images[:, channel] = value  # every pixel of every image: std exactly 0 there
+    save_split(path, Split(images, np.arange(n) % 2, ("a", "b"), {"source": "test", "synthetic": False}))
+
+
+def test_compute_stats_refuses_a_constant_channel_naming_it(tmp_path):
+    _constant_channel_split(tmp_path / "train.npz")
+    with pytest.raises(DataError) as err:
+        compute_stats(Config(), tmp_path / "train.npz", tmp_path / "stats.json")
+    assert str(err.value) == (
+        "channel G (1) of the train split is constant (std 0: every pixel is 128); normalisation would divide "
+        "by zero. Check the data (all-grey or single-colour images?)"
+    )
+    assert not (tmp_path / "stats.json").exists()  # the next step never reads a stats file it would divide by
+
+
+def test_a_constant_channel_fails_the_step_in_one_line_left_for_the_local_runner(tmp_path, monkeypatch, capsys):
+    """Through the step runtime, as the component calls it: exit 2, the cause logged once and left in the error file."""
+    from kubeclr.steps import runtime
+
+    _constant_channel_split(tmp_path / "train.npz", channel=2, value=0)
+    monkeypatch.setenv(runtime.ERROR_FILE_ENV, str(tmp_path / "error.txt"))
+    with pytest.raises(SystemExit) as exited:
+        runtime.run_step(
+            "compute_stats", compute_stats, Config().to_dict(), tmp_path / "train.npz", tmp_path / "s", run_name="t"
+        )
+    assert exited.value.code == 2
+    line = (tmp_path / "error.txt").read_text()
+    assert line == "compute_stats: channel B (2) of the train split is constant (std 0: every pixel is 0); " + (
+        "normalisation would divide by zero. Check the data (all-grey or single-colour images?)\n"
+    )
+    logged = capsys.readouterr().err
+    assert [x.split(" ERROR kubeclr.steps.runtime: ")[1] for x in logged.splitlines() if " ERROR " in x] == [
+        line.strip()
+    ]
+    assert "Traceback" not in logged
+
+
+def test_an_unexpected_error_in_a_step_leaves_its_type_and_first_line_and_keeps_the_traceback(tmp_path, monkeypatch):
+    from kubeclr.steps import runtime
+
+    def broken(cfg):
+        raise RuntimeError("shapes (2, 3) and (4,) do not align\nsecond line")
+
+    monkeypatch.setenv(runtime.ERROR_FILE_ENV, str(tmp_path / "error.txt"))
+    with pytest.raises(RuntimeError, match="do not align"):  # not swallowed: a bug keeps its traceback
+        runtime.run_step("pretrain", broken, Config().to_dict(), run_name="t")
+    assert (tmp_path / "error.txt").read_text() == (
+        "pretrain: RuntimeError: shapes (2, 3) and (4,) do not align "
+        "(unexpected: the step's traceback is in its log above)\n"
+    )

@@ -47,3 +47,17 @@ def test_a_line_that_may_be_the_marker_waits_for_its_end():
     assert quiet.feed(b"[KFP Exec") == b""
     assert quiet.feed(b"utor t INFO]: Loading\n") == b"[KFP Executor t INFO]: Loading\n"
     assert quiet.feed(b"[KFP") == b"" and quiet.flush() == b"[KFP"  # an unfinished last line is kept
+
+
+def test_a_step_that_died_without_an_error_line_is_named_in_the_last_line():
+    """kfp.local's own message (colour codes and all) when a step was killed before it could write its cause."""
+    from kubeclr.cli.local_run import _silent_failure
+
+    killed = RuntimeError(
+        "Pipeline \x1b[95m'simclr-cifar10'\x1b[0m finished with status \x1b[91mFAILURE\x1b[0m. "
+        "Inner task failed: \x1b[96m'pretrain'\x1b[0m."
+    )
+    assert _silent_failure(killed) == (
+        "pretrain: the step exited without an error line (killed, e.g. out of memory?); its log is above"
+    )
+    assert _silent_failure(RuntimeError("\x1b[91mno runner\x1b[0m\nmore")) == "no runner"

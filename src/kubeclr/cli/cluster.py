@@ -10,8 +10,10 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from kubeclr.cli.options import compile_options, config_from, label, sweep_from, utc_stamp, what_compiled
+from kubeclr.cluster.kfp_checks import check_pipeline_root
 from kubeclr.config import UI_PARAMS, resolve
 from kubeclr.errors import UserError
+from kubeclr.launch.settings import check_world
 
 
 def _package(args: argparse.Namespace, tmpdir: str) -> str:
@@ -58,21 +60,27 @@ def check_run_config(params: dict[str, Any], spec: dict) -> None:
     """Resolve the config the run would get (compiled defaults + ``--param``) before submitting it.
 
     Raises:
-        ConfigError: a key set twice (a UI parameter and inside ``config``), missing, or invalid.
+        ConfigError: a key set twice (a UI parameter and inside ``config``), missing, or invalid; a
+            ``pretrain.batch_size`` that the run's ``nodes`` × ``gpus_per_node`` processes do not divide.
     """
     declared = spec.get("root", {}).get("inputDefinitions", {}).get("parameters", {})
     if "config" not in declared:
         return  # not a kubeclr pipeline package: nothing to resolve
     values = {name: p.get("defaultValue") for name, p in declared.items()} | params
-    resolve(
+    cfg = resolve(
         values["config"] or {},
         {p.name: values[p.name] for p in UI_PARAMS if p.name in values},
         origin="--param config" if "config" in params else "the package's config",
     )
+    if values.get("nodes") is not None and values.get("gpus_per_node") is not None:
+        given = sum(name in params for name in ("nodes", "gpus_per_node"))
+        where = ("the package's defaults", "--param and the package's defaults", "--param")[given]
+        check_world(cfg.pretrain.batch_size, int(values["nodes"]), int(values["gpus_per_node"]), where)
 
 
 def _on_cluster(args: argparse.Namespace, call) -> int:
     """Compile (or take --package), check --param against it, connect, then ``call``; print its result."""
+    check_pipeline_root(getattr(args, "pipeline_root", None), "--pipeline-root")  # used even with --package
     with tempfile.TemporaryDirectory() as tmp:
         package = _package(args, tmp)
         params = _params(getattr(args, "param", []), package)

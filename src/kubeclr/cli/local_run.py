@@ -169,6 +169,15 @@ def _copy_failed_report(workdir: Path, output_dir: Path) -> bool:
     return (output_dir / "metrics.json").is_file()
 
 
+def _silent_failure(exc: Exception) -> str:
+    """The cause of a failure that left no line in the error file: a step killed (or kfp.local's own error)."""
+    text = _ANSI.sub("", str(exc))
+    task = re.search(r"Inner task failed: '([^']+)'", text)
+    if task:
+        return f"{task.group(1)}: the step exited without an error line (killed, e.g. out of memory?); its log is above"
+    return (text.strip().splitlines() or [type(exc).__name__])[0]
+
+
 def default_workdir(output_dir: Path) -> Path:
     """kfp.local's pipeline root when ``--workdir`` is not given: every step's artifacts, one folder per run."""
     return Path(output_dir) / ".kfp"
@@ -253,11 +262,7 @@ def run_local(
         try:
             task = pipeline(run_name=run_name)
         except Exception as exc:  # kfp.local raises RuntimeError naming the failed task
-            cause = (
-                error_file.read_text().strip()
-                if error_file.exists()
-                else _ANSI.sub("", str(exc).splitlines()[0]) + " (see the step's log above)"
-            )
+            cause = error_file.read_text().strip() if error_file.exists() else _silent_failure(exc)
             if cause.startswith(f"regression_gate: {GATE_PREFIX}"):  # the report exists: hand it over, then fail
                 copied = _copy_failed_report(workdir, output_dir)
                 cause += f" (report, summary and metrics.json in {output_dir})" if copied else ""

@@ -5,10 +5,12 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 
+from kubeclr.cluster.kfp_checks import check_pipeline_root
+from kubeclr.cluster.quantities import check_cpu, check_memory
 from kubeclr.config import DEFAULT_PRESET, Config, load_config
 from kubeclr.config.sweep import Sweep, build_sweep
 from kubeclr.errors import UserError
-from kubeclr.launch.settings import CompileOptions, LaunchSettings
+from kubeclr.launch.settings import CompileOptions, LaunchSettings, check_world
 
 
 def preset(args: argparse.Namespace) -> str:
@@ -17,7 +19,26 @@ def preset(args: argparse.Namespace) -> str:
 
 
 def config_from(args: argparse.Namespace) -> Config:
-    return load_config(preset(args), args.config, args.overrides)
+    """The config of ``--preset``/``--config``/``--set``, its batch checked against the world the command fixes."""
+    cfg = load_config(preset(args), args.config, args.overrides)
+    world = fixed_world(args)
+    if world:
+        check_world(cfg.pretrain.batch_size, *world)
+    return cfg
+
+
+def fixed_world(args: argparse.Namespace) -> tuple[int, int, str] | None:
+    """``(nodes, gpus_per_node, where they come from)`` if the command itself fixes them, else None.
+
+    render-job takes them as flags; compile bakes in the pipeline's defaults (2 nodes with
+    ``--launcher``, else 1; 1 GPU: pipelines/simclr.py). upload, submit and schedule check the
+    package's values, ``--param`` included, in :func:`kubeclr.cli.cluster.check_run_config`.
+    """
+    if hasattr(args, "gpus_per_node"):
+        return args.nodes, args.gpus_per_node, ""
+    if getattr(args, "command", None) == "compile":
+        return (2, 1, "the defaults of a --launcher pipeline") if args.launcher else (1, 1, "")
+    return None
 
 
 def add_sweep_args(p: argparse.ArgumentParser) -> None:
@@ -41,7 +62,14 @@ def sweep_from(args: argparse.Namespace, cfg: Config) -> Sweep | None:
     """The sweep of ``--sweep FILE`` / ``--sweep-set KEY=V1,V2`` over ``cfg``, checked; None without them."""
     if not (getattr(args, "sweep", None) or getattr(args, "sweep_sets", None)):
         return None
-    return build_sweep(cfg, args.sweep, args.sweep_sets or ())
+    sweep = build_sweep(cfg, args.sweep, args.sweep_sets or ())
+    world = fixed_world(args)
+    for i, trial in enumerate(sweep.configs if world else ()):
+        try:
+            check_world(trial.pretrain.batch_size, *world)
+        except UserError as exc:
+            raise UserError(f"sweep trial {i} ({sweep.overrides[i]}): {exc}") from None
+    return sweep
 
 
 def what_compiled(args: argparse.Namespace) -> str:
@@ -63,9 +91,9 @@ def launch_settings(args: argparse.Namespace) -> LaunchSettings:
         image=args.image,
         secret_name=args.secret_name,
         node_selector=selector,
-        cpu=args.pretrain_cpu,
-        memory=args.pretrain_memory,
-        shm_size=args.shm_size,
+        cpu=check_cpu("--pretrain-cpu", args.pretrain_cpu),
+        memory=check_memory("--pretrain-memory", args.pretrain_memory),
+        shm_size=check_memory("--shm-size", args.shm_size),
         timeout_s=args.timeout,
         delete_after=not args.keep_jobs,
         launcher_only=getattr(args, "launcher", False),
@@ -79,12 +107,12 @@ def launch_settings(args: argparse.Namespace) -> LaunchSettings:
 def compile_options(args: argparse.Namespace) -> CompileOptions:
     return CompileOptions(
         launch=launch_settings(args),
-        pipeline_root=args.pipeline_root,
+        pipeline_root=check_pipeline_root(args.pipeline_root, "--pipeline-root"),
         pretrain_retries=args.retries,
         cache_pretrain=args.cache_pretrain,
         extract_gpu=args.extract_gpu,
-        step_cpu=args.step_cpu,
-        step_memory=args.step_memory,
+        step_cpu=check_cpu("--step-cpu", args.step_cpu),
+        step_memory=check_memory("--step-memory", args.step_memory),
         deploy=args.deploy,
     )
 

@@ -29,6 +29,8 @@ _CRON_NAMES = {
 _CRON_DESCRIPTORS = {"@yearly", "@annually", "@monthly", "@weekly", "@daily", "@midnight", "@hourly"}
 _GO_DURATION = re.compile(r"^@every (\d+(\.\d+)?(ns|us|µs|ms|s|m|h))+$")
 MAX_CONCURRENCY = 10  # the KFP API server rejects recurring runs outside 1..10
+# object stores a KFP v2 launcher writes artifacts to (its pipeline root); a local path would be each pod's own
+PIPELINE_ROOT_SCHEMES = ("s3://", "gs://", "minio://")
 
 
 class KfpError(UserError):
@@ -117,6 +119,23 @@ def rfc3339(value: str | None, what: str) -> str | None:
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=dt.timezone.utc)
     return parsed.astimezone(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def check_pipeline_root(uri: str | None, what: str = "pipeline root") -> str | None:
+    """``uri`` if it is a pipeline root the cluster's pods can write (None or '' = the cluster's default).
+
+    Raises:
+        KfpError: one line naming ``what``, for anything but ``s3://bucket/…``, ``gs://bucket/…`` or ``minio://bucket/…``.
+    """
+    if not uri:
+        return uri
+    scheme = next((s for s in PIPELINE_ROOT_SCHEMES if uri.startswith(s)), None)
+    if scheme is None or not uri[len(scheme) :].split("/", 1)[0]:
+        raise KfpError(
+            f"{what} {uri}: not an object-store URI the cluster can write (use s3://bucket/prefix, "
+            "gs://bucket/prefix or minio://bucket/prefix; local runs keep artifacts in run --local --workdir)"
+        )
+    return uri
 
 
 def load_pipeline_spec(package_path: str | os.PathLike) -> dict:

@@ -51,6 +51,24 @@ def channel_mean_std(chunks: Iterable[np.ndarray]) -> tuple[list[float], list[fl
     return mean, std, count
 
 
+def check_spread(mean: list[float], std: list[float], what: str) -> None:
+    """Refuse statistics that normalisation ``(x - mean) / std`` would divide by zero with.
+
+    A channel's std is exactly 0 (the sums are exact integers) only when every pixel of every
+    image has the same value there: all-grey or single-colour images.
+
+    Raises:
+        DataError: one line naming the first constant channel and its value.
+    """
+    names = ("R", "G", "B") if len(std) == 3 else tuple(str(c) for c in range(len(std)))
+    for c, (m, s) in enumerate(zip(mean, std)):
+        if s == 0:
+            raise DataError(
+                f"channel {names[c]} ({c}) of {what} is constant (std 0: every pixel is {round(m * 255)}); "
+                "normalisation would divide by zero. Check the data (all-grey or single-colour images?)"
+            )
+
+
 def iter_npz_rows(path: str | Path, name: str, rows: int = 1024) -> Iterator[np.ndarray]:
     """Stream an array stored in an ``.npz`` file, ``rows`` items along axis 0 at a time.
 

@@ -19,7 +19,7 @@ from typing import Any, Mapping
 
 from kubeclr import IMAGE
 from kubeclr.cluster.k8s import GPU_TOLERATION
-from kubeclr.errors import UserError
+from kubeclr.errors import ConfigError, UserError
 
 ENV_VAR = "KUBECLR_LAUNCH"
 # The pod's own service account, from the downward API (spec.serviceAccountName): known only at run time.
@@ -109,6 +109,30 @@ class LaunchSettings:
         if settings.timeout_s <= 0 or settings.poll_s <= 0:
             raise UserError(f"{origin}: timeout_s and poll_s must be > 0 (got {settings.timeout_s}, {settings.poll_s})")
         return settings
+
+
+def check_world(batch_size: int, nodes: int, gpus_per_node: int, where: str = "") -> None:
+    """Refuse a global batch that does not split evenly over the processes of ``nodes`` × ``gpus_per_node``.
+
+    Each process takes ``batch_size / world`` images of every step (README, "Global batch size and
+    learning rate across nodes"); ``gpus_per_node`` 0 means CPU pods, one process each. The commands
+    that fix the world check it before anything starts; the pretrain step checks it again at start,
+    since nodes and gpus_per_node are run parameters that the UI can change. ``where`` says, in the
+    message, where the world's numbers come from (e.g. "the pipeline's defaults").
+
+    Raises:
+        ConfigError: one line naming both numbers.
+    """
+    world = nodes * max(gpus_per_node, 1)
+    if nodes < 1 or gpus_per_node < 0 or batch_size % world == 0:
+        return  # a world that cannot exist is refused where the job is built
+    per_node = f"{gpus_per_node} GPU{'s' if gpus_per_node != 1 else ''}" if gpus_per_node else "1 CPU process"
+    source = f" ({where})" if where else ""
+    raise ConfigError(
+        f"pretrain.batch_size {batch_size} is not divisible by {nodes} node{'s' if nodes != 1 else ''} × "
+        f"{per_node} = {world} processes{source}; choose a batch size that is a multiple of {world}, "
+        "or another world size"
+    )
 
 
 def _fits(value: Any, hint: Any) -> bool:

@@ -10,8 +10,10 @@ than the limit is refused with 413 before it is read whole.
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
+import socket
 import sys
 import uuid
 from pathlib import Path
@@ -60,15 +62,64 @@ class Encoder:
         self.size = int(self.card["input"]["shape"][2])
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads
-        providers = ["CPUExecutionProvider"]
-        self._encoder = ort.InferenceSession(str(model_dir / "encoder.onnx"), options, providers=providers)
-        self._classifier = ort.InferenceSession(str(model_dir / "classifier.onnx"), options, providers=providers)
+        self._encoder = _session(model_dir, "encoder.onnx", options)
+        self._classifier = _session(model_dir, "classifier.onnx", options)
 
     def embed(self, images: np.ndarray) -> np.ndarray:
         return self._encoder.run([ENCODER_IO[1]], {ENCODER_IO[0]: images})[0]
 
     def classify(self, features: np.ndarray) -> np.ndarray:
         return self._classifier.run([CLASSIFIER_IO[1]], {CLASSIFIER_IO[0]: features})[0]
+
+
+def _session(model_dir: Path, name: str, options: Any) -> Any:
+    """An onnxruntime session of ``model_dir / name`` on the CPU.
+
+    Raises:
+        UserError: the file is not a model onnxruntime can load (truncated, corrupt, not ONNX).
+    """
+    import onnxruntime as ort
+    from onnxruntime.capi import onnxruntime_pybind11_state as ort_errors
+
+    try:
+        return ort.InferenceSession(str(model_dir / name), options, providers=["CPUExecutionProvider"])
+    except (
+        ort_errors.InvalidProtobuf,
+        ort_errors.InvalidGraph,
+        ort_errors.InvalidArgument,
+        ort_errors.NotImplemented,
+        ort_errors.Fail,
+    ) as exc:
+        raise UserError(
+            f"--model {model_dir}: {name} is not a valid ONNX model ({type(exc).__name__}: truncated or corrupt?); "
+            "export it again (a local run writes it to --output-dir, a pipeline run to its model output)"
+        ) from None
+
+
+def check_port(host: str, port: int) -> None:
+    """Refuse ``host:port`` now if a server cannot listen there (bound by another process, not an address here).
+
+    The test binds as uvicorn will (``SO_REUSEADDR``), so a port left in TIME_WAIT counts as free.
+
+    Raises:
+        UserError: one line naming the port and the host.
+    """
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )[0]
+    except socket.gaierror as exc:
+        raise UserError(f"--host {host}: not an address of this machine ({exc.strerror})") from None
+    with socket.socket(family, kind, proto) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(address)
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                raise UserError(f"port {port} on {host} is already in use (choose another with --port)") from None
+            if exc.errno == errno.EACCES:
+                raise UserError(f"port {port} on {host} needs privileges (choose one above 1023 with --port)") from None
+            raise UserError(f"cannot listen on {host} port {port}: {exc.strerror}") from None
 
 
 def _kserve_model(encoder: Encoder, limits: RequestLimits):
@@ -156,7 +207,8 @@ def serve(
     """Serve the export folder ``model_dir`` until interrupted.
 
     Raises:
-        UserError: not an export folder, or the ``[serve]`` extra (kserve) is not installed.
+        UserError: not an export folder or a model file that does not load, the ``[serve]`` extra
+            (kserve) not installed, or a port that is taken.
     """
     encoder = Encoder(Path(model_dir))
     argv, sys.argv = sys.argv, sys.argv[:1]  # KServe parses the command line on import (`--model` → its --model_name)
@@ -168,24 +220,32 @@ def serve(
     finally:
         sys.argv = argv
 
+    check_port(host, port)  # before anything says "serving", and in one line (uvicorn: a log and exit 3)
+
     class Server(rest.RESTServer):  # KServe binds 0.0.0.0; this binds where we are told, and limits bodies
         def __init__(self, *args: Any, **kwargs: Any) -> None:
             super().__init__(*args, **kwargs)
             self.config.host = host
+            listen = self._server.startup
+
+            async def startup(*a: Any, **kw: Any) -> None:
+                await listen(*a, **kw)  # binds the port (or exits): only then is the model being served
+                log.info(
+                    "serving %s (%s, %d px, %d-d embeddings) on http://%s:%d/v2/models/%s/infer",
+                    model_dir,
+                    encoder.card["model"]["arch"],
+                    encoder.size,
+                    int(encoder.card["output"]["shape"][1]),
+                    host,
+                    port,
+                    MODEL_NAME,
+                )
+
+            self._server.startup = startup
 
         def _add_middlewares(self, app: Any) -> None:
             super()._add_middlewares(app)
             app.add_middleware(lambda inner: _body_limit(inner, max_request_bytes))
 
     model_server.RESTServer = Server
-    log.info(
-        "serving %s (%s, %d px, %d-d embeddings) on http://%s:%d/v2/models/%s/infer",
-        model_dir,
-        encoder.card["model"]["arch"],
-        encoder.size,
-        int(encoder.card["output"]["shape"][1]),
-        host,
-        port,
-        MODEL_NAME,
-    )
     model_server.ModelServer(http_port=port, enable_grpc=False, workers=1).start([_kserve_model(encoder, limits)])

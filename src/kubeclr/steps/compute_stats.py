@@ -14,7 +14,7 @@ from pathlib import Path
 from kubeclr.atomic import write_json
 from kubeclr.config import Config
 from kubeclr.data.files import split_facts
-from kubeclr.data.stats import channel_mean_std, iter_npz_rows
+from kubeclr.data.stats import channel_mean_std, check_spread, iter_npz_rows
 from kubeclr.errors import DataError
 
 log = logging.getLogger(__name__)
@@ -32,7 +32,7 @@ def run(cfg: Config, train_path: str | Path, stats_out: str | Path) -> dict:
         The stats dict: ``{"mean", "std", "count", "seconds", "synthetic"}``.
 
     Raises:
-        DataError: a missing or malformed split file.
+        DataError: a missing or malformed split file; a channel with the same value in every pixel.
     """
     del cfg
     start = time.perf_counter()
@@ -43,6 +43,8 @@ def run(cfg: Config, train_path: str | Path, stats_out: str | Path) -> dict:
         mean, std, count = channel_mean_std(rows)
     except ValueError as exc:
         raise DataError(f"{train_path}: {exc}") from None
+    what = "the train split" + (" (labelled and unlabelled images)" if len(arrays) > 1 else "")
+    check_spread(mean, std, what)
     stats = {
         "mean": mean,
         "std": std,

@@ -4,7 +4,8 @@ A component passes the ``config`` it received (and, in the first step, the UI
 parameters) here; this module resolves the run's config, logs its digest, sets
 up logging and step metrics, runs the step, and turns a :class:`UserError` into
 one clear line and a non-zero exit (no traceback for user errors, in a pod or
-locally).
+locally). Locally, the step also leaves that line (or, for an unexpected error,
+its type and first line) in :data:`ERROR_FILE_ENV`, for the CLI's last line.
 """
 
 from __future__ import annotations
@@ -59,16 +60,31 @@ def run_step(
             return fn(cfg, *args, **kwargs)
     except UserError as exc:
         _fail(step, exc)
+    except Exception as exc:  # a bug, not bad input: the traceback stays; the local runner still gets one line
+        _leave_cause(_unexpected(step, exc))
+        raise
 
 
 def _fail(step: str, exc: UserError) -> None:
     """Log a user error as one line, leave it for the local runner, exit non-zero."""
     message = f"{step}: {exc}"
     log.error(message)
+    _leave_cause(message)
+    sys.exit(exc.exit_code)
+
+
+def _leave_cause(message: str) -> None:
+    """Write the step's one-line cause where the local runner reads it (:data:`ERROR_FILE_ENV`; unset in a pod)."""
     error_file = os.environ.get(ERROR_FILE_ENV)
     if error_file:
         Path(error_file).write_text(message + "\n")
-    sys.exit(exc.exit_code)
+
+
+def _unexpected(step: str, exc: Exception) -> str:
+    """``step: Type: first line of the message (…)``: what the local runner prints for an unexpected error."""
+    lines = str(exc).strip().splitlines()
+    what = f"{type(exc).__name__}: {lines[0]}" if lines else type(exc).__name__
+    return f"{step}: {what} (unexpected: the step's traceback is in its log above)"
 
 
 def run_task(step: str, fn: Callable[..., Any], *args: Any) -> Any:
@@ -81,3 +97,6 @@ def run_task(step: str, fn: Callable[..., Any], *args: Any) -> Any:
         return fn(*args)
     except UserError as exc:
         _fail(step, exc)
+    except Exception as exc:
+        _leave_cause(_unexpected(step, exc))
+        raise
