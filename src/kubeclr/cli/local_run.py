@@ -9,6 +9,7 @@ and ignored here. Afterwards the result files (README, "A local run writes") are
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import os
@@ -150,6 +151,37 @@ def _install_loop_inputs_fix() -> None:
     task_spec_utils.create_parameter_loop_iteration_task_spec = create
 
 
+def typed_outputs(outputs: dict) -> dict:
+    """A task's outputs as kfp.local logs them, with a resolved config shown in the schema's types.
+
+    The config crosses tasks as a protobuf Struct, where every number is a
+    double: logged as it arrives it reads ``epochs: 6.0``. Steps re-type it
+    when they parse it (:meth:`Config.from_dict`); the log does the same.
+    """
+    sections = {f.name for f in dataclasses.fields(Config)}
+    typed = {}
+    for name, value in outputs.items():
+        if isinstance(value, dict) and value and set(value) <= sections:
+            with contextlib.suppress(UserError):  # not a whole config: log it as it is
+                value = Config.from_dict(value).to_dict()
+        typed[name] = value
+    return typed
+
+
+def _install_typed_output_log() -> None:
+    from kfp.local import logging_utils
+
+    original = logging_utils.make_log_lines_for_outputs
+    if getattr(original, "kubeclr_typed", False):
+        return
+
+    def make_lines(outputs: dict) -> list[str]:
+        return original(typed_outputs(outputs))
+
+    make_lines.kubeclr_typed = True
+    logging_utils.make_log_lines_for_outputs = make_lines
+
+
 # the report step's outputs by file name in --output-dir (the encoder is the pretrain step's)
 REPORT_FILES = {"metrics.json": "metrics_json", "report.html": "html", "report.md": "summary"}
 
@@ -237,6 +269,7 @@ def run_local(
 
     _install_raw_streaming()
     _install_loop_inputs_fix()
+    _install_typed_output_log()
     # Cluster-only settings are ignored here by design; say so once, not per task.
     warnings.filterwarnings("ignore", message=r".*have no effect in the current local runner.*")
     warnings.filterwarnings("ignore", message=r".*custom or non-Python base image.*")
