@@ -264,3 +264,44 @@ def test_runs_on_cuda_with_a_cuda_generator():
     assert out.device.type == "cuda" and out.shape == (32, 3, 32, 32)
     assert torch.equal(out, aug(images, g2))
     assert math.isfinite(out.sum().item())
+
+
+@pytest.mark.parametrize(
+    "cfg, n_draws",
+    [(AugmentConfig(), 12), (AugmentConfig(blur=True), 14), (AugmentConfig(color_strength=0.0), 6)],
+    ids=["default", "blur", "no-colour"],
+)
+def test_draw_step_is_the_generators_stream_in_the_documented_order(cfg, n_draws):
+    """The draw step is only ``torch.rand`` calls (everything else is the pure, compilable step), made in the
+    order and shapes that saved generator states rely on; the module is draw then augment_batch."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class Ops(TorchDispatchMode):
+        def __init__(self):
+            super().__init__()
+            self.names = []
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            self.names.append(str(func))
+            return func(*args, **(kwargs or {}))
+
+    n, cpu = 8, torch.device("cpu")
+    with Ops() as ops:
+        u = augment.draw(n, cfg, _gen(4), cpu)
+    assert ops.names == ["aten.rand.generator"] * n_draws
+    g = _gen(4)
+    shapes = [(n, 10), (n, 10), (n,), (n,), (n,)] + ([(n,)] * 5 + [(n, 4)] if cfg.color_strength > 0 else [])
+    shapes += [(n,)] * (3 if cfg.blur else 1)
+    replay = [torch.rand(s, generator=g) for s in shapes]
+    jit = [] if u.jitter is None else [getattr(u.jitter, f) for f in augment.JitterDraws.__dataclass_fields__]
+    drawn = [u.crop.area, u.crop.aspect, u.crop.top, u.crop.left, u.flip, *jit, u.gray]
+    drawn += [u.blur, u.sigma] if cfg.blur else []
+    assert len(drawn) == len(replay) and all(torch.equal(a, b) for a, b in zip(drawn, replay))
+    images, aug = _images(n), SimCLRAugment(cfg, MEAN, STD)
+    g_module = _gen(4)
+    with Ops() as ops:
+        out = aug(images, g_module)
+    assert len(ops.names) > 10 * n_draws  # the eager kernels that compile=True fuses
+    mean, std = torch.tensor(MEAN), torch.tensor(STD)
+    assert torch.equal(out, augment.augment_batch(images, u, cfg, mean, std, select=True))
+    assert torch.equal(g_module.get_state(), g.get_state())

@@ -8,16 +8,22 @@ p = 0.8, random grayscale (p = 0.2), optional Gaussian blur (off on CIFAR),
 then normalisation with the train split's statistics.
 
 Every sample of a batch draws its own parameters from one ``torch.Generator``
-living on the images' device, so a whole batch is augmented with a handful of
-kernels (no PIL, no per-image Python loop, no DataLoader workers) and a seeded
-generator reproduces it exactly. Crop and flip are one affine ``grid_sample``
-(bilinear, sub-pixel crop boxes). :func:`pil_pipeline` keeps the seed
-article's torchvision/PIL pipeline as the baseline for benchmarks.
+living on the images' device, so a whole batch is augmented on the device (no
+PIL, no per-image Python loop, no DataLoader workers) and a seeded generator
+reproduces it exactly. A batch is two steps: :func:`draw` makes every U[0, 1)
+number the batch needs from the generator (a dozen ``torch.rand`` calls), then
+:func:`augment_batch`, a pure function with static shapes, turns the images and
+those numbers into views; it is what ``SimCLRAugment(compile=True)`` hands to
+``torch.compile`` (a ``torch.rand(generator=...)`` inside would break the graph).
+Crop and flip are one affine ``grid_sample`` (bilinear, sub-pixel crop boxes).
+:func:`pil_pipeline` keeps the seed article's torchvision/PIL pipeline as the
+baseline for benchmarks.
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Sequence
 
 import torch
@@ -35,8 +41,49 @@ def _rand(shape: Sequence[int], generator: torch.Generator | None, device: torch
     return torch.rand(tuple(shape), generator=generator, device=device)
 
 
-def _uniform(lo: float, hi: float, n: int, generator: torch.Generator | None, device: torch.device) -> Tensor:
-    return lo + (hi - lo) * _rand((n,), generator, device)
+def _scale(u: Tensor, lo: float, hi: float) -> Tensor:
+    """U[0, 1) draws to U[lo, hi)."""
+    return lo + (hi - lo) * u
+
+
+@dataclass(frozen=True)
+class CropDraws:
+    """Random-resized-crop draws, U[0, 1): ``area`` and ``aspect`` ``(B, 10)`` (one per trial), ``top`` and
+    ``left`` ``(B,)``."""
+
+    area: Tensor
+    aspect: Tensor
+    top: Tensor
+    left: Tensor
+
+
+@dataclass(frozen=True)
+class JitterDraws:
+    """Colour-jitter draws, U[0, 1): ``apply``, ``brightness``, ``contrast``, ``saturation`` and ``hue``
+    ``(B,)``, ``order`` ``(B, 4)`` (its argsort is each sample's order of the four ops)."""
+
+    apply: Tensor
+    brightness: Tensor
+    contrast: Tensor
+    saturation: Tensor
+    hue: Tensor
+    order: Tensor
+
+
+@dataclass(frozen=True)
+class Draws:
+    """Every random number one batch of :class:`SimCLRAugment` uses, U[0, 1), ``(B,)`` unless said.
+
+    ``jitter`` is None when the colour distortion is off (strength or p 0), ``blur`` and ``sigma`` when
+    the blur is; nothing is drawn for them then.
+    """
+
+    crop: CropDraws
+    flip: Tensor
+    jitter: JitterDraws | None
+    gray: Tensor
+    blur: Tensor | None
+    sigma: Tensor | None
 
 
 def to_float(images: Tensor) -> Tensor:
@@ -62,6 +109,35 @@ def normalize(images: Tensor, mean: Sequence[float], std: Sequence[float]) -> Te
     return (x - m) / s
 
 
+def draw_crop(batch: int, generator: torch.Generator | None, device: torch.device) -> CropDraws:
+    """The draws of :func:`sample_crop_boxes`, in its order: area, aspect (10 trials each), top, left."""
+    trials = 10
+    area = _rand((batch, trials), generator, device)
+    aspect = _rand((batch, trials), generator, device)
+    return CropDraws(area, aspect, _rand((batch,), generator, device), _rand((batch,), generator, device))
+
+
+def crop_boxes(
+    u: CropDraws, height: int, width: int, scale: Sequence[float] = (0.08, 1.0), ratio: Sequence[float] = RATIO
+) -> Tensor:
+    """The boxes of :func:`sample_crop_boxes` from its draws (deterministic), ``(B, 4)`` ``top, left, h, w``."""
+    area = height * width * _scale(u.area, scale[0], scale[1])  # (B, T)
+    aspect = torch.exp(_scale(u.aspect, math.log(ratio[0]), math.log(ratio[1])))  # w / h
+    w = torch.sqrt(area * aspect)  # (B, T)
+    h = torch.sqrt(area / aspect)
+    fits = (w <= width) & (h <= height)
+    first = torch.where(fits.any(1), fits.float().argmax(1), torch.zeros_like(fits[:, 0], dtype=torch.long))
+    pick = first.unsqueeze(1)
+    w, h = w.gather(1, pick).squeeze(1), h.gather(1, pick).squeeze(1)  # (B,)
+    fallback = ~fits.any(1)
+    frac = (area[:, 0] / (height * width)).sqrt()
+    w = torch.where(fallback, frac * width, w)
+    h = torch.where(fallback, frac * height, h)
+    top = (height - h) * u.top
+    left = (width - w) * u.left
+    return torch.stack([top, left, h, w], dim=1)
+
+
 def sample_crop_boxes(
     batch: int,
     height: int,
@@ -82,23 +158,7 @@ def sample_crop_boxes(
         ``(batch, 4)`` float32: ``top, left, h, w`` in pixels.
     """
     device = torch.device(device) if device is not None else torch.device("cpu")
-    trials = 10
-    area = height * width * (scale[0] + (scale[1] - scale[0]) * _rand((batch, trials), generator, device))
-    lo, hi = math.log(ratio[0]), math.log(ratio[1])
-    aspect = torch.exp(lo + (hi - lo) * _rand((batch, trials), generator, device))  # w / h
-    w = torch.sqrt(area * aspect)  # (B, T)
-    h = torch.sqrt(area / aspect)
-    fits = (w <= width) & (h <= height)
-    first = torch.where(fits.any(1), fits.float().argmax(1), torch.zeros_like(fits[:, 0], dtype=torch.long))
-    pick = first.unsqueeze(1)
-    w, h = w.gather(1, pick).squeeze(1), h.gather(1, pick).squeeze(1)  # (B,)
-    fallback = ~fits.any(1)
-    frac = (area[:, 0] / (height * width)).sqrt()
-    w = torch.where(fallback, frac * width, w)
-    h = torch.where(fallback, frac * height, h)
-    top = (height - h) * _rand((batch,), generator, device)
-    left = (width - w) * _rand((batch,), generator, device)
-    return torch.stack([top, left, h, w], dim=1)
+    return crop_boxes(draw_crop(batch, generator, device), height, width, scale, ratio)
 
 
 def crop_resize(images: Tensor, boxes: Tensor, size: int, flip: Tensor | None = None) -> Tensor:
@@ -146,6 +206,27 @@ def random_resized_crop(
     return crop_resize(x, boxes, size)
 
 
+def draw_jitter(batch: int, generator: torch.Generator | None, device: torch.device) -> JitterDraws:
+    """The draws of :func:`color_jitter`, in its order: apply, 3 factors, hue shift, order."""
+    apply, brightness, contrast, saturation, hue = (_rand((batch,), generator, device) for _ in range(5))
+    return JitterDraws(apply, brightness, contrast, saturation, hue, _rand((batch, 4), generator, device))
+
+
+def jitter(x: Tensor, u: JitterDraws, strength: float, p: float, *, select: bool = False) -> Tensor:
+    """:func:`color_jitter` from its draws (deterministic); ``select`` as there, off by default
+    (its ``nonzero`` has a data-dependent shape, which ``torch.compile`` cannot keep static)."""
+    j, hue = 0.8 * strength, min(0.2 * strength, 0.5)
+    apply = u.apply < p  # (B,)
+    factors = torch.stack([_scale(f, max(0.0, 1 - j), 1 + j) for f in (u.brightness, u.contrast, u.saturation)], 1)
+    shift = _scale(u.hue, -hue, hue)  # (B,)
+    order = u.order.argsort(dim=1)  # (B, 4): op index at each position, 3 = hue
+    if select:
+        idx = apply.nonzero().squeeze(1)  # (M,) the selected samples
+        picked = jitter_in_order(x.index_select(0, idx), factors[idx], shift[idx], order[idx])
+        return x.index_copy(0, idx, picked)
+    return torch.where(per_sample(apply), jitter_in_order(x, factors, shift, order), x)
+
+
 def color_jitter(
     x: Tensor, strength: float, p: float, generator: torch.Generator | None = None, *, select: bool | None = None
 ) -> Tensor:
@@ -160,21 +241,10 @@ def color_jitter(
     samples drawn for jitter; otherwise every sample is computed and the others
     are restored with one ``where``, which never syncs with the host (CUDA).
     """
-    b, dev = x.shape[0], x.device
     if strength <= 0 or p <= 0:
         return x
-    j, hue = 0.8 * strength, min(0.2 * strength, 0.5)
-    apply = _rand((b,), generator, dev) < p
-    factors = torch.stack([_uniform(max(0.0, 1 - j), 1 + j, b, generator, dev) for _ in range(3)], 1)  # (B, 3)
-    shift = _uniform(-hue, hue, b, generator, dev)
-    order = _rand((b, 4), generator, dev).argsort(dim=1)  # (B, 4): op index at each position, 3 = hue
-    if select is None:
-        select = dev.type == "cpu"
-    if select:
-        idx = apply.nonzero().squeeze(1)  # (M,) the selected samples
-        picked = jitter_in_order(x.index_select(0, idx), factors[idx], shift[idx], order[idx])
-        return x.index_copy(0, idx, picked)
-    return torch.where(per_sample(apply), jitter_in_order(x, factors, shift, order), x)
+    u = draw_jitter(x.shape[0], generator, x.device)
+    return jitter(x, u, strength, p, select=x.device.type == "cpu" if select is None else select)
 
 
 def gaussian_blur(x: Tensor, sigma: Tensor) -> Tensor:
@@ -190,6 +260,53 @@ def gaussian_blur(x: Tensor, sigma: Tensor) -> Tensor:
     return y.view(b, c, height, width)
 
 
+def draw(batch: int, cfg: AugmentConfig, generator: torch.Generator | None, device: torch.device) -> Draws:
+    """Every random number a batch of ``batch`` images needs, drawn from ``generator`` on ``device``.
+
+    The order and shapes of the draws are the augmentation's contract with a saved generator state
+    (exact resume): crop (area, aspect, top, left), flip, colour jitter (apply, brightness, contrast,
+    saturation, hue, order; only when it is on), grayscale, blur (apply, sigma; only when it is on).
+    """
+    crop = draw_crop(batch, generator, device)
+    flip = _rand((batch,), generator, device)
+    colour = cfg.color_strength > 0 and cfg.color_p > 0
+    u_jitter = draw_jitter(batch, generator, device) if colour else None
+    gray = _rand((batch,), generator, device)
+    blur = _rand((batch,), generator, device) if cfg.blur else None
+    sigma = _rand((batch,), generator, device) if cfg.blur else None
+    return Draws(crop, flip, u_jitter, gray, blur, sigma)
+
+
+def augment_batch(
+    images: Tensor, u: Draws, cfg: AugmentConfig, mean: Tensor, std: Tensor, *, select: bool = False
+) -> Tensor:
+    """The augmentation of a batch from its draws: no randomness, no data-dependent shapes (unless ``select``).
+
+    Args:
+        images: ``(B, 3, H, W)`` uint8 (or float in [0, 1]).
+        u: the batch's draws, from :func:`draw` with the same ``cfg``.
+        cfg: augmentation section.
+        mean, std: ``(3,)`` on the images' device.
+        select: jitter only the samples drawn for it (:func:`color_jitter`; eager CPU only).
+
+    Returns:
+        ``(B, 3, S, S)`` float32, normalised; ``S`` is ``cfg.size``, or ``H`` when that is 0.
+    """
+    x = to_float(images)  # (B, 3, H, W) in [0, 1]
+    height, width = x.shape[2], x.shape[3]
+    boxes = crop_boxes(u.crop, height, width, cfg.crop_scale, RATIO)  # (B, 4)
+    flip = u.flip < cfg.flip_p
+    x = crop_resize(x, boxes, cfg.size or height, flip).clamp_(0, 1)  # (B, 3, S, S)
+    if u.jitter is not None:
+        x = jitter(x, u.jitter, cfg.color_strength, cfg.color_p, select=select)
+    gray = u.gray < cfg.grayscale_p
+    x = torch.where(per_sample(gray), grayscale(x).expand_as(x), x)
+    if u.blur is not None and u.sigma is not None:
+        blur = u.blur < 0.5
+        x = torch.where(per_sample(blur), gaussian_blur(x, _scale(u.sigma, 0.1, 2.0)), x)
+    return (x - mean.view(1, 3, 1, 1)) / std.view(1, 3, 1, 1)
+
+
 class SimCLRAugment(nn.Module):
     """The SimCLR augmentation as a batched module.
 
@@ -197,13 +314,19 @@ class SimCLRAugment(nn.Module):
         cfg: augmentation section (size, crop_scale, flip_p, color_strength,
             color_p, grayscale_p, blur); ``size`` 0 keeps the input's size.
         mean, std: per-channel statistics in [0, 1] for the final normalisation.
+        compile: run :func:`augment_batch` through ``torch.compile`` (static shapes,
+            one graph; each new batch shape compiles once) instead of ~280 eager kernels.
+            Only the draws stay eager; the views equal the eager ones to float rounding,
+            and the generator advances exactly as in eager mode.
     """
 
-    def __init__(self, cfg: AugmentConfig, mean: Sequence[float], std: Sequence[float]) -> None:
+    def __init__(self, cfg: AugmentConfig, mean: Sequence[float], std: Sequence[float], compile: bool = False) -> None:
         super().__init__()
         self.cfg = cfg
+        self.compiled = compile
         self.register_buffer("mean", torch.tensor(list(mean), dtype=torch.float32), persistent=False)
         self.register_buffer("std", torch.tensor(list(std), dtype=torch.float32), persistent=False)
+        self._views = torch.compile(augment_batch, dynamic=False, fullgraph=True) if compile else augment_batch
 
     @torch.no_grad()
     def forward(self, images: Tensor, generator: torch.Generator | None = None) -> Tensor:
@@ -217,20 +340,10 @@ class SimCLRAugment(nn.Module):
             ``(B, 3, S, S)`` float32, normalised, on the images' device; ``S`` is
             ``cfg.size``, or ``H`` when that is 0.
         """
-        cfg, dev = self.cfg, images.device
-        x = to_float(images)  # (B, 3, H, W) in [0, 1]
-        b, _, height, width = x.shape
-        boxes = sample_crop_boxes(b, height, width, cfg.crop_scale, RATIO, generator, dev)
-        flip = _rand((b,), generator, dev) < cfg.flip_p
-        x = crop_resize(x, boxes, cfg.size or height, flip).clamp_(0, 1)  # (B, 3, S, S)
-        x = color_jitter(x, cfg.color_strength, cfg.color_p, generator)
-        gray = _rand((b,), generator, dev) < cfg.grayscale_p
-        x = torch.where(per_sample(gray), grayscale(x).expand_as(x), x)
-        if cfg.blur:
-            blur = _rand((b,), generator, dev) < 0.5
-            sigma = _uniform(0.1, 2.0, b, generator, dev)
-            x = torch.where(per_sample(blur), gaussian_blur(x, sigma), x)
-        return (x - self.mean.to(dev).view(1, 3, 1, 1)) / self.std.to(dev).view(1, 3, 1, 1)
+        dev = images.device
+        u = draw(images.shape[0], self.cfg, generator, dev)
+        select = dev.type == "cpu" and not self.compiled  # see color_jitter
+        return self._views(images, u, self.cfg, self.mean.to(dev), self.std.to(dev), select=select)
 
 
 def paired_views(aug: SimCLRAugment, images: Tensor, generator: torch.Generator | None = None) -> Tensor:
