@@ -3,7 +3,7 @@
 This file is also the worker script: ``torchrun … tests/integration/test_ddp.py
 parity OUT`` or ``… audit LOG <entry-point args>``.
 
-Parity compares one DDP step on two ranks with one process on the
+Parity compares two DDP steps on two ranks with one process on the
 concatenated batch. BatchNorm in training mode normalises with each rank's own
 batch statistics, so per-rank and global batches legitimately give different
 outputs (that is what SyncBatchNorm is for, and it has no gloo kernels); the
@@ -61,25 +61,34 @@ def _parity_worker(out_dir: str) -> None:
     model = build_model(cfg.model).eval()  # eval-mode BN: see the module docstring
     reference = copy.deepcopy(model)
     gen = torch.Generator().manual_seed(1)
-    view1, view2 = torch.randn(2, 16, 3, 16, 16, generator=gen)  # global batch of 16 pairs, same on all ranks
+    # two steps of a global batch of 16 pairs, the same on all ranks: the second runs on DDP's
+    # static-graph buckets, with .grad as bucket views re-pointed after zero_grad(set_to_none=True)
+    steps = torch.randn(2, 2, 16, 3, 16, 16, generator=gen)  # (step, view, 16, 3, S, S)
 
-    ref_loss = forward_loss(reference, NTXentLoss(0.5, gather_distributed=False), view1, view2)
-    ref_loss.backward()
+    ref_losses, ref_grads = [], []
+    for view1, view2 in steps:
+        reference.zero_grad(set_to_none=True)
+        ref_loss = forward_loss(reference, NTXentLoss(0.5, gather_distributed=False), view1, view2)
+        ref_loss.backward()
+        ref_losses.append(ref_loss.item())
+        ref_grads.append({k: p.grad.clone() for k, p in reference.named_parameters()})
 
     b = 16 // ctx.world_size
     shard = slice(ctx.rank * b, (ctx.rank + 1) * b)  # this rank's part of the global batch
     result = {}
     for name, gather in (("ddp", True), ("local_negatives_only", False)):
         ddp = distributed.wrap_model(copy.deepcopy(model), ctx.device)
-        loss = forward_loss(ddp, NTXentLoss(0.5, gather_distributed=gather), view1[shard], view2[shard])
-        loss.backward()
-        grads = dict(distributed.unwrap(ddp).named_parameters())
-        result[name] = {
-            "loss": float(distributed.all_reduce_mean(loss).item()),
-            "max_grad_diff": max((grads[k].grad - p.grad).abs().max().item() for k, p in reference.named_parameters()),
-        }
-    result["ref_loss"] = float(ref_loss.item())
-    result["max_ref_grad"] = max(p.grad.abs().max().item() for p in reference.parameters())
+        params = dict(distributed.unwrap(ddp).named_parameters())
+        losses, diff = [], 0.0
+        for (view1, view2), want in zip(steps, ref_grads):
+            loss = forward_loss(ddp, NTXentLoss(0.5, gather_distributed=gather), view1[shard], view2[shard])
+            ddp.zero_grad(set_to_none=True)  # between forward and backward, as the training loop does
+            loss.backward()
+            losses.append(float(distributed.all_reduce_mean(loss).item()))
+            diff = max(diff, *((params[k].grad - g).abs().max().item() for k, g in want.items()))
+        result[name] = {"loss": losses, "max_grad_diff": diff}
+    result["ref_loss"] = ref_losses
+    result["max_ref_grad"] = min(max(g.abs().max().item() for g in grads.values()) for grads in ref_grads)
     Path(out_dir, f"rank{ctx.rank}.json").write_text(json.dumps(result))
     distributed.cleanup()
 

@@ -1,4 +1,4 @@
-"""Checkpoints: round trip, newest-complete selection, pruning, RNG capture."""
+"""Checkpoints: round trip, newest-complete selection, pruning, RNG capture, background writes."""
 
 from __future__ import annotations
 
@@ -6,12 +6,16 @@ import io
 import json
 import logging
 import random
+import threading
 
 import numpy as np
 import pytest
 import torch
 
-from kubeclr.core import checkpoint
+from kubeclr.config import Config
+from kubeclr.core import checkpoint, train
+from kubeclr.core.callbacks import Callback
+from kubeclr.errors import StorageError
 from kubeclr.storage.store import LocalStore, open_store
 
 
@@ -167,8 +171,6 @@ def test_a_device_type_mismatch_is_caught_even_when_the_sizes_agree():
 
 def test_an_unreachable_store_fails_instead_of_resuming_from_an_older_checkpoint(tmp_path):
     """A transient storage error is not a corrupt checkpoint: skipping it would silently lose work."""
-    from kubeclr.errors import StorageError
-
     store = LocalStore(tmp_path)
     checkpoint.save_checkpoint(store, 1, _state(1))
     checkpoint.save_checkpoint(store, 2, _state(2))
@@ -181,3 +183,187 @@ def test_an_unreachable_store_fails_instead_of_resuming_from_an_older_checkpoint
 
     with pytest.raises(StorageError, match="cannot reach"):
         checkpoint.load_latest(Flaky(tmp_path))
+
+
+# -- background writes ----------------------------------------------------------
+
+
+class GatedStore(LocalStore):
+    """A store whose write of ``gated`` blocks until ``release`` is set (or 10 s have passed)."""
+
+    def __init__(self, root, gated: str) -> None:
+        super().__init__(root)
+        self.gated = gated
+        self.entered, self.release = threading.Event(), threading.Event()
+        self.released: bool | None = None  # True: released by the test; False: timed out
+
+    def write_bytes(self, key, data):
+        if key == self.gated:
+            self.entered.set()
+            self.released = self.release.wait(timeout=10)
+        super().write_bytes(key, data)
+
+
+class FailingStore(LocalStore):
+    """A store that raises on writing ``failing``, as a pod killed mid-upload would stop."""
+
+    def __init__(self, root, failing: str) -> None:
+        super().__init__(root)
+        self.failing = failing
+
+    def write_bytes(self, key, data):
+        if key == self.failing:
+            raise StorageError(f"{self.uri}/{key}: connection reset")
+        super().write_bytes(key, data)
+
+
+def _model_state() -> dict:
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4))
+    return {"model": model.state_dict(), "epoch": 1, "step": 10, "history": [{"epoch": 1, "loss": 2.0}]}
+
+
+def test_a_save_returns_while_its_write_is_in_flight_and_the_next_save_waits(tmp_path):
+    store = GatedStore(tmp_path, gated="ckpt-000001/state.pt")
+    writer = checkpoint.CheckpointWriter(store)
+    writer.submit(1, _state(1))  # returns although the write cannot finish yet
+    assert store.entered.wait(timeout=10) and not store.exists("ckpt-000001/MANIFEST.json")
+
+    second = threading.Thread(target=writer.submit, args=(2, _state(2)))
+    second.start()
+    second.join(timeout=0.5)
+    assert second.is_alive()  # waiting for the first write: at most one in flight
+    assert not any(key.startswith("ckpt-000002/") for key in store.list())
+
+    store.release.set()
+    second.join(timeout=10)
+    writer.wait()
+    assert store.released is True
+    assert checkpoint.list_checkpoints(store) == [2, 1]
+
+
+def test_the_snapshot_is_a_copy_taken_at_save_time(tmp_path, monkeypatch):
+    """Training goes on mutating the live tensors (in place) while the write, serialisation included, waits."""
+    started, release = threading.Event(), threading.Event()
+    save = checkpoint.save_checkpoint
+
+    def gated_save(*args, **kwargs):  # what the writer thread runs: hold it before it serialises
+        started.set()
+        assert release.wait(timeout=10)
+        return save(*args, **kwargs)
+
+    monkeypatch.setattr(checkpoint, "save_checkpoint", gated_save)
+    writer = checkpoint.CheckpointWriter(LocalStore(tmp_path))
+    live = _model_state()
+    expected = {k: v.clone() for k, v in live["model"].items()}
+    writer.submit(1, live)
+    assert started.wait(timeout=10)
+    for tensor in live["model"].values():
+        tensor.add_(1)  # an optimiser step, and BatchNorm's running statistics
+    live["history"].append({"epoch": 2, "loss": 1.0})
+    release.set()
+    writer.wait()
+
+    _, state = checkpoint.load_latest(LocalStore(tmp_path))
+    assert state["model"].keys() == expected.keys()
+    for key, value in expected.items():
+        assert torch.equal(state["model"][key], value), key
+    assert state["history"] == [{"epoch": 1, "loss": 2.0}]
+    assert state["model"]._metadata == live["model"]._metadata  # the layers' versions, for load_state_dict
+
+
+def test_this_process_reads_its_own_write_in_flight(tmp_path):
+    """A run that fails mid-write and is retried in-process resumes from that checkpoint, not an older one."""
+    store = GatedStore(tmp_path, gated="ckpt-000001/state.pt")
+    checkpoint.CheckpointWriter(store).submit(1, _state(1))
+    assert store.entered.wait(timeout=10)
+    found = []
+    reader = threading.Thread(target=lambda: found.append(checkpoint.load_latest(LocalStore(tmp_path))))
+    reader.start()
+    reader.join(timeout=0.5)
+    assert reader.is_alive()  # waits for the write instead of reading a half-written checkpoint
+    store.release.set()
+    reader.join(timeout=10)
+    assert found[0][0] == 1
+
+
+def test_host_copy_shares_no_memory_and_keeps_the_layout():
+    weight = torch.randn(4, 3, 3, 3).to(memory_format=torch.channels_last)
+    original = {"w": weight, "nested": [weight, (1, "a")], "lr": 0.1}
+    copied = checkpoint.host_copy(original)
+    assert copied["w"].data_ptr() != weight.data_ptr() and torch.equal(copied["w"], weight)
+    assert copied["w"].stride() == weight.stride()
+    assert copied["nested"][1] == (1, "a") and copied["lr"] == 0.1
+
+
+def test_a_failed_write_is_raised_at_the_next_save_once(tmp_path, caplog):
+    store = FailingStore(tmp_path, failing="ckpt-000001/state.pt")
+    writer = checkpoint.CheckpointWriter(store)
+    with caplog.at_level(logging.ERROR):
+        writer.submit(1, _state(1))
+        with pytest.raises(StorageError, match="connection reset"):
+            writer.submit(2, _state(2))
+    assert "ckpt-000001 not written" in caplog.text  # logged when it happened, too
+    writer.wait()  # raised once, not again
+    assert store.list() == []  # the failed save is not retried, the refused one never started
+
+
+def test_a_write_killed_before_its_manifest_leaves_the_previous_checkpoint_newest(tmp_path):
+    store = FailingStore(tmp_path, failing="ckpt-000002/MANIFEST.json")
+    writer = checkpoint.CheckpointWriter(store)
+    writer.submit(1, _state(1))
+    writer.submit(2, _state(2))
+    with pytest.raises(StorageError):
+        writer.wait()
+    assert store.exists("ckpt-000002/state.pt")  # the object got written, its manifest did not
+    epoch, state = checkpoint.load_latest(LocalStore(tmp_path))
+    assert epoch == 1 and torch.equal(state["weights"], torch.full((3, 2), 1.0))
+
+
+def _tiny_run(epochs: int) -> Config:
+    return Config().override(
+        {
+            "model.width": 4,
+            "model.proj_dim": 16,
+            "augment.size": 16,
+            "pretrain.batch_size": 16,
+            "pretrain.epochs": epochs,
+            "pretrain.device": "cpu",
+            "pretrain.warmup_epochs": 1,
+            "pretrain.checkpoint_every": 1,
+        }
+    )
+
+
+class ReleaseInEpoch(Callback):
+    """Releases the gated write from a step callback of ``epoch``: the loop got past the save of the epoch before."""
+
+    def __init__(self, store: GatedStore, epoch: int, steps_per_epoch: int) -> None:
+        self.store, self.first_step = store, (epoch - 1) * steps_per_epoch + 1
+        self.write_was_pending = False
+
+    def on_step_end(self, step, seconds):
+        if step == self.first_step:
+            self.write_was_pending = self.store.entered.is_set() and not self.store.release.is_set()
+            self.store.release.set()
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_training_continues_while_a_checkpoint_is_written_and_waits_for_the_last(tmp_path):
+    images = torch.randint(0, 256, (32, 3, 16, 16), generator=torch.Generator().manual_seed(0), dtype=torch.uint8)
+    store = GatedStore(tmp_path, gated="ckpt-000001/state.pt")
+    release = ReleaseInEpoch(store, epoch=2, steps_per_epoch=2)  # 32 images, batch 16
+    mean, std = [0.5] * 3, [0.25] * 3
+    train.train_simclr(_tiny_run(2), images, mean, std, device=torch.device("cpu"), store=store, callbacks=release)
+    # a synchronous write would have blocked the loop in epoch 1 until the gate timed out
+    assert release.write_was_pending and store.released is True
+    assert checkpoint.list_checkpoints(LocalStore(tmp_path)) == [2, 1]  # the last one before returning
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_a_failed_last_checkpoint_fails_the_run(tmp_path):
+    images = torch.randint(0, 256, (32, 3, 16, 16), generator=torch.Generator().manual_seed(0), dtype=torch.uint8)
+    store = FailingStore(tmp_path, failing="ckpt-000002/MANIFEST.json")
+    with pytest.raises(StorageError, match="connection reset"):
+        train.train_simclr(_tiny_run(2), images, [0.5] * 3, [0.25] * 3, device=torch.device("cpu"), store=store)
+    assert checkpoint.load_latest(LocalStore(tmp_path))[0] == 1

@@ -14,16 +14,25 @@ that is interrupted leaves only an ignorable fragment.
 
 The state is read back with ``torch.load(weights_only=True)``: no arbitrary
 objects are unpickled, which is why RNG states are stored as tensors and lists.
+
+Training does not wait for storage: :class:`CheckpointWriter` copies the state
+to host memory (the only pause of the training loop, a device-to-host copy)
+and serialises and writes it on one background thread, one checkpoint at a
+time. A process killed mid-write leaves at most a fragment without manifest,
+so the previous checkpoint stays the newest valid one.
 """
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import io
 import json
 import logging
 import random
 import re
+import threading
+import weakref
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Mapping, Protocol
@@ -116,8 +125,114 @@ def _prune(store: Store, *, newest: int, keep: int) -> None:
         store.delete(f"{folder}/{STATE}")
 
 
+class CheckpointWriter:
+    """Writes checkpoints through ``store`` on a background thread, at most one in flight.
+
+    :meth:`submit` first waits for the previous write, then copies the state to
+    host memory (:func:`host_copy`) and returns; a thread serialises it and runs
+    :func:`save_checkpoint` (manifest last, then pruning). An error of that
+    thread is logged when it happens and raised in the caller's thread by the
+    next :meth:`submit` or by :meth:`wait`, which must be called at the end of
+    training so that the last checkpoint is durable before the run reports success.
+
+    Args:
+        store: where checkpoints live (only rank 0 writes).
+        keep: complete checkpoints to retain (see :func:`save_checkpoint`).
+    """
+
+    def __init__(self, store: Store, *, keep: int = 2) -> None:
+        self.store = store
+        self.keep = keep
+        self._thread: threading.Thread | None = None
+        self._error: BaseException | None = None
+
+    def submit(self, epoch: int, state: Mapping[str, Any]) -> None:
+        """Snapshot ``state`` now and write it as the checkpoint of ``epoch`` in the background.
+
+        Raises:
+            Exception: whatever the previous write raised (it is not retried).
+        """
+        self.wait()
+        snapshot = host_copy(dict(state))  # later in-place updates of the live tensors must not leak in
+        thread = threading.Thread(target=self._write, args=(epoch, snapshot), name=f"checkpoint-{epoch}")
+        thread.start()  # not a daemon: a run that ends (or fails) normally still finishes its write
+        self._thread = _in_flight[self.store.uri] = thread
+
+    def wait(self) -> None:
+        """Block until the write in flight, if any, is done; raise its error, once."""
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+        error, self._error = self._error, None
+        if error is not None:
+            raise error
+
+    def _write(self, epoch: int, snapshot: dict[str, Any]) -> None:
+        try:
+            save_checkpoint(self.store, epoch, snapshot, keep=self.keep)
+        except BaseException as exc:  # handed to the training thread by wait(); logged now in case it never asks
+            self._error = exc
+            log.error("checkpoint %s/%s not written: %s", self.store.uri, checkpoint_dir(epoch), exc)
+
+
+# The write in flight per store URI, so that this process reads its own writes: a reader
+# (load_latest) waits for it, e.g. when a run that failed mid-write is retried in-process.
+_in_flight: weakref.WeakValueDictionary[str, threading.Thread] = weakref.WeakValueDictionary()
+
+
+def _await_own_write(store: Store) -> None:
+    thread = _in_flight.get(store.uri)
+    if thread is not None:
+        thread.join()
+
+
+def host_copy(obj: Any) -> Any:
+    """A deep copy of ``obj`` whose tensors are all in CPU memory and share nothing with the originals.
+
+    Device tensors are copied into pinned host memory without blocking, then each
+    device is synchronised once, so a checkpoint stalls the accelerator for the
+    copy only; CPU tensors are cloned. Strides are kept (a ``channels_last``
+    weight stays ``channels_last``), and so is a state dict's ``_metadata``.
+
+    Args:
+        obj: tensors, and dicts, lists and tuples of them and of plain values.
+
+    Returns:
+        The copy.
+    """
+    synchronise: set[torch.device] = set()
+    copied = _host_copy(obj, synchronise)
+    for device in synchronise:
+        torch.cuda.synchronize(device)
+    return copied
+
+
+def _host_copy(obj: Any, synchronise: set[torch.device]) -> Any:
+    if isinstance(obj, torch.Tensor):
+        tensor = obj.detach()
+        if tensor.device.type == "cpu":
+            return tensor.clone()
+        pinned = tensor.device.type == "cuda"  # an asynchronous copy needs page-locked memory
+        out = torch.empty_like(tensor, device="cpu", pin_memory=pinned)
+        out.copy_(tensor, non_blocking=pinned)
+        if pinned:
+            synchronise.add(tensor.device)
+        return out
+    if isinstance(obj, dict):
+        copied = type(obj)()  # dict or OrderedDict (a module's state dict)
+        for key, value in obj.items():
+            copied[key] = _host_copy(value, synchronise)
+        if hasattr(obj, "__dict__"):  # a module state dict's _metadata (versions its layers load by)
+            copied.__dict__.update(copy.deepcopy(obj.__dict__))
+        return copied
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_host_copy(v, synchronise) for v in obj)
+    return copy.deepcopy(obj)
+
+
 def list_checkpoints(store: Store) -> list[int]:
     """Epochs that have a manifest (not yet verified), newest first."""
+    _await_own_write(store)
     return _epochs(store.list("ckpt-"), MANIFEST)
 
 
@@ -133,6 +248,7 @@ def load_latest(store: Store) -> tuple[int, dict[str, Any]] | None:
     Returns:
         ``(epoch, state)`` with tensors on the CPU, or ``None`` when none is usable.
     """
+    _await_own_write(store)
     keys = store.list("ckpt-")
     complete = _epochs(keys, MANIFEST)
     for epoch in _epochs(keys, STATE):

@@ -9,6 +9,7 @@ case, so the training loop has a single code path.
 
 from __future__ import annotations
 
+import inspect
 import logging
 import os
 from dataclasses import dataclass
@@ -153,7 +154,33 @@ def wrap_model(model: nn.Module, device: torch.device, *, sync_bn: bool = False)
         else:
             log.warning("model.sync_bn ignored: SyncBatchNorm needs CUDA; BatchNorm stays per rank")
     ids = [device.index] if device.type == "cuda" else None
-    return nn.parallel.DistributedDataParallel(model, device_ids=ids)
+    return nn.parallel.DistributedDataParallel(
+        model,
+        device_ids=ids,
+        # The loop runs the same forward (both views, one call) and backward every step and
+        # uses every parameter: DDP fixes its buckets after the first step and skips the
+        # per-step graph checks. torch.compile over it works (pytorch#103487, tested since #114621).
+        static_graph=True,
+        # .grad are views into the all-reduce buckets, not a second copy of every gradient
+        # (after zero_grad(set_to_none=True) DDP re-points each new grad at its bucket).
+        gradient_as_bucket_view=True,
+        **_no_buffer_broadcast(),
+    )
+
+
+def _no_buffer_broadcast() -> dict[str, bool]:
+    """DDP options that skip broadcasting rank 0's buffers before every forward.
+
+    The only buffers are BatchNorm running statistics. Training-mode BatchNorm
+    normalises with the batch's own statistics, so the running ones never touch
+    the loss; rank 0 (which alone saves the model) updates its own from its
+    shard either way, so what is written is the same, one collective per step
+    cheaper. Under SyncBatchNorm every rank's running statistics are already
+    equal. Buffers are still synchronised once, when DDP is built. torch 2.13
+    renamed the option ``forward_sync_buffers`` (``broadcast_buffers`` warns).
+    """
+    params = inspect.signature(nn.parallel.DistributedDataParallel.__init__).parameters
+    return {"forward_sync_buffers": False} if "forward_sync_buffers" in params else {"broadcast_buffers": False}
 
 
 def unwrap(model: nn.Module) -> nn.Module:

@@ -19,7 +19,7 @@ import torch
 
 from kubeclr.config import Config, PretrainConfig
 from kubeclr.core import checkpoint, distributed
-from kubeclr.core.checkpoint import Store
+from kubeclr.core.checkpoint import CheckpointWriter, Store
 from kubeclr.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -31,7 +31,7 @@ def checkpoint_due(epoch: int, pc: PretrainConfig) -> bool:
 
 
 def save_run(
-    store: Store,
+    writer: CheckpointWriter,
     epoch: int,
     step: int,
     parts: dict[str, Any],
@@ -40,13 +40,17 @@ def save_run(
     history: list[dict],
     rank: int,
 ) -> None:
-    """Checkpoint on rank 0; every rank contributes its RNG state (a collective)."""
+    """Checkpoint on rank 0; every rank contributes its RNG state (a collective).
+
+    Rank 0 pauses only to copy the state to host memory; ``writer`` serialises
+    and stores it in the background (call ``writer.wait()`` when training ends).
+    """
     rng = distributed.all_gather_object(checkpoint.capture_rng(gens))  # [rank0, rank1, …]
     if rank != 0:
         return
     state = {name: part.state_dict() for name, part in parts.items()}
     state.update(epoch=epoch, step=step, rng=rng, config=cfg.to_dict(), history=history)
-    checkpoint.save_checkpoint(store, epoch, state)
+    writer.submit(epoch, state)
 
 
 def restore_run(
