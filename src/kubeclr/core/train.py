@@ -28,16 +28,18 @@ import torch
 from torch import Tensor, nn
 
 from kubeclr.config import Config
-from kubeclr.core import checkpoint, distributed, resume
+from kubeclr.core import checkpoint, compiled, distributed, resume
 from kubeclr.core.augment import SimCLRAugment
 from kubeclr.core.batches import batch_plan, view_batches
 from kubeclr.core.callbacks import Callback
 from kubeclr.core.checkpoint import Store
+from kubeclr.core.compiled import Compiled
 from kubeclr.core.device import autocast, describe_device, memory_format
 from kubeclr.core.health import pretrain_health
 from kubeclr.core.loss import NTXentLoss
 from kubeclr.core.model import build_model, load_init_weights
 from kubeclr.core.optim import build_optimizer, build_scheduler, scaled_lr
+from kubeclr.core.timing import StepTimer
 from kubeclr.errors import DataError
 from kubeclr.progress import progress
 
@@ -145,12 +147,16 @@ def train_simclr(
     model = model.to(device, memory_format=fmt)
     wrapped = distributed.wrap_model(model, device, sync_bn=cfg.model.sync_bn)
     model = distributed.unwrap(wrapped)  # SyncBatchNorm conversion may have replaced layers
-    forward = torch.compile(wrapped) if pc.compile else wrapped
+    if cuda:
+        torch.backends.cudnn.benchmark = True  # static shapes: each convolution's fastest algorithm, picked once
+    if pc.compile and rank == 0:
+        compiled.load_cache(store, device)  # a retried or resumed task reuses the kernels it compiled before
+    forward = Compiled(wrapped, device, enabled=pc.compile)
     optimizer = build_optimizer(model, pc)
     scheduler = build_scheduler(optimizer, pc, steps_per_epoch)
     scaler = torch.amp.GradScaler("cuda", enabled=cuda and pc.precision == "fp16")
     loss_fn = NTXentLoss(pc.temperature)
-    aug = SimCLRAugment(cfg.augment, mean, std).to(device)
+    aug = SimCLRAugment(cfg.augment, mean, std, compile=pc.compile).to(device)
     gens = {
         "shuffle": torch.Generator().manual_seed(pc.seed),  # same on every rank
         "augment": torch.Generator(device=device).manual_seed(pc.seed + 7919 * (rank + 1)),
@@ -174,10 +180,12 @@ def train_simclr(
         }
     )
 
+    writer = checkpoint.CheckpointWriter(store) if store is not None else None  # writes in the background
     warned = False
     for epoch in range(start_epoch + 1, pc.epochs + 1):
         model.train()
         t0 = time.perf_counter()
+        timer = StepTimer(device, steps_per_epoch)  # GPU time per step, read once per epoch
         perm = torch.randperm(data.shape[0], generator=gens["shuffle"]).to(device)  # (N,)
         step_loss = torch.zeros(steps_per_epoch, device=device)  # read once per epoch, with the mean
         bar = (
@@ -197,8 +205,8 @@ def train_simclr(
             channels_last=pc.channels_last,
             background=device.type == "cpu",
         ) as batches:
+            timer.start()
             for i, batch_views in zip(bar, batches):
-                t_step = time.perf_counter()
                 loss = paired_loss(forward, loss_fn, batch_views, mixed)
                 optimizer.zero_grad(set_to_none=True)
                 scaler.scale(loss).backward()
@@ -207,8 +215,11 @@ def train_simclr(
                 lr = optimizer.param_groups[0]["lr"]
                 scheduler.step()
                 step_loss[i] = loss.detach()  # stays on the device: no sync per step
-                callbacks.on_step_end((epoch - 1) * steps_per_epoch + i + 1, time.perf_counter() - t_step)
+                timer.mark()
         mean_loss = float(distributed.all_reduce_mean(step_loss.mean()).item())  # one sync per epoch
+        step_seconds = timer.seconds()
+        for i, took in enumerate(step_seconds):
+            callbacks.on_step_end((epoch - 1) * steps_per_epoch + i + 1, took)
         stride = max(1, steps_per_epoch // STEP_SAMPLES)
         seconds = time.perf_counter() - t0
         record: dict[str, Any] = {
@@ -217,14 +228,22 @@ def train_simclr(
             "lr": float(lr),
             "images_per_second": steps_per_epoch * pc.batch_size / seconds,
             "seconds": seconds,
+            "median_step_seconds": float(np.median(step_seconds)) if step_seconds else 0.0,
             # this rank's loss every `stride` steps: the within-epoch curve the report draws
             "step_loss": {"every": stride, "values": [round(v, 5) for v in step_loss[::stride].tolist()]},
         }
         if monitor is not None and pc.knn_every and (epoch % pc.knn_every == 0 or epoch == pc.epochs):
             record["knn_top1"] = float(monitor(model.encoder))
+        if epoch == start_epoch + 1 and pc.compile:
+            # compilation happens in this process's first step: what it cost, over a steady step
+            record["compile_seconds"] = (
+                max(0.0, step_seconds[0] - record["median_step_seconds"]) if step_seconds else 0.0
+            )
+            if rank == 0 and forward.stats()["compiled"]:
+                compiled.save_cache(store, device)
         history.append(record)
-        if store is not None and resume.checkpoint_due(epoch, pc):
-            resume.save_run(store, epoch, epoch * steps_per_epoch, parts, gens, cfg, history, rank)
+        if writer is not None and resume.checkpoint_due(epoch, pc):
+            resume.save_run(writer, epoch, epoch * steps_per_epoch, parts, gens, cfg, history, rank)
         if rank == 0:
             log.info(
                 "epoch %d/%d loss %.4f lr %.4g %.0f img/s %.1fs%s",
@@ -242,7 +261,12 @@ def train_simclr(
                 warned = True
         callbacks.on_epoch_end(record)
 
+    if writer is not None:
+        writer.wait()  # the last checkpoint is stored, or its write error raised, before the run succeeds
     summary = _summary(cfg, history, device, world, steps_per_epoch)
+    summary["compile"] = forward.stats()
+    if summary["compile"]["graph_breaks"] or summary["compile"]["recompiles"]:
+        log.warning("torch.compile: %(graph_breaks)d graph break(s), %(recompiles)d recompile(s)", summary["compile"])
     callbacks.on_train_end(summary)
     return PretrainResult(model=model, history=history, summary=summary)
 
@@ -271,6 +295,9 @@ def _summary(
         "device_name": describe_device(device),
         "precision": cfg.pretrain.precision,  # as used: autocast() refuses what it cannot honour
         "world_size": world,
+        # this process's compile cost (its first step over a steady one) and its first epoch
+        "compile_seconds": next((r["compile_seconds"] for r in reversed(history) if "compile_seconds" in r), 0.0),
+        "first_epoch_seconds": history[0]["seconds"] if history else 0.0,
         "peak_lr": scaled_lr(cfg.pretrain),
         "health": pretrain_health(history, cfg.pretrain, steps_per_epoch),
     }
