@@ -6,6 +6,7 @@ Smoke tests on tiny settings; they never assert timing thresholds.
 from __future__ import annotations
 
 import json
+import os
 import statistics
 import subprocess
 from pathlib import Path
@@ -135,20 +136,38 @@ def test_mfu_uses_the_peak_table(monkeypatch):
     assert cpu["mfu"] is None and cpu["peak_flops"] is None
 
 
-def test_gpu_check_script_parses_and_its_python_runs_dry(tmp_path, capsys):
-    for script in ("gpu_check.sh", "run_cpu.sh"):
-        subprocess.run(["bash", "-n", str(ROOT / "benchmarks" / script)], check=True)
-    assert bench_gpu._cli(["--dry-run", "--arch", "resnet18", "--out", str(tmp_path)]) == 0
-    jsons, mds = list(tmp_path.glob("gpu-cpu-*.json")), list(tmp_path.glob("gpu-cpu-*.md"))
-    assert len(jsons) == 1 and len(mds) == 1
-    summary = json.loads(jsons[0].read_text())
-    rec = summary["archs"]["resnet18"]
-    assert rec["config"]["pretrain"]["precision"] == "bf16" and rec["config"]["model"]["stem"] == "cifar"
-    assert rec["flops_per_image"] > 0 and rec["mfu"] is None
-    assert rec["ratio_step_vs_limit"] == pytest.approx(
-        rec["images_per_second"]["step"] / rec["images_per_second"]["limit"]
+def test_gpu_check_script_runs_whole_and_dry_on_cpu(tmp_path):
+    """``bash benchmarks/gpu_check.sh --dry-run``: every measurement of the GPU check, tiny, compiled, on the CPU."""
+    subprocess.run(["bash", "-n", str(ROOT / "benchmarks" / "run_cpu.sh")], check=True)
+    env = {**os.environ, "GPU_CHECK_OUT": str(tmp_path), "GPU_CHECK_DIGITS_SEEDS": "0"}
+    proc = subprocess.run(
+        ["bash", str(ROOT / "benchmarks" / "gpu_check.sh"), "--dry-run", "--arch", "resnet18"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
     )
-    assert "| resnet18 |" in mds[0].read_text()
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (gpu_json,) = tmp_path.glob("gpu-cpu-*.json")
+    assert len(list(tmp_path.glob("gpu-cpu-*.md"))) == 1
+    rec = json.loads(gpu_json.read_text())["archs"]["resnet18"]
+    assert rec["config"]["pretrain"]["precision"] == "bf16" and rec["config"]["model"]["stem"] == "cifar"
+    compiled, eager = rec["ours_compiled"], rec["ours_eager"]
+    assert compiled["compile"]["compiled"] and not eager["compile"]["compiled"]
+    assert compiled["compile"]["graph_breaks"] == 0 and compiled["compile"]["recompiles"] == 0
+    assert compiled["compile_seconds"] > 0 and eager["compile_seconds"] == 0
+    assert rec["flops_per_image"] > 0 and compiled["mfu"] is None  # no bf16 peak for a CPU
+    assert set(rec["baselines"]) >= {"limit_compiled", "limit_eager"} and any(
+        k.startswith("seed_") for k in rec["baselines"]
+    )
+    assert rec["ratios"]["a_over_b"] == pytest.approx(
+        compiled["images_per_second"] / rec["baselines"]["limit_compiled"]
+    )
+    assert set(rec["profile_ms"]) == {"augmentation", "forward", "loss", "backward", "optimiser"}
+    assert all(v >= 0 for v in rec["profile_ms"].values()) and sum(rec["profile_ms"].values()) > 0
+    (digits_json,) = tmp_path.glob("digits-device-dry-run-*.json")
+    digits = json.loads(digits_json.read_text())
+    assert digits["device"] == "cpu" and 0 <= digits["summary"]["probe_linear_top1"]["mean"] <= 1
 
 
 def test_interleaved_repeats_follow_each_epoch_of_the_step_and_skip_the_warm_up():

@@ -367,3 +367,17 @@ def test_a_failed_last_checkpoint_fails_the_run(tmp_path):
     with pytest.raises(StorageError, match="connection reset"):
         train.train_simclr(_tiny_run(2), images, [0.5] * 3, [0.25] * 3, device=torch.device("cpu"), store=store)
     assert checkpoint.load_latest(LocalStore(tmp_path))[0] == 1
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_host_copy_of_a_cuda_state_is_pinned_equal_and_independent():
+    model = torch.nn.Conv2d(3, 8, 3).cuda().to(memory_format=torch.channels_last)
+    state = {"model": model.state_dict(), "step": 3}
+    copy = checkpoint.host_copy(state)
+    weight = copy["model"]["weight"]
+    assert weight.device.type == "cpu" and weight.is_pinned() and copy["step"] == 3
+    assert torch.equal(weight, model.weight.detach().cpu()) and weight.is_contiguous(memory_format=torch.channels_last)
+    with torch.no_grad():
+        model.weight.add_(1)
+    assert not torch.equal(weight, model.weight.detach().cpu())

@@ -127,3 +127,26 @@ def test_history_note_words_each_case(history, expected):
 
     note = history_note({"history": history}, escape, lambda word: word)
     assert expected in note and "secret" not in note
+
+
+def test_the_report_says_what_the_speed_depends_on_precision_and_compile_cost(first_run):
+    tmp, metrics = first_run
+    compiled = {
+        **metrics,
+        "pretrain": {
+            **metrics["pretrain"],
+            "precision": "bf16",
+            "compile": {"compiled": True, "graphs": 1, "graph_breaks": 0, "recompiles": 0, "fallback": None},
+            "compile_seconds": 51.4,
+            "first_epoch_seconds": 52.3,
+        },
+    }
+    page, md = _rerender(tmp, compiled)
+    assert "bf16, compiled in 51 s (first epoch 52 s)" in _text(_section(page, "Pretraining"))
+    assert "bf16, compiled in 51 s (first epoch 52 s)." in md
+    eager = {
+        **compiled,
+        "pretrain": {**compiled["pretrain"], "compile": {"compiled": False, "fallback": "no C compiler"}},
+    }
+    page, md = _rerender(tmp, eager)
+    assert "eager: no C compiler" in _text(_section(page, "Pretraining")) and "compiled in" not in md

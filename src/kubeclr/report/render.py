@@ -30,6 +30,22 @@ from kubeclr.report.text import table as _table
 from kubeclr.uri import redact_uri
 
 
+def _compute_note(pre: dict) -> str:
+    """ ", bf16, compiled in 51 s (first epoch 52 s)" — what the run's speed depends on, from the pretrain block."""
+    parts = [pre["precision"]] if pre.get("precision") else []
+    stats = pre.get("compile") or {}
+    if stats.get("compiled"):
+        cost = f"compiled in {pre['compile_seconds']:.0f} s" if is_number(pre.get("compile_seconds")) else "compiled"
+        if is_number(pre.get("first_epoch_seconds")):
+            cost += f" (first epoch {pre['first_epoch_seconds']:.0f} s)"
+        if stats.get("graph_breaks") or stats.get("recompiles"):
+            cost += f", {stats['graph_breaks']} graph break(s), {stats['recompiles']} recompile(s)"
+        parts.append(cost)
+    elif stats.get("fallback"):
+        parts.append(f"eager: {stats['fallback']}")
+    return "".join(f", {p}" for p in parts)
+
+
 def pct(v: Any) -> str:
     return f"{100 * v:.2f}%" if is_number(v) else "–"
 
@@ -113,7 +129,7 @@ def render_markdown(inp: ReportInputs, metrics: Mapping[str, Any]) -> str:
         "",
         f"**Pretraining**: {md_escape(pre['arch'])}, {pre['epochs']} epochs, batch {pre['batch_size']}, "
         f"final loss {pre['final_loss']:.4f}, {pre['images_per_second']:.0f} images/s on "
-        f"{md_escape(pre['device'])}.",
+        f"{md_escape(pre['device'])}{md_escape(_compute_note(pre))}.",
         "",
         f"**Config**: SHA-256 `{md_escape(metrics.get('config_sha256', ''))}` (the whole config is in metrics.json).",
         "",
@@ -290,6 +306,7 @@ def render_html(inp: ReportInputs, metrics: Mapping[str, Any]) -> str:
                 ),
                 ("wall time", _sec(pre["seconds"])),
                 ("throughput", f"{pre['images_per_second']:.1f} images/s"),
+                ("precision, compilation", _compute_note(pre).lstrip(", ") or "–"),
             ]
         )
         + '<div class="grid">'
