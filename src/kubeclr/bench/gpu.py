@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import json
 import logging
 import os
 import re
@@ -60,6 +61,7 @@ log = logging.getLogger(__name__)
 # Dense bf16 peak FLOP/s (vendor data sheets), matched against the CUDA device name; first hit wins.
 PEAK_BF16 = (("H200", 989e12), ("H100 PCIe", 756e12), ("H100", 989e12), ("A100", 312e12))
 ARCHS = ("resnet18", "resnet50")
+PHASES = ("augmentation", "forward", "loss", "backward", "optimiser")  # of one step, as profiled
 
 
 def flops_per_image(cfg: Config, device: torch.device) -> float:
@@ -173,7 +175,6 @@ def profile_split(cfg: Config, images: torch.Tensor, device: torch.device) -> di
     scheduler = build_scheduler(optimizer, pc, steps_per_epoch=8)
     aug = SimCLRAugment(cfg.augment, bench.CIFAR_MEAN, bench.CIFAR_STD, compile=pc.compile).to(device)
     loss_fn, gen = NTXentLoss(pc.temperature), torch.Generator(device=device).manual_seed(0)
-    phases = ("augmentation", "forward", "loss", "backward", "optimiser")
 
     def step() -> None:
         with record_function("augmentation"):
@@ -198,7 +199,7 @@ def profile_split(cfg: Config, images: torch.Tensor, device: torch.device) -> di
             torch.cuda.synchronize(device)
     totals = {e.key: e for e in prof.key_averages()}
     attr = "device_time_total" if device.type == "cuda" else "cpu_time_total"
-    return {name: getattr(totals[name], attr, 0.0) / 1000 if name in totals else 0.0 for name in phases}
+    return {name: getattr(totals[name], attr, 0.0) / 1000 if name in totals else 0.0 for name in PHASES}
 
 
 def baselines(cfg: Config, images: torch.Tensor, device: torch.device, s: BenchSettings) -> dict[str, float]:
@@ -253,7 +254,11 @@ def markdown(summary: dict[str, Any]) -> str:
         "| syncs/epoch |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
+    done = {arch: r for arch, r in summary["archs"].items() if "error" not in r}
     for arch, r in summary["archs"].items():
+        if "error" in r:
+            lines.append(f"| {arch} | failed: {r['error']} |")
+    for arch, r in done.items():
         for mode in ("ours_compiled", "ours_eager"):
             m, c = r[mode], r[mode]["compile"]
             mfu = f"{m['mfu']:.1%}" if m["mfu"] is not None else "n/a"
@@ -269,7 +274,7 @@ def markdown(summary: dict[str, Any]) -> str:
                 f"{c['graph_breaks']}/{c['recompiles']} | {sync} |"
             )
     lines += ["", "| arch | baseline | img/s | ratio |", "|---|---|---|---|"]
-    for arch, r in summary["archs"].items():
+    for arch, r in done.items():
         base, ratios = r["baselines"], r["ratios"]
         lines.append(
             f"| {arch} | (b) model step, compiled | {base['limit_compiled']:.0f} | a/b {ratios['a_over_b']:.3f} |"
@@ -286,9 +291,8 @@ def markdown(summary: dict[str, Any]) -> str:
                     f"a/c {ratios[f'a_over_c_{workers}_workers']:.1f} |"
                 )
     lines += ["", "One compiled step by phase (profiler, device ms):", ""]
-    lines += ["| arch | " + " | ".join(next(iter(summary["archs"].values()))["profile_ms"]) + " |"]
-    lines += ["|---" * (1 + len(next(iter(summary["archs"].values()))["profile_ms"])) + "|"]
-    for arch, r in summary["archs"].items():
+    lines += ["| arch | " + " | ".join(PHASES) + " |", "|---" * (1 + len(PHASES)) + "|"]
+    for arch, r in done.items():
         lines.append(f"| {arch} | " + " | ".join(f"{v:.2f}" for v in r["profile_ms"].values()) + " |")
     lines += ["", "Command: `bash benchmarks/gpu_check.sh`"]
     return "\n".join(lines) + "\n"
@@ -345,10 +349,18 @@ def gpu_check(out_dir: str | Path, *, archs: Sequence[str] = ARCHS, dry_run: boo
     stem = f"gpu-{re.sub(r'[^A-Za-z0-9]+', '-', summary['device_name']).strip('-').lower()}-{summary['date']}"
     out = Path(out_dir)
     summary["files"] = [str(out / f"{stem}.json"), str(out / f"{stem}.md")]
+    if (out / f"{stem}.json").is_file():  # the same day's other architectures stay (``--arch`` reruns one)
+        summary["archs"] = json.loads((out / f"{stem}.json").read_text()).get("archs", {})
     for arch in archs:
         log.info("gpu check: %s on %s", arch, summary["device_name"])
-        summary["archs"][arch] = check_arch(arch, device, s, dry_run)
-        summary["batch_size"] = summary["archs"][arch]["config"]["pretrain"]["batch_size"]
+        try:
+            summary["archs"][arch] = check_arch(arch, device, s, dry_run)
+        except Exception as exc:  # one-shot on a borrowed GPU: a failure must not lose the other archs
+            if dry_run:
+                raise
+            log.exception("gpu check: %s failed", arch)
+            summary["archs"][arch] = {"arch": arch, "error": f"{type(exc).__name__}: {exc}".splitlines()[0]}
+        summary["batch_size"] = check_config(arch, compile=True, dry_run=dry_run).pretrain.batch_size
         write_json(out / f"{stem}.json", summary)  # after every arch: a timeout keeps what finished
         write_bytes_atomic(out / f"{stem}.md", markdown(summary).encode())
         if device.type == "cuda":
