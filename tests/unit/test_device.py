@@ -1,40 +1,120 @@
-"""Device selection and the CPU channels_last guard."""
+"""Device rules: channels_last on CUDA only, and pretrain.precision honoured on CPU (bf16) or refused (fp16)."""
 
 from __future__ import annotations
 
-import copy
+import contextlib
+import logging
 
+import numpy as np
 import pytest
 import torch
+from torch import nn
 
-from kubeclr.config import ModelConfig
-from kubeclr.core.device import channels_last_ok
-from kubeclr.core.model import build_model
+from kubeclr.config import Config
+from kubeclr.core import device as device_rules
+from kubeclr.core.device import autocast, memory_format
+from kubeclr.core.train import train_simclr
+from kubeclr.errors import ConfigError
 
 CPU, CUDA = torch.device("cpu"), torch.device("cuda")
+MEAN, STD = [0.5, 0.5, 0.5], [0.25, 0.25, 0.25]
+
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
-@pytest.mark.parametrize("arch", ["resnet18", "resnet50"])
-@pytest.mark.parametrize(("width", "ok"), [(4, False), (6, False), (12, False), (8, True), (32, True)])
-def test_cpu_channels_last_only_where_every_1x1_conv_has_multiples_of_8_channels(arch, width, ok):
-    # width 4 and 6 crash torch 2.14.1's oneDNN 1×1 NHWC backward-weights kernel on CPU
-    model = build_model(ModelConfig(arch=arch, width=width))
-    assert channels_last_ok(model, CPU) is ok
-    assert channels_last_ok(model, CUDA) is True  # only the device type is looked at
+@pytest.mark.parametrize("wanted", [True, False])
+def test_channels_last_only_on_cuda_and_only_when_wanted(wanted):
+    assert memory_format(CPU, wanted) == torch.contiguous_format  # oneDNN's NHWC kernels crash on CPU: never
+    assert memory_format(CUDA, wanted) == (torch.channels_last if wanted else torch.contiguous_format)
 
 
-def test_channels_last_step_matches_the_contiguous_step_on_cpu(one_thread):
-    torch.manual_seed(0)
-    nchw = build_model(ModelConfig(width=8, proj_dim=16))
-    nhwc = copy.deepcopy(nchw).to(memory_format=torch.channels_last)
-    exact = copy.deepcopy(nchw).double()
-    x = torch.randn(32, 3, 32, 32)
-    for model, inp in ((nchw, x), (nhwc, x.contiguous(memory_format=torch.channels_last)), (exact, x.double())):
-        _, z = model(inp)
-        z.square().mean().backward()
-    for (name, p), q, r in zip(nhwc.named_parameters(), nchw.parameters(), exact.parameters()):
-        ref = r.grad.float()
-        scale = ref.norm() + 1e-12
-        # fp32 oneDNN kernels: both layouts within 2% of the float64 gradient
-        assert (p.grad - ref).norm() / scale < 2e-2, name
-        assert (q.grad - ref).norm() / scale < 2e-2, name
+def test_cpu_says_once_that_it_does_not_use_channels_last(caplog):
+    device_rules._say_no_channels_last_on_cpu.cache_clear()
+    with caplog.at_level(logging.INFO, logger="kubeclr"):
+        memory_format(CPU, wanted=False)
+        assert not caplog.records  # not asked for: nothing to say
+        for _ in range(3):
+            memory_format(CPU, wanted=True)
+    said = [r for r in caplog.records if "channels_last is not used on CPU" in r.getMessage()]
+    assert len(said) == 1 and said[0].levelno == logging.INFO
+
+
+def test_autocast_on_cpu_is_bf16_or_off_and_refuses_fp16():
+    layer = nn.Linear(4, 4)
+    with autocast(CPU, "bf16"):
+        assert layer(torch.ones(2, 4)).dtype == torch.bfloat16
+    with autocast(CPU, "fp32"):
+        assert layer(torch.ones(2, 4)).dtype == torch.float32
+    with pytest.raises(ConfigError, match=r"^pretrain.precision=fp16 needs a CUDA GPU; on CPU use bf16 or fp32$"):
+        autocast(CPU, "fp16")
+
+
+def tiny(**overrides) -> Config:
+    return Config().override(
+        {
+            "model.width": 4,
+            "model.proj_dim": 16,
+            "augment.size": 16,
+            "augment.crop_scale": [0.5, 1.0],
+            "augment.color_strength": 0.2,
+            "pretrain.batch_size": 16,
+            "pretrain.epochs": 12,
+            "pretrain.device": "cpu",
+            "pretrain.warmup_epochs": 1,
+            "pretrain.lr": 1.0,
+            "pretrain.lr_scaling": "none",
+            "pretrain.checkpoint_every": 0,
+            "pretrain.seed": 2,
+            **overrides,
+        }
+    )
+
+
+def striped_images(n: int = 64, size: int = 16, seed: int = 2) -> torch.Tensor:
+    """Four classes: a colour modulated by class-specific stripes, plus noise; uint8 (n, 3, size, size)."""
+    g = torch.Generator().manual_seed(seed)
+    colours = torch.randint(0, 256, (4, 3, 1, 1), generator=g).float()
+    labels = torch.arange(n) % 4
+    yy, xx = torch.meshgrid(torch.arange(size), torch.arange(size), indexing="ij")
+    stripes = ((xx + yy * (labels.view(-1, 1, 1) + 1)) % 4 < 2).float()  # (n, size, size)
+    images = colours[labels] * (0.5 + 0.5 * stripes[:, None]) + 10 * torch.randn(n, 3, size, size, generator=g)
+    return images.clamp(0, 255).to(torch.uint8)
+
+
+@contextlib.contextmanager
+def conv_calls():
+    """Every Conv2d call made inside, as ``(output dtype, input was channels_last)``."""
+    calls: list[tuple[torch.dtype, bool]] = []
+
+    def hook(module, args, output):
+        if isinstance(module, nn.Conv2d) and torch.is_grad_enabled():  # training steps, not evaluation
+            x = args[0]
+            nhwc = x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
+            calls.append((output.dtype, nhwc))
+
+    handle = nn.modules.module.register_module_forward_hook(hook)
+    try:
+        yield calls
+    finally:
+        handle.remove()
+
+
+@pytest.mark.parametrize(("precision", "dtype"), [("bf16", torch.bfloat16), ("fp32", torch.float32)])
+def test_cpu_training_runs_under_the_configured_precision_in_nchw_and_the_loss_falls(precision, dtype):
+    cfg = tiny(**{"pretrain.precision": precision, "pretrain.channels_last": True})
+    with conv_calls() as calls:
+        result = train_simclr(cfg, striped_images(), MEAN, STD, device=CPU)
+    assert calls and {c[0] for c in calls} == {dtype}  # every convolution of every step
+    assert not any(nhwc for _, nhwc in calls)  # channels_last asked for, NCHW used
+    weight = result.model.encoder.layer1[0].conv1.weight  # (C, C, 3, 3)
+    assert weight.is_contiguous() and not weight.is_contiguous(memory_format=torch.channels_last)
+    losses = [r["loss"] for r in result.history]
+    assert all(np.isfinite(losses))
+    assert losses[0] == pytest.approx(np.log(2 * 16 - 1), abs=0.3)  # chance level: log(2N - 1)
+    assert np.mean(losses[:3]) - np.mean(losses[-3:]) > 0.1
+    assert result.summary["precision"] == precision  # metrics.json's pretrain.precision
+
+
+def test_fp16_on_cpu_fails_before_training_in_one_line():
+    with pytest.raises(ConfigError, match=r"^pretrain.precision=fp16 needs a CUDA GPU"):
+        train_simclr(tiny(**{"pretrain.precision": "fp16"}), striped_images(n=16), MEAN, STD, device=CPU)

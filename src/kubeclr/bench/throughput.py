@@ -104,7 +104,7 @@ def limit_step(cfg: Config, device: torch.device, s: BenchSettings) -> Callable[
     """(b) One step of the same model, optimiser, precision and memory format on pre-made views; loss = mean(z²)."""
     pc, b = cfg.pretrain, cfg.pretrain.batch_size
     model = build_model(cfg.model)
-    fmt = memory_format(model, device, pc.channels_last)
+    fmt = memory_format(device, pc.channels_last)
     model = model.to(device, memory_format=fmt).train()
     forward = torch.compile(model) if pc.compile else model
     optimizer = build_optimizer(model, pc)
@@ -229,6 +229,7 @@ def run(cfg: Config, device: torch.device, settings: BenchSettings) -> dict[str,
         "workers": s.loader_workers(),
         "settings": dataclasses.asdict(s),
         "config": cfg.to_dict(),
+        "channels_last": memory_format(device, cfg.pretrain.channels_last) == torch.channels_last,
         "images_per_second": ips,
         "repeats": rates,
         "ratio_step_vs_limit": ips["step"] / ips["limit"],
@@ -255,7 +256,7 @@ def format_table(result: dict[str, Any]) -> str:
     lines = [
         f"device {result['device_name']} · torch {result['torch']} · {result['threads']} threads · "
         f"{cfg['model']['arch']} width {cfg['model']['width']} · batch {cfg['pretrain']['batch_size']} · "
-        f"{cfg['pretrain']['precision'] if result['device'] == 'cuda' else 'fp32'}",
+        f"{cfg['pretrain']['precision']} · {'channels_last' if result['channels_last'] else 'NCHW'}",
         f"{'measurement':<44}{'images/s':>12}",
     ]
     lines += [f"{labels[k]:<44}{ips[k]:>12.1f}" for k in RATES]

@@ -67,9 +67,16 @@ class PretrainConfig:
     warmup_epochs: float = option(10.0, ge=0, help="linear warm-up length in epochs (fractions allowed)")
     warmup_steps: int = option(0, ge=0, help="linear warm-up length in optimizer steps; > 0 replaces warmup_epochs")
     temperature: float = option(0.5, gt=0)
-    precision: str = option("bf16", choices=("fp32", "bf16", "fp16"), help="autocast dtype on GPU (CPU always fp32)")
+    precision: str = option(
+        "bf16",
+        choices=("fp32", "bf16", "fp16"),
+        help="autocast dtype of the model (the loss stays fp32): bf16 on GPU and CPU, fp16 on GPU only "
+        "(refused on CPU, which has no fp16 kernels), fp32 = no autocast",
+    )
     compile: bool = option(False, help="torch.compile the model")
-    channels_last: bool = option(True)
+    channels_last: bool = option(
+        True, help="NHWC memory format on GPU; ignored on CPU, where oneDNN's NHWC convolutions crash for some models"
+    )
     checkpoint_every: int = option(10, ge=0, help="epochs between checkpoints (0 = only at the end)")
     knn_every: int = option(
         0,

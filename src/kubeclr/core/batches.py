@@ -9,6 +9,7 @@ import torch
 from torch import Tensor
 
 from kubeclr.core.augment import SimCLRAugment, paired_views
+from kubeclr.core.device import memory_format
 from kubeclr.core.prefetch import Prefetch
 from kubeclr.errors import ConfigError
 
@@ -47,11 +48,14 @@ def view_batches(
     trains, the overlap a DataLoader's workers give; that thread alone draws
     from ``generator``, in order, so the stream and every checkpoint are
     bitwise those of the inline loop. On CUDA kernels are asynchronous anyway.
+    The views are channels_last where ``channels_last`` asks for it and
+    :func:`~kubeclr.core.device.memory_format` allows it on ``data``'s device.
     """
+    fmt = memory_format(data.device, channels_last)
 
     def views(i: int) -> Tensor:
         start = i * batch_size + rank * per_rank
         v = paired_views(aug, data[perm[start : start + per_rank]], generator)  # (2b, 3, S, S) float32
-        return v.contiguous(memory_format=torch.channels_last) if channels_last else v
+        return v.contiguous(memory_format=fmt)
 
     return Prefetch(views, steps) if background else contextlib.nullcontext(map(views, range(steps)))

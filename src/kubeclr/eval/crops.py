@@ -151,7 +151,7 @@ def linear_eval_crops(
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 0.5 * (1 + math.cos(math.pi * s / steps)))
     shuffle = torch.Generator().manual_seed(seed)
     crops = torch.Generator(device=device).manual_seed(seed)
-    fmt = memory_format(encoder, device)
+    fmt = memory_format(device)
     train_images, train_labels = torch.as_tensor(images["train"]), torch.as_tensor(labels["train"])
     try:
         for epoch in range(cfg.crops_epochs):

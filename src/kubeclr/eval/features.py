@@ -35,7 +35,7 @@ def extract_features(
     The encoder is moved to ``device``; its train/eval mode is restored on exit.
     Autocast (bf16) is used on CUDA only, so CPU results are fp32 and the
     output is deterministic for a given encoder and input. Inputs are
-    channels_last where :func:`~kubeclr.core.device.memory_format` allows it.
+    channels_last where :func:`~kubeclr.core.device.memory_format` allows it (CUDA).
 
     Args:
         encoder: maps (B, 3, H, W) float to (B, D).
@@ -52,7 +52,7 @@ def extract_features(
         raise ValueError(f"extract_features: expected uint8 (N, 3, H, W), got {images.dtype} {tuple(images.shape)}")
     was_training = encoder.training
     encoder.to(device).eval()
-    fmt = memory_format(encoder, device)
+    fmt = memory_format(device)
     chunks = []
     starts = range(0, images.shape[0], batch_size)
     try:

@@ -12,6 +12,7 @@ import hashlib
 import io
 import json
 import logging
+import signal
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping
@@ -138,6 +139,44 @@ def train_and_save(
             out.write_bytes("summary.json", _json_bytes(summary))
     distributed.barrier()  # no rank exits (and tears down the group) before the outputs exist
     return summary
+
+
+# what a signal that ended a training process says, and what to try
+SIGNAL_ADVICE = {
+    signal.SIGSEGV: (
+        "segmentation fault",
+        "a crash in native code (torch, oneDNN or CUDA); try pretrain.compile=false and pretrain.precision=fp32, "
+        "and report it with the step's log",
+    ),
+    signal.SIGBUS: ("bus error", "often /dev/shm or the disk is full; free space or give the pod more"),
+    signal.SIGABRT: ("aborted", "native code gave up; the line before it in the log says why"),
+    signal.SIGILL: ("illegal instruction", "a binary built for a newer CPU than this one; run on another node"),
+    signal.SIGKILL: (
+        "killed",
+        "usually the out-of-memory killer; lower pretrain.batch_size or give the step more memory",
+    ),
+    signal.SIGTERM: (
+        "terminated",
+        "stopped from outside (a pod deleted or preempted); run again to resume from the last checkpoint",
+    ),
+}
+
+
+class TrainingKilled(UserError):
+    """A training process ended by a signal: one line naming it and what to try.
+
+    The exit code is a shell's for that signal, 128 + its number (139 for SIGSEGV).
+    """
+
+    def __init__(self, signum: int, what: str = "the training process") -> None:
+        try:
+            name = signal.Signals(signum).name
+        except ValueError:
+            name = f"signal {signum}"
+        meaning, advice = SIGNAL_ADVICE.get(signum, ("", "see the log above"))
+        super().__init__(f"{what} was killed by {name}{f' ({meaning})' if meaning else ''}; {advice}")
+        self.signum = signum
+        self.exit_code = 128 + signum
 
 
 def _json_bytes(obj: Any) -> bytes:

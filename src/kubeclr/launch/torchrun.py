@@ -3,17 +3,23 @@
 from __future__ import annotations
 
 import logging
+import re
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
+from typing import Sequence
 
 from kubeclr.atomic import read_json, write_json
 from kubeclr.config import Config, config_digest
 from kubeclr.errors import UserError
-from kubeclr.launch.process import TrainFiles
+from kubeclr.launch.process import TrainFiles, TrainingKilled
 
 log = logging.getLogger(__name__)
+
+# torchrun's report of a failed worker ("exitcode  : -11 (pid: 1234)  (SIGSEGV)"): negative = killed by that signal
+_WORKER_SIGNAL = re.compile(rb"exitcode\s*:\s*-(\d+)")
+TAIL_BYTES = 64 * 1024  # torchrun's report is the last few KiB of its stderr
 
 
 class Torchrun:
@@ -61,9 +67,38 @@ class Torchrun:
             write_json(config_file, cfg.to_dict())
             cmd = self.command(config_file, files, cfg, run_name)
             log.info("launching %d training processes: %s", self.nproc, " ".join(cmd))
-            rc = subprocess.run(cmd, check=False).returncode
+            rc = run_training(cmd)
         if rc != 0:
             raise UserError(
                 f"distributed pretraining failed: torchrun exited with code {rc} (see the ranks' log above)"
             )
         return read_json(files.history_out)["summary"]
+
+
+def run_training(cmd: Sequence[str]) -> int:
+    """Run ``cmd`` (torchrun, or one training process) and wait; its stderr passes through unchanged.
+
+    Returns:
+        The exit code, when no process was killed by a signal.
+
+    Raises:
+        TrainingKilled: ``cmd`` itself, or a worker that torchrun reports, was killed by a signal.
+    """
+    tail = b""
+    out = getattr(sys.stderr, "buffer", None)
+    with subprocess.Popen(list(cmd), stderr=subprocess.PIPE) as proc:
+        assert proc.stderr is not None
+        while chunk := proc.stderr.read1(TAIL_BYTES):
+            if out is not None:
+                out.write(chunk)
+                out.flush()
+            else:  # a text-only stderr (a test's capture)
+                sys.stderr.write(chunk.decode(errors="replace"))
+            tail = (tail + chunk)[-TAIL_BYTES:]
+        rc = proc.wait()
+    if rc < 0:
+        raise TrainingKilled(-rc)
+    worker = _WORKER_SIGNAL.search(tail) if rc else None
+    if worker:
+        raise TrainingKilled(int(worker.group(1)))
+    return rc
