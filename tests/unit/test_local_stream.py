@@ -61,3 +61,19 @@ def test_a_step_that_died_without_an_error_line_is_named_in_the_last_line():
         "pretrain: the step exited without an error line (killed, e.g. out of memory?); its log is above"
     )
     assert _silent_failure(RuntimeError("\x1b[91mno runner\x1b[0m\nmore")) == "no runner"
+
+
+def test_a_step_killed_by_a_signal_is_named_with_the_signal(monkeypatch, capfdbinary):
+    """A real child that segfaults under the local runner's streamer: the last line names SIGSEGV."""
+    import sys
+
+    from kubeclr.cli import local_run
+
+    monkeypatch.setattr(local_run, "_KILLED_BY", [])
+    segv = "import os, signal; print('training...', flush=True); os.kill(os.getpid(), signal.SIGSEGV)"
+    assert local_run._stream_raw_subprocess([sys.executable, "-c", segv]) == -11
+    assert b"training..." in capfdbinary.readouterr().out
+    killed = RuntimeError("Inner task failed: 'pretrain'")
+    line = local_run._silent_failure(killed)
+    assert line.startswith("pretrain: the step process was killed by SIGSEGV (segmentation fault);"), line
+    assert "\n" not in line

@@ -115,7 +115,13 @@ def _stream_raw_subprocess(full_command: list[str], env_vars: dict[str, str] | N
             out.flush()
         out.write(quiet.flush())
         out.flush()
-        return proc.wait()
+        rc = proc.wait()
+    if rc < 0:  # killed by a signal: no error line can have been written; remember which signal
+        _KILLED_BY.append(-rc)
+    return rc
+
+
+_KILLED_BY: list[int] = []  # signals that ended step processes of this local run, in order
 
 
 def _install_raw_streaming() -> None:
@@ -205,6 +211,10 @@ def _silent_failure(exc: Exception) -> str:
     """The cause of a failure that left no line in the error file: a step killed (or kfp.local's own error)."""
     text = _ANSI.sub("", str(exc))
     task = re.search(r"Inner task failed: '([^']+)'", text)
+    if task and _KILLED_BY:
+        from kubeclr.launch.process import TrainingKilled  # torch: imported only when a step died
+
+        return f"{task.group(1)}: {TrainingKilled(_KILLED_BY[-1], what='the step process')}"
     if task:
         return f"{task.group(1)}: the step exited without an error line (killed, e.g. out of memory?); its log is above"
     return (text.strip().splitlines() or [type(exc).__name__])[0]
