@@ -118,3 +118,34 @@ def test_cpu_training_runs_under_the_configured_precision_in_nchw_and_the_loss_f
 def test_fp16_on_cpu_fails_before_training_in_one_line():
     with pytest.raises(ConfigError, match=r"^pretrain.precision=fp16 needs a CUDA GPU"):
         train_simclr(tiny(**{"pretrain.precision": "fp16"}), striped_images(n=16), MEAN, STD, device=CPU)
+
+
+CLUSTER = {"KUBERNETES_SERVICE_HOST": "10.96.0.1", "NVIDIA_VISIBLE_DEVICES": "GPU-0a1b"}
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal where CUDA is unusable")
+def test_a_pod_given_a_gpu_it_cannot_use_fails_in_one_line_naming_what_it_found():
+    with pytest.raises(ConfigError) as err:
+        device_rules.require_given_gpus(1, "auto", CLUSTER)
+    text = str(err.value)
+    assert "\n" not in text and "given 1 GPU(s) but CUDA is unusable" in text
+    assert f"torch {torch.__version__}" in text and "NVIDIA_VISIBLE_DEVICES=GPU-0a1b" in text and "driver" in text
+
+
+@pytest.mark.parametrize(
+    "gpus, setting, env",
+    [(1, "auto", {}), (0, "auto", CLUSTER), (1, "cpu", CLUSTER)],
+    ids=["local run", "no GPU requested", "device cpu on purpose"],
+)
+def test_cpu_training_stays_allowed_where_no_gpu_was_given_or_cpu_was_asked_for(gpus, setting, env):
+    device_rules.require_given_gpus(gpus, setting, env)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal where CUDA is unusable")
+def test_the_pretrain_step_refuses_before_any_work(tmp_path, monkeypatch):
+    from kubeclr.steps import pretrain
+
+    monkeypatch.setenv("KUBERNETES_SERVICE_HOST", "10.96.0.1")
+    with pytest.raises(ConfigError, match="CUDA is unusable"):
+        pretrain.run(Config(), tmp_path / "missing", tmp_path / "missing", tmp_path / "e", tmp_path / "h", run_name="r")
+    assert not (tmp_path / "e").exists() and not (tmp_path / "h").exists()

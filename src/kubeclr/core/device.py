@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
+import re
+from pathlib import Path
+from typing import Mapping
 
 import torch
 
@@ -29,6 +33,46 @@ def resolve_device(name: str = "auto") -> torch.device:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError(f"device {name!r} requested but no CUDA GPU is available")
     return device
+
+
+def cuda_report(env: Mapping[str, str] | None = None) -> str:
+    """One line on what CUDA sees here: the torch build, the driver, the visible GPUs.
+
+    The CUDA 13 builds of torch need an NVIDIA driver >= 580 and a GPU of
+    compute capability 7.5 or newer; the line says what was found instead.
+    """
+    env = os.environ if env is None else env
+    version = Path("/proc/driver/nvidia/version")
+    found = re.search(r"Kernel Module\s+(?:for \S+\s+)?([\d.]+)", version.read_text()) if version.is_file() else None
+    driver = found.group(1) if found else "no NVIDIA driver loaded (/proc/driver/nvidia/version missing)"
+    visible = ", ".join(f"{k}={env[k]}" for k in ("NVIDIA_VISIBLE_DEVICES", "CUDA_VISIBLE_DEVICES") if k in env)
+    gpus = (
+        ", ".join(torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count()))
+        if torch.cuda.is_available()
+        else "none usable"
+    )
+    return (
+        f"torch {torch.__version__} built for CUDA {torch.version.cuda or 'none (CPU build)'}; driver {driver}; "
+        f"GPUs: {gpus}{f'; {visible}' if visible else ''}"
+    )
+
+
+def require_given_gpus(gpus: int, device: str, env: Mapping[str, str] | None = None) -> None:
+    """A pod that was given GPUs must train on them, not silently on its CPU for days.
+
+    On a cluster (``KUBERNETES_SERVICE_HOST`` set, as in every pod) with ``gpus`` >= 1 and
+    ``pretrain.device`` auto or cuda, CUDA must work. Local runs and ``device: cpu`` are left alone.
+
+    Raises:
+        ConfigError: one line naming what was found (see :func:`cuda_report`).
+    """
+    env = os.environ if env is None else env
+    if gpus < 1 or device == "cpu" or "KUBERNETES_SERVICE_HOST" not in env or torch.cuda.is_available():
+        return
+    raise ConfigError(
+        f"this step was given {gpus} GPU(s) but CUDA is unusable: {cuda_report(env)}; the CUDA 13 build needs an "
+        "NVIDIA driver >= 580 and a GPU of compute capability >= 7.5 (or set pretrain.device=cpu to train on CPU)"
+    )
 
 
 def describe_device(device: torch.device) -> str:

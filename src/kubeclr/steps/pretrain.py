@@ -11,7 +11,7 @@ import logging
 from pathlib import Path
 
 from kubeclr.config import Config
-from kubeclr.core.device import resolve_device
+from kubeclr.core.device import cuda_report, require_given_gpus, resolve_device
 from kubeclr.errors import UserError
 from kubeclr.launch.engines import choose_engine
 from kubeclr.launch.process import TrainFiles
@@ -91,10 +91,14 @@ def run(
                 nodes,
                 cfg.cluster.engine,
             )
+    if nodes < 2:  # this pod trains: it must use the GPUs it was given
+        require_given_gpus(gpus, cfg.pretrain.device)
     engine = choose_engine(cfg, nodes=nodes, gpus=gpus, settings=settings)
     cpu = engine.name == "in-process" and resolve_device(cfg.pretrain.device).type == "cpu"
     where = "on CPU (1 process)" if cpu else f"({nodes} node(s) x {gpus} GPU(s))"
     log.info("pretraining with the %s engine %s", engine.name, where)
+    if not cpu:
+        log.info("CUDA: %s", cuda_report())
     files = TrainFiles(
         train=Path(train_path),
         stats=Path(stats_path),
