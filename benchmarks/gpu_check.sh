@@ -3,7 +3,7 @@
 #  1. python -m kubeclr.bench.gpu: ResNet-18 and ResNet-50 (CIFAR stem, batch 512, bf16,
 #     channels_last) on 50,000 synthetic images — the `fast` preset compiled as configured and
 #     eager, the bare model step, the PIL DataLoader baseline with 4 and all-cores workers, a
-#     profiler split of one step; writes benchmarks/results/gpu-<device>-<date>.{json,md} after
+#     CUDA-event split of one step by phase; writes benchmarks/results/gpu-<device>-<date>.{json,md} after
 #     each architecture;
 #  2. benchmarks/digits_device.py: the smoke recipe on real digits on the GPU (bf16, compiled),
 #     then (unless GPU_CHECK_DIGITS_CPU=0) the same on the CPU in fp32: the accuracies should

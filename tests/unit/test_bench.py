@@ -163,8 +163,8 @@ def test_gpu_check_script_runs_whole_and_dry_on_cpu(tmp_path):
     assert rec["ratios"]["a_over_b"] == pytest.approx(
         compiled["images_per_second"] / rec["baselines"]["limit_compiled"]
     )
-    assert set(rec["profile_ms"]) == {"augmentation", "forward", "loss", "backward", "optimiser"}
-    assert all(v >= 0 for v in rec["profile_ms"].values()) and sum(rec["profile_ms"].values()) > 0
+    assert set(rec["phase_ms"]) == {"augmentation", "forward", "loss", "backward", "optimiser"}
+    assert all(v >= 0 for v in rec["phase_ms"].values()) and sum(rec["phase_ms"].values()) > 0
     (digits_json,) = tmp_path.glob("digits-device-dry-run-*.json")
     digits = json.loads(digits_json.read_text())
     assert digits["device"] == "cpu" and 0 <= digits["summary"]["probe_linear_top1"]["mean"] <= 1

@@ -12,8 +12,8 @@ device:
   compiled and eager, ``steps`` (≥ 100) timed steps;
 - (c) the seed article's path (PIL views from DataLoader workers, fp32) with
   4 and with all-cores workers, ``steps`` timed steps each;
-- a ``torch.profiler`` split of one compiled step: augmentation / forward /
-  loss / backward / optimiser.
+- a split of one compiled step by phase (augmentation / forward / loss /
+  backward / optimiser), timed with CUDA events.
 
 MFU = FLOPs of one training image (forward + backward of its two views,
 ``FlopCounterMode``) × images/s ÷ the GPU's dense bf16 peak. Each
@@ -55,13 +55,14 @@ from kubeclr.core.device import autocast, describe_device, memory_format, resolv
 from kubeclr.core.loss import NTXentLoss
 from kubeclr.core.model import build_model
 from kubeclr.core.optim import build_optimizer, build_scheduler
+from kubeclr.core.timing import StepTimer
 
 log = logging.getLogger(__name__)
 
 # Dense bf16 peak FLOP/s (vendor data sheets), matched against the CUDA device name; first hit wins.
 PEAK_BF16 = (("H200", 989e12), ("H100 PCIe", 756e12), ("H100", 989e12), ("A100", 312e12))
 ARCHS = ("resnet18", "resnet50")
-PHASES = ("augmentation", "forward", "loss", "backward", "optimiser")  # of one step, as profiled
+PHASES = ("augmentation", "forward", "loss", "backward", "optimiser")  # of one step, as timed
 
 
 def flops_per_image(cfg: Config, device: torch.device) -> float:
@@ -163,10 +164,15 @@ def our_step(cfg: Config, images: torch.Tensor, device: torch.device, epochs: in
     }
 
 
-def profile_split(cfg: Config, images: torch.Tensor, device: torch.device) -> dict[str, float]:
-    """Device milliseconds of one compiled step by phase (``torch.profiler``, after two warm-up steps)."""
-    from torch.profiler import ProfilerActivity, profile, record_function
+def phase_split(cfg: Config, images: torch.Tensor, device: torch.device) -> dict[str, float]:
+    """Device milliseconds of one compiled step by phase, after two warm-up steps.
 
+    CUDA events between the phases (:class:`~kubeclr.core.timing.StepTimer`), not the
+    profiler's ``record_function`` ranges: those are host-side, and the backward's
+    kernels are launched by autograd's own thread, outside them (on an H200 the
+    profiler gave the backward 0 ms). The phases run in order on one stream, so
+    the events' gaps are their device times.
+    """
     pc, b = cfg.pretrain, cfg.pretrain.batch_size
     fmt = memory_format(device, pc.channels_last)
     model = build_model(cfg.model).to(device, memory_format=fmt).train()
@@ -176,30 +182,27 @@ def profile_split(cfg: Config, images: torch.Tensor, device: torch.device) -> di
     aug = SimCLRAugment(cfg.augment, bench.CIFAR_MEAN, bench.CIFAR_STD, compile=pc.compile).to(device)
     loss_fn, gen = NTXentLoss(pc.temperature), torch.Generator(device=device).manual_seed(0)
 
-    def step() -> None:
-        with record_function("augmentation"):
-            views = paired_views(aug, images[:b], gen).contiguous(memory_format=fmt)  # (2B, 3, S, S)
-        with record_function("forward"), autocast(device, pc.precision):
+    def step(timer: StepTimer) -> None:
+        timer.start()
+        views = paired_views(aug, images[:b], gen).contiguous(memory_format=fmt)  # (2B, 3, S, S)
+        timer.mark()  # augmentation
+        with autocast(device, pc.precision):
             _, z = forward(views)
-        with record_function("loss"):
-            loss = loss_fn(*z.chunk(2))
-        with record_function("backward"):
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-        with record_function("optimiser"):
-            optimizer.step()
-            scheduler.step()
+        timer.mark()  # forward
+        loss = loss_fn(*z.chunk(2))
+        timer.mark()  # loss
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        timer.mark()  # backward
+        optimizer.step()
+        scheduler.step()
+        timer.mark()  # optimiser
 
     for _ in range(2):
-        step()
-    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
-    with profile(activities=activities) as prof:
-        step()
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-    totals = {e.key: e for e in prof.key_averages()}
-    attr = "device_time_total" if device.type == "cuda" else "cpu_time_total"
-    return {name: getattr(totals[name], attr, 0.0) / 1000 if name in totals else 0.0 for name in PHASES}
+        step(StepTimer(device, len(PHASES)))
+    timer = StepTimer(device, len(PHASES))
+    step(timer)
+    return {name: seconds * 1000 for name, seconds in zip(PHASES, timer.seconds())}
 
 
 def baselines(cfg: Config, images: torch.Tensor, device: torch.device, s: BenchSettings) -> dict[str, float]:
@@ -225,7 +228,7 @@ def check_arch(arch: str, device: torch.device, s: BenchSettings, dry_run: bool)
     record["ours_compiled"] = our_step(fast, images, device, epochs=1 + s.repeats)
     record["ours_eager"] = our_step(fast.override({"pretrain.compile": False}), images, device, epochs=1 + s.repeats)
     record["baselines"] = baselines(fast, images, device, s)
-    record["profile_ms"] = profile_split(fast, images, device)
+    record["phase_ms"] = phase_split(fast, images, device)
     flops, peak = flops_per_image(fast, device), peak_flops(describe_device(device))
     record["flops_per_image"], record["peak_flops"] = flops, peak if device.type == "cuda" else None
     for mode in ("ours_compiled", "ours_eager"):
@@ -290,10 +293,10 @@ def markdown(summary: dict[str, Any]) -> str:
                     f"| {arch} | (c) PIL DataLoader, {workers} workers | {rate:.0f} | "
                     f"a/c {ratios[f'a_over_c_{workers}_workers']:.1f} |"
                 )
-    lines += ["", "One compiled step by phase (profiler, device ms):", ""]
+    lines += ["", "One compiled step by phase (device ms, CUDA events):", ""]
     lines += ["| arch | " + " | ".join(PHASES) + " |", "|---" * (1 + len(PHASES)) + "|"]
     for arch, r in done.items():
-        lines.append(f"| {arch} | " + " | ".join(f"{v:.2f}" for v in r["profile_ms"].values()) + " |")
+        lines.append(f"| {arch} | " + " | ".join(f"{v:.2f}" for v in r["phase_ms"].values()) + " |")
     lines += ["", "Command: `bash benchmarks/gpu_check.sh`"]
     return "\n".join(lines) + "\n"
 
