@@ -39,3 +39,15 @@ def test_compiled_bf16_training_on_cpu_has_no_graph_break_or_recompile_and_learn
     assert result.summary["compile_seconds"] > 0 and result.summary["first_epoch_seconds"] > 0
     # the compile cache sits next to the checkpoints, for a retried or resumed task
     assert store.exists(compiled.CACHE_KEY.format(tag=compiled.cache_tag(CPU)))
+    # opted out (a checkpoint prefix others can write): no cache is saved
+    other = LocalStore(tmp_path / "no-cache")
+    train.train_simclr(
+        cfg.override({"pretrain.compile_cache": False, "pretrain.epochs": 1}),
+        images,
+        MEAN,
+        STD,
+        device=CPU,
+        store=other,
+    )
+    assert other.exists("ckpt-000001/MANIFEST.json")
+    assert not other.exists(compiled.CACHE_KEY.format(tag=compiled.cache_tag(CPU)))

@@ -73,7 +73,17 @@ class PretrainConfig:
         help="autocast dtype of the model (the loss stays fp32): bf16 on GPU and CPU, fp16 on GPU only "
         "(refused on CPU, which has no fp16 kernels), fp32 = no autocast",
     )
-    compile: bool = option(False, help="torch.compile the model")
+    compile: bool = option(
+        False,
+        help="torch.compile the model and the augmentation (static shapes); eager, with one warning, "
+        "where the image cannot compile",
+    )
+    compile_cache: bool = option(
+        True,
+        help="with compile and a checkpoint_uri: save the compiled kernels next to the checkpoints and load "
+        "them in a retried or resumed task. The cache is code (pickled, then run): leave this on only "
+        "where nobody but the pipeline can write the checkpoint prefix",
+    )
     channels_last: bool = option(
         True, help="NHWC memory format on GPU; ignored on CPU, where oneDNN's NHWC convolutions crash for some models"
     )

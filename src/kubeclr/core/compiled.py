@@ -19,6 +19,9 @@ says why.
 The compile cache (Inductor's kernels, AOTAutograd's graphs) can be saved as
 one blob (``torch.compiler.save_cache_artifacts``) next to the checkpoints,
 so a retried or resumed task loads its kernels instead of compiling again.
+Unlike a checkpoint (read with ``weights_only=True``), that blob is pickled
+code that will run: it is read only from the run's own checkpoint prefix, and
+``pretrain.compile_cache=false`` turns it off where others can write there.
 """
 
 from __future__ import annotations

@@ -149,8 +149,9 @@ def train_simclr(
     model = distributed.unwrap(wrapped)  # SyncBatchNorm conversion may have replaced layers
     if cuda:
         torch.backends.cudnn.benchmark = True  # static shapes: each convolution's fastest algorithm, picked once
-    if pc.compile and rank == 0:
-        compiled.load_cache(store, device)  # a retried or resumed task reuses the kernels it compiled before
+    cache = store if pc.compile and pc.compile_cache else None  # kernels next to the checkpoints (trusted prefix)
+    if rank == 0:
+        compiled.load_cache(cache, device)  # a retried or resumed task reuses the kernels it compiled before
     forward = Compiled(wrapped, device, enabled=pc.compile)
     optimizer = build_optimizer(model, pc)
     scheduler = build_scheduler(optimizer, pc, steps_per_epoch)
@@ -240,7 +241,7 @@ def train_simclr(
                 max(0.0, step_seconds[0] - record["median_step_seconds"]) if step_seconds else 0.0
             )
             if rank == 0 and forward.stats()["compiled"]:
-                compiled.save_cache(store, device)
+                compiled.save_cache(cache, device)
         history.append(record)
         if writer is not None and resume.checkpoint_due(epoch, pc):
             resume.save_run(writer, epoch, epoch * steps_per_epoch, parts, gens, cfg, history, rank)
