@@ -15,6 +15,7 @@ from kubeclr.core import device as device_rules
 from kubeclr.core.device import autocast, memory_format
 from kubeclr.core.train import train_simclr
 from kubeclr.errors import ConfigError
+from tests.unit.test_train import structured_images, tiny_config
 
 CPU, CUDA = torch.device("cpu"), torch.device("cuda")
 MEAN, STD = [0.5, 0.5, 0.5], [0.25, 0.25, 0.25]
@@ -50,35 +51,11 @@ def test_autocast_on_cpu_is_bf16_or_off_and_refuses_fp16():
 
 
 def tiny(**overrides) -> Config:
-    return Config().override(
-        {
-            "model.width": 4,
-            "model.proj_dim": 16,
-            "augment.size": 16,
-            "augment.crop_scale": [0.5, 1.0],
-            "augment.color_strength": 0.2,
-            "pretrain.batch_size": 16,
-            "pretrain.epochs": 12,
-            "pretrain.device": "cpu",
-            "pretrain.warmup_epochs": 1,
-            "pretrain.lr": 1.0,
-            "pretrain.lr_scaling": "none",
-            "pretrain.checkpoint_every": 0,
-            "pretrain.seed": 2,
-            **overrides,
-        }
-    )
+    return tiny_config(**{"pretrain.epochs": 12, "pretrain.checkpoint_every": 0, "pretrain.seed": 2, **overrides})
 
 
-def striped_images(n: int = 64, size: int = 16, seed: int = 2) -> torch.Tensor:
-    """Four classes: a colour modulated by class-specific stripes, plus noise; uint8 (n, 3, size, size)."""
-    g = torch.Generator().manual_seed(seed)
-    colours = torch.randint(0, 256, (4, 3, 1, 1), generator=g).float()
-    labels = torch.arange(n) % 4
-    yy, xx = torch.meshgrid(torch.arange(size), torch.arange(size), indexing="ij")
-    stripes = ((xx + yy * (labels.view(-1, 1, 1) + 1)) % 4 < 2).float()  # (n, size, size)
-    images = colours[labels] * (0.5 + 0.5 * stripes[:, None]) + 10 * torch.randn(n, 3, size, size, generator=g)
-    return images.clamp(0, 255).to(torch.uint8)
+def striped_images(n: int = 64) -> torch.Tensor:
+    return structured_images(n=n, seed=2)[0]  # (n, 3, 16, 16) uint8, four classes
 
 
 @contextlib.contextmanager
