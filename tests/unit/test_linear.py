@@ -10,7 +10,16 @@ from kubeclr.core.model import build_encoder
 from kubeclr.eval import crops
 from kubeclr.eval.crops import EncoderChangedError, linear_eval_crops, snapshot
 from kubeclr.eval.features import extract_features
-from kubeclr.eval.linear import confusion_matrix, fit_logistic, linear_eval_features, standardization, topk_accuracy
+from kubeclr.eval.linear import (
+    L2_BOUNDS,
+    MAX_EXTENSIONS,
+    confusion_matrix,
+    extend_direction,
+    fit_logistic,
+    linear_eval_features,
+    standardization,
+    topk_accuracy,
+)
 
 CPU = torch.device("cpu")
 FAST = EvalConfig(l2_grid=(1e-4, 1e-2), max_iter=100, crops_epochs=1, batch_size=16)
@@ -59,6 +68,113 @@ def test_lbfgs_reaches_the_optimum():
     loss = F.cross_entropy(head(x), y) + 0.5 * l2 * head.weight.pow(2).sum()
     grads = torch.autograd.grad(loss, list(head.parameters()))
     assert max(float(g.abs().max()) for g in grads) < 1e-4
+
+
+@pytest.mark.parametrize(
+    ("sweep", "expected"),
+    [
+        ({1e-3: 0.5, 1e-2: 0.7, 1e-1: 0.9}, "up"),  # still rising at the strongest
+        ({1e-3: 0.9, 1e-2: 0.7, 1e-1: 0.5}, "down"),  # still rising at the weakest
+        ({1e-3: 0.5, 1e-2: 0.9, 1e-1: 0.5}, None),  # inside
+        ({1e-3: 0.9, 1e-2: 0.9, 1e-1: 0.5}, None),  # a plateau reaching in from the bottom: found
+        ({1e-3: 0.5, 1e-2: 0.9, 1e-1: 0.9}, None),  # ... and from the top (the tie rule picks 1e-2)
+        ({1e-3: 0.9, 1e-2: 0.5, 1e-1: 0.9}, None),  # both edges tie: no one direction to go
+        ({1e-3: 0.9}, None),  # one strength is a fixed choice, not a sweep
+    ],
+)
+def test_extend_direction(sweep, expected):
+    assert extend_direction(sweep) == expected
+
+
+def few_noisy_samples(seed=0, dim=40, n_train=20, n_eval=500, separation=0.3):
+    """Two Gaussian classes, as many training samples as dimensions: the weak-L2 fit is near the
+    interpolation threshold and fits noise, strong L2 shrinks it towards the class means (the
+    nearest-centroid limit), which is Bayes-optimal for isotropic noise, so val top-1 rises with L2."""
+    gen = torch.Generator().manual_seed(seed)
+    centers = torch.randn(2, dim, generator=gen) * separation
+    out = {}
+    for split, n in (("train", n_train), ("val", n_eval), ("test", n_eval)):
+        y = torch.arange(2 * n) % 2
+        out[f"{split}_x"], out[f"{split}_y"] = centers[y] + torch.randn(len(y), dim, generator=gen), y
+    return out
+
+
+@pytest.mark.parametrize(
+    ("grid", "tried"),
+    [
+        # the default grid: 10x steps up to the upper bound (3 steps, 10 <= 10)
+        ((1e-6, 1e-5, 1e-4, 1e-3, 1e-2), [1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 0.1, 1.0, 10.0]),
+        # a grid far below: MAX_EXTENSIONS steps, then stop inside the bounds
+        ((1e-6, 1e-5), [1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 0.1]),
+    ],
+)
+def test_sweep_extends_up_when_strong_regularisation_wins(grid, tried):
+    r = linear_eval_features(few_noisy_samples(), ["a", "b"], EvalConfig(l2_grid=grid, max_iter=200), device=CPU)
+    r = r.results
+    assert [p["l2"] for p in r["l2_sweep"]] == pytest.approx(tried, rel=1e-9)  # weakest first, all of them
+    assert [p["extended"] for p in r["l2_sweep"]] == [s not in grid for s in tried]
+    accs = [p["val_top1"] for p in r["l2_sweep"]]
+    assert accs[-1] > max(accs[:-1])  # still rising where the sweep had to stop ...
+    assert r["l2"] == pytest.approx(tried[-1]) and r["l2_at_bound"] is True  # ... which the results say
+    assert len(tried) - len(grid) <= MAX_EXTENSIONS and r["l2"] <= L2_BOUNDS[1]
+
+
+def correlated_pair(seed=0, n=1000, delta=1e-3):
+    """Two features sharing one N(0, 1) factor, the class only in their difference (+-delta): the
+    classes are separable, but only by weights of order 1/delta along (1, -1), which a strong L2
+    forbids (it leaves the shared factor, which says nothing of the class)."""
+    gen = torch.Generator().manual_seed(seed)
+    out = {}
+    for split in ("train", "val", "test"):
+        y = torch.arange(n) % 2
+        x = torch.randn(n, 1, generator=gen).repeat(1, 2)
+        x[:, 0] += delta * (2 * y - 1)
+        out[f"{split}_x"], out[f"{split}_y"] = x, y
+    return out
+
+
+def test_sweep_extends_down_when_weak_regularisation_wins():
+    r = linear_eval_features(correlated_pair(), ["a", "b"], EvalConfig(max_iter=500), device=CPU).results
+    sweep = {p["l2"]: p for p in r["l2_sweep"]}
+    assert list(sweep) == pytest.approx([1e-7, 1e-6, 1e-5, 1e-4, 1e-3, 1e-2], rel=1e-9)
+    assert [p["extended"] for p in sweep.values()] == [True, False, False, False, False, False]
+    accs = [p["val_top1"] for p in sweep.values()]
+    assert accs[1] > accs[2]  # 1e-6, the bottom of the grid, won alone: the sweep went on down ...
+    assert accs[0] == accs[1] == 1.0  # ... and found the plateau reaching in: the optimum is inside
+    assert r["l2_at_bound"] is False
+    assert r["l2"] == pytest.approx(1e-7)  # the tie rule (smaller strength) is kept
+    assert r["test_top1"] == 1.0
+
+
+def test_probe_agrees_with_scikit_learn_on_digits():
+    """The probe against scikit-learn's ``LogisticRegression`` (multinomial, L-BFGS) on the same
+    standardised pixels of the 8x8 digits, at the strength the probe chose on val.
+
+    :func:`fit_logistic` minimises ``(1/n) sum_i CE_i + (l2/2) ||W||^2``; scikit-learn minimises
+    ``C sum_i CE_i + (1/2) ||W||^2``. Dividing the first by ``l2`` gives the second with
+    ``C = 1 / (n l2)``: the same minimiser (both leave the bias unpenalised and keep one weight row
+    per class), so the two must predict alike, not only score alike.
+    """
+    pytest.importorskip("sklearn")
+    from sklearn.datasets import load_digits
+    from sklearn.linear_model import LogisticRegression
+
+    x, y = load_digits(return_X_y=True)
+    perm = np.random.default_rng(0).permutation(len(y))  # fixed split: 1000 / 400 / 397
+    parts = {"train": perm[:1000], "val": perm[1000:1400], "test": perm[1400:]}
+    feats = {}
+    for split, idx in parts.items():
+        feats[f"{split}_x"], feats[f"{split}_y"] = torch.tensor(x[idx], dtype=torch.float32), torch.tensor(y[idx])
+    out = linear_eval_features(feats, [str(d) for d in range(10)], EvalConfig(), device=CPU)
+    l2 = out.results["l2"]
+    c = out.classifier
+    z = {s: ((feats[f"{s}_x"] - c["mean"]) / c["std"]).numpy() for s in parts}  # the probe's standardisation
+    ref = LogisticRegression(C=1 / (len(parts["train"]) * l2), max_iter=1000, tol=1e-6)
+    ref.fit(z["train"], y[parts["train"]])
+    assert abs(out.results["test_top1"] - ref.score(z["test"], y[parts["test"]])) <= 0.01
+    probs = torch.softmax(torch.from_numpy(z["test"]) @ c["weight"].T + c["bias"], dim=1).numpy()
+    assert np.abs(probs - ref.predict_proba(z["test"])).max() < 0.02
+    assert out.results["test_top1"] > 0.9  # and the probe is a good one: digits are linearly easy
 
 
 def test_topk_and_confusion_against_hand_computed_values():

@@ -2,6 +2,7 @@
 class labels apart, every column of the view grid named."""
 
 import base64
+import html
 import itertools
 import re
 import struct
@@ -13,6 +14,7 @@ import pytest
 
 from kubeclr.report.charts import (
     LEGEND_ROWS,
+    color,
     label_box,
     line_chart,
     nice_ticks,
@@ -72,6 +74,37 @@ def test_line_chart_legend_covers_no_curve_and_no_other_entry(series):
     for box in legend:
         assert not overlaps(box, data), (box, data)
         assert box[0] >= 0 and box[2] <= width and box[1] >= 18  # inside the chart, below its title
+
+
+def _svg_of(img: str) -> ET.Element:
+    data = re.search(r'src="data:image/svg\+xml;base64,([^"]+)"', img).group(1)
+    return ET.fromstring(base64.b64decode(data))
+
+
+@pytest.mark.parametrize("at_bound", [False, True])
+def test_l2_chart_marks_the_choice_and_the_extended_strengths(at_bound):
+    from kubeclr.report.notebook import l2_figure
+
+    grid = [1e-6, 1e-5, 1e-4, 1e-3, 1e-2]
+    sweep = [{"l2": s, "val_top1": 0.80 + 0.01 * i, "extended": s not in grid} for i, s in enumerate(grid)]
+    sweep += [{"l2": 0.1, "val_top1": 0.9, "extended": True}, {"l2": 1.0, "val_top1": 0.88, "extended": True}]
+    img = l2_figure(sweep, 0.1, at_bound=at_bound)
+    root = _svg_of(img)
+    (mark,) = [line for line in root.iter(NS + "line") if line.get("class") == "mark"]
+    best = min(root.iter(NS + "circle"), key=lambda c: float(c.get("cy")))  # the highest point: 0.9 at 0.1
+    assert float(mark.get("x1")) == pytest.approx(float(best.get("cx")), abs=0.1)  # the line goes through it
+    names = [g.find(NS + "text").text for g in root.iter(NS + "g") if g.get("class") == "legend"]
+    assert names[0] == "val top-1" and names[1] == "past the configured grid"
+    assert names[2].startswith("chosen L2 = 0.1") and ("bound" in names[2]) == at_bound
+    alt = html.unescape(re.search(r'alt="([^"]*)"', img).group(1))
+    assert alt == f"Validation accuracy of the linear probe per L2 strength, {names[2]}"
+    circles = {
+        c: sorted(float(e.get("cx")) for e in root.iter(NS + "circle") if e.get("fill") == color(c)) for c in (0, 1)
+    }
+    assert len(circles[0]) == 7 and circles[1] == circles[0][-2:]  # the two extended points, in a colour of their own
+    data = _data_box(root)
+    for box in _legend_boxes(root):
+        assert not overlaps(box, data)
 
 
 def test_ticks_cover_the_data_so_no_point_leaves_the_plot():

@@ -150,3 +150,20 @@ def test_the_report_says_what_the_speed_depends_on_precision_and_compile_cost(fi
     }
     page, md = _rerender(tmp, eager)
     assert "eager: no C compiler" in _text(_section(page, "Pretraining")) and "compiled in" not in md
+
+
+def test_the_l2_chart_marks_the_strength_the_run_chose(first_run):
+    """The real steps: linear_eval's choice, in metrics.json and marked on the report's L2 chart."""
+    from kubeclr.report.charts import fmt
+
+    tmp, metrics = first_run
+    lin, results = metrics["linear_eval"], read_json(tmp / "results.json")
+    assert lin["l2"] == results["l2"] and lin["l2_sweep"] == results["l2_sweep"]
+    assert isinstance(lin["l2_at_bound"], bool) and lin["l2_at_bound"] == results["l2_at_bound"]
+    assert lin["l2"] in [p["l2"] for p in lin["l2_sweep"]]
+    page = (tmp / "report.html").read_text()
+    alts = [
+        html.unescape(a) for a in re.findall(r'alt="([^"]*)"', _section(page, "Linear evaluation \\(test split\\)"))
+    ]
+    bound = ", at the sweep's bound: the optimum may lie beyond" if lin["l2_at_bound"] else ""
+    assert f"Validation accuracy of the linear probe per L2 strength, chosen L2 = {fmt(lin['l2'])}{bound}" in alts

@@ -136,16 +136,21 @@ def line_chart(
     width: int = 460,
     height: int = 260,
     integer_x: bool = False,
+    x_marks: Mapping[str, float] | None = None,
 ) -> str:
     """Lines of one or more series over shared x values (non-finite points skipped).
 
-    With more than one series, a legend sits between the title and the plot, in rows of its own
-    (the chart grows by them), so it never covers a curve.
+    With more than one series (or mark), a legend sits between the title and the plot, in rows of
+    its own (the chart grows by them), so it never covers a curve.
 
     ``integer_x``: x is a count (epochs), so its ticks are whole numbers.
+    ``x_marks``: named x values (a sweep's choice), each a dashed vertical line across the plot,
+    named in the legend after the series.
     """
     left, right, top, bottom = 58, 12, 26, 40
-    legend = legend_boxes(list(series), left, top - 4, width - right) if len(series) > 1 else []
+    marks = {name: float(v) for name, v in (x_marks or {}).items() if math.isfinite(v)}
+    names = [*series, *marks]
+    legend = legend_boxes(names, left, top - 4, width - right) if len(names) > 1 else []
     if legend:
         top = int(legend[-1][3]) + 12
         height += top - 26
@@ -153,7 +158,8 @@ def line_chart(
     finite = [v for ys in series.values() for v in ys if v is not None and math.isfinite(v)]
     xs = [float(v) for v in x]
     yt = nice_ticks(min(finite, default=0.0), max(finite, default=1.0))
-    xt = nice_ticks(min(xs, default=0.0), max(xs, default=1.0), count=6, integer=integer_x)
+    span = [*xs, *marks.values()]
+    xt = nice_ticks(min(span, default=0.0), max(span, default=1.0), count=6, integer=integer_x)
     x0, x1, y0, y1 = xt[0], xt[-1], yt[0], yt[-1]
     sx = lambda v: left + (v - x0) / ((x1 - x0) or 1) * pw
     sy = lambda v: top + ph - (v - y0) / ((y1 - y0) or 1) * ph
@@ -171,13 +177,18 @@ def line_chart(
         f'<text transform="translate(13,{top + ph / 2}) rotate(-90)" '
         f'text-anchor="middle">{esc(y_label)}</text>'
     )
+    for i, mx in enumerate(marks.values(), start=len(series)):
+        body.append(
+            f'<line class="mark" x1="{sx(mx):.1f}" x2="{sx(mx):.1f}" y1="{top}" y2="{top + ph}" '
+            f'stroke="{color(i)}" stroke-width="1.5" stroke-dasharray="4 3"/>'
+        )  # under the curves: the chosen point stays visible
     for i, ys in enumerate(series.values()):
         pts = [(sx(a), sy(b)) for a, b in zip(xs, ys) if b is not None and math.isfinite(b)]
         if len(pts) > 1:
             path = " ".join(f"{px:.1f},{py:.1f}" for px, py in pts)
             body.append(f'<polyline points="{path}" fill="none" stroke="{color(i)}" stroke-width="2"/>')
         body.extend(f'<circle cx="{px:.1f}" cy="{py:.1f}" r="2.5" fill="{color(i)}"/>' for px, py in pts)
-    for i, (name, (lx, ly, _, _)) in enumerate(zip(series, legend)):
+    for i, (name, (lx, ly, _, _)) in enumerate(zip(names, legend)):
         body.append(
             f'<g class="legend"><rect x="{lx:.1f}" y="{ly + 1:.1f}" width="10" height="10" fill="{color(i)}"/>'
             f'<text x="{lx + 14:.1f}" y="{ly + 10:.1f}">{esc(name)}</text></g>'

@@ -133,6 +133,7 @@ def build_metrics(inp: ReportInputs) -> dict:
             "protocol": res.get("protocol"),
             "l2": res.get("l2"),
             "l2_sweep": res.get("l2_sweep", []),
+            "l2_at_bound": res.get("l2_at_bound"),
             "per_class": res.get("per_class", {}),
         },
         "knn": dict(res.get("knn", {})),

@@ -173,19 +173,38 @@ def loss_figure(epochs: Sequence[Mapping[str, Any]], batch_size: int) -> str:
     return charts.svg_img(svg, "Training loss at sampled optimizer steps, with the chance level")
 
 
-def l2_figure(sweep: Sequence[Mapping[str, Any]]) -> str:
-    """Validation top-1 of the linear probe for each L2 strength tried (log10 of L2 on x)."""
-    points = sorted((float(p["l2"]), float(p["val_top1"])) for p in sweep if float(p["l2"]) > 0)
+def l2_figure(sweep: Sequence[Mapping[str, Any]], chosen: float | None = None, *, at_bound: bool = False) -> str:
+    """Validation top-1 of the linear probe for each L2 strength tried (log10 of L2 on x).
+
+    Args:
+        sweep: ``linear_eval.l2_sweep``: ``{"l2", "val_top1", "extended"}`` per strength tried
+            (``extended``: past the configured grid, drawn as a series of its own).
+        chosen: ``linear_eval.l2``, marked by a dashed line named in the legend.
+        at_bound: ``linear_eval.l2_at_bound``: the choice still sat on an edge where the sweep had to
+            stop, which the legend says.
+    """
+    points = sorted(
+        (float(p["l2"]), float(p["val_top1"]), bool(p.get("extended"))) for p in sweep if float(p["l2"]) > 0
+    )
     if len(points) < 2:
         return ""
+    series = {"val top-1": [acc for _, acc, _ in points]}
+    if any(ext for _, _, ext in points):
+        series["past the configured grid"] = [acc if ext else None for _, acc, ext in points]
+    marks = {}
+    if chosen is not None and chosen > 0:
+        note = ", at the sweep's bound: the optimum may lie beyond" if at_bound else ""
+        marks[f"chosen L2 = {charts.fmt(chosen)}{note}"] = math.log10(chosen)
     svg = charts.line_chart(
-        [math.log10(l2) for l2, _ in points],
-        {"val top-1": [acc for _, acc in points]},
+        [math.log10(l2) for l2, _, _ in points],
+        series,
         title="Linear probe: L2 sweep (chosen on val)",
         x_label="log10 L2",
         y_label="val top-1",
+        x_marks=marks,
     )
-    return charts.svg_img(svg, "Validation accuracy of the linear probe per L2 strength")
+    alt = "Validation accuracy of the linear probe per L2 strength"
+    return charts.svg_img(svg, alt + (f", {next(iter(marks))}" if marks else ""))
 
 
 VIEW_COLUMNS = ("original", "view 1", "view 2")  # the columns of kubeclr.report.views.view_grid
