@@ -18,8 +18,11 @@ RUN = "<script>alert(1)</script>"
 CLASSES = ("plane", "a<b & c", "cat", "dog")
 
 
-def make_inputs(tmp, synthetic=True, health=None):
-    """Files of the steps before ``linear_eval``, with separable features (no training needed)."""
+def make_inputs(tmp, synthetic=True, health=None, knn_init=None):
+    """Files of the steps before ``linear_eval``, with separable features (no training needed).
+
+    ``knn_init``: the kNN monitor at epoch 0, as the pretrain step records it (first record, summary).
+    """
     cfg = Config.from_dict(
         {
             "model": {"width": 4},
@@ -61,6 +64,8 @@ def make_inputs(tmp, synthetic=True, health=None):
         }
         for e in (1, 2, 3)
     ]  # with the kNN monitor's column
+    if knn_init is not None:
+        epochs[0]["knn_top1_init"] = knn_init
     summary = {
         "arch": "resnet18",
         "epochs": 3,
@@ -70,6 +75,7 @@ def make_inputs(tmp, synthetic=True, health=None):
         "images_per_second": 101.0,
         "device": "cpu",
         **({"health": health} if health else {}),
+        **({"knn_top1_init": knn_init} if knn_init is not None else {}),
     }
     paths["history"] = tmp / "history.json"
     write_json(paths["history"], {"epochs": epochs, "summary": summary, "config": cfg.to_dict()})
@@ -91,15 +97,19 @@ def earlier_runs(history: Path, cfg: Config, n: int) -> None:
         append_record(LocalStore(history), series_name(cfg), {**record, "metrics": metrics})
 
 
-def render_report(tmp: Path, run_name: str = RUN, health=None, history_runs: int | None = None):
+def render_report(
+    tmp: Path, run_name: str = RUN, health=None, history_runs: int | None = None, knn_init=None, overrides=None
+):
     """Run ``linear_eval`` and ``report`` on :func:`make_inputs`; returns (results, metrics).
 
     Leaves ``results.json``, ``classifier.pt``, ``report.html``, ``report.md`` and
     ``metrics.json`` in ``tmp``; with ``history_runs`` (0 too: a first run), the run is compared
     with that many earlier runs of a ``file://`` history (``tmp/history``); without, no history
-    is configured.
+    is configured. ``knn_init`` as in :func:`make_inputs`; ``overrides`` change the config.
     """
-    cfg, p = make_inputs(tmp, health=health)
+    cfg, p = make_inputs(tmp, health=health, knn_init=knn_init)
+    if overrides:
+        cfg = cfg.override(overrides)
     if history_runs is not None:
         cfg = cfg.override({"storage.history_uri": (tmp / "history").as_uri()})
         earlier_runs(tmp / "history", cfg, history_runs)

@@ -55,6 +55,44 @@ def test_too_few_runs_leave_the_gate_unarmed_but_report_the_numbers():
     assert first["status"] == "not-armed" and all(c["median"] is None for c in first["comparisons"])
 
 
+def _with_health(status, init=0.40, final=0.35, **values):
+    metrics = _metrics(**values)
+    metrics["pretrain"]["health"] = {"status": status, "knn_top1_init": init, "knn_top1_final": final}
+    return metrics
+
+
+@pytest.mark.parametrize("action", ["fail", "warn"])
+def test_a_run_below_its_random_init_fails_the_gate_without_history(action):
+    gate = evaluate(GateConfig(action=action), _with_health("below-random-init"), [])
+    assert gate["status"] == action and gate["runs_compared"] == 0  # no earlier run needed
+    assert gate["health"] == {
+        "status": "below-random-init",
+        "verdict": "fail",
+        "knn_top1_init": 0.40,
+        "knn_top1_final": 0.35,
+    }
+    head = "gate FAILED: " if action == "fail" else "gate warning: "
+    assert summary_line(gate) == head + "pretrain below-random-init: kNN top-1 0.35 <= 0.4 at epoch 0"
+    # armed, every comparison passing: still failed, by the health check alone
+    armed = evaluate(
+        GateConfig(min_runs=1, action=action), _with_health("below-random-init"), _records((0.8, 0.7, 1000))
+    )
+    assert armed["status"] == action and all(c["verdict"] == "pass" for c in armed["comparisons"])
+    # both: the health check first, then the comparisons
+    both = evaluate(GateConfig(min_runs=1), _with_health("below-random-init", linear=0.5), _records((0.8, 0.7, 1000)))
+    assert summary_line(both).startswith(
+        "gate warning: pretrain below-random-init"
+    ) and "linear_top1 0.5 <" in summary_line(both)
+
+
+@pytest.mark.parametrize("status", ["healthy", "slow-start", "not-learning", None])
+def test_other_verdicts_leave_the_gate_to_the_comparisons(status):
+    gate = evaluate(GateConfig(action="fail"), _with_health(status), [])
+    assert gate["status"] == "not-armed" and gate["health"]["verdict"] == "pass"
+    armed = evaluate(GateConfig(min_runs=1, action="fail"), _with_health(status), _records((0.8, 0.7, 1000)))
+    assert armed["status"] == "pass"
+
+
 def test_series_follow_the_comparability_keys_or_the_given_name():
     a = Config()
     assert series_name(a) == series_name(a.override({"pretrain.seed": 5, "metrics.port": 9}))

@@ -1,4 +1,4 @@
-"""The "not learning" check: the rule by hand, and real runs that do and do not learn."""
+"""The health checks: "not learning" and "below random init", by hand and on real runs that do and do not learn."""
 
 from __future__ import annotations
 
@@ -8,8 +8,16 @@ import math
 import pytest
 from test_train import CPU, MEAN, STD, structured_images, tiny_config
 
+from kubeclr.config import Config
 from kubeclr.core import train
-from kubeclr.core.health import chance_loss, check_epoch, training_health
+from kubeclr.core.health import (
+    against_init,
+    chance_loss,
+    check_epoch,
+    pretrain_health,
+    recipe_causes,
+    training_health,
+)
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -40,7 +48,7 @@ def test_the_rule_by_hand():
     assert _health([chance])["status"] == "too-early"  # epoch 1 of 8: judged at 2
     assert _health([chance, chance * 0.995])["status"] == "not-learning"  # 0.5% below chance
     assert _health([chance, chance * 0.991])["status"] == "not-learning"  # 0.9%: still within 1%
-    assert _health([chance, chance * 0.985])["status"] == "ok"  # 1.5% below chance
+    assert _health([chance, chance * 0.985])["status"] == "healthy"  # 1.5% below chance
     assert _health([chance, chance * 0.98, chance])["status"] == "not-learning"  # the latest epoch counts
     bad = _health([chance, chance])
     assert bad["chance_loss"] == pytest.approx(chance) and bad["epoch"] == 2
@@ -61,9 +69,85 @@ def test_a_slow_start_is_named_in_the_final_verdict():
     # so the final verdict (metrics.json, the report) must not read as if nothing happened
     chance = math.log(31)
     late = _health([chance, chance, chance * 0.995, chance * 0.9])
-    assert late["status"] == "ok"
+    assert late["status"] == "slow-start"
     assert "until epoch 3 of 8" in late["message"] and "slow start" in late["message"]
     assert "slow start" not in _health([chance, chance * 0.9, chance * 0.8])["message"]
+
+
+def test_the_message_words_the_rule_as_computed():
+    # the rule is loss < 0.99 x chance: a loss 7.6% ABOVE chance fails it, and must not read as "within 1%"
+    chance = math.log(31)
+    above = _health([chance, 1.076 * chance])
+    assert above["status"] == "not-learning"
+    assert f"the loss {1.076 * chance:.3f} is 7.6% above chance log(2B-1) = {chance:.3f}" in above["message"]
+    assert "learning means more than 1% below it" in above["message"] and "within" not in above["message"]
+    near = _health([chance, 0.995 * chance])["message"]
+    assert "is 0.5% below chance" in near and "within" not in near
+    assert "is 10.0% below chance" in _health([chance, 0.9 * chance])["message"]
+
+
+def _finished(**health_overrides):
+    chance = math.log(31)
+    return {**_health([chance, 0.8 * chance]), **health_overrides}  # a loss that fell: healthy
+
+
+def test_below_random_init_by_hand():
+    healthy = _finished()
+    assert healthy["status"] == "healthy"
+    assert against_init(healthy, knn_init=0.40, knn_final=0.41)["status"] == "healthy"  # above: learnt something
+    for final in (0.40, 0.30):  # equal is not above
+        below = against_init(healthy, knn_init=0.40, knn_final=final, causes=["weak colour"])
+        assert below["status"] == "below-random-init"
+        assert below["knn_top1_init"] == 0.40 and below["knn_top1_final"] == final
+        assert f"final top-1 {final:.3f} is not above 0.400" in below["message"] and "weak colour" in below["message"]
+    assert against_init(healthy, knn_init=1.0, knn_final=1.0)["status"] == "healthy"  # nothing to beat
+    assert against_init(healthy, knn_init=None, knn_final=0.1) == healthy  # monitor off: not judged
+    # the loss never moved: the learning rate's advice, not the recipe's
+    stuck = against_init(_health([3.4, 3.4]), knn_init=0.4, knn_final=0.3, causes=["weak colour"])
+    assert stuck["status"] == "below-random-init"
+    assert "not learning" in stuck["message"] and "peak lr 0.15" in stuck["message"]
+    assert "weak colour" not in stuck["message"]
+
+
+@pytest.mark.parametrize(
+    "overrides, named",
+    [
+        ({"augment.color_strength": 0.2}, "augment.color_strength=0.2"),
+        ({"augment.color_p": 0.2}, "color_p=0.2"),
+        ({"augment.crop_scale": [0.8, 1.0]}, "augment.crop_scale"),
+        ({"pretrain.temperature": 1.0}, "pretrain.temperature=1"),
+        ({"pretrain.temperature": 0.02}, "pretrain.temperature=0.02"),
+        ({"pretrain.weight_decay": 1e-3}, "pretrain.weight_decay=0.001"),
+        ({"model.head": "linear"}, "model.head=linear"),
+        ({"pretrain.lr": 10.0}, "peak lr"),
+    ],
+)
+def test_the_below_init_advice_fits_the_recipe(overrides, named):
+    causes = recipe_causes(Config().override(overrides))
+    assert len(causes) == 1 and named in causes[0], causes
+    assert not any("raise pretrain.lr" in c for c in causes)
+
+
+def test_a_standard_recipe_gets_no_recipe_blame():
+    assert recipe_causes(Config()) == []  # the paper's CIFAR settings: nothing to point at
+    message = against_init(_finished(), knn_init=0.4, knn_final=0.3)["message"]
+    assert "train longer" in message and "raise pretrain.lr" not in message
+
+
+def test_pretrain_health_judges_the_baseline_after_the_last_epoch_only():
+    cfg = tiny_config(**{"pretrain.epochs": 3, "pretrain.warmup_epochs": 0})
+    chance = math.log(31)
+    history = [
+        {"epoch": 1, "loss": 0.9 * chance, "knn_top1_init": 0.5, "knn_top1": 0.4},
+        {"epoch": 2, "loss": 0.8 * chance, "knn_top1": 0.45},
+        {"epoch": 3, "loss": 0.7 * chance, "knn_top1": 0.5},
+    ]
+    assert pretrain_health(history[:2], cfg, steps_per_epoch=4)["status"] == "healthy"  # mid-run: not judged
+    done = pretrain_health(history, cfg, steps_per_epoch=4)
+    assert done["status"] == "below-random-init" and done["knn_top1_final"] == 0.5
+    assert "augment.color_strength=0.2" in done["message"]  # tiny_config's weak colour distortion
+    history[-1]["knn_top1"] = 0.55
+    assert pretrain_health(history, cfg, steps_per_epoch=4)["status"] == "healthy"
 
 
 def test_warning_fires_on_a_run_with_a_tiny_learning_rate(caplog):
@@ -82,5 +166,42 @@ def test_no_warning_on_a_healthy_run(caplog):
     cfg = tiny_config(**{"pretrain.epochs": 4, "pretrain.seed": 3})
     with caplog.at_level(logging.WARNING, logger="kubeclr.core.train"):
         result = train.train_simclr(cfg, images, MEAN, STD, device=CPU)
-    assert result.summary["health"]["status"] == "ok", result.summary["health"]
+    assert result.summary["health"]["status"] == "healthy", result.summary["health"]
     assert not [r for r in caplog.records if "not learning" in r.getMessage()]
+
+
+class Scripted:
+    """A monitor returning fixed values in turn (epoch 0 first): the kNN curve of a run, chosen by the test."""
+
+    def __init__(self, *values: float) -> None:
+        self.values = list(values)
+
+    def __call__(self, encoder) -> float:
+        return self.values.pop(0)
+
+
+@pytest.mark.parametrize(
+    "curve, status", [((0.5, 0.45, 0.40, 0.35), "below-random-init"), ((0.3, 0.4, 0.5, 0.6), "healthy")]
+)
+def test_a_run_that_ends_below_its_own_epoch_zero_is_flagged_once(caplog, curve, status):
+    images, _ = structured_images(seed=3)
+    cfg = tiny_config(**{"pretrain.epochs": 3, "pretrain.seed": 3, "pretrain.knn_every": 1})
+    with caplog.at_level(logging.WARNING, logger="kubeclr.core.train"):
+        result = train.train_simclr(cfg, images, MEAN, STD, device=CPU, monitor=Scripted(*curve))
+    health = result.summary["health"]
+    assert result.summary["knn_top1_init"] == curve[0] and result.history[0]["knn_top1_init"] == curve[0]
+    assert [r["knn_top1"] for r in result.history] == list(curve[1:])
+    assert health["status"] == status, health
+    warnings = [r.getMessage() for r in caplog.records if "below random init" in r.getMessage()]
+    assert len(warnings) == (status == "below-random-init")  # said once, after the last epoch
+    if warnings:
+        assert warnings[0] == health["message"] and "0.350 is not above 0.500" in warnings[0]
+
+
+def test_the_report_and_the_gate_know_the_same_verdicts():
+    from kubeclr.core.health import STATUSES, WARN_STATUSES
+    from kubeclr.report.gate import HEALTH_FAILURES
+    from kubeclr.report.render import WARN_HEALTH
+
+    assert set(WARN_HEALTH) == WARN_STATUSES  # named twice so the report imports no torch
+    assert set(HEALTH_FAILURES) <= WARN_STATUSES <= set(STATUSES)

@@ -231,6 +231,53 @@ def test_report_warns_when_pretraining_did_not_learn(tmp_path):
     assert "**Warning**: not learning" in (tmp_path / "report.md").read_text()
 
 
+def _below_init_health():
+    from kubeclr.core.health import against_init, training_health
+
+    loss = training_health([4.0, 3.0, 2.0], epochs=3, batch_size=16, peak_lr=0.3, lr_scaling="none")
+    return against_init(loss, knn_init=0.7, knn_final=0.6, causes=["weak colour distortion"])
+
+
+@pytest.mark.parametrize("action", ["fail", "warn"])
+def test_a_run_below_its_random_init_is_flagged_and_fails_the_gate(tmp_path, action):
+    """The fixture's kNN monitor ends at 60%; its encoder scored 70% before the first step."""
+    from kfp import dsl
+
+    from kubeclr.report.canary import GateFailed
+    from kubeclr.steps import regression_gate
+
+    health = _below_init_health()
+    assert health["status"] == "below-random-init"
+    _, metrics = render_report(tmp_path, health=health, knn_init=0.7, overrides={"gate.action": action})
+    assert metrics["pretrain"]["knn_top1_init"] == 0.7
+    page = (tmp_path / "report.html").read_text()
+    # first screen: the health warning and the gate's verdict, both above the numbers
+    assert page.count('class="warn"') == 1 + (action == "warn") and "below random init" in page
+    assert page.index("below random init") < page.index('class="kpis')
+    gate = metrics["gate"]
+    assert gate["runs_compared"] == 0 and gate["health"]["verdict"] == "fail"  # no history needed
+    assert gate["status"] == action
+    assert f"<b>Regression gate: {action}</b>" in page and "pretrain below-random-init" in page
+    assert page.index("Regression gate:") < page.index('class="kpis')
+    assert "**Warning**: below random init" in (tmp_path / "report.md").read_text()
+    # the Pretraining table: the baseline and where the run ended
+    assert "kNN monitor top-1, epoch 0 (before training)</td><td>70.00%" in page
+    assert "kNN monitor top-1, last epoch</td><td>60.00%" in page
+    # the kNN curve starts at epoch 0, with the baseline drawn flat
+    (svg,) = [svg for svg, alt, _, _ in embedded_svgs(page) if alt.startswith("kNN monitor")]
+    ns = "{http://www.w3.org/2000/svg}"
+    assert len(svg.findall(f".//{ns}circle")) == 2 * 4  # epochs 0..3, two series
+    assert "epoch 0 (before training)" in [t.text for t in svg.iter(f"{ns}text")]
+    headline = dsl.Metrics(name="metrics", uri=str(tmp_path / "h"), metadata={})
+    report_step.log_run_page(metrics, headline)
+    assert headline.metadata["pretrain_health_status"] == 3.0 and headline.metadata["pretrain_knn_top1_init"] == 0.7
+    if action == "fail":
+        with pytest.raises(GateFailed, match="gate FAILED: pretrain below-random-init: kNN top-1 0.6 <= 0.7"):
+            regression_gate.run(None, tmp_path / "metrics.json")
+    else:
+        assert regression_gate.run(None, tmp_path / "metrics.json")["status"] == "warn"
+
+
 def test_healthy_report_has_no_warning(report_dir):
     tmp, _, _ = report_dir
     assert 'class="warn"' not in (tmp / "report.html").read_text()

@@ -229,6 +229,42 @@ def test_knn_monitor_is_recorded():
     assert 0.0 <= result.history[1]["knn_top1"] <= 1.0
     # the monitor uses the run's eval section (it once ran with the default k = 200 instead)
     assert facts == {"k": 5, "temperature": cfg.eval.knn_temperature, "bank": 52, "queries": 12}
+    # epoch 0: the same monitor on this run's encoder before the first step, the baseline the run must beat
+    init = result.history[0]["knn_top1_init"]
+    assert 0.0 <= init <= 1.0 and result.summary["knn_top1_init"] == init
+    assert all("knn_top1_init" not in r for r in result.history[1:])
+    train._seed_everything(cfg.pretrain.seed)  # the encoder the run started from: the monitor scores it alike
+    assert monitor(train.build_model(cfg.model).encoder) == pytest.approx(init)
+
+
+class CountingMonitor:
+    """A monitor whose value is the number of times it was called (0.1, 0.2, …), recording each call."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def __call__(self, encoder) -> float:
+        assert encoder.training  # the loop hands over the encoder in train mode
+        self.calls += 1
+        return 0.1 * self.calls
+
+
+def test_epoch_zero_monitor_is_kept_not_recomputed_on_resume(tmp_path):
+    images, _ = structured_images()
+    cfg = tiny_config(**{"pretrain.epochs": 3, "pretrain.knn_every": 1})
+    store = LocalStore(tmp_path)
+    first = CountingMonitor()
+    with pytest.raises(Interrupt):
+        train.train_simclr(cfg, images, MEAN, STD, device=CPU, store=store, monitor=first, callbacks=InterruptAfter(1))
+    assert first.calls == 2  # epoch 0, then epoch 1
+    again = CountingMonitor()
+    result = train.train_simclr(cfg, images, MEAN, STD, device=CPU, store=store, monitor=again)
+    assert again.calls == 2  # epochs 2 and 3 only: epoch 0 comes from the checkpoint's history
+    assert result.history[0]["knn_top1_init"] == pytest.approx(0.1) and result.summary["knn_top1_init"] == 0.1
+    assert [r["knn_top1"] for r in result.history] == pytest.approx([0.2, 0.1, 0.2])
+    assert result.summary["health"]["status"] == "healthy"  # 0.2 > 0.1: above its own epoch 0
+    off = train.train_simclr(tiny_config(**{"pretrain.epochs": 1}), images, MEAN, STD, device=CPU, monitor=again)
+    assert off.summary["knn_top1_init"] is None and again.calls == 2  # knn_every=0: the monitor never runs
 
 
 @pytest.mark.parametrize("batch,world,n,message", [(16, 3, 64, "divisible"), (128, 1, 64, "exceeds")])

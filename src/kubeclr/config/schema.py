@@ -91,8 +91,8 @@ class PretrainConfig:
     knn_every: int = option(
         0,
         ge=0,
-        help="kNN monitor every N epochs (0 = off): up to 1,000 train images, "
-        "held out of the labelled bank, queried against up to 10,000 others",
+        help="kNN monitor every N epochs and once before the first step, the run's own baseline (0 = off): "
+        "up to 1,000 train images, held out of the labelled bank, queried against up to 10,000 others",
     )
     seed: int = option(0, ge=0)
     device: str = option("auto", help="'auto', 'cpu', 'cuda' or 'cuda:N'")
@@ -111,7 +111,11 @@ class EvalConfig:
     knn_temperature: float = option(0.1, gt=0)
     tsne_points: int = option(1000, ge=0)
     batch_size: int = option(512, ge=1, help="batch size of feature extraction")
-    l2_grid: tuple[float, ...] = option((1e-6, 1e-5, 1e-4, 1e-3, 1e-2), help="L2 strengths tried on val")
+    l2_grid: tuple[float, ...] = option(
+        (1e-6, 1e-5, 1e-4, 1e-3, 1e-2),
+        help="L2 strengths tried on val; a best on the grid's edge extends it 10x past that edge "
+        "(at most 4 steps, within 1e-9..10) until the best is inside",
+    )
     max_iter: int = option(500, ge=1, help="L-BFGS iterations of the logistic regression")
     crops_epochs: int = option(
         100,
@@ -157,7 +161,12 @@ class ClusterConfig:
 
 @dataclass(frozen=True)
 class GateConfig:
-    action: str = option("warn", choices=("warn", "fail"), help="a failed comparison warns, or fails the run")
+    action: str = option(
+        "warn",
+        choices=("warn", "fail"),
+        help="a failed comparison, or a run whose kNN monitor ends not above its epoch 0 (below-random-init), "
+        "warns or fails the run",
+    )
     min_runs: int = option(3, ge=1, help="earlier runs of the series needed before the gate is armed")
     max_drop_linear_top1: float = option(
         0.02, ge=0, help="allowed drop of linear test top-1 below the median (absolute)"

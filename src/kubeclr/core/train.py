@@ -35,7 +35,7 @@ from kubeclr.core.callbacks import Callback
 from kubeclr.core.checkpoint import Store
 from kubeclr.core.compiled import Compiled
 from kubeclr.core.device import autocast, describe_device, memory_format
-from kubeclr.core.health import pretrain_health
+from kubeclr.core.health import WARN_STATUSES, pretrain_health
 from kubeclr.core.loss import NTXentLoss
 from kubeclr.core.model import build_model, load_init_weights
 from kubeclr.core.optim import build_optimizer, build_scheduler, scaled_lr
@@ -52,7 +52,8 @@ class PretrainResult:
 
     Attributes:
         model: the trained ``SimCLRModel`` (unwrapped from DDP/compile), on the training device.
-        history: one record per epoch: epoch, loss, lr, images_per_second, seconds[, knn_top1].
+        history: one record per epoch: epoch, loss, lr, images_per_second, seconds[, knn_top1];
+            with the kNN monitor on, the first record also holds ``knn_top1_init`` (epoch 0).
         summary: the metrics.json ``pretrain`` block (plus ``world_size``, ``device_name``).
     """
 
@@ -119,7 +120,9 @@ def train_simclr(
             callbacks decide themselves).
         monitor: called with the encoder (in train mode; it must restore that) every
             ``pretrain.knn_every`` epochs and after the last one; its value is recorded
-            as the epoch's ``knn_top1`` (see :mod:`kubeclr.launch.process`).
+            as the epoch's ``knn_top1`` (see :mod:`kubeclr.launch.process`). It also runs
+            once before the first step: the run's own baseline, ``knn_top1_init`` of the
+            first record and the summary (a resumed run keeps the value it recorded).
         init_state: encoder state dict when ``model.init`` is a URI.
 
     Returns:
@@ -181,8 +184,10 @@ def train_simclr(
         }
     )
 
+    knn_on = monitor is not None and pc.knn_every > 0
+    knn_init = _knn_at_init(model.encoder, monitor, rank) if knn_on and start_epoch == 0 else None
     writer = checkpoint.CheckpointWriter(store) if store is not None else None  # writes in the background
-    warned = False
+    warned: set[str] = set()  # each bad verdict is logged once
     for epoch in range(start_epoch + 1, pc.epochs + 1):
         model.train()
         t0 = time.perf_counter()
@@ -233,8 +238,10 @@ def train_simclr(
             # this rank's loss every `stride` steps: the within-epoch curve the report draws
             "step_loss": {"every": stride, "values": [round(v, 5) for v in step_loss[::stride].tolist()]},
         }
-        if monitor is not None and pc.knn_every and (epoch % pc.knn_every == 0 or epoch == pc.epochs):
+        if knn_on and (epoch % pc.knn_every == 0 or epoch == pc.epochs):
             record["knn_top1"] = float(monitor(model.encoder))
+        if epoch == 1 and knn_init is not None:
+            record["knn_top1_init"] = knn_init
         if epoch == start_epoch + 1 and pc.compile:
             # compilation happens in this process's first step: what it cost, over a steady step
             record["compile_seconds"] = (
@@ -256,10 +263,10 @@ def train_simclr(
                 seconds,
                 f" knn {record['knn_top1']:.3f}" if "knn_top1" in record else "",
             )
-            health = pretrain_health(history, pc, steps_per_epoch)
-            if health["status"] == "not-learning" and not warned:
+            health = pretrain_health(history, cfg, steps_per_epoch)
+            if health["status"] in WARN_STATUSES and health["status"] not in warned:
                 log.warning("%s", health["message"])
-                warned = True
+                warned.add(health["status"])
         callbacks.on_epoch_end(record)
 
     if writer is not None:
@@ -270,6 +277,15 @@ def train_simclr(
         log.warning("torch.compile: %(graph_breaks)d graph break(s), %(recompiles)d recompile(s)", summary["compile"])
     callbacks.on_train_end(summary)
     return PretrainResult(model=model, history=history, summary=summary)
+
+
+def _knn_at_init(encoder: nn.Module, monitor: Callable[[nn.Module], float], rank: int) -> float:
+    """The kNN monitor on the encoder before any step (epoch 0): the baseline this run must beat."""
+    t0 = time.perf_counter()
+    value = float(monitor(encoder))
+    if rank == 0:
+        log.info("epoch 0 (before the first step): knn %.3f (%.1fs)", value, time.perf_counter() - t0)
+    return value
 
 
 def _seed_everything(seed: int) -> None:
@@ -300,5 +316,7 @@ def _summary(
         "compile_seconds": next((r["compile_seconds"] for r in reversed(history) if "compile_seconds" in r), 0.0),
         "first_epoch_seconds": history[0]["seconds"] if history else 0.0,
         "peak_lr": scaled_lr(cfg.pretrain),
-        "health": pretrain_health(history, cfg.pretrain, steps_per_epoch),
+        # the kNN monitor before the first step (None with the monitor off): what the run must beat
+        "knn_top1_init": history[0].get("knn_top1_init") if history else None,
+        "health": pretrain_health(history, cfg, steps_per_epoch),
     }

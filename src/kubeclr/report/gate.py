@@ -7,6 +7,10 @@ at most a *relative* one (``gate.max_drop_throughput``). With fewer than
 ``gate.min_runs`` earlier runs the gate is ``not-armed`` (the numbers are still
 reported). A failed comparison makes the status ``fail`` with ``gate.action=fail``
 and ``warn`` with ``warn``; otherwise it is ``pass``.
+
+One check needs no history: a run whose pretraining health is in :data:`HEALTH_FAILURES`
+(``below-random-init``: its final kNN monitor is not above its own encoder before the
+first step, :mod:`kubeclr.core.health`) fails or warns the same way, armed or not.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from kubeclr.report.history import metric_values
 STATUSES = ("pass", "warn", "fail", "not-armed")
 GATE_PREFIX = "gate FAILED"  # how a failed gate's one line starts (the local runner looks for it)
 STATUS_CODE = {"pass": 0, "warn": 1, "fail": 2, "not-armed": -1}  # simclr_gate_status
+HEALTH_FAILURES = ("below-random-init",)  # pretrain.health verdicts the gate fails on, with or without history
 # metric -> (gate key of its allowed drop, kind of drop)
 COMPARISONS = {
     "linear_top1": ("max_drop_linear_top1", "absolute"),
@@ -33,7 +38,9 @@ def evaluate(gate: GateConfig, metrics: Mapping[str, Any], history: Sequence[Map
 
     Returns:
         ``{"status", "action", "runs_compared", "min_runs", "comparisons": [{"metric", "value",
-        "median", "allowed_drop", "kind", "drop", "floor", "verdict"}, …]}``.
+        "median", "allowed_drop", "kind", "drop", "floor", "verdict"}, …], "health": {"status",
+        "verdict", "knn_top1_init", "knn_top1_final"}}`` (``health.verdict``: ``fail`` for a status
+        in :data:`HEALTH_FAILURES`, else ``pass``).
     """
     now = metric_values(metrics)
     past = [metric_values(r["metrics"]) for r in history]
@@ -52,10 +59,11 @@ def evaluate(gate: GateConfig, metrics: Mapping[str, Any], history: Sequence[Map
         else:
             entry |= {"median": None, "floor": None, "drop": None, "verdict": "not-armed"}
         comparisons.append(entry)
-    if not armed:
-        status = "not-armed"
-    elif any(c["verdict"] == "fail" for c in comparisons):
+    health = _health(metrics)
+    if any(c["verdict"] == "fail" for c in comparisons) or health["verdict"] == "fail":
         status = "fail" if gate.action == "fail" else "warn"
+    elif not armed:
+        status = "not-armed"
     else:
         status = "pass"
     return {
@@ -64,7 +72,28 @@ def evaluate(gate: GateConfig, metrics: Mapping[str, Any], history: Sequence[Map
         "runs_compared": len(past),
         "min_runs": gate.min_runs,
         "comparisons": comparisons,
+        "health": health,
     }
+
+
+def _health(metrics: Mapping[str, Any]) -> dict[str, Any]:
+    """The pretraining verdict as the gate judges it (no history needed)."""
+    health = (metrics.get("pretrain") or {}).get("health") or {}
+    status = health.get("status")
+    return {
+        "status": status,
+        "verdict": "fail" if status in HEALTH_FAILURES else "pass",
+        "knn_top1_init": health.get("knn_top1_init"),
+        "knn_top1_final": health.get("knn_top1_final"),
+    }
+
+
+def describe_health(health: Mapping[str, Any]) -> str:
+    """'pretrain below-random-init: kNN top-1 0.31 <= 0.35 at epoch 0'."""
+    line = f"pretrain {health['status']}"
+    if health.get("knn_top1_init") is not None and health.get("knn_top1_final") is not None:
+        line += f": kNN top-1 {health['knn_top1_final']:.4g} <= {health['knn_top1_init']:.4g} at epoch 0"
+    return line
 
 
 def failed(gate: Mapping[str, Any]) -> list[Mapping[str, Any]]:
@@ -92,8 +121,10 @@ def summary_line(gate: Mapping[str, Any]) -> str:
     status, n = gate["status"], gate["runs_compared"]
     if status == "not-armed":
         return f"gate not armed: {runs(n)} of this series, {gate['min_runs']} needed"
-    bad = failed(gate)
+    health = gate.get("health") or {}
+    bad = [describe_health(health)] if health.get("verdict") == "fail" else []
+    bad += [describe(c) for c in failed(gate)]
     if not bad:
         return f"gate passed against the median of {runs(n)}"
     head = GATE_PREFIX if status == "fail" else "gate warning"
-    return f"{head}: " + "; ".join(describe(c) for c in bad)
+    return f"{head}: " + "; ".join(bad)

@@ -54,10 +54,41 @@ def _sec(v: Any) -> str:
     return f"{v:.1f} s" if is_number(v) else "–"
 
 
+# the verdicts of kubeclr.core.health that warn (its WARN_STATUSES; named here so the report imports no torch)
+WARN_HEALTH = ("not-learning", "below-random-init", "collapsing")
+
+
 def health_warning(pretrain: Mapping[str, Any]) -> str | None:
-    """The "not learning" message of the pretraining summary, or None when training looked healthy."""
+    """The message of a bad pretraining verdict (not learning, below its random init), or None when healthy."""
     health = pretrain.get("health") or {}
-    return str(health.get("message")) if health.get("status") == "not-learning" else None
+    return str(health.get("message")) if health.get("status") in WARN_HEALTH else None
+
+
+def knn_init_final(history: Mapping[str, Any]) -> tuple[float | None, float | None]:
+    """``(kNN monitor at epoch 0, after the last epoch)`` of a pretraining history (None where not measured)."""
+    epochs = history.get("epochs") or []
+    init = epochs[0].get("knn_top1_init") if epochs else None
+    if init is None:
+        init = (history.get("summary") or {}).get("knn_top1_init")
+    final = next((e["knn_top1"] for e in reversed(epochs) if is_number(e.get("knn_top1"))), None)
+    return (init if is_number(init) else None), final
+
+
+def _knn_note(history: Mapping[str, Any]) -> str:
+    """ ", kNN monitor 31.0% at epoch 0 (before training) → 64.2%" for the Markdown line ('' without the monitor)."""
+    init, final = knn_init_final(history)
+    return f", kNN monitor {pct(init)} at epoch 0 (before training) → {pct(final)}" if init is not None else ""
+
+
+def _knn_rows(history: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """The Pretraining table's kNN monitor rows: epoch 0 (the baseline) and the last epoch."""
+    init, final = knn_init_final(history)
+    if init is None and final is None:
+        return []
+    return [
+        ("kNN monitor top-1, epoch 0 (before training)", pct(init)),
+        ("kNN monitor top-1, last epoch", pct(final)),
+    ]
 
 
 def _images_used(ds: dict) -> str:
@@ -129,7 +160,7 @@ def render_markdown(inp: ReportInputs, metrics: Mapping[str, Any]) -> str:
         "",
         f"**Pretraining**: {md_escape(pre['arch'])}, {pre['epochs']} epochs, batch {pre['batch_size']}, "
         f"final loss {pre['final_loss']:.4f}, {pre['images_per_second']:.0f} images/s on "
-        f"{md_escape(pre['device'])}{md_escape(_compute_note(pre))}.",
+        f"{md_escape(pre['device'])}{md_escape(_compute_note(pre))}{_knn_note(inp.history)}.",
         "",
         f"**Config**: SHA-256 `{md_escape(metrics.get('config_sha256', ''))}` (the whole config is in metrics.json).",
         "",
@@ -203,7 +234,7 @@ def _charts(inp: ReportInputs) -> dict[str, str]:
         ),
     }
     if any("knn_top1" in e for e in epochs):
-        figs["knn"] = per_epoch("knn_top1", "kNN top-1", "kNN monitor", "top-1", "kNN monitor accuracy per epoch")
+        figs["knn"] = _knn_chart(inp.history)
     names = inp.results["class_names"]
     figs["confusion"] = charts.svg_img(
         charts.heatmap(inp.results["confusion"], names, title="Confusion matrix (test)"),
@@ -221,6 +252,22 @@ def _charts(inp: ReportInputs) -> dict[str, str]:
             "t-SNE of encoder features of test images, coloured by class",
         )
     return figs
+
+
+def _knn_chart(history: Mapping[str, Any]) -> str:
+    """The kNN monitor per epoch, from epoch 0 (the encoder before training) when measured, that level drawn flat."""
+    init, _ = knn_init_final(history)
+    points = [(e["epoch"], e["knn_top1"]) for e in history.get("epochs", []) if "knn_top1" in e]
+    if init is not None:
+        points.insert(0, (0, init))
+    series: dict[str, list[float]] = {"kNN top-1": [v for _, v in points]}
+    if init is not None:
+        series["epoch 0 (before training)"] = [init] * len(points)  # a run must end above this line
+    svg = charts.line_chart(
+        [x for x, _ in points], series, title="kNN monitor", x_label="epoch", y_label="top-1", integer_x=True
+    )
+    alt = "kNN monitor accuracy per epoch" + (", from epoch 0 (before the first step)" if init is not None else "")
+    return charts.svg_img(svg, alt)
 
 
 def render_html(inp: ReportInputs, metrics: Mapping[str, Any]) -> str:
@@ -307,6 +354,7 @@ def render_html(inp: ReportInputs, metrics: Mapping[str, Any]) -> str:
                 ("wall time", _sec(pre["seconds"])),
                 ("throughput", f"{pre['images_per_second']:.1f} images/s"),
                 ("precision, compilation", _compute_note(pre).lstrip(", ") or "–"),
+                *_knn_rows(inp.history),
             ]
         )
         + '<div class="grid">'
@@ -318,7 +366,7 @@ def render_html(inp: ReportInputs, metrics: Mapping[str, Any]) -> str:
         '<section class="card"><h2>Linear evaluation (test split)</h2><div class="grid">'
         + figs["confusion"]
         + figs["per_class"]
-        + l2_figure(lin.get("l2_sweep") or [])
+        + l2_figure(lin.get("l2_sweep") or [], lin.get("l2"), at_bound=bool(lin.get("l2_at_bound")))
         + "</div></section>",
     ]
     if "tsne" in figs:

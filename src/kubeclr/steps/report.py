@@ -14,6 +14,7 @@ import torch
 
 from kubeclr.atomic import read_json, write_bytes_atomic, write_json
 from kubeclr.config import Config, config_digest
+from kubeclr.core.health import STATUSES as HEALTH_STATUSES
 from kubeclr.data.files import load_stats, read_features, read_input, read_split, split_facts
 from kubeclr.errors import DataError
 from kubeclr.eval.tsne import balanced_indices, tsne
@@ -167,6 +168,11 @@ def log_run_page(summary: dict, metrics: Any) -> None:
     metrics.log_metric("pretrain_final_loss", float(pretrain["final_loss"]))
     metrics.log_metric("pretrain_images_per_second", float(pretrain["images_per_second"]))
     metrics.log_metric("pretrain_seconds", float(pretrain["seconds"]))
+    health = (pretrain.get("health") or {}).get("status")
+    if health in HEALTH_STATUSES:  # 0 healthy, 1 slow-start, 2 not-learning, 3 below-random-init, 4 collapsing
+        metrics.log_metric("pretrain_health_status", float(HEALTH_STATUSES.index(health)))
+    if pretrain.get("knn_top1_init") is not None:  # the kNN monitor before the first step
+        metrics.log_metric("pretrain_knn_top1_init", float(pretrain["knn_top1_init"]))
     gate = summary.get("gate")
     if gate:
         metrics.log_metric("gate_status", float(STATUS_CODE[gate["status"]]))  # 0 pass, 1 warn, 2 fail, -1 off
