@@ -126,14 +126,9 @@ def test_mfu_uses_the_peak_table(monkeypatch):
     assert bench_gpu.peak_flops("NVIDIA H200") == 989e12
     assert bench_gpu.peak_flops("NVIDIA A100-SXM4-80GB") == 312e12
     assert bench_gpu.peak_flops("NVIDIA GeForce RTX 4090") is None
-    monkeypatch.setattr(bench_gpu, "flops_per_image", lambda cfg, device: 2e9)
-    rec = {"device_name": "NVIDIA A100-SXM4-40GB", "images_per_second": {"step": 31_200.0}}
-    out = bench_gpu.add_mfu(rec, load_config("smoke"), torch.device("cuda"))
-    assert out["mfu"] == pytest.approx(2e9 * 31_200 / 312e12)
-    cpu = bench_gpu.add_mfu(
-        {"device_name": "cpu", "images_per_second": {"step": 1.0}}, load_config("smoke"), torch.device("cpu")
-    )
-    assert cpu["mfu"] is None and cpu["peak_flops"] is None
+    monkeypatch.setattr(bench_gpu, "describe_device", lambda device: "NVIDIA A100-SXM4-40GB")
+    assert bench_gpu.mfu(2e9, 31_200.0, torch.device("cuda")) == pytest.approx(2e9 * 31_200 / 312e12)
+    assert bench_gpu.mfu(2e9, 1.0, torch.device("cpu")) is None
 
 
 def test_gpu_check_script_runs_whole_and_dry_on_cpu(tmp_path):

@@ -51,7 +51,7 @@ from kubeclr.config import Config, load_config
 from kubeclr.core import train
 from kubeclr.core.augment import SimCLRAugment, paired_views
 from kubeclr.core.callbacks import Callback
-from kubeclr.core.device import autocast, describe_device, memory_format, resolve_device
+from kubeclr.core.device import autocast, describe_device, driver_version, memory_format, resolve_device
 from kubeclr.core.loss import NTXentLoss
 from kubeclr.core.model import build_model
 from kubeclr.core.optim import build_optimizer, build_scheduler
@@ -83,14 +83,10 @@ def peak_flops(device_name: str) -> float | None:
     return next((peak for key, peak in PEAK_BF16 if key in device_name), None)
 
 
-def add_mfu(record: dict[str, Any], cfg: Config, device: torch.device) -> dict[str, Any]:
-    """Add ``flops_per_image``, ``peak_flops`` and ``mfu`` (of our step, a) to a bench record."""
-    flops = flops_per_image(cfg, device)
-    peak = peak_flops(record["device_name"]) if device.type == "cuda" else None
-    record.update(
-        flops_per_image=flops, peak_flops=peak, mfu=flops * record["images_per_second"]["step"] / peak if peak else None
-    )
-    return record
+def mfu(flops_per_image: float, images_per_second: float, device: torch.device) -> float | None:
+    """Model FLOP utilisation of a step rate against the GPU's dense bf16 peak (None off a known GPU)."""
+    peak = peak_flops(describe_device(device)) if device.type == "cuda" else None
+    return flops_per_image * images_per_second / peak if peak else None
 
 
 def check_config(arch: str, *, compile: bool, dry_run: bool) -> Config:
@@ -229,11 +225,12 @@ def check_arch(arch: str, device: torch.device, s: BenchSettings, dry_run: bool)
     record["ours_eager"] = our_step(fast.override({"pretrain.compile": False}), images, device, epochs=1 + s.repeats)
     record["baselines"] = baselines(fast, images, device, s)
     record["phase_ms"] = phase_split(fast, images, device)
-    flops, peak = flops_per_image(fast, device), peak_flops(describe_device(device))
-    record["flops_per_image"], record["peak_flops"] = flops, peak if device.type == "cuda" else None
+    flops = flops_per_image(fast, device)
+    record["flops_per_image"] = flops
+    record["peak_flops"] = peak_flops(describe_device(device)) if device.type == "cuda" else None
     for mode in ("ours_compiled", "ours_eager"):
         r = record[mode]
-        r["mfu"] = flops * r["images_per_second"] / peak if peak and device.type == "cuda" else None
+        r["mfu"] = mfu(flops, r["images_per_second"], device)
         r["seconds_per_50k_epoch"] = bench.CIFAR_TRAIN_IMAGES / r["images_per_second"]
     base = record["baselines"]
     a = record["ours_compiled"]["images_per_second"]
@@ -303,29 +300,10 @@ def markdown(summary: dict[str, Any]) -> str:
 
 def environment(device: torch.device) -> dict[str, Any]:
     """Device name, driver, torch and CUDA versions, for every record."""
-    driver = None
-    if device.type == "cuda":
-        try:
-            import subprocess
-
-            driver = (
-                subprocess.run(
-                    ["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
-                    capture_output=True,
-                    text=True,
-                    timeout=30,
-                    check=False,
-                )
-                .stdout.split("\n")[0]
-                .strip()
-                or None
-            )
-        except OSError:
-            driver = None
     return {
         "date": dt.date.today().isoformat(),
         "device_name": describe_device(device),
-        "driver": driver,
+        "driver": driver_version() if device.type == "cuda" else None,
         "torch": torch.__version__,
         "cuda": torch.version.cuda,
         "cpu_count": os.cpu_count(),

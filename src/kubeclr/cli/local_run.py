@@ -280,6 +280,7 @@ def run_local(
     _install_raw_streaming()
     _install_loop_inputs_fix()
     _install_typed_output_log()
+    _KILLED_BY.clear()  # signals of this run only
     # Cluster-only settings are ignored here by design; say so once, not per task.
     warnings.filterwarnings("ignore", message=r".*have no effect in the current local runner.*")
     warnings.filterwarnings("ignore", message=r".*custom or non-Python base image.*")

@@ -6,6 +6,7 @@ import functools
 import logging
 import os
 import re
+import subprocess
 from pathlib import Path
 from typing import Mapping
 
@@ -35,6 +36,26 @@ def resolve_device(name: str = "auto") -> torch.device:
     return device
 
 
+def driver_version() -> str | None:
+    """The NVIDIA driver's version as the kernel module reports it (``nvidia-smi`` as a fallback), else None."""
+    version = Path("/proc/driver/nvidia/version")
+    if version.is_file():
+        found = re.search(r"Kernel Module\s+(?:for \S+\s+)?([\d.]+)", version.read_text())
+        if found:
+            return found.group(1)
+    try:
+        out = subprocess.run(
+            ["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        ).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.split("\n")[0].strip() or None
+
+
 def cuda_report(env: Mapping[str, str] | None = None) -> str:
     """One line on what CUDA sees here: the torch build, the driver, the visible GPUs.
 
@@ -42,9 +63,7 @@ def cuda_report(env: Mapping[str, str] | None = None) -> str:
     compute capability 7.5 or newer; the line says what was found instead.
     """
     env = os.environ if env is None else env
-    version = Path("/proc/driver/nvidia/version")
-    found = re.search(r"Kernel Module\s+(?:for \S+\s+)?([\d.]+)", version.read_text()) if version.is_file() else None
-    driver = found.group(1) if found else "no NVIDIA driver loaded (/proc/driver/nvidia/version missing)"
+    driver = driver_version() or "none found (no /proc/driver/nvidia/version, no nvidia-smi)"
     visible = ", ".join(f"{k}={env[k]}" for k in ("NVIDIA_VISIBLE_DEVICES", "CUDA_VISIBLE_DEVICES") if k in env)
     gpus = (
         ", ".join(torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count()))
