@@ -1,15 +1,22 @@
-"""Real-data quality benchmark: SimCLR on scanned digits, beside three baselines, in one run.
+"""Real-data quality suite: SimCLR on several real image sets, beside three baselines, in one run.
 
-Data: scikit-learn's 1,797 handwritten digits in the CIFAR-10 layout
-(``benchmarks/digits.py``: 1,120 train / 280 val / 397 test). For every seed:
+Datasets (``benchmarks/suite_data.py``, all shipped inside installed packages):
+``digits`` (scikit-learn's scanned digits, 1,120 / 280 / 397), ``scenes`` and
+``closeups`` (patches of five natural photographs labelled by photo,
+``benchmarks/photos.py``, 1,200 / 300 / 500 each; train, val and test come from
+disjoint regions of each photo). For every dataset and every seed, on the same
+splits:
 
 - ``ours``, for each variant: ``simclr-pipeline run --local`` (the real six-step
   pipeline through kfp.local) with the preset's recipe plus the variant's
   ``--set`` pairs; its own linear and kNN accuracy from ``metrics.json``, and
-  the same encoder under the independent probe below;
+  the same encoder under the independent probe below. The preset's own recipe
+  always runs (as ``preset``) unless a variant has no overrides or
+  ``--skip-preset-recipe`` is given;
 - ``plain``: ``benchmarks/plain_simclr.py``, a SimCLR written apart from kubeclr
   (own model, loss and loop, torchvision transforms, ``torch.optim.SGD``), at
-  the same epochs, batch and width;
+  the same epochs, batch and width; the first ``--plain`` is the reference of
+  the verdict;
 - ``random``: our encoder at its random initialisation (seeded);
 - ``pixels``: the raw pixels (seed-independent, measured once).
 
@@ -18,15 +25,16 @@ evaluation code: scikit-learn's multinomial logistic regression on standardised
 features, C picked on val from a fixed grid, and a weighted cosine kNN
 (k 20, τ 0.1, Wu et al. 2018), bank = train, queries = test.
 
-Writes one JSON record (device, torch version, date, commands, seeds, every
-run, mean ± std per method) and prints a table.
+Each variant gets a verdict per dataset against issue 28's targets
+(``benchmarks/quality_targets.py``). Writes one JSON record (device, torch
+version, date, commands, seeds, per dataset: data, every run, mean ± std per
+method, verdicts; rewritten after every run) and prints a table per dataset.
 
     .venv/bin/python benchmarks/quality_bench.py --seeds 0 1 2 \
-        --json benchmarks/results/quality-digits-cpu-<date>.json
-    .venv/bin/python benchmarks/quality_bench.py --seeds 0 --no-plain --no-baselines \
-        --variant lars-linear=pretrain.lr_scaling=linear,pretrain.lr=0.3 --json FILE
-    .venv/bin/python benchmarks/quality_bench.py --no-baselines --plain warmup-cosine=schedule=warmup-cosine \
-        --variant same=pretrain.optimizer=sgd,pretrain.lr_scaling=none,pretrain.lr=0.24,… --json FILE
+        --json benchmarks/results/quality-suite-cpu-<date>.json
+    .venv/bin/python benchmarks/quality_bench.py --quick --json /tmp/quick.json   # minutes: a check, not a result
+    .venv/bin/python benchmarks/quality_bench.py --datasets digits --seeds 0 --no-plain --no-baselines \
+        --skip-preset-recipe --variant lars-linear=pretrain.lr_scaling=linear,pretrain.lr=0.3 --json FILE
 """
 
 from __future__ import annotations
@@ -49,8 +57,10 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import digits
 import plain_simclr
+import quality_targets
+import suite_data
+from suite_data import digit_splits  # noqa: F401  (the digits' splits; benchmarks/digits_device.py uses them)
 
 C_GRID = (0.01, 0.1, 1.0, 10.0, 100.0)
 KNN_K, KNN_T = 20, 0.1
@@ -82,7 +92,7 @@ def knn_probe(f: dict[str, np.ndarray], y: dict[str, np.ndarray], k: int = KNN_K
     sim = query @ bank.T  # (M, N)
     idx = np.argsort(-sim, axis=1)[:, :k]  # (M, k)
     weight = np.exp(np.take_along_axis(sim, idx, 1) / t)
-    votes = np.zeros((len(query), 10))
+    votes = np.zeros((len(query), int(max(y["train"].max(), y["test"].max())) + 1))  # (M, C)
     np.add.at(votes, (np.arange(len(query))[:, None], y["train"][idx]), weight)
     return float((votes.argmax(1) == y["test"]).mean())
 
@@ -94,17 +104,6 @@ def probe(encoder: torch.nn.Module, splits: dict, mean: list[float], std: list[f
 
 
 # -- the methods ---------------------------------------------------------------
-
-
-def digit_splits(data_seed: int) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """The pipeline's default split of the digits tarball: batches 1-4 train, batch 5 val, test batch test."""
-    images, labels = digits.digits_arrays(data_seed)
-    t, b = digits.TEST_SIZE, digits.BATCH_SIZE
-    return {
-        "train": (images[t : t + 4 * b], labels[t : t + 4 * b]),
-        "val": (images[t + 4 * b :], labels[t + 4 * b :]),
-        "test": (images[:t], labels[:t]),
-    }
 
 
 def train_stats(splits: dict) -> tuple[list[float], list[float]]:
@@ -120,15 +119,11 @@ def run_ours(tarball: Path, overrides: list[str], seed: int, out: Path, splits: 
         "--local",
         "--preset",
         ARGS.preset,
-        "--cifar-source",
-        str(tarball),
-        "--cifar-md5",
-        "none",
         "--output-dir",
         str(out),
         "--run-name",
         out.name,
-        *[a for kv in [*COMMON_SETS, f"pretrain.seed={seed}", *overrides] for a in ("--set", kv)],
+        *[a for kv in [*COMMON_SETS, *data_sets(tarball), f"pretrain.seed={seed}", *overrides] for a in ("--set", kv)],
     ]
     shutil.rmtree(out, ignore_errors=True)  # a rerun into --keep replaces this run's folder
     t0 = time.perf_counter()
@@ -146,12 +141,15 @@ def run_ours(tarball: Path, overrides: list[str], seed: int, out: Path, splits: 
     cfg = load_config(ARGS.preset, overrides=[*COMMON_SETS, *overrides])
     encoder = build_encoder(cfg.model)
     encoder.load_state_dict(torch.load(out / "encoder.pt", weights_only=True))
+    health = m["pretrain"].get("health") or {}
     return {
         "linear_top1": m["linear_eval"]["test_top1"],
         "knn_top1": m["knn"]["test_top1"],
         "final_loss": m["pretrain"]["final_loss"],
         "loss_curve": [r["loss"] for r in history["epochs"]],
         "knn_curve": [r.get("knn_top1") for r in history["epochs"]],
+        "knn_top1_init": m["pretrain"].get("knn_top1_init", history["epochs"][0].get("knn_top1_init")),
+        "health": health.get("status"),
         "pretrain_seconds": m["pretrain"]["seconds"],
         "wall_seconds": time.perf_counter() - t0,
         "command": " ".join(cmd),
@@ -159,13 +157,18 @@ def run_ours(tarball: Path, overrides: list[str], seed: int, out: Path, splits: 
     }
 
 
-def run_plain(fields: dict, seed: int, splits: dict, stats) -> dict:
+def data_sets(tarball: Path) -> list[str]:
+    """The ``--set`` pairs that point the pipeline at a suite tarball (its MD5 is the benchmark's own)."""
+    return [f"data.source={tarball}", "data.md5=none"]
+
+
+def run_plain(fields: dict, seed: int, splits: dict, stats, tag: str = "") -> dict:
     device = "cuda" if torch.cuda.is_available() else "cpu"  # the device ours trains on
     recipe = plain_simclr.Recipe(
         epochs=ARGS.epochs, batch_size=ARGS.batch_size, width=ARGS.width, seed=seed, device=device, **fields
     )
     t0 = time.perf_counter()
-    encoder, losses = plain_simclr.train(splits["train"][0], recipe, log=lambda m: print(m, flush=True))
+    encoder, losses = plain_simclr.train(splits["train"][0], recipe, log=lambda m: print(f"  {tag}{m}", flush=True))
     return {
         "final_loss": losses[-1],
         "loss_curve": losses,
@@ -194,7 +197,8 @@ def run_pixels(splits: dict) -> dict:
 
 def summarise(runs: list[dict]) -> dict:
     out = {}
-    for key in ("linear_top1", "knn_top1", "probe_linear_top1", "probe_knn_top1", "final_loss", "pretrain_seconds"):
+    keys = ("linear_top1", "knn_top1", "probe_linear_top1", "probe_knn_top1", "knn_top1_init", "final_loss")
+    for key in (*keys, "pretrain_seconds"):
         vals = [r[key] for r in runs if r.get(key) is not None]
         if vals:
             out[key] = {
@@ -255,111 +259,255 @@ def parse_variant(text: str) -> tuple[str, list[str]]:
     return name, [s for s in sets.split(",") if s]
 
 
+def parse_datasets(text: str | None) -> list[str]:
+    """``"digits,scenes"`` as a list of known dataset names (None: all of them)."""
+    if text is None:
+        return list(suite_data.DATASETS)
+    names = list(dict.fromkeys(n.strip() for n in text.split(",") if n.strip()))
+    known = ", ".join(suite_data.DATASETS)
+    unknown = [n for n in names if n not in suite_data.DATASETS]
+    if unknown:
+        raise SystemExit(f"--datasets {text!r}: unknown {unknown} (known: {known})")
+    if not names:
+        raise SystemExit(f"--datasets {text!r}: no dataset named (known: {known})")
+    return names
+
+
+def with_preset_recipe(variants: list[tuple[str, list[str]]], skip: bool) -> list[tuple[str, list[str]]]:
+    """The variants, with the preset's own recipe first unless one of them already is it (or ``skip``)."""
+    names = [n for n, _ in variants]
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise SystemExit(f"--variant {twice[0]}: given more than once")
+    if skip or any(not overrides for _, overrides in variants):
+        return variants
+    if "preset" in names:
+        raise SystemExit("--variant preset=…: 'preset' names the preset's own recipe; choose another name")
+    return [("preset", []), *variants]
+
+
+QUICK = {"epochs": 2, "batch_size": 64, "width": 8, "train_limit": 320}  # --quick: a check, not a result
+FULL = {"epochs": 30, "batch_size": 128, "width": 32, "train_limit": 0}
+
+
+def budget(args: argparse.Namespace) -> dict:
+    """Epochs, batch, width and train cap: the flags given, else ``--quick``'s or the full run's values."""
+    base = QUICK if args.quick else FULL
+    return {k: getattr(args, k) if getattr(args, k) is not None else v for k, v in base.items()}
+
+
+class Progress:
+    """``[i/N] what`` lines with the time spent and a naive estimate of the time left."""
+
+    def __init__(self, total: int) -> None:
+        self.total, self.done, self.t0 = total, 0, time.perf_counter()
+
+    def start(self, what: str) -> None:
+        print(f"[{self.done + 1}/{self.total}] {what} …", flush=True)
+
+    def finish(self, what: str, result: dict) -> None:
+        self.done += 1
+        spent = time.perf_counter() - self.t0
+        left = spent / self.done * (self.total - self.done)
+        scores = {k: round(v, 4) for k, v in result.items() if "top1" in k and isinstance(v, float)}
+        print(
+            f"[{self.done}/{self.total}] {what}: {json.dumps(scores)} — {spent / 60:.1f} min so far, "
+            f"~{left / 60:.0f} min left",
+            flush=True,
+        )
+
+
+def dataset_entry(ds: suite_data.Dataset, splits: dict, md5: str, knobs: dict) -> dict:
+    return {
+        "data": {
+            "source": ds.source,
+            "classes": list(ds.class_names),
+            "seed": ARGS.data_seed,
+            "md5": md5,
+            **{f"{s}_size": len(v[1]) for s, v in splits.items()},
+        },
+        "budget": {**knobs, "steps": knobs["epochs"] * (len(splits["train"][1]) // knobs["batch_size"])},
+        "methods": {},
+    }
+
+
+def judge_all(name: str, entry: dict, reference: str | None) -> None:
+    """Summaries of every method, and the verdict on every recipe of ours (in place)."""
+    methods = entry["methods"]
+    for m in methods.values():
+        m["summary"] = summarise(m["runs"])
+    random = methods.get("random", {}).get("summary")
+    plain = methods.get(f"plain:{reference}", {}).get("summary") if reference else None
+    entry["verdicts"] = {
+        key: quality_targets.judge(name, m["summary"], random, plain)
+        for key, m in methods.items()
+        if key.startswith("ours:")
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     global ARGS, COMMON_SETS
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--json", type=Path, required=True, help="where the record goes")
-    p.add_argument("--seeds", type=int, nargs="+", default=[0], help="training seeds (default 0)")
-    p.add_argument("--data-seed", type=int, default=0, help="seed of the digits tarball (default 0)")
+    p.add_argument(
+        "--datasets",
+        metavar="NAME,…",
+        help=f"comma-separated, from {', '.join(suite_data.DATASETS)} (default: all)",
+    )
+    p.add_argument("--seeds", type=int, nargs="+", default=[0], help="training seeds (default 0; the targets want 3)")
+    p.add_argument("--data-seed", type=int, default=0, help="seed of every dataset's construction (default 0)")
     p.add_argument("--preset", default="smoke", help="preset of 'ours' (default smoke)")
-    p.add_argument("--epochs", type=int, default=30)
-    p.add_argument("--batch-size", type=int, default=128)
-    p.add_argument("--width", type=int, default=32)
+    p.add_argument("--epochs", type=int, help=f"pretraining epochs (default {FULL['epochs']})")
+    p.add_argument("--batch-size", type=int, help=f"(default {FULL['batch_size']})")
+    p.add_argument("--width", type=int, help=f"ResNet-18 base width (default {FULL['width']})")
+    p.add_argument(
+        "--train-limit",
+        type=int,
+        help="train on at most this many images per dataset, the same number per class (default 0: all)",
+    )
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help="a few minutes' check of the whole suite, not a result: "
+        + ", ".join(f"{k.replace('_', '-')} {v}" for k, v in QUICK.items())
+        + " unless given",
+    )
     p.add_argument(
         "--variant",
         action="append",
         default=[],
         metavar="NAME=k=v,…",
-        help="a recipe of 'ours' on top of the preset (repeatable; default: the preset's own, 'preset=')",
+        help="a recipe of 'ours' on top of the preset (repeatable); the preset's own recipe runs too, as 'preset'",
     )
+    p.add_argument("--skip-preset-recipe", action="store_true", help="run only the --variant recipes")
     p.add_argument(
         "--plain",
         action="append",
         default=[],
         metavar="NAME=field=v,…",
         help="a recipe of the plain SimCLR: fields of plain_simclr.Recipe (schedule, lr, weight_decay, …) "
-        "(repeatable; default: its defaults, 'onecycle=')",
+        "(repeatable; default: its defaults, 'onecycle='; the first is the verdict's reference)",
     )
     p.add_argument("--no-plain", action="store_true", help="skip the plain SimCLR")
     p.add_argument("--no-baselines", action="store_true", help="skip raw pixels and the random encoder")
-    p.add_argument("--keep", type=Path, help="keep the runs' output folders here (a rerun replaces them)")
+    p.add_argument("--keep", type=Path, help="keep the tarballs and runs' output folders here (a rerun replaces them)")
     ARGS = p.parse_args(argv)
+    knobs = budget(ARGS)
+    for k in ("epochs", "batch_size", "width"):
+        if knobs[k] < 1:
+            raise SystemExit(f"--{k.replace('_', '-')} {knobs[k]}: must be at least 1")
+    if knobs["train_limit"] < 0:
+        raise SystemExit(f"--train-limit {knobs['train_limit']}: must be 0 (all) or more")
+    if 0 < knobs["train_limit"] < knobs["batch_size"]:
+        raise SystemExit(
+            f"--train-limit {knobs['train_limit']}: below the batch size {knobs['batch_size']}: no full batch to train"
+        )
+    vars(ARGS).update(knobs)  # the plain SimCLR reads its budget from ARGS, like ours from COMMON_SETS
     COMMON_SETS = [
-        f"pretrain.epochs={ARGS.epochs}",
-        f"pretrain.batch_size={ARGS.batch_size}",
-        f"model.width={ARGS.width}",
+        f"pretrain.epochs={knobs['epochs']}",
+        f"pretrain.batch_size={knobs['batch_size']}",
+        f"model.width={knobs['width']}",
         "data.train_limit=0",
         "data.val_limit=0",
         "data.test_limit=0",
         "pretrain.device=cpu" if not torch.cuda.is_available() else "pretrain.device=auto",
     ]
-    plains = [(name, plain_fields(sets)) for name, sets in (parse_variant(v) for v in ARGS.plain or ["onecycle="])]
-    variants = [parse_variant(v) for v in (ARGS.variant or ["preset="])]
+    names = parse_datasets(ARGS.datasets)
+    plains = [] if ARGS.no_plain else [(n, plain_fields(s)) for n, s in map(parse_variant, ARGS.plain or ["onecycle="])]
+    variants = with_preset_recipe([parse_variant(v) for v in ARGS.variant], ARGS.skip_preset_recipe)
+    if not variants:
+        raise SystemExit("--skip-preset-recipe without any --variant: no recipe of ours to run")
     check_variants(variants)  # a bad key fails now, not after an hour of other methods
-    splits = digit_splits(ARGS.data_seed)
-    stats = train_stats(splits)
+    reference = plains[0][0] if plains else None
     work = Path(tempfile.mkdtemp(prefix="quality-bench-")) if ARGS.keep is None else ARGS.keep
-    work.mkdir(parents=True, exist_ok=True)
-    tarball = work / "digits.tar.gz"
-    md5 = digits.write_digits_tarball(tarball, ARGS.data_seed)
 
     record = {
-        "benchmark": "quality-digits",
+        "benchmark": "quality-suite",
         "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "device": torch.cuda.get_device_name() if torch.cuda.is_available() else f"cpu ({os.cpu_count()} cores)",
         "torch": torch.__version__,
         "python": platform.python_version(),
         "argv": sys.argv,
-        "data": {
-            "source": "sklearn load_digits via benchmarks/digits.py",
-            "seed": ARGS.data_seed,
-            "md5": md5,
-            **{f"{s}_size": len(v[1]) for s, v in splits.items()},
-        },
-        "budget": {
-            "epochs": ARGS.epochs,
-            "batch_size": ARGS.batch_size,
-            "width": ARGS.width,
-            "steps": ARGS.epochs * (len(splits["train"][1]) // ARGS.batch_size),
-        },
+        "preset": ARGS.preset,
+        "quick": ARGS.quick,
         "probe": {
             "linear": f"sklearn LogisticRegression, standardised, C in {list(C_GRID)} on val",
             "knn": f"weighted cosine, k {KNN_K}, t {KNN_T}",
         },
+        "targets": {
+            "above_random": quality_targets.ABOVE_RANDOM,
+            "below_plain": quality_targets.BELOW_PLAIN,
+            "absolute": quality_targets.ABSOLUTE,
+            "min_seeds": quality_targets.MIN_SEEDS,
+            "plain_reference": f"plain:{reference}" if reference else None,
+        },
         "seeds": ARGS.seeds,
-        "methods": {},
+        "datasets": {},
     }
 
     def save() -> None:
+        for name, entry in record["datasets"].items():
+            judge_all(name, entry, reference)
         ARGS.json.parent.mkdir(parents=True, exist_ok=True)
         ARGS.json.write_text(json.dumps(record, indent=2) + "\n")
 
-    if not ARGS.no_baselines:
-        record["methods"]["pixels"] = {"runs": [run_pixels(splits)]}
-        record["methods"]["random"] = {"runs": [run_random(s, splits, stats) for s in ARGS.seeds]}
-        save()
-    for seed in ARGS.seeds:
-        for name, fields in plains if not ARGS.no_plain else ():
-            entry = record["methods"].setdefault(f"plain:{name}", {"fields": fields, "runs": []})
-            entry["runs"].append(run_plain(fields, seed, splits, stats))
-            save()
-        for name, overrides in variants:
-            entry = record["methods"].setdefault(f"ours:{name}", {"overrides": overrides, "runs": []})
-            entry["runs"].append(run_ours(tarball, overrides, seed, work / f"{name}-s{seed}", splits, stats))
-            print(
-                f"ours:{name} seed {seed}: "
-                + json.dumps({k: v for k, v in entry["runs"][-1].items() if "top1" in k or k == "final_loss"}),
-                flush=True,
-            )
-            save()
-    for entry in record["methods"].values():
-        entry["summary"] = summarise(entry["runs"])
+    data = {}  # name -> (splits, stats, tarball)
+    for name in names:
+        ds = suite_data.DATASETS[name]
+        print(f"building {name} …", flush=True)
+        splits = ds.splits(ARGS.data_seed)
+        if knobs["train_limit"]:
+            splits = suite_data.cap_train(splits, knobs["train_limit"])
+        if len(splits["train"][1]) < knobs["batch_size"]:
+            n = len(splits["train"][1])
+            raise SystemExit(f"--batch-size {knobs['batch_size']}: {name} has only {n} train images")
+        (work / name).mkdir(parents=True, exist_ok=True)
+        tarball = work / name / f"{name}.tar.gz"
+        md5 = suite_data.write_tarball(tarball, splits, ds.class_names, name)
+        data[name] = (splits, train_stats(splits), tarball)
+        record["datasets"][name] = dataset_entry(ds, splits, md5, knobs)
     save()
-    print(table(record))
+
+    runs = len(ARGS.seeds) * len(names) * (len(plains) + len(variants))
+    progress = Progress(runs + (0 if ARGS.no_baselines else len(names)))
+    if not ARGS.no_baselines:
+        for name in names:
+            splits, stats, _ = data[name]
+            progress.start(f"{name}: raw pixels and the random-init encoder")
+            methods = record["datasets"][name]["methods"]
+            methods["pixels"] = {"runs": [run_pixels(splits)]}
+            methods["random"] = {"runs": [run_random(s, splits, stats) for s in ARGS.seeds]}
+            progress.finish(f"{name}: baselines", methods["random"]["runs"][-1])
+            save()
+    for seed in ARGS.seeds:
+        for name in names:
+            splits, stats, tarball = data[name]
+            methods = record["datasets"][name]["methods"]
+            for plain_name, fields in plains:
+                what = f"{name} seed {seed} plain:{plain_name}"
+                progress.start(what)
+                entry = methods.setdefault(f"plain:{plain_name}", {"fields": fields, "runs": []})
+                entry["runs"].append(run_plain(fields, seed, splits, stats, tag=f"{name} "))
+                progress.finish(what, entry["runs"][-1])
+                save()
+            for variant, overrides in variants:
+                what = f"{name} seed {seed} ours:{variant}"
+                progress.start(what)
+                entry = methods.setdefault(f"ours:{variant}", {"overrides": overrides, "runs": []})
+                out = work / name / f"{variant}-s{seed}"
+                entry["runs"].append(run_ours(tarball, overrides, seed, out, splits, stats))
+                progress.finish(what, entry["runs"][-1])
+                save()
+    save()
+    for name, entry in record["datasets"].items():
+        print(f"\n## {name}\n\n{table(entry)}")
+    print(f"\nrecord: {ARGS.json}")
     return 0
 
 
-def table(record: dict) -> str:
+def table(entry: dict) -> str:
+    """One dataset's methods (mean ± std over seeds) and the verdict on each recipe of ours, as Markdown."""
+
     def cell(s: dict, key: str) -> str:
         if key not in s:
             return "–"
@@ -367,15 +515,16 @@ def table(record: dict) -> str:
         return f"{v['mean']:.3f} ± {v['std']:.3f}" if v["n"] > 1 else f"{v['mean']:.3f}"
 
     rows = [
-        "| method | linear (pipeline) | kNN (pipeline) | linear (probe) | kNN (probe) | final loss |",
-        "|---|---|---|---|---|---|",
+        "| method | runs | linear (pipeline) | kNN (pipeline) | linear (probe) | kNN (probe) | final loss |",
+        "|---|---|---|---|---|---|---|",
     ]
-    for name, entry in record["methods"].items():
-        s = entry["summary"]
+    for name, m in entry["methods"].items():
+        s = m["summary"]
         rows.append(
-            f"| {name} | {cell(s, 'linear_top1')} | {cell(s, 'knn_top1')} | {cell(s, 'probe_linear_top1')} "
-            f"| {cell(s, 'probe_knn_top1')} | {cell(s, 'final_loss')} |"
+            f"| {name} | {len(m['runs'])} | {cell(s, 'linear_top1')} | {cell(s, 'knn_top1')} "
+            f"| {cell(s, 'probe_linear_top1')} | {cell(s, 'probe_knn_top1')} | {cell(s, 'final_loss')} |"
         )
+    rows += ["", *(f"- verdict {k}: {quality_targets.describe(v)}" for k, v in entry.get("verdicts", {}).items())]
     return "\n".join(rows)
 
 

@@ -7,10 +7,11 @@ compiled DAG.
 
 from kubeclr.steps import STEPS
 
-# The tasks around the six steps: the data source's fingerprint before them (the data step's cache
-# key), the export for serving and the regression gate after them. `compile --deploy` adds
-# deploy_model, a registry.url register_model; a sweep runs trial_config and leaderboard instead.
-BEFORE_STEPS = ("fingerprint",)
+# The tasks around the six steps: the config's one resolution before them (with the data source's
+# fingerprint, the data step's cache key), the export for serving and the regression gate after them.
+# `compile --deploy` adds deploy_model, a registry.url register_model; a sweep runs trial_config and
+# leaderboard instead of the report, the export and the gate.
+BEFORE_STEPS = ("resolve_config",)
 AFTER_STEPS = ("export_model", "regression_gate")
 RUN_TASKS = (*BEFORE_STEPS, *STEPS, *AFTER_STEPS)
 

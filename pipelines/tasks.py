@@ -57,7 +57,7 @@ def train_and_evaluate(
     c: Any,
     opts: CompileOptions,
     *,
-    config: Any,
+    configs: dict[str, Any],
     data: dict,
     gpus: Any,
     nodes: Any,
@@ -71,7 +71,7 @@ def train_and_evaluate(
     Args:
         c: the components (:func:`kubeclr.components.build`).
         opts: the compile options.
-        config: the resolved config (a channel: the data step's, or a trial's).
+        configs: each task's config slice by task name (channels: resolve_config's, or a trial's).
         data: ``train``, ``val``, ``test`` and ``stats`` artifacts.
         gpus, nodes: pretraining's GPUs per node and nodes.
         checkpoint_scope: the pretrain task's checkpoint sub-folder.
@@ -80,7 +80,7 @@ def train_and_evaluate(
     """
     launch = opts.launch
     pre = c.pretrain(
-        config=config,
+        config=configs["pretrain"],
         train=data["train"],
         stats=data["stats"],
         gpus=gpus,
@@ -120,7 +120,9 @@ def train_and_evaluate(
     kubernetes.add_pod_label(pre, *PRETRAIN_POD_LABEL)
 
     splits = {k: data[k] for k in ("stats", "train", "val", "test")}
-    feats = c.extract_features(config=config, encoder=pre.outputs["encoder"], run_name=cached_name, **splits)
+    feats = c.extract_features(
+        config=configs["extract_features"], encoder=pre.outputs["encoder"], run_name=cached_name, **splits
+    )
     feats.set_display_name("Extract features").set_caching_options(True)
     if opts.extract_gpu:
         feats.set_accelerator_type(GPU_RESOURCE).set_accelerator_limit(1)
@@ -128,7 +130,7 @@ def train_and_evaluate(
         queue(feats, launch)
 
     lin = c.linear_eval(
-        config=config,
+        config=configs["linear_eval"],
         features=feats.outputs["features"],
         encoder=pre.outputs["encoder"],
         run_name=cached_name,

@@ -9,17 +9,18 @@ Pillow in every mode the reader must convert.
 from __future__ import annotations
 
 import io
+import pickle
 import struct
 import tarfile
 import zipfile
 import zlib
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 from PIL import Image
 
-from kubeclr.data.cifar import pack_tarball
-from kubeclr.data.cifar100 import dump_cifar100, dump_cifar100_meta
+from kubeclr.data.cifar import ROW, pack_tarball
 
 FOLDER_CLASSES = ("cat", "dog", "emu")  # sorted: labels 0, 1, 2
 
@@ -164,6 +165,19 @@ def make_stl10_tarball(path: Path, *, train: int = 20, test: int = 10, unlabeled
 
 
 # -- CIFAR-100 -------------------------------------------------------------------------
+
+
+def dump_cifar100(images: np.ndarray, fine: Sequence[int], coarse: Sequence[int]) -> bytes:
+    """Pickle one CIFAR-100 split: uint8 (N, 3, 32, 32) and both label sets."""
+    data = np.ascontiguousarray(images, dtype=np.uint8).reshape(len(images), ROW)
+    return pickle.dumps(
+        {b"data": data, b"fine_labels": [int(x) for x in fine], b"coarse_labels": [int(x) for x in coarse]},
+        protocol=4,
+    )
+
+
+def dump_cifar100_meta(fine_names: Sequence[str], coarse_names: Sequence[str]) -> bytes:
+    return pickle.dumps({"fine_label_names": list(fine_names), "coarse_label_names": list(coarse_names)}, protocol=4)
 
 
 def make_cifar100_tarball(path: Path, *, train: int = 100, test: int = 40, seed: int = 0) -> dict:

@@ -13,7 +13,7 @@ class HostReads(TorchDispatchMode):
     """Counts host reads of tensor values dispatched on this thread while active.
 
     Dispatch modes are thread-local: ops run by other threads (the CPU
-    prefetch thread of :mod:`kubeclr.core.prefetch`) are not seen.
+    prefetch thread of :class:`kubeclr.core.train.Prefetch`) are not seen.
     """
 
     def __init__(self) -> None:

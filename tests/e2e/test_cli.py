@@ -229,11 +229,13 @@ def test_local_run_with_a_bad_md5_fails_with_one_clear_line(tmp_path):
 
 @pytest.mark.e2e
 def test_every_step_runs_with_one_resolved_config(tmp_path):
-    """Overrides in four sections reach all six steps, as one config with one digest (the kNN monitor once
-    ran with the default k = 200 because the pretrain step never received the eval section)."""
+    """Overrides in four sections reach all six steps from one resolution, each step seeing exactly its view of
+    that config (the kNN monitor once ran with the default k = 200 because pretraining never received eval)."""
     import re
+    from dataclasses import fields
 
-    from kubeclr.config import config_digest, resolve
+    from kubeclr.config import config_digest, resolve, restrict
+    from kubeclr.steps import reads
 
     tarball = tmp_path / "cifar-10-python.tar.gz"
     md5 = make_cifar_tarball(tarball, per_batch=20, seed=4)
@@ -241,23 +243,26 @@ def test_every_step_runs_with_one_resolved_config(tmp_path):
     sets += ["pretrain.epochs=1", "pretrain.batch_size=32", "pretrain.knn_every=1", "data.train_limit=0"]
     sets += ["data.val_limit=0", "data.test_limit=0", "eval.tsne_points=20"]
     proc = run(
-        *["run", "--local", "--preset", "smoke", "--cifar-source", str(tarball), "--cifar-md5", md5],
+        *["run", "--local", "--preset", "smoke", "--data-source", str(tarball), "--data-md5", md5],
         *["--output-dir", str(tmp_path / "out"), "--run-name", "one-config"],
         *[a for kv in sets for a in ("--set", kv)],
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     digests = dict(re.findall(r"(\w+): config sha256 ([0-9a-f]{64})", proc.stdout + proc.stderr))
     steps = {"download_split", "compute_stats", "pretrain", "extract_features", "linear_eval", "report"}
-    assert set(digests) == steps | {"export_model", "regression_gate"}
-    assert len(set(digests.values())) == 1
+    assert set(digests) == steps | {"resolve_config", "export_model", "regression_gate"}
     metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
     config = metrics["config"]
     assert (config["eval"]["knn_k"], config["augment"]["color_strength"]) == (7, 0.4)
     assert (config["pretrain"]["temperature"], config["data"]["seed"]) == (0.3, 3)
-    assert metrics["config_sha256"] == config_digest(resolve(config)) == next(iter(digests.values()))
+    whole = resolve(config)
+    assert metrics["config_sha256"] == config_digest(whole) == digests["resolve_config"] == digests["report"]
+    for step, digest in digests.items():  # each step ran on its view of that one config: what its READS name
+        assert digest == config_digest(restrict(whole, reads(step) or [f.name for f in fields(whole)])), step
     assert metrics["pretrain"]["knn_monitor"]["k"] == 7 and metrics["knn"]["k"] == 7
     history = json.loads(next((tmp_path / "out" / ".kfp").rglob("pretrain/history")).read_text())
-    assert history["config"] == config and history["config_sha256"] == metrics["config_sha256"]
+    assert history["config"] == restrict(whole, reads("pretrain")).to_dict()
+    assert history["config_sha256"] == digests["pretrain"]
     assert "knn_top1" in history["epochs"][-1]
 
 

@@ -49,11 +49,11 @@ def _torchrun(*args: str, timeout: int = 300) -> subprocess.CompletedProcess:
 
 
 def _parity_worker(out_dir: str) -> None:
+    from kubeclr.bench.article import forward_loss
     from kubeclr.config import Config
     from kubeclr.core import distributed
     from kubeclr.core.loss import NTXentLoss
     from kubeclr.core.model import build_model
-    from kubeclr.core.train import forward_loss
 
     ctx = distributed.init_from_env("cpu")
     cfg = Config().override(TINY)

@@ -11,7 +11,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from servers import free_port
 
 from kubeclr.config import MetricsConfig
-from kubeclr.core.callbacks import Callback
+from kubeclr.core.train import Callback
 from kubeclr.telemetry.prometheus import TrainingMetrics, delete_run, step_metrics, training_callback
 
 pytestmark = pytest.mark.integration

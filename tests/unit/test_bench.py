@@ -13,12 +13,13 @@ from pathlib import Path
 
 import pytest
 import torch
+from PIL import Image
 
+from kubeclr.bench import article, measure
 from kubeclr.bench import gpu as bench_gpu
-from kubeclr.bench import measure
 from kubeclr.bench import throughput as bench
 from kubeclr.cli import main as cli_main
-from kubeclr.config import load_config
+from kubeclr.config import AugmentConfig, load_config
 from kubeclr.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -187,3 +188,27 @@ def test_interleaved_repeats_follow_each_epoch_of_the_step_and_skip_the_warm_up(
         ("seed", False),
     ]
     assert inter.rates == {"limit": [5.0, 8.0], "seed": [6.0, 9.0]}
+
+
+def test_pil_pipeline_is_the_seed_articles_recipe():
+    """The baseline (c) augments as the seed article does: torchvision's PIL transforms, SimCLR's parameters."""
+    cfg = AugmentConfig(blur=True)
+    pipe = article.pil_pipeline(cfg, (0.5, 0.4, 0.3), (0.25, 0.2, 0.3))
+    image = torch.randint(0, 256, (32, 32, 3), generator=torch.Generator().manual_seed(0), dtype=torch.uint8)
+    pil_image = Image.fromarray(image.numpy())
+    torch.manual_seed(0)
+    out = pipe(pil_image)
+    assert out.shape == (3, 32, 32) and out.dtype == torch.float32
+    names = [type(t).__name__ for t in pipe.transforms]
+    assert names == [
+        "RandomResizedCrop",
+        "RandomHorizontalFlip",
+        "RandomApply",
+        "RandomGrayscale",
+        "RandomApply",
+        "ToTensor",
+        "Normalize",
+    ]
+    jitter = pipe.transforms[2].transforms[0]
+    assert jitter.brightness == (0.6, 1.4) and jitter.hue == pytest.approx((-0.1, 0.1))
+    assert pipe.transforms[2].p == 0.8

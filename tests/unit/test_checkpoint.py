@@ -14,9 +14,14 @@ import torch
 
 from kubeclr.config import Config
 from kubeclr.core import checkpoint, train
-from kubeclr.core.callbacks import Callback
+from kubeclr.core.train import Callback
 from kubeclr.errors import StorageError
 from kubeclr.storage.store import LocalStore, open_store
+
+
+def list_checkpoints(store) -> list[int]:
+    """Epochs whose manifest is stored (not verified), newest first; a write in flight is not waited for."""
+    return checkpoint._epochs(store.list("ckpt-"), checkpoint.MANIFEST)
 
 
 def _state(epoch: int) -> dict:
@@ -50,7 +55,7 @@ def test_keeps_only_the_newest_complete_checkpoints(tmp_path):
     store = LocalStore(tmp_path)
     for epoch in range(1, 5):
         checkpoint.save_checkpoint(store, epoch, _state(epoch), keep=2)
-    assert checkpoint.list_checkpoints(store) == [4, 3]
+    assert list_checkpoints(store) == [4, 3]
     assert store.list() == [
         "ckpt-000003/MANIFEST.json",
         "ckpt-000003/state.pt",
@@ -239,7 +244,7 @@ def test_a_save_returns_while_its_write_is_in_flight_and_the_next_save_waits(tmp
     second.join(timeout=10)
     writer.wait()
     assert store.released is True
-    assert checkpoint.list_checkpoints(store) == [2, 1]
+    assert list_checkpoints(store) == [2, 1]
 
 
 def test_the_snapshot_is_a_copy_taken_at_save_time(tmp_path, monkeypatch):
@@ -357,7 +362,7 @@ def test_training_continues_while_a_checkpoint_is_written_and_waits_for_the_last
     train.train_simclr(_tiny_run(2), images, mean, std, device=torch.device("cpu"), store=store, callbacks=release)
     # a synchronous write would have blocked the loop in epoch 1 until the gate timed out
     assert release.write_was_pending and store.released is True
-    assert checkpoint.list_checkpoints(LocalStore(tmp_path)) == [2, 1]  # the last one before returning
+    assert list_checkpoints(LocalStore(tmp_path)) == [2, 1]  # the last one before returning
 
 
 @pytest.mark.usefixtures("one_thread")

@@ -111,13 +111,14 @@ def test_a_reader_that_leaves_early_gets_no_traceback():
 def test_the_local_run_logs_a_config_output_with_integers_not_floats():
     from kfp.local import logging_utils
 
-    from kubeclr.cli import local_run
+    from kubeclr.cli import kfp_local
 
     cfg = load_config("smoke").to_dict()
     floated = json_format.MessageToDict(json_format.ParseDict(cfg, struct_pb2.Struct()))  # as kfp.local hands it
     assert floated["pretrain"]["epochs"] == 6.0 and type(floated["pretrain"]["epochs"]) is float
-    typed = local_run.typed_outputs({"Output": floated, "n": 3.0})
-    assert typed["Output"] == cfg and typed["n"] == 3.0  # only a whole config is re-typed
-    local_run._install_typed_output_log()
+    typed = kfp_local.typed_outputs({"Output": floated, "n": 3.0, "pretrain": {"pretrain": floated["pretrain"]}})
+    assert typed["Output"] == cfg and typed["n"] == 3.0  # only a config (or a task's slice of one) is re-typed
+    assert typed["pretrain"] == {"pretrain": cfg["pretrain"]}
+    kfp_local.install_typed_output_log()
     lines = "\n".join(logging_utils.make_log_lines_for_outputs({"Output": floated}))
     assert "'epochs': 6," in lines and "'epochs': 6.0" not in lines and "'lr': 1.2" in lines

@@ -1,4 +1,4 @@
-"""kubeclr.core.compiled: counted graphs, recompiles, graph breaks, the eager fallback; kubeclr.core.timing.
+"""kubeclr.core.compiled: counted graphs, recompiles, graph breaks, the eager fallback; kubeclr.core.train.StepTimer.
 
 Dynamo's ``eager`` backend keeps these tests fast: it traces exactly as
 Inductor would be handed the graphs, without generating code.
@@ -15,7 +15,7 @@ from torch import nn
 
 from kubeclr.core import compiled
 from kubeclr.core.compiled import Compiled
-from kubeclr.core.timing import StepTimer
+from kubeclr.core.train import StepTimer
 from kubeclr.storage.store import LocalStore
 
 CPU = torch.device("cpu")

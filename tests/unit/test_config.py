@@ -30,19 +30,13 @@ def test_paper_and_article_recipes():
     assert (seed.eval.protocol, seed.eval.crops_epochs) == ("crops", 100)
 
 
-def test_old_seed_names_still_work_with_a_warning(caplog):
-    from kubeclr.config import parse
-
-    parse._warned.clear()
-    with caplog.at_level("WARNING", logger="kubeclr.config.parse"):
-        old = load_config("seed", overrides=["eval.protocol=seed", "eval.seed_epochs=7", "eval.seed_lr=0.3"])
-        from_file = Config.from_dict({"eval": {"protocol": "seed", "seed_epochs": 7}})
-    assert old == load_config("article", overrides=["eval.crops_epochs=7", "eval.crops_lr=0.3"])
-    assert (from_file.eval.protocol, from_file.eval.crops_epochs) == ("crops", 7)
-    said = " ".join(r.getMessage() for r in caplog.records)
-    for name in ("preset 'seed'", "eval.protocol=seed", "eval.seed_epochs", "eval.seed_lr"):
-        assert f"{name} is deprecated" in said, name
-    assert "preset 'seed'" not in preset_names()  # listed under its new name only
+def test_the_names_removed_before_any_release_are_unknown():
+    """0.1.0's rename machinery is gone: an old name is an unknown key, with the allowed ones listed."""
+    with pytest.raises(ConfigError, match=r"unknown key 'seed_epochs' in section 'eval' \(allowed: .*crops_epochs"):
+        load_config("smoke", overrides=["eval.seed_epochs=7"])
+    with pytest.raises(ConfigError, match="unknown preset 'seed'"):
+        load_config("seed")
+    assert "seed" not in preset_names()
 
 
 def test_overrides_are_parsed_by_field_type():
@@ -134,7 +128,38 @@ def test_resolve_merges_the_ui_parameters_into_the_struct_once():
     assert set(ui) == {p.name for p in UI_PARAMS}
     assert resolve(struct, ui) == cfg
     assert resolve(struct, {**ui, "epochs": 3}).pretrain.epochs == 3
-    assert resolve(cfg.to_dict()) == cfg  # an already resolved config, as the later steps get it
+    assert resolve(cfg.to_dict()) == cfg  # a whole config
+    assert "metrics" not in struct  # set at compile time, in every task's environment
+
+
+def test_the_metrics_section_comes_from_the_tasks_environment(monkeypatch):
+    from kubeclr.config import compile_time_env, pipeline_parameters, resolve, task_view
+
+    compiled = load_config("smoke", overrides=["metrics.pushgateway_url=http://pg:9091", "metrics.job=nightly"])
+    ui, struct = pipeline_parameters(compiled)
+    for name, value in compile_time_env(compiled).items():
+        monkeypatch.setenv(name, value)
+    assert resolve(struct, ui) == compiled
+    assert task_view({"model": compiled.to_dict()["model"]}).metrics == compiled.metrics
+
+
+def test_a_tasks_view_holds_its_keys_and_refuses_the_others():
+    """A cached task's step reads its slice; a key it was not given is an error, never a silent default."""
+    from kubeclr.config import config_digest, config_slice, restrict, task_view
+    from kubeclr.config.schema import NotGivenError
+
+    cfg = load_config("smoke", overrides=["storage.export_uri=s3://b/e", "storage.mirror_uri=s3://b/m"])
+    given = config_slice(cfg, ("data", "storage.mirror_uri"))
+    assert set(given) == {"data", "storage"} and given["storage"] == {"mirror_uri": "s3://b/m"}
+    view = task_view(given)
+    assert view.data == cfg.data and view.storage.mirror_uri == "s3://b/m" and view.is_view
+    with pytest.raises(NotGivenError, match="'storage.export_uri' was not given to this task"):
+        _ = view.storage.export_uri
+    with pytest.raises(NotGivenError, match="'gate.min_runs'"):
+        _ = view.gate.min_runs
+    assert config_digest(view) == config_digest(restrict(cfg, ("data", "storage.mirror_uri")))
+    assert view.override({"data.seed": 5}).data.seed == 5 and view.override({"data.seed": 5}).is_view
+    assert not cfg.is_view and task_view(cfg.to_dict()) == cfg  # every key given: a whole config
 
 
 @pytest.mark.parametrize(
@@ -153,8 +178,8 @@ def test_resolve_merges_the_ui_parameters_into_the_struct_once():
         (lambda s, u: (s, {**u, "batch_size": 0}), "pretrain.batch_size=0 is out of range"),
         (lambda s, u: ({**s, "eval": None}, u), "config: section 'eval' must be a mapping, got NoneType"),
         (
-            lambda s, u: ({**s, "eval": {**s["eval"], "seed_epochs": 3}}, u),
-            "eval.crops_epochs is set twice (also as its deprecated name eval.seed_epochs)",
+            lambda s, u: ({**s, "metrics": {"port": 9100}}, u),
+            "section 'metrics' is set when the pipeline is compiled (simclr-pipeline compile --set metrics.KEY=VALUE)",
         ),
     ],
 )
@@ -183,12 +208,3 @@ def test_config_digest_is_stable_and_sensitive():
     a, b = load_config("smoke"), load_config("smoke")
     assert config_digest(a) == config_digest(b) and len(config_digest(a)) == 64
     assert config_digest(a.override({"eval.knn_k": 7})) != config_digest(a)
-
-
-def test_an_old_and_a_new_name_together_are_refused():
-    with pytest.raises(
-        ConfigError, match=re.escape("eval.crops_epochs: set twice (as eval.crops_epochs and as eval.seed_epochs)")
-    ):
-        load_config("smoke", overrides=["eval.crops_epochs=5", "eval.seed_epochs=7"])
-    with pytest.raises(ConfigError, match="set twice"):
-        Config.from_dict({"eval": {"crops_epochs": 5, "seed_epochs": 7}})

@@ -6,7 +6,6 @@ import pytest
 
 from kubeclr.config import Config
 from kubeclr.errors import DataError
-from kubeclr.steps.fingerprint import run as fingerprint
 from kubeclr.storage.fingerprint import source_fingerprint
 from tests.dataset_fixtures import write_image_folder
 
@@ -70,14 +69,18 @@ def test_an_unpinned_download_uses_the_server_tags_or_never_repeats(monkeypatch)
     assert source_fingerprint(d) != source_fingerprint(d)  # nothing pins the content: never a cache hit
 
 
-def test_the_task_reads_the_data_section_of_the_struct(tmp_path):
+def test_resolve_config_fingerprints_the_resolved_data_section(tmp_path):
+    """The first task resolves the config, then fingerprints its data section (the data step's cache key)."""
+    from kubeclr.config import load_config, pipeline_parameters
+    from kubeclr.steps.resolve_config import run as resolve_config
+
     root = tmp_path / "ds"
     write_image_folder(root, train=2, test=1)
-    digest = fingerprint({"data": {"sample_per_class": 7}, "model": {"width": 8}}, "sample", "none", "cifar10")
+    ui, struct = pipeline_parameters(load_config("smoke", overrides=["data.sample_per_class=7"]))
+    config, digest, *_ = resolve_config(struct, ui, ())
     assert digest == source_fingerprint(_data(source="sample", sample_per_class=7))
-    assert digest != fingerprint({"data": {"sample_per_class": 8}}, "sample", "none", "cifar10")
-    assert fingerprint({}, str(root), "none", "imagefolder") == source_fingerprint(
-        _data(format="imagefolder", source=str(root))
-    )
+    assert config["data"]["sample_per_class"] == 7
+    folder = {**ui, "data_format": "imagefolder", "data_source": str(root)}
+    assert resolve_config(struct, folder, ())[1] == source_fingerprint(_data(format="imagefolder", source=str(root)))
     with pytest.raises(DataError, match="no such file or folder"):
-        fingerprint({}, str(tmp_path / "missing"), "none", "imagefolder")
+        resolve_config(struct, {**folder, "data_source": str(tmp_path / "missing")}, ())

@@ -4,7 +4,7 @@ import random
 
 import pytest
 
-from kubeclr.cli.local_run import ExecutorInputFilter
+from kubeclr.cli.kfp_local import ExecutorInputFilter
 
 DUMP = (
     b'[KFP Executor 2026-11-28 13:14:32,735 INFO]: Got executor_input:\n{\n    "inputs": {\n'
@@ -54,7 +54,7 @@ def test_a_step_that_died_without_an_error_line_is_named_in_the_last_line():
     from kubeclr.cli.local_run import _silent_failure
 
     killed = RuntimeError(
-        "Pipeline \x1b[95m'simclr-cifar10'\x1b[0m finished with status \x1b[91mFAILURE\x1b[0m. "
+        "Pipeline \x1b[95m'simclr'\x1b[0m finished with status \x1b[91mFAILURE\x1b[0m. "
         "Inner task failed: \x1b[96m'pretrain'\x1b[0m."
     )
     assert _silent_failure(killed) == (
@@ -67,11 +67,11 @@ def test_a_step_killed_by_a_signal_is_named_with_the_signal(monkeypatch, capfdbi
     """A real child that segfaults under the local runner's streamer: the last line names SIGSEGV."""
     import sys
 
-    from kubeclr.cli import local_run
+    from kubeclr.cli import kfp_local, local_run
 
-    monkeypatch.setattr(local_run, "_KILLED_BY", [])
+    monkeypatch.setattr(kfp_local, "KILLED_BY", [])
     segv = "import os, signal; print('training...', flush=True); os.kill(os.getpid(), signal.SIGSEGV)"
-    assert local_run._stream_raw_subprocess([sys.executable, "-c", segv]) == -11
+    assert kfp_local.stream_raw_subprocess([sys.executable, "-c", segv]) == -11
     assert b"training..." in capfdbinary.readouterr().out
     killed = RuntimeError("Inner task failed: 'pretrain'")
     line = local_run._silent_failure(killed)

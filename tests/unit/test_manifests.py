@@ -283,7 +283,7 @@ def test_secret_template_holds_placeholders_matching_the_launcher_keys(rendered)
     assert ref["secretName"] == "kubeclr-s3-credentials"
     assert {ref["accessKeyKey"], ref["secretKeyKey"]} <= set(template["stringData"])
     # ... and the keys every pipeline step maps to env vars of the same name
-    from kubeclr.pipelines.simclr import S3_SECRET_KEYS
+    from kubeclr.cluster.k8s import S3_SECRET_KEYS
 
     assert set(S3_SECRET_KEYS) == set(template["stringData"])
     # The template is never deployed: a re-apply must not clobber real credentials.

@@ -188,3 +188,93 @@ def test_scheduler_steps_per_iteration():
     expected = [warmup_cosine(s, 20, 5, 0.3) for s in range(20)]
     assert seen == pytest.approx(expected)
     assert opt.param_groups[0]["lr"] == pytest.approx(0.0, abs=1e-12)
+
+
+def _lars_reference(model: nn.Module, buffers: dict, *, lr: float, momentum: float, wd: float, eta: float) -> None:
+    """One LARS step written per parameter from the docstring's formulas (You et al. 2017; SimCLR's exclusions)."""
+    for p in model.parameters():
+        excluded = p.ndim <= 1  # biases and BatchNorm: plain momentum SGD, no decay, no trust ratio
+        d = p.grad if excluded else p.grad + wd * p
+        w_norm, d_norm = p.norm(), d.norm()
+        trust = 1.0 if excluded or w_norm == 0 or d_norm == 0 else eta * w_norm / d_norm
+        v = buffers.get(p, torch.zeros_like(p))
+        buffers[p] = momentum * v + lr * trust * d
+        p.sub_(buffers[p])
+
+
+def _small_model(seed: int) -> nn.Module:
+    """Conv + BN + linear; biases and BN are excluded from adaptation. The conv weights are channels_last, as on
+    CUDA, so the flat buffer's views must follow their strides."""
+    torch.manual_seed(seed)
+    model = nn.Sequential(
+        nn.Conv2d(3, 8, 3, bias=False),
+        nn.BatchNorm2d(8),
+        nn.Conv2d(8, 4, 3),
+        nn.Flatten(),
+        nn.Linear(4 * 4 * 4, 5),
+        nn.BatchNorm1d(5),
+    )
+    return model.to(memory_format=torch.channels_last)
+
+
+def _random_grads(model: nn.Module, seed: int) -> None:
+    """Gradients with each parameter's strides (what backward gives); the last weight's is zero (||d|| = 0 with
+    no decay). No forward pass: the optimiser alone is under test, and CPU channels_last convolutions can crash."""
+    torch.manual_seed(seed)
+    for p in model.parameters():
+        p.grad = torch.randn_like(p)
+    model[4].weight.grad.zero_()
+
+
+@pytest.mark.parametrize("wd", [1e-4, 0.0])
+def test_lars_fused_step_equals_a_per_parameter_reference(wd):
+    """Five steps with a changing lr on a small model, against the formulas applied one tensor at a time."""
+    fused, reference = _small_model(0), _small_model(0)
+    momentum, eta = 0.9, 0.01
+    opt = LARS(param_groups(fused, wd), lr=0.1, momentum=momentum, weight_decay=wd, trust_coefficient=eta)
+    buffers: dict = {}
+    for step in range(5):
+        lr = 0.5 * (step + 1)  # as the warm-up changes it every step
+        _random_grads(fused, seed=step)
+        for a, b in zip(fused.parameters(), reference.parameters()):
+            b.grad = a.grad.clone()
+        for group in opt.param_groups:
+            group["lr"] = lr
+        opt.step()
+        with torch.no_grad():
+            _lars_reference(reference, buffers, lr=lr, momentum=momentum, wd=wd, eta=eta)
+        for (name, a), b in zip(fused.named_parameters(), reference.parameters()):
+            torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-6, msg=f"step {step}: {name}")
+            v = opt.state[a]["momentum_buffer"]  # the step itself, to 1e-6 of its size
+            torch.testing.assert_close(v, buffers[b], atol=1e-6 * buffers[b].abs().max().item(), rtol=1e-6)
+    assert any(not torch.equal(a, b) for a, b in zip(fused.parameters(), _small_model(0).parameters()))
+
+
+def test_lars_step_keeps_every_foreach_op_on_the_fused_path():
+    """CUDA fuses a foreach op over tensor lists only if paired tensors share shape and strides (ATen's
+    ForeachUtils.h, check_fast_path_restrictions); a list of 0-d trust ratios would cost one kernel per parameter."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    def same_layout(a: torch.Tensor, b: torch.Tensor) -> bool:
+        return a.shape == b.shape and all(n == 1 or s == t for n, s, t in zip(a.shape, a.stride(), b.stride()))
+
+    class Pairs(TorchDispatchMode):
+        def __init__(self) -> None:
+            super().__init__()
+            self.foreach, self.mismatched = [], []
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            lists = [a for a in args if isinstance(a, (list, tuple)) and a and isinstance(a[0], torch.Tensor)]
+            if func.__name__.startswith("_foreach_"):
+                self.foreach.append(func.__name__)
+                if len(lists) > 1 and not all(same_layout(*pair) for pair in zip(*lists)):
+                    self.mismatched.append(func.__name__)
+            return func(*args, **(kwargs or {}))
+
+    model = _small_model(0)
+    opt = LARS(param_groups(model, 1e-4), lr=0.1, weight_decay=1e-4)
+    for step in range(2):  # the second step finds its momentum buffers
+        _random_grads(model, seed=step)
+        with Pairs() as seen:
+            opt.step()
+    assert seen.mismatched == [] and "_foreach_copy_.default" in seen.foreach

@@ -19,15 +19,16 @@ README = Path(__file__).resolve().parents[2] / "README.md"
 
 STEPS = {"download-split", "compute-stats", "pretrain", "extract-features", "linear-eval", "report"}
 # The DAG of docs/architecture.md: which task consumes which producer's outputs.
+# Every task but compute_stats (which reads no config key) also consumes resolve_config's output.
 EDGES = {
-    "download-split": {"fingerprint"},
-    "regression-gate": {"download-split", "report"},
+    "download-split": {"resolve-config"},
+    "regression-gate": {"resolve-config", "report"},
     "compute-stats": {"download-split"},
-    "pretrain": {"download-split", "compute-stats"},
-    "extract-features": {"download-split", "compute-stats", "pretrain"},
-    "linear-eval": {"download-split", "compute-stats", "pretrain", "extract-features"},
-    "report": {"download-split", "compute-stats", "pretrain", "extract-features", "linear-eval"},
-    "export-model": {"download-split", "compute-stats", "pretrain", "linear-eval"},
+    "pretrain": {"resolve-config", "download-split", "compute-stats"},
+    "extract-features": {"resolve-config", "download-split", "compute-stats", "pretrain"},
+    "linear-eval": {"resolve-config", "download-split", "compute-stats", "pretrain", "extract-features"},
+    "report": {"resolve-config", "download-split", "compute-stats", "pretrain", "extract-features", "linear-eval"},
+    "export-model": {"resolve-config", "download-split", "compute-stats", "pretrain", "linear-eval"},
 }
 
 
@@ -50,12 +51,12 @@ def ir(ir_path):
 def test_six_tasks_with_the_design_edges(ir):
     spec, _ = ir
     tasks = spec["root"]["dag"]["tasks"]
-    assert set(tasks) == STEPS | {"fingerprint", "export-model", "regression-gate"}
+    assert set(tasks) == STEPS | {"resolve-config", "export-model", "regression-gate"}
     assert set(tasks) == {name.replace("_", "-") for name in RUN_TASKS}
     for name, producers in EDGES.items():
         assert set(tasks[name]["dependentTasks"]) == producers, name
-    assert "dependentTasks" not in tasks["fingerprint"]
-    assert spec["pipelineInfo"]["name"] == "simclr-cifar10"
+    assert "dependentTasks" not in tasks["resolve-config"]
+    assert spec["pipelineInfo"]["name"] == "simclr"
     assert spec["defaultPipelineRoot"] == "s3://bucket/root"
 
 
@@ -67,7 +68,7 @@ def test_display_names_and_caching(ir):
     for data_step in ("download-split", "compute-stats"):
         assert tasks[data_step]["cachingOptions"].get("enableCache") is True
     assert not tasks["pretrain"]["cachingOptions"].get("enableCache")
-    assert not tasks["fingerprint"]["cachingOptions"].get("enableCache")
+    assert not tasks["resolve-config"]["cachingOptions"].get("enableCache")
 
 
 def test_cached_steps_take_nothing_that_differs_every_run(ir):
@@ -81,12 +82,15 @@ def test_cached_steps_take_nothing_that_differs_every_run(ir):
 
 
 def test_the_data_step_cache_key_follows_the_source_content(ir):
-    """The never-cached fingerprint's output is an input of the cached data step: same content, cache hit."""
+    """The never-cached resolve_config's fingerprint is an input of the cached data step: same content, cache hit."""
     tasks = ir[0]["root"]["dag"]["tasks"]
     param = tasks["download-split"]["inputs"]["parameters"]["source_fingerprint"]
-    assert param["taskOutputParameter"] == {"producerTask": "fingerprint", "outputParameterKey": "Output"}
-    for name in ("cifar_source", "cifar_md5", "data_format", "config"):
-        assert tasks["fingerprint"]["inputs"]["parameters"][name]["componentInputParameter"] == name
+    assert param["taskOutputParameter"] == {
+        "producerTask": "resolve-config",
+        "outputParameterKey": "source_fingerprint",
+    }
+    for name in ("data_source", "data_md5", "data_format", "config"):
+        assert tasks["resolve-config"]["inputs"]["parameters"][name]["componentInputParameter"] == name
 
 
 def test_run_page_artifact_types(ir):
@@ -147,7 +151,7 @@ def test_kubernetes_platform_config(ir):
 def test_no_runtime_pip_and_one_pinned_image(ir):
     spec, _ = ir
     executors = spec["deploymentSpec"]["executors"]
-    assert len(executors) == 9  # the six steps, the fingerprint, the export and the regression gate
+    assert len(executors) == 9  # the six steps, resolve_config, the export and the regression gate
     for name, ex in executors.items():
         container = ex["container"]
         assert container["image"] == kubeclr.IMAGE, name
@@ -173,7 +177,7 @@ def test_parameters_default_to_the_preset(ir):
         "temperature",
         "gpus_per_node",
         "nodes",
-        "cifar_source",
+        "data_source",
         "checkpoint_uri",
         "run_name",
     ):
@@ -294,26 +298,108 @@ def test_launcher_variant_refuses_one_node(tmp_path, monkeypatch):
 
 
 def test_one_config_struct_plus_the_ui_parameters_and_no_key_twice(ir):
+    from kubeclr.config.resolve import COMPILE_TIME
+
     params = ir[0]["root"]["inputDefinitions"]["parameters"]
     ui = [p.name for p in UI_PARAMS]
     assert set(params) == {"run_name", *ui, "gpus_per_node", "nodes", "config"}
     assert params["config"]["parameterType"] == "STRUCT"
     struct = params["config"]["defaultValue"]
+    assert not set(COMPILE_TIME) & set(struct)  # the metrics section is in every task's environment instead
     in_struct = [f"{section}.{key}" for section, keys in struct.items() for key in keys]
-    homes = in_struct + [p.key for p in UI_PARAMS]  # where each key can be set
+    compile_time = [k for k in load_config("fast").dotted_keys() if k.split(".")[0] in COMPILE_TIME]
+    homes = in_struct + [p.key for p in UI_PARAMS] + compile_time  # where each key can be set
     assert len(homes) == len(set(homes))  # no key both a UI parameter and inside `config`
     assert sorted(homes) == sorted(load_config("fast").dotted_keys())  # and none without a home
 
 
-def test_every_later_step_gets_the_config_the_first_step_resolved(ir):
+def test_the_config_and_the_ui_parameters_feed_one_uncached_task(ir):
+    """The root `config` and every UI parameter are read by resolve_config alone, which is never cached."""
     tasks = ir[0]["root"]["dag"]["tasks"]
-    first = tasks["download-split"]["inputs"]["parameters"]
-    assert first["config"]["componentInputParameter"] == "config"
-    assert {p.name for p in UI_PARAMS} <= set(first)
-    for name in STEPS - {"download-split"}:
-        config = tasks[name]["inputs"]["parameters"]["config"]["taskOutputParameter"]
-        assert config == {"producerTask": "download-split", "outputParameterKey": "Output"}, name
-        assert not {p.name for p in UI_PARAMS} & set(tasks[name]["inputs"]["parameters"]), name
+    ui = {p.name for p in UI_PARAMS} | {"config"}
+    readers = {
+        name
+        for name, t in tasks.items()
+        for param in t["inputs"].get("parameters", {}).values()
+        if param.get("componentInputParameter") in ui
+    }
+    assert readers == {"resolve-config"}
+    assert not tasks["resolve-config"]["cachingOptions"].get("enableCache")
+
+
+def test_each_cached_task_takes_its_own_slice_and_no_gate_report_deploy_registry_or_metrics(ir):
+    from kubeclr.components import sliced
+    from kubeclr.config import config_slice
+    from kubeclr.steps import reads
+
+    tasks = ir[0]["root"]["dag"]["tasks"]
+    cached = {n for n, t in tasks.items() if t["cachingOptions"].get("enableCache")}
+    assert cached == {"download-split", "compute-stats", "extract-features", "linear-eval", "export-model"}
+    for name in cached:
+        given = tasks[name]["inputs"]["parameters"].get("config")
+        if name == "compute-stats":
+            assert given is None  # it reads no key
+            continue
+        key = name.replace("-", "_")
+        assert given["taskOutputParameter"] == {"producerTask": "resolve-config", "outputParameterKey": key}
+    pretrain = tasks["pretrain"]["inputs"]["parameters"]["config"][
+        "taskOutputParameter"
+    ]  # cached with --cache-pretrain
+    assert pretrain == {"producerTask": "resolve-config", "outputParameterKey": "pretrain"}
+    whole = load_config("fast")
+    for task in sliced():
+        assert not {"gate", "report", "deploy", "registry", "metrics"} & set(config_slice(whole, reads(task))), task
+    for name in ("report", "regression-gate"):  # never cached: the whole config
+        given = tasks[name]["inputs"]["parameters"]["config"]["taskOutputParameter"]
+        assert given == {"producerTask": "resolve-config", "outputParameterKey": "config"}, name
+
+
+def _changed(cfg, key):
+    """``cfg`` with ``key`` set to another valid value."""
+    import dataclasses
+
+    from kubeclr.errors import ConfigError
+
+    section, name = key.split(".")
+    value = cfg.to_dict()[section][name]
+    (field,) = [f for f in dataclasses.fields(getattr(cfg, section)) if f.name == name]
+    if field.metadata.get("choices"):
+        candidates = list(field.metadata["choices"])
+    elif isinstance(value, bool):
+        candidates = [not value]
+    elif isinstance(value, (int, float)):
+        candidates = [value + 1, value / 2, value * 2 or 0.5, value - 1, 64]
+    elif isinstance(value, list):
+        candidates = [[0.2, 1.0], [1e-3]]
+    else:
+        candidates = ["cuda" if value == "auto" else "x", "file:///tmp/x", "random:0.1", "0" * 32, "abc"]
+    for candidate in candidates:
+        try:
+            changed = cfg.override({key: candidate})
+        except ConfigError:
+            continue
+        if changed.to_dict()[section][name] != value:
+            return changed
+    raise AssertionError(f"no other valid value found for {key}")
+
+
+def test_a_key_changes_the_input_of_exactly_the_tasks_that_read_it():
+    """For every config key: change it, and exactly the cached tasks whose step READS its section (or the key
+    itself) get a different config input; every other task's cache key stays as it was."""
+    from kubeclr.components import sliced
+    from kubeclr.config import config_slice
+    from kubeclr.config.resolve import COMPILE_TIME
+    from kubeclr.steps import reads
+
+    base = load_config("fast")
+    for key in base.dotted_keys():
+        changed = _changed(base, key)
+        for task in sliced():
+            keys = reads(task)
+            differs = config_slice(changed, keys) != config_slice(base, keys)
+            section = key.split(".")[0]
+            expected = section not in COMPILE_TIME and (section in keys or key in keys)
+            assert differs == expected, (key, task)
 
 
 def _compile(tmp_path, opts=None, preset="fast"):
@@ -377,7 +463,7 @@ def test_deploy_adds_a_step_after_the_export_and_the_report(tmp_path):
     compile_pipeline(load_config("fast"), str(path), CompileOptions(deploy=True))
     spec, platform = yaml.safe_load_all(path.read_text())
     tasks = spec["root"]["dag"]["tasks"]
-    assert set(tasks["deploy-model"]["dependentTasks"]) == {"download-split", "export-model", "report"}
+    assert set(tasks["deploy-model"]["dependentTasks"]) == {"resolve-config", "export-model", "report"}
     assert not tasks["deploy-model"]["cachingOptions"].get("enableCache")
     env = spec["deploymentSpec"]["executors"]["exec-deploy-model"]["container"]["env"]
     assert {"name": "KUBECLR_IMAGE", "value": kubeclr.IMAGE} in env  # the serve image is its -serve tag
@@ -393,8 +479,21 @@ def test_a_registry_url_adds_the_registration_after_the_export(tmp_path):
     cfg = load_config("fast", None, ["registry.url=http://model-registry-service.kubeflow:8080"])
     compile_pipeline(cfg, str(path), CompileOptions())
     tasks = next(yaml.safe_load_all(path.read_text()))["root"]["dag"]["tasks"]
-    assert set(tasks["register-model"]["dependentTasks"]) == {"download-split", "export-model"}
+    assert set(tasks["register-model"]["dependentTasks"]) == {"resolve-config", "export-model"}
     assert not tasks["register-model"]["cachingOptions"].get("enableCache")
     plain = tmp_path / "plain.yaml"
     compile_pipeline(load_config("fast"), str(plain), CompileOptions())
     assert "register-model" not in next(yaml.safe_load_all(plain.read_text()))["root"]["dag"]["tasks"]
+
+
+def test_every_task_carries_the_compile_time_metrics_section(tmp_path):
+    """The metrics section is set at compile time and reaches every task in its environment, never as an input."""
+    from kubeclr.config.resolve import METRICS_ENV
+
+    cfg = load_config("smoke", None, ["metrics.pushgateway_url=http://pushgateway.monitoring:9091"])
+    path = tmp_path / "p.yaml"
+    compile_pipeline(cfg, str(path))
+    spec = next(yaml.safe_load_all(path.read_text()))
+    for name, ex in spec["deploymentSpec"]["executors"].items():
+        env = {e["name"]: e["value"] for e in ex["container"].get("env", [])}
+        assert json.loads(env[METRICS_ENV]) == cfg.to_dict()["metrics"], name

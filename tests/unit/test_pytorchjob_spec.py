@@ -269,7 +269,8 @@ def test_launch_settings_come_from_the_compiled_pipeline_env(tmp_path):
         e["name"]: e.get("value", "")  # the IR omits empty values
         for e in spec["deploymentSpec"]["executors"]["exec-pretrain"]["container"]["env"]
     }
-    assert [k for k in env if k.startswith("KUBECLR_")] == [ENV_VAR]  # one variable, not eleven
+    # one variable of launch settings, not eleven; and the compile-time metrics section every task carries
+    assert [k for k in env if k.startswith("KUBECLR_")] == [ENV_VAR, "KUBECLR_METRICS"]
     cluster = LaunchSettings.from_env({**env, "KUBECLR_SERVICE_ACCOUNT": "runner"})
     assert (cluster.image, cluster.secret_name, cluster.node_selector) == (
         "registry.local/kubeclr:1.2.3",

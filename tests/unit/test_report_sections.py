@@ -43,7 +43,7 @@ def test_every_timed_task_is_in_the_table_in_dag_order(first_run):
     tmp, metrics = first_run
     timings = dict(metrics["timings"])
     # as a run record has them once every task's time is known: later tasks appended, not in DAG order
-    record = {**metrics, "timings": {**timings, "regression_gate": 0.7, "fingerprint": 0.4, "export_model": 9.5}}
+    record = {**metrics, "timings": {**timings, "regression_gate": 0.7, "resolve_config": 0.4, "export_model": 9.5}}
     page, md = _rerender(tmp, record)
     rows = re.findall(r"<tr><td>(.*?)</td><td class=num>([\d.]+)</td><td class=num>([\d.]+)%</td></tr>", page)
     order = [t for t in TASKS if t in record["timings"]]
@@ -58,9 +58,9 @@ def test_every_timed_task_is_in_the_table_in_dag_order(first_run):
 def test_tasks_the_report_could_not_time_are_named(first_run):
     tmp, metrics = first_run
     page, md = (tmp / "report.html").read_text(), (tmp / "report.md").read_text()
-    note = "Not timed here: fingerprint, export_model, regression_gate"
+    note = "Not timed here: resolve_config, export_model, regression_gate"
     assert note in _text(_section(page, "Step timings")) and note in md
-    assert set(metrics["timings"]) | {"fingerprint", "export_model", "regression_gate"} == set(ALWAYS)
+    assert set(metrics["timings"]) | {"resolve_config", "export_model", "regression_gate"} == set(ALWAYS)
 
 
 def test_task_list_matches_the_pipeline():

@@ -41,13 +41,13 @@ def test_the_data_steps_run_once_outside_one_parallel_for_with_the_requested_par
     spec, _, sweep = ir
     root = spec["root"]["dag"]["tasks"]
     name, loop = _loop(spec)
-    assert set(root) == {"fingerprint", "download-split", "compute-stats", name, "leaderboard"}
+    assert set(root) == {"resolve-config", "download-split", "compute-stats", name, "leaderboard"}
     assert loop["iteratorPolicy"] == {"parallelismLimit": 3}
     assert json.loads(loop["parameterIterator"]["items"]["raw"]) == sweep.items()
     body = spec["components"][loop["componentRef"]["name"]]["dag"]["tasks"]
     assert set(body) == TRIAL_TASKS
     assert "report" not in root and "regression-gate" not in root  # the leaderboard takes their place
-    assert spec["pipelineInfo"]["name"] == "simclr-cifar10-sweep"
+    assert spec["pipelineInfo"]["name"] == "simclr-sweep"
 
 
 def test_each_trial_pretrains_with_its_own_config_and_checkpoint_scope(ir):
@@ -55,10 +55,11 @@ def test_each_trial_pretrains_with_its_own_config_and_checkpoint_scope(ir):
     _, loop = _loop(spec)
     body = spec["components"][loop["componentRef"]["name"]]["dag"]["tasks"]
     pretrain = body["pretrain"]["inputs"]["parameters"]
-    for key in ("config", "checkpoint_scope", "run_name"):
+    for key in ("checkpoint_scope", "run_name"):
         assert pretrain[key]["taskOutputParameter"] == {"outputParameterKey": key, "producerTask": "trial-config"}
-    for step in ("extract-features", "linear-eval"):
-        assert body[step]["inputs"]["parameters"]["config"]["taskOutputParameter"]["producerTask"] == "trial-config"
+    for step in ("pretrain", "extract-features", "linear-eval"):  # each its slice of the trial's config
+        given = body[step]["inputs"]["parameters"]["config"]["taskOutputParameter"]
+        assert given == {"outputParameterKey": step.replace("-", "_"), "producerTask": "trial-config"}
     scope = body["trial-config"]["inputs"]["parameters"]["checkpoint_scope"]["runtimeValue"]["constant"]
     assert scope == "{{$.pipeline_job_uuid}}"  # <run ID>/trial-NN-<digest>: a retry resumes, trials never share
 

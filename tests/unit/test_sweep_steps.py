@@ -8,22 +8,23 @@ import random
 
 import pytest
 
-from kubeclr.config import config_digest, load_config
+from kubeclr.config import config_digest, config_slice, load_config, restrict
 from kubeclr.config.sweep import build_sweep
 from kubeclr.errors import ConfigError, DataError
 from kubeclr.report.leaderboard_page import render_html, render_markdown
-from kubeclr.steps import leaderboard, trial_config
+from kubeclr.steps import leaderboard, reads, trial_config
 
 BASE = load_config("smoke")
 
 
 def test_a_trial_gets_its_overrides_its_own_checkpoint_folder_and_name():
     item = {"index": 3.0, "overrides": {"pretrain.temperature": 0.5, "pretrain.epochs": 2.0}}  # KFP: floats
-    config, scope, name = trial_config.run(BASE, item, checkpoint_scope="run-uuid", run_name="nightly")
+    *slices, scope, name = trial_config.run(BASE, item, checkpoint_scope="run-uuid", run_name="nightly")
     resolved = BASE.override({"pretrain.temperature": 0.5, "pretrain.epochs": 2})
-    assert config == resolved.to_dict()
+    assert slices == [config_slice(resolved, reads(task)) for task in trial_config.TRIAL_TASKS]
+    assert slices[0]["pretrain"]["temperature"] == 0.5 and "gate" not in slices[0]
     assert scope == f"run-uuid/trial-03-{config_digest(resolved)[:12]}" and name == "nightly-trial-03"
-    assert trial_config.run(BASE, item, checkpoint_scope="", run_name="x")[1].startswith("trial-03-")
+    assert trial_config.run(BASE, item, checkpoint_scope="", run_name="x")[-2].startswith("trial-03-")
 
 
 def test_a_trial_override_that_does_not_apply_is_one_line():
@@ -45,12 +46,12 @@ def _trial_outputs(tmp_path, sweep, vals):
     for i, (cfg, val) in enumerate(zip(sweep.configs, vals)):
         encoder = tmp_path / f"encoder-{i}.pt"
         encoder.write_bytes(f"weights of trial {i}".encode() * 10)
-        digest = config_digest(cfg)
+        encoder_sha256 = hashlib.sha256(encoder.read_bytes()).hexdigest()
         (h := tmp_path / f"history-{i}.json").write_text(
             json.dumps(
                 {
-                    "config_sha256": digest,
-                    "encoder_sha256": hashlib.sha256(encoder.read_bytes()).hexdigest(),
+                    "config_sha256": config_digest(restrict(cfg, reads("pretrain"))),  # what pretraining read
+                    "encoder_sha256": encoder_sha256,
                     "summary": {"seconds": 10.0 + i},
                 }
             )
@@ -58,7 +59,8 @@ def _trial_outputs(tmp_path, sweep, vals):
         (r := tmp_path / f"results-{i}.json").write_text(
             json.dumps(
                 {
-                    "config_sha256": digest,
+                    "config_sha256": config_digest(restrict(cfg, reads("linear_eval"))),
+                    "encoder_sha256": encoder_sha256,
                     "val_top1": val,
                     "val_top5": 1.0,
                     "test_top1": 1.0 - val,  # test disagrees with val: the winner is chosen on val

@@ -18,10 +18,8 @@ from kubeclr.atomic import write_json
 from kubeclr.config import Config, config_digest
 from kubeclr.core import checkpoint, train
 from kubeclr.core.augment import SimCLRAugment, color_jitter, paired_views
-from kubeclr.core.batches import batch_plan, view_batches
-from kubeclr.core.callbacks import Callback
 from kubeclr.core.model import build_encoder
-from kubeclr.core.prefetch import Prefetch
+from kubeclr.core.train import Callback, Prefetch, batch_plan, view_batches
 from kubeclr.data.files import Split, save_split
 from kubeclr.errors import ConfigError, UserError
 from kubeclr.steps import pretrain as step
@@ -218,12 +216,11 @@ def test_resume_refuses_a_checkpoint_of_another_model(tmp_path):
 
 
 def test_knn_monitor_is_recorded():
-    from kubeclr.launch.process import knn_monitor
+    from kubeclr.eval.knn import knn_monitor
 
     images, labels = structured_images()
     cfg = tiny_config(**{"pretrain.epochs": 2, "pretrain.knn_every": 2, "eval.knn_k": 5})
-    split = Split(images.numpy(), labels.numpy(), tuple("abcd"), {})
-    monitor, facts = knn_monitor(cfg, split, MEAN, STD, CPU)
+    monitor, facts = knn_monitor(cfg.eval, images.numpy(), labels.numpy(), 4, MEAN, STD, seed=cfg.data.seed, device=CPU)
     result = train.train_simclr(cfg, images, MEAN, STD, device=CPU, monitor=monitor)
     assert "knn_top1" not in result.history[0]
     assert 0.0 <= result.history[1]["knn_top1"] <= 1.0

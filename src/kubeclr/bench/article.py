@@ -15,15 +15,56 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 from PIL import Image
-from torch import Tensor
+from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset, RandomSampler
+from torchvision import transforms as T
 
-from kubeclr.config import Config
-from kubeclr.core.augment import pil_pipeline
+from kubeclr.config import AugmentConfig, Config
+from kubeclr.core.augment import RATIO
 from kubeclr.core.loss import NTXentLoss
 from kubeclr.core.model import build_model
 from kubeclr.core.optim import build_optimizer, build_scheduler
-from kubeclr.core.train import forward_loss
+from kubeclr.core.train import paired_loss
+
+
+def pil_pipeline(cfg: AugmentConfig, mean: Sequence[float], std: Sequence[float], size: int = 32) -> T.Compose:
+    """The seed article's per-image torchvision pipeline (PIL image -> normalised tensor).
+
+    ``size`` is the output size when ``cfg.size`` is 0 (the stored images' size).
+
+    Kept as the baseline for throughput benchmarks and parity checks against
+    :class:`~kubeclr.core.augment.SimCLRAugment`.
+    """
+    s, size = cfg.color_strength, cfg.size or size
+    steps: list = [
+        T.RandomResizedCrop(size, scale=tuple(cfg.crop_scale), ratio=RATIO),
+        T.RandomHorizontalFlip(cfg.flip_p),
+    ]
+    if s > 0:
+        steps.append(T.RandomApply([T.ColorJitter(0.8 * s, 0.8 * s, 0.8 * s, min(0.2 * s, 0.5))], p=cfg.color_p))
+    steps.append(T.RandomGrayscale(cfg.grayscale_p))
+    if cfg.blur:
+        k = max(3, int(0.1 * size) // 2 * 2 + 1)
+        steps.append(T.RandomApply([T.GaussianBlur(k, sigma=(0.1, 2.0))], p=0.5))
+    steps += [T.ToTensor(), T.Normalize(list(mean), list(std))]
+    return T.Compose(steps)
+
+
+def forward_loss(model: nn.Module, loss_fn: nn.Module, view1: Tensor, view2: Tensor) -> Tensor:
+    """NT-Xent of one (local) batch of view pairs given as two tensors (the article's loader yields them so).
+
+    Both views go through the model in one call (:func:`~kubeclr.core.train.paired_loss`),
+    so BatchNorm sees all 2N views and DDP sees one forward per backward.
+
+    Args:
+        model: returns ``(h, z)``; may be DDP-wrapped or compiled.
+        loss_fn: :class:`~kubeclr.core.loss.NTXentLoss`.
+        view1, view2: ``(N, 3, S, S)`` float views; row i of each is the same image.
+
+    Returns:
+        Scalar loss (float32).
+    """
+    return paired_loss(model, loss_fn, torch.cat([view1, view2]))
 
 
 class PILPairs(Dataset):

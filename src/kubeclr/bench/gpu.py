@@ -50,12 +50,11 @@ from kubeclr.bench.measure import BenchSettings, measure, synthetic_images
 from kubeclr.config import Config, load_config
 from kubeclr.core import train
 from kubeclr.core.augment import SimCLRAugment, paired_views
-from kubeclr.core.callbacks import Callback
 from kubeclr.core.device import autocast, describe_device, driver_version, memory_format, resolve_device
 from kubeclr.core.loss import NTXentLoss
 from kubeclr.core.model import build_model
 from kubeclr.core.optim import build_optimizer, build_scheduler
-from kubeclr.core.timing import StepTimer
+from kubeclr.core.train import Callback, StepTimer
 
 log = logging.getLogger(__name__)
 
@@ -163,7 +162,7 @@ def our_step(cfg: Config, images: torch.Tensor, device: torch.device, epochs: in
 def phase_split(cfg: Config, images: torch.Tensor, device: torch.device) -> dict[str, float]:
     """Device milliseconds of one compiled step by phase, after two warm-up steps.
 
-    CUDA events between the phases (:class:`~kubeclr.core.timing.StepTimer`), not the
+    CUDA events between the phases (:class:`~kubeclr.core.train.StepTimer`), not the
     profiler's ``record_function`` ranges: those are host-side, and the backward's
     kernels are launched by autograd's own thread, outside them (on an H200 the
     profiler gave the backward 0 ms). The phases run in order on one stream, so

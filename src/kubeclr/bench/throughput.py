@@ -40,11 +40,11 @@ from kubeclr.bench import article
 from kubeclr.bench.measure import BenchSettings, measure, peak_host_memory_mb, synthetic_images
 from kubeclr.config import Config
 from kubeclr.core import train
-from kubeclr.core.augment import SimCLRAugment, two_views
-from kubeclr.core.callbacks import Callback
+from kubeclr.core.augment import SimCLRAugment, paired_views
 from kubeclr.core.device import autocast, describe_device, memory_format, resolve_device
 from kubeclr.core.model import build_model
 from kubeclr.core.optim import build_optimizer, build_scheduler
+from kubeclr.core.train import Callback
 from kubeclr.eval.features import extract_features
 
 log = logging.getLogger(__name__)
@@ -153,6 +153,14 @@ def seed_repeat(
         return measure(lambda: step(*next(batches)), b, warmup=1, repeats=1, calls=s.steps, device=device)
 
     return repeat
+
+
+def two_views(
+    aug: SimCLRAugment, images: torch.Tensor, generator: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Two independent augmentations of the same batch (the positive pairs), ``(B, 3, S, S)`` each."""
+    view1, view2 = paired_views(aug, images, generator).chunk(2)
+    return view1, view2
 
 
 def bench_augment(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
 import tempfile
 from pathlib import Path
@@ -12,8 +13,11 @@ from typing import Any, Sequence
 from kubeclr.cli.options import compile_options, config_from, label, sweep_from, utc_stamp, what_compiled
 from kubeclr.cluster.kfp_checks import check_pipeline_root
 from kubeclr.config import UI_PARAMS, resolve
+from kubeclr.config.resolve import UI_ALIASES
 from kubeclr.errors import UserError
 from kubeclr.launch.settings import check_world
+
+log = logging.getLogger(__name__)
 
 
 def _package(args: argparse.Namespace, tmpdir: str) -> str:
@@ -24,9 +28,7 @@ def _package(args: argparse.Namespace, tmpdir: str) -> str:
     from kubeclr.pipelines.simclr import compile_pipeline
 
     cfg = config_from(args)
-    return compile_pipeline(
-        cfg, str(Path(tmpdir) / "simclr-cifar10.yaml"), compile_options(args), sweep=sweep_from(args, cfg)
-    )
+    return compile_pipeline(cfg, str(Path(tmpdir) / "simclr.yaml"), compile_options(args), sweep=sweep_from(args, cfg))
 
 
 def _connect(args: argparse.Namespace):
@@ -49,7 +51,11 @@ def _params(items: Sequence[str], package: str) -> dict[str, Any]:
         key, sep, value = item.partition("=")
         if not sep or not key:
             raise UserError(f"--param {item!r}: expected NAME=VALUE")
-        raw[key.strip()] = value
+        key = key.strip()
+        if key in UI_ALIASES:
+            log.info("--param %s: the parameter's name before 0.3; using %s", key, UI_ALIASES[key])
+            key = UI_ALIASES[key]
+        raw[key] = value
     spec = kfp_checks.load_pipeline_spec(package)
     params = kfp_checks.validate_params(raw, spec)
     check_run_config(params, spec)

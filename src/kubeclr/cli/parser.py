@@ -189,12 +189,21 @@ def build_parser() -> argparse.ArgumentParser:
     _config_args(p)
     add_sweep_args(p)
     p.add_argument(
-        "--cifar-source",
+        "--data-source",
+        "--cifar-source",  # its name before 0.3, still accepted
+        dest="data_source",
         help="the dataset, in any supported format (data.format: cifar10, cifar100, stl10, imagefolder): "
         "https://…, s3://bucket/key, an s3:// prefix or a folder (image folders), file:///path, a path, "
-        "'sample' (CIFAR-10 layout) or 'sample-folder' (image folder) (default: the preset's data.source)",
+        "'sample' (CIFAR-10 layout) or 'sample-folder' (image folder) (default: the preset's data.source; "
+        "--cifar-source is its old name)",
     )
-    p.add_argument("--cifar-md5", metavar="HEX|none", help="expected MD5 (default: the preset's data.md5)")
+    p.add_argument(
+        "--data-md5",
+        "--cifar-md5",
+        dest="data_md5",
+        metavar="HEX|none",
+        help="expected MD5 (default: the preset's data.md5; --cifar-md5 is its old name)",
+    )
     p.add_argument("--checkpoint-uri", help="file:// or s3:// prefix for checkpoints; resumes from the newest")
     p.add_argument("--output-dir", default="outputs", help="where the result files are copied")
     p.add_argument("--run-name", help="run name (default: simclr-<preset>-<UTC time>)")
@@ -213,7 +222,7 @@ def build_parser() -> argparse.ArgumentParser:
     _config_args(p, CLUSTER_PRESET)
     add_sweep_args(p)
     _compile_args(p)
-    p.add_argument("--output", default="simclr-cifar10.yaml", help="IR YAML to write")
+    p.add_argument("--output", default="simclr.yaml", help="IR YAML to write")
 
     add_serve_parser(sub, _Formatter)
 
@@ -231,7 +240,7 @@ def build_parser() -> argparse.ArgumentParser:
     _config_args(p, CLUSTER_PRESET)
     add_sweep_args(p)
     _compile_args(p, package=True)
-    p.add_argument("--pipeline-name", default="simclr-cifar10", help="pipeline name in the UI")
+    p.add_argument("--pipeline-name", default="simclr", help="pipeline name in the UI")
     p.add_argument("--version", dest="pipeline_version", help="version name (default: <version>-<UTC time>)")
     p.add_argument("--description", default="SimCLR on CIFAR-10 (kubeclr)", help="pipeline description")
 
@@ -271,7 +280,7 @@ def build_parser() -> argparse.ArgumentParser:
             action="append",
             default=[],
             metavar="NAME=VALUE",
-            help="pipeline parameter (repeatable), e.g. epochs=200, cifar_source=s3://b/k",
+            help="pipeline parameter (repeatable), e.g. epochs=200, data_source=s3://b/k (cifar_source: its old name)",
         )
         p.add_argument("--run-name", help="run name (default: simclr-<UTC time>)")
         p.add_argument(

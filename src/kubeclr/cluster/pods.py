@@ -115,6 +115,27 @@ class JobPods:
         return [a.replace("$", "$$") for a in self.command_args]
 
 
+def torchrun_flags(nproc: int, *, nodes: int = 1, rendezvous: tuple[str, str] | None = None) -> list[str]:
+    """torchrun's flags, spelled here only: ``nproc`` processes in one pod, or on each of ``nodes`` pods.
+
+    Args:
+        nproc: processes per pod (``--nproc_per_node``).
+        nodes: pods (``--nnodes``); only with ``rendezvous``.
+        rendezvous: ``(endpoint, run id)`` of the c10d rendezvous the pods meet at; without it
+            the job is one pod (``--standalone``: a local rendezvous on a free port).
+    """
+    if rendezvous is None:
+        return ["--standalone", f"--nproc_per_node={nproc}"]
+    endpoint, run_id = rendezvous
+    return [
+        f"--nnodes={nodes}",
+        f"--nproc_per_node={nproc}",
+        "--rdzv_backend=c10d",
+        f"--rdzv_endpoint={endpoint}",
+        f"--rdzv_id={run_id}",
+    ]
+
+
 def shm_volume(size: str) -> dict[str, Any]:
     """DataLoader and NCCL need far more than the 64 MiB default ``/dev/shm`` (kubeflow/pipelines#9893)."""
     return {"name": SHM_VOLUME, "emptyDir": {"medium": "Memory", "sizeLimit": size}}

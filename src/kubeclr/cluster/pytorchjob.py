@@ -12,7 +12,15 @@ import json
 import re
 from typing import Any
 
-from kubeclr.cluster.pods import CONTAINER_SECURITY, POD_ANNOTATIONS, POD_SECURITY, SHM_MOUNT, JobPods, shm_volume
+from kubeclr.cluster.pods import (
+    CONTAINER_SECURITY,
+    POD_ANNOTATIONS,
+    POD_SECURITY,
+    SHM_MOUNT,
+    JobPods,
+    shm_volume,
+    torchrun_flags,
+)
 
 # The operator reads MASTER_PORT from the container port with this name
 # (kubeflowv1.PytorchJobDefaultPortName; default 23456).
@@ -52,11 +60,7 @@ def build_pytorchjob(pods: JobPods, *, clean_pod_policy: str = "Running", backof
     """
     command = [
         "torchrun",
-        f"--nnodes={pods.nodes}",
-        f"--nproc_per_node={pods.nproc}",
-        "--rdzv_backend=c10d",
-        "--rdzv_endpoint=$(MASTER_ADDR):$(MASTER_PORT)",
-        f"--rdzv_id={pods.name}",
+        *torchrun_flags(pods.nproc, nodes=pods.nodes, rendezvous=("$(MASTER_ADDR):$(MASTER_PORT)", pods.name)),
         "-m",
         "kubeclr.launch.entry",
         *pods.escaped_args(),

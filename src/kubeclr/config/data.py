@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
+import logging
 from dataclasses import dataclass
 
 from kubeclr.config.parse import option
 from kubeclr.errors import ConfigError
+
+log = logging.getLogger(__name__)
 
 CIFAR10_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
 CIFAR10_MD5 = "c58f30108f718f92721af3b95e74349a"
@@ -99,7 +102,16 @@ def data_defaults(d: DataConfig, origin: str) -> DataConfig:
         md5 = CANONICAL[fmt][1]
     elif md5 in canonical_md5s and fmt == "imagefolder":
         md5 = "none"  # another format's checksum says nothing about a folder
-    return dataclasses.replace(d, format=fmt, source=source, md5=md5)
+    chosen = {"format": fmt, "source": source, "md5": md5}
+    changed = {k: v for k, v in chosen.items() if getattr(d, k) != v}
+    if changed:  # the rule, made visible: say what the format implied
+        log.info(
+            "%s: data.format=%s implies %s (the format's own download or demo in place of another's)",
+            origin,
+            fmt,
+            ", ".join(f"data.{k}={v!r} (was {getattr(d, k)!r})" for k, v in changed.items()),
+        )
+    return dataclasses.replace(d, **chosen)
 
 
 def check_folder_source(d: DataConfig) -> None:
@@ -110,7 +122,7 @@ def check_folder_source(d: DataConfig) -> None:
     """
     if d.format == "imagefolder" and d.source in {url for url, _ in CANONICAL.values()}:
         raise ConfigError(
-            "data.format=imagefolder needs data.source (--cifar-source, the cifar_source parameter): "
+            "data.format=imagefolder needs data.source (--data-source, the data_source parameter): "
             "a folder, a .tar/.tar.gz/.zip, an s3:// prefix, or 'sample-folder'"
         )
 

@@ -10,8 +10,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from kubeclr.config.load import RENAMED_PRESETS, key_rows, preset_names
-from kubeclr.config.parse import RENAMED_KEYS, RENAMED_VALUES
+from kubeclr.config.load import key_rows, preset_names
 from kubeclr.config.resolve import UI_PARAMS
 
 DOC = Path(__file__).resolve().parents[3] / "docs" / "config.md"
@@ -51,16 +50,6 @@ def render() -> str:
             lines += ["|---|---|---|---|---|"]
         shown = _cell(repr(list(default) if isinstance(default, tuple) else default))
         lines.append(f"| `{key}` | {kind} | `{shown}` | {_cell(rule) or '–'} | {_cell(help_text) or '–'} |")
-    lines += [
-        "",
-        "## Renamed (the old names work for one release, with a warning)",
-        "",
-        "| old | new |",
-        "|---|---|",
-    ]
-    lines += [f"| preset `{old}` | preset `{new}` |" for old, new in RENAMED_PRESETS.items()]
-    lines += [f"| `{old}` | `{new}` |" for old, new in RENAMED_KEYS.items()]
-    lines += [f"| `{key}={old}` | `{key}={new}` |" for (key, old), new in RENAMED_VALUES.items()]
     return "\n".join(lines) + "\n"
 
 

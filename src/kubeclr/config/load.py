@@ -10,12 +10,11 @@ from typing import Any, Mapping, Sequence
 
 import yaml
 
-from kubeclr.config.parse import deprecated, rule_text
+from kubeclr.config.parse import rule_text
 from kubeclr.config.schema import Config
 from kubeclr.errors import ConfigError
 
 DEFAULT_PRESET = "smoke"
-RENAMED_PRESETS = {"seed": "article"}  # old name -> new; the old one works for one release, with a warning
 
 
 def preset_names() -> list[str]:
@@ -24,14 +23,11 @@ def preset_names() -> list[str]:
 
 
 def preset_text(name: str) -> tuple[str, str]:
-    """``(origin, YAML text)`` of a shipped preset; deprecated names are mapped with a warning.
+    """``(origin, YAML text)`` of a shipped preset.
 
     Raises:
         ConfigError: no such preset.
     """
-    if name in RENAMED_PRESETS:
-        deprecated(f"preset '{name}'", f"preset '{RENAMED_PRESETS[name]}'")
-        name = RENAMED_PRESETS[name]
     if name not in preset_names():
         raise ConfigError(f"unknown preset '{name}' (allowed: {', '.join(preset_names())})")
     return f"configs/{name}.yaml", resources.files("kubeclr.presets").joinpath(f"{name}.yaml").read_text()

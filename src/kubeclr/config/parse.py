@@ -1,4 +1,4 @@
-"""Parsing and checking config values: types, ranges, choices, URIs, renamed keys.
+"""Parsing and checking config values: types, ranges, choices, URIs.
 
 Every field of the section dataclasses (:mod:`kubeclr.config.schema`) is made
 by :func:`option`, which records its rule (choices, bounds, help) in the field
@@ -23,19 +23,6 @@ from kubeclr.errors import ConfigError, StorageError
 from kubeclr.uri import split_uri
 
 log = logging.getLogger(__name__)
-
-# Old names that keep working for one release, with a warning (issue 14: "seed" meant both an RNG
-# seed and the seed article). Keys: old dotted key -> new; values: (key, old value) -> new value.
-RENAMED_KEYS = {"eval.seed_epochs": "eval.crops_epochs", "eval.seed_lr": "eval.crops_lr"}
-RENAMED_VALUES = {("eval.protocol", "seed"): "crops"}
-_warned: set[str] = set()
-
-
-def deprecated(old: str, new: str) -> None:
-    """Log once per process that ``old`` is a deprecated name of ``new``."""
-    if old not in _warned:
-        _warned.add(old)
-        log.warning("%s is deprecated and will be removed in the next release: use %s", old, new)
 
 
 def option(
@@ -63,18 +50,6 @@ def parse_assignments(items: Sequence[str]) -> dict[str, Any]:
     return pairs
 
 
-def rename(dotted: str, value: Any) -> tuple[str, Any]:
-    """The current name and value of a possibly deprecated ``section.key=value``."""
-    if dotted in RENAMED_KEYS:
-        deprecated(dotted, RENAMED_KEYS[dotted])
-        dotted = RENAMED_KEYS[dotted]
-    if isinstance(value, str) and (dotted, value) in RENAMED_VALUES:
-        new = RENAMED_VALUES[(dotted, value)]
-        deprecated(f"{dotted}={value}", f"{dotted}={new}")
-        value = new
-    return dotted, value
-
-
 def build_section(section_cls: type, name: str, raw: Any, origin: str) -> Any:
     """One section dataclass from its mapping; unknown keys and bad values raise :class:`ConfigError`."""
     if not isinstance(raw, Mapping):
@@ -88,29 +63,6 @@ def build_section(section_cls: type, name: str, raw: Any, origin: str) -> Any:
     for key, value in raw.items():
         values[key] = check_field(f"{name}.{key}", fields[key], hints[key], value, origin)
     return section_cls(**values)
-
-
-def renamed_sections(raw: Mapping[str, Any]) -> dict[str, Any]:
-    """A copy of nested config mappings with deprecated keys and values under their current names.
-
-    Raises:
-        ConfigError: a key given under both its old and its new name.
-    """
-    out = {s: dict(v) if isinstance(v, Mapping) else v for s, v in raw.items()}
-    for section, keys in list(out.items()):
-        if not isinstance(keys, dict):
-            continue
-        for key in list(keys):
-            dotted, value = rename(f"{section}.{key}", keys[key])
-            if dotted == f"{section}.{key}":
-                keys[key] = value
-                continue
-            new_section, _, new_key = dotted.partition(".")
-            if new_key in out.get(new_section, {}):
-                raise ConfigError(f"{dotted} is set twice (also as its deprecated name {section}.{key})")
-            del keys[key]
-            out.setdefault(new_section, {})[new_key] = value
-    return out
 
 
 def check_field(dotted: str, f: dataclasses.Field, hint: Any, value: Any, origin: str) -> Any:

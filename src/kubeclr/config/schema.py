@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
 from kubeclr.config.data import DataConfig, data_defaults, stored_size
-from kubeclr.config.parse import build_section, option, parse_assignments, rename, renamed_sections
+from kubeclr.config.parse import build_section, option, parse_assignments
 from kubeclr.errors import ConfigError
 
 
@@ -105,7 +105,7 @@ class EvalConfig:
         choices=("features", "crops"),
         help="'features': logistic regression on features computed once; 'crops': a linear "
         "layer trained by SGD on random-resized crops through the frozen encoder "
-        "(the seed article's protocol, MoCo main_lincls.py; 'seed' is its old name)",
+        "(the seed article's protocol, MoCo main_lincls.py)",
     )
     knn_k: int = option(200, ge=1)
     knn_temperature: float = option(0.1, gt=0)
@@ -120,9 +120,9 @@ class EvalConfig:
     crops_epochs: int = option(
         100,
         ge=1,
-        help="epochs of the 'crops' protocol's linear layer (100 as in MoCo's main_lincls.py; was eval.seed_epochs)",
+        help="epochs of the 'crops' protocol's linear layer (100 as in MoCo's main_lincls.py)",
     )
-    crops_lr: float = option(0.1, gt=0, help="learning rate of the 'crops' protocol (was eval.seed_lr)")
+    crops_lr: float = option(0.1, gt=0, help="learning rate of the 'crops' protocol")
     finetune: bool = option(False, help="'crops' protocol: unfreeze the encoder")
 
 
@@ -212,6 +212,37 @@ class RegistryConfig:
     author: str = option("kubeclr", help="author recorded with each version")
 
 
+class NotGivenError(RuntimeError):
+    """A step read a config key its task was not given: the task's ``READS`` (its step module) is incomplete.
+
+    A bug in kubeclr, never bad input: the key would otherwise have silently taken its default.
+    """
+
+
+class PartialSection:
+    """The keys of one section that a task was given; reading any other key raises :class:`NotGivenError`.
+
+    A task of the pipeline receives only the config keys its step reads (so its KFP cache key follows
+    exactly those): the sections it reads whole are the plain dataclasses, the others are this.
+    """
+
+    def __init__(self, name: str, values: Any, keys: frozenset[str]):
+        self._name, self._values, self._keys = name, values, keys
+
+    def __getattr__(self, key: str) -> Any:
+        if key.startswith("_"):  # copy/pickle probes, and our own fields before __init__
+            raise AttributeError(key)
+        if key in self._keys:
+            return getattr(self._values, key)
+        raise NotGivenError(
+            f"config key '{self._name}.{key}' was not given to this task: add it to the step's READS "
+            "(kubeclr.steps.<step>.READS) so that it reaches the task and is part of its cache key"
+        )
+
+    def given(self) -> dict[str, Any]:
+        return {k: v for k, v in dataclasses.asdict(self._values).items() if k in self._keys} if self._keys else {}
+
+
 @dataclass(frozen=True)
 class Config:
     """The whole configuration of a run: one frozen section per concern.
@@ -235,8 +266,15 @@ class Config:
 
     # -- construction -------------------------------------------------------
     @classmethod
-    def from_dict(cls, raw: Mapping[str, Any] | None, *, origin: str = "config") -> Config:
-        """Build and validate a config from nested mappings (YAML or JSON)."""
+    def from_dict(cls, raw: Mapping[str, Any] | None, *, origin: str = "config", partial: bool = False) -> Config:
+        """Build and validate a config from nested mappings (YAML or JSON).
+
+        Args:
+            raw: ``{section: {key: value}}``; a missing section or key takes its default.
+            origin: names the source in error messages.
+            partial: a task's view: only the keys in ``raw`` exist, and reading any other raises
+                :class:`NotGivenError` instead of returning a default (:class:`PartialSection`).
+        """
         raw = raw or {}
         if not isinstance(raw, Mapping):
             raise ConfigError(f"{origin}: expected a mapping of sections, got {type(raw).__name__}")
@@ -244,13 +282,21 @@ class Config:
         unknown = sorted(set(raw) - set(sections))
         if unknown:
             raise ConfigError(f"{origin}: unknown section '{unknown[0]}' (allowed: {', '.join(sections)})")
-        raw = renamed_sections(raw)
-        built = {}
+        built: dict[str, Any] = {}
         for name, f in sections.items():
             section_cls = f.default_factory  # type: ignore[misc]
-            built[name] = build_section(section_cls, name, raw.get(name) or {}, origin)
-        built["data"] = data_defaults(built["data"], origin)
+            values = build_section(section_cls, name, raw.get(name) or {}, origin)
+            keys = {k.name for k in dataclasses.fields(section_cls)}
+            given = frozenset(raw.get(name) or {})
+            if name == "data" and (not partial or given == keys):
+                values = data_defaults(values, origin)
+            built[name] = values if not partial or given == keys else PartialSection(name, values, given)
         return cls(**built)
+
+    @property
+    def is_view(self) -> bool:
+        """Whether this is a task's view (:meth:`from_dict` with ``partial``): some keys were not given."""
+        return any(isinstance(getattr(self, f.name), PartialSection) for f in dataclasses.fields(self))
 
     @property
     def crop_size(self) -> int:
@@ -258,13 +304,14 @@ class Config:
         return self.augment.size or stored_size(self.data)
 
     def to_dict(self) -> dict[str, dict[str, Any]]:
-        """Plain nested dict (tuples become lists) for YAML/JSON and KFP parameters."""
-        return {
-            f.name: {
-                k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(getattr(self, f.name)).items()
-            }
-            for f in dataclasses.fields(self)
-        }
+        """Plain nested dict (tuples become lists) for YAML/JSON and KFP parameters; a view gives its keys only."""
+        out = {}
+        for f in dataclasses.fields(self):
+            section = getattr(self, f.name)
+            values = section.given() if isinstance(section, PartialSection) else dataclasses.asdict(section)
+            if values or not isinstance(section, PartialSection):
+                out[f.name] = {k: list(v) if isinstance(v, tuple) else v for k, v in values.items()}
+        return out
 
     def override(self, assignments: Mapping[str, Any] | Sequence[str], origin: str = "--set") -> Config:
         """Return a copy with ``section.key`` values replaced.
@@ -276,11 +323,7 @@ class Config:
         """
         pairs = parse_assignments(assignments) if not isinstance(assignments, Mapping) else dict(assignments)
         raw = self.to_dict()
-        renamed: dict[str, str] = {}
         for dotted, value in pairs.items():
-            given, (dotted, value) = dotted, rename(dotted, value)
-            if renamed.setdefault(dotted, given) != given:
-                raise ConfigError(f"{origin} {dotted}: set twice (as {renamed[dotted]} and as {given})")
             section, _, key = dotted.partition(".")
             if section not in raw or not key:
                 raise ConfigError(f"{origin} {dotted}: expected section.key with section one of {', '.join(raw)}")
@@ -288,7 +331,7 @@ class Config:
                 allowed = ", ".join(raw[section])
                 raise ConfigError(f"{origin} {dotted}: unknown key '{key}' in section '{section}' (allowed: {allowed})")
             raw[section][key] = value
-        return Config.from_dict(raw, origin=origin)
+        return Config.from_dict(raw, origin=origin, partial=self.is_view)
 
     def dotted_keys(self) -> list[str]:
         """Every ``section.key`` of the config, in declaration order."""

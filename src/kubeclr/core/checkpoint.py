@@ -1,4 +1,4 @@
-"""Pretraining checkpoints in object storage, complete or absent.
+"""Pretraining checkpoints in object storage, complete or absent, and how a run resumes from one.
 
 A checkpoint of epoch ``e`` is two objects under the store's root::
 
@@ -20,6 +20,15 @@ to host memory (the only pause of the training loop, a device-to-host copy)
 and serialises and writes it on one background thread, one checkpoint at a
 time. A process killed mid-write leaves at most a fragment without manifest,
 so the previous checkpoint stays the newest valid one.
+
+A run's state (:func:`save_run`, :func:`restore_run`) is the model, optimiser,
+scheduler and grad-scaler state dicts, the epoch and step, every rank's RNG
+streams, the config and the history so far. With the same world size and
+device type a resumed run draws exactly the random numbers the saved one would
+have drawn: on the CPU it continues bitwise where that one stopped; on CUDA it
+is RNG-exact but not bitwise, since cuDNN's choice of algorithm, atomic-add
+reductions and inductor's kernels are not deterministic (no
+``torch.use_deterministic_algorithms`` is set).
 """
 
 from __future__ import annotations
@@ -40,7 +49,9 @@ from typing import Any, Mapping, Protocol
 import numpy as np
 import torch
 
-from kubeclr.errors import IntegrityError, ObjectNotFound
+from kubeclr.config import Config, PretrainConfig
+from kubeclr.core import distributed
+from kubeclr.errors import IntegrityError, ObjectNotFound, UserError
 
 log = logging.getLogger(__name__)
 
@@ -230,12 +241,6 @@ def _host_copy(obj: Any, synchronise: set[torch.device]) -> Any:
     return copy.deepcopy(obj)
 
 
-def list_checkpoints(store: Store) -> list[int]:
-    """Epochs that have a manifest (not yet verified), newest first."""
-    _await_own_write(store)
-    return _epochs(store.list("ckpt-"), MANIFEST)
-
-
 def load_latest(store: Store) -> tuple[int, dict[str, Any]] | None:
     """Load the newest complete checkpoint whose digest verifies.
 
@@ -279,10 +284,12 @@ def _read_verified(store: Store, epoch: int) -> dict[str, Any] | None:
     if len(blob) != expected.get("size") or hashlib.sha256(blob).hexdigest() != expected.get("sha256"):
         log.warning("ignoring checkpoint %s: %s does not match its manifest digest", where, STATE)
         return None
+    from kubeclr.core.model import read_state_dict  # here: torchvision, which model imports, is slow to import
+
     try:
-        return torch.load(io.BytesIO(blob), map_location="cpu", weights_only=True)
-    except Exception as exc:
-        log.warning("ignoring checkpoint %s: cannot load %s (%s)", where, STATE, type(exc).__name__)
+        return read_state_dict(blob, STATE, ValueError)
+    except ValueError as exc:
+        log.warning("ignoring checkpoint %s: cannot load %s", where, exc)
         return None
 
 
@@ -354,3 +361,91 @@ def restore_rng(state: Mapping[str, Any], generators: Mapping[str, torch.Generat
         else:
             skipped[key] = why
     return skipped
+
+
+# -- a training run's state: what is saved, and how a run is resumed from it -------------------
+
+
+def checkpoint_due(epoch: int, pc: PretrainConfig) -> bool:
+    """A checkpoint is written every ``checkpoint_every`` epochs and after the last one."""
+    return epoch == pc.epochs or (pc.checkpoint_every > 0 and epoch % pc.checkpoint_every == 0)
+
+
+def save_run(
+    writer: CheckpointWriter,
+    epoch: int,
+    step: int,
+    parts: dict[str, Any],
+    gens: dict[str, torch.Generator],
+    cfg: Config,
+    history: list[dict],
+    rank: int,
+) -> None:
+    """Checkpoint on rank 0; every rank contributes its RNG state (a collective).
+
+    Rank 0 pauses only to copy the state to host memory; ``writer`` serialises
+    and stores it in the background (call ``writer.wait()`` when training ends).
+    """
+    rng = distributed.all_gather_object(capture_rng(gens))  # [rank0, rank1, …]
+    if rank != 0:
+        return
+    state = {name: part.state_dict() for name, part in parts.items()}
+    state.update(epoch=epoch, step=step, rng=rng, config=cfg.to_dict(), history=history)
+    writer.submit(epoch, state)
+
+
+def restore_run(
+    state: dict[str, Any],
+    parts: dict[str, Any],
+    gens: dict[str, torch.Generator],
+    cfg: Config,
+    rank: int,
+    world: int,
+    store: Store,
+) -> list[dict[str, Any]]:
+    """Load a checkpoint's state into the live objects; returns its history."""
+    saved = state.get("config", {})
+    if saved.get("model") != cfg.to_dict()["model"]:
+        raise UserError(
+            f"checkpoint at {store.uri} was written for a different model config "
+            f"({saved.get('model')}); use another checkpoint URI"
+        )
+    changed = [
+        f"{s}.{k}"
+        for s in ("augment", "pretrain")
+        for k, v in cfg.to_dict()[s].items()
+        if saved.get(s, {}).get(k) != v and k != "device"
+    ]
+    if changed:
+        log.warning("resuming %s with changed settings: %s", store.uri, ", ".join(changed))
+    for name, part in parts.items():
+        if state.get(name):
+            part.load_state_dict(state[name])
+    _restore_rng(state["rng"], gens, rank, world)
+    log.info("resumed from %s at epoch %d", store.uri, state["epoch"])
+    return [dict(r) for r in state["history"]]
+
+
+def _restore_rng(rng: list[dict[str, Any]], gens: dict[str, torch.Generator], rank: int, world: int) -> None:
+    """Restore this rank's RNG streams; re-seed, with one warning, those that cannot be matched.
+
+    Another world size: the shuffle is shared (rank 0's is taken), the per-rank
+    augmentation streams cannot be matched. A generator whose state was saved on
+    another device type (a CUDA checkpoint resumed on CPU, or the reverse) cannot
+    take it either. Such a generator goes back to its own seed (``pretrain.seed``
+    and the rank), so the resumed run is still deterministic.
+    """
+    if len(rng) == world:
+        skipped = restore_rng(rng[rank], gens)
+    else:
+        skipped = restore_rng(rng[0], {"shuffle": gens["shuffle"]})
+        why = f"checkpoint written by {len(rng)} processes, resuming with {world}"
+        skipped.update({name: why for name in gens if name != "shuffle"})
+    for name in skipped:
+        gens[name].manual_seed(gens[name].initial_seed())
+    if skipped:
+        log.warning(
+            "RNG re-seeded from pretrain.seed for %s: %s",
+            ", ".join(skipped),
+            "; ".join(dict.fromkeys(skipped.values())),
+        )

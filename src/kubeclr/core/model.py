@@ -13,19 +13,29 @@ ResNet, so ImageNet weights load directly. The classifier ``fc`` is removed.
 
 Head: g(·) of SimCLR §2.1 — Linear → BN → ReLU → Linear (optionally → BN, the
 seed article's head), or a single Linear layer.
+
+Weights are read in one place, :func:`read_state_dict` (``torch.load`` with
+``weights_only=True``: tensors and plain values, never arbitrary objects): the
+trained encoder a step reads (:func:`load_encoder`), the ``model.init`` URI
+(:func:`load_init_state`), linear evaluation's classifier and the checkpoints.
 """
 
 from __future__ import annotations
 
+import io
 import logging
-from typing import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 import torch
 from torch import Tensor, nn
 from torchvision.models import resnet as tv_resnet
 
 from kubeclr.config import ModelConfig
-from kubeclr.errors import ConfigError, UserError
+from kubeclr.errors import ConfigError, DataError, UserError
+
+if TYPE_CHECKING:
+    from kubeclr.core.checkpoint import Store
 
 log = logging.getLogger(__name__)
 
@@ -214,3 +224,63 @@ def load_init_weights(encoder: nn.Module, cfg: ModelConfig, state_dict: Mapping[
             )
     encoder.load_state_dict(weights, strict=False)
     log.info("initialised %s encoder from %s%s", cfg.arch, source, " (conv1 kept random)" if skip else "")
+
+
+# -- reading weights -----------------------------------------------------------------------------
+
+
+def read_state_dict(source: str | Path | bytes, what: str, error: type[Exception] = UserError) -> dict[str, Any]:
+    """A state dict read onto the CPU with ``torch.load(weights_only=True)``, every failure one ``error``.
+
+    Args:
+        source: a file path, or the file's bytes.
+        what: names the source in the message (``encoder /out/encoder.pt``, ``model.init=s3://…``).
+        error: what to raise: :class:`~kubeclr.errors.DataError` for a step's input file,
+            :class:`~kubeclr.errors.UserError` for a URI in the config.
+
+    Raises:
+        error: not loadable without unpickling arbitrary objects (or not readable), or not a dict.
+    """
+    try:
+        file = io.BytesIO(source) if isinstance(source, bytes) else Path(source)
+        state = torch.load(file, map_location="cpu", weights_only=True)
+    except Exception as exc:  # a missing or truncated file, a foreign pickle: one line naming the source
+        raise error(f"{what}: not a weights-only torch state dict ({type(exc).__name__})") from None
+    if not isinstance(state, dict):
+        raise error(f"{what}: expected a state dict, got {type(state).__name__}")
+    return state
+
+
+def load_encoder(cfg: ModelConfig, path: str | Path) -> ResNetEncoder:
+    """The encoder of ``cfg`` with the trained weights in ``path`` (the pretrain step's ``encoder.pt``).
+
+    Raises:
+        DataError: unreadable file, or weights that do not fit ``cfg``.
+    """
+    encoder = build_encoder(cfg)
+    state = read_state_dict(path, f"encoder {path}", DataError)
+    try:
+        encoder.load_state_dict(state)
+    except (RuntimeError, TypeError, AttributeError) as exc:
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise DataError(
+            f"encoder {path}: does not match model.arch={cfg.arch} width={cfg.width} stem={cfg.stem} ({first})"
+        ) from None
+    return encoder
+
+
+def load_init_state(init: str, locate: Callable[[str], tuple[Store, str]]) -> dict[str, Any] | None:
+    """The state dict named by ``model.init`` when it is a URI, for :func:`load_init_weights`; else ``None``.
+
+    Args:
+        init: ``model.init`` (``random``, ``imagenet`` or a URI).
+        locate: a URI to its store and key (``kubeclr.storage.store.parent_and_key``): the core
+            reads storage only through the :class:`~kubeclr.core.checkpoint.Store` interface.
+
+    Raises:
+        UserError: the object cannot be read weights-only or is not a state dict.
+    """
+    if init in ("random", "imagenet"):
+        return None
+    store, key = locate(init)
+    return read_state_dict(store.read_bytes(key), f"model.init={init}", UserError)

@@ -35,6 +35,11 @@ class LARS(torch.optim.Optimizer):
     learning rate enters the momentum buffer (identical to PyTorch SGD for a
     constant lr, and smoother when the lr changes every step).
 
+    A step is a handful of fused (``torch._foreach_*``) kernels whatever the number
+    of parameters, and never reads a value back to the host: every ``d`` is a view of
+    one flat buffer, so the per-parameter trust ratios scale them all in one multiply.
+    The parameters of a group must share one device and dtype.
+
     Args:
         params: parameters or param-group dicts (see :func:`param_groups`).
         lr: learning rate.
@@ -75,16 +80,21 @@ class LARS(torch.optim.Optimizer):
             if group["lars_exclude"]:
                 updates = grads  # plain momentum SGD
             else:
-                wd = group["weight_decay"]
-                updates = torch._foreach_add(grads, params, alpha=wd) if wd else [g.clone() for g in grads]
+                flat, updates = _flat_like(params)  # updates[i]: a view of flat shaped (and strided) as params[i]
+                torch._foreach_copy_(updates, grads)
+                if group["weight_decay"]:
+                    torch._foreach_add_(updates, params, alpha=group["weight_decay"])  # d = g + wd * w
                 w_norm = torch.stack(torch._foreach_norm(params))  # (P,)
                 d_norm = torch.stack(torch._foreach_norm(updates))  # (P,)
                 ok = (w_norm > 0) & (d_norm > 0)
                 # where() evaluates both branches; keep the denominator non-zero.
                 trust = torch.where(
                     ok, group["trust_coefficient"] * w_norm / d_norm.clamp_min(1e-30), torch.ones_like(w_norm)
-                )
-                torch._foreach_mul_(updates, list(trust.to(grads[0].dtype).unbind()))
+                )  # (P,)
+                # d *= trust, parameter by parameter, as one multiply of the flat buffer by each trust ratio
+                # repeated over its parameter's elements: a foreach multiply by a list of P 0-d tensors runs
+                # one kernel per parameter on CUDA (its fused path needs tensors of equal shapes)
+                flat.mul_(trust.repeat_interleave(self._numels(params), output_size=flat.numel()))  # (numel,)
             bufs = []
             for p in params:
                 state = self.state[p]
@@ -95,6 +105,35 @@ class LARS(torch.optim.Optimizer):
             torch._foreach_add_(bufs, updates, alpha=group["lr"])
             torch._foreach_sub_(params, bufs)
         return loss
+
+    def _numels(self, params: list[torch.Tensor]) -> torch.Tensor:
+        """``(P,)`` element count of each parameter, on their device; made once per group (a host-to-device copy)."""
+        cache = self.__dict__.setdefault("_numel_tensors", {})
+        key = (params[0].device, tuple(p.numel() for p in params))
+        if key not in cache:
+            cache[key] = torch.tensor(key[1], device=key[0])
+        return cache[key]
+
+
+def _flat_like(params: list[torch.Tensor]) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """One uninitialised flat buffer and a view of it per parameter, with its shape and (dense) strides.
+
+    Matching strides (a channels_last weight's view is channels_last) keep the foreach ops that pair
+    these views with the parameters, their gradients and momentum buffers on the fused path.
+
+    Raises:
+        ValueError: the parameters do not share one device and dtype.
+    """
+    if len({(p.device, p.dtype) for p in params}) > 1:
+        raise ValueError("LARS: the parameters of a group must share one device and dtype")
+    flat = torch.empty(sum(p.numel() for p in params), dtype=params[0].dtype, device=params[0].device)
+    views, start = [], 0
+    for p in params:
+        segment = flat[start : start + p.numel()]
+        dense = p.is_contiguous() or (p.dim() == 4 and p.is_contiguous(memory_format=torch.channels_last))
+        views.append(segment.as_strided(p.shape, p.stride()) if dense else segment.view(p.shape))
+        start += p.numel()
+    return flat, views
 
 
 def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:

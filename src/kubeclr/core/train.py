@@ -8,30 +8,32 @@ projection head, and minimise NT-Xent over the 2N views.
 As in airbench, the whole uint8 dataset is moved to the device once and
 augmented there, so no DataLoader workers (or ``/dev/shm``) are involved.
 Under ``torchrun`` every rank holds the data, draws the same permutation from
-the shared seed and trains on its shard of each global batch; the loss
-contrasts against the global batch (see :mod:`kubeclr.core.loss`). Side effects
-reach the loop only through a :class:`~kubeclr.storage.store.Store` (checkpoints,
-rank 0 only) and :class:`~kubeclr.core.callbacks.Callback` hooks.
+the shared seed and trains on its shard of each global batch (:func:`batch_plan`,
+:func:`view_batches`); the loss contrasts against the global batch (see
+:mod:`kubeclr.core.loss`). Side effects reach the loop only through a
+:class:`~kubeclr.core.checkpoint.Store` (checkpoints, rank 0 only; what a run's
+checkpoint holds and how it resumes is :mod:`kubeclr.core.checkpoint`) and
+:class:`Callback` hooks (metrics, logging), whose implementations the loop never imports.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import queue
 import random
+import threading
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Generic, Iterable, Iterator, Mapping, Sequence, TypeVar
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
 from kubeclr.config import Config
-from kubeclr.core import checkpoint, compiled, distributed, resume
-from kubeclr.core.augment import SimCLRAugment
-from kubeclr.core.batches import batch_plan, view_batches
-from kubeclr.core.callbacks import Callback
+from kubeclr.core import checkpoint, compiled, distributed
+from kubeclr.core.augment import SimCLRAugment, paired_views
 from kubeclr.core.checkpoint import Store
 from kubeclr.core.compiled import Compiled
 from kubeclr.core.device import autocast, describe_device, memory_format
@@ -39,11 +41,53 @@ from kubeclr.core.health import WARN_STATUSES, pretrain_health
 from kubeclr.core.loss import NTXentLoss
 from kubeclr.core.model import build_model, load_init_weights
 from kubeclr.core.optim import build_optimizer, build_scheduler, scaled_lr
-from kubeclr.core.timing import StepTimer
-from kubeclr.errors import DataError
+from kubeclr.errors import ConfigError, DataError
 from kubeclr.progress import progress
 
 log = logging.getLogger(__name__)
+
+
+class Callback:
+    """Training hooks: how side effects (metrics, logging) reach the pure loop. No-op base: override what you need.
+
+    The loop calls them on every rank (rank-aware callbacks decide themselves); the Prometheus
+    exporter (:mod:`kubeclr.telemetry.prometheus`) and the launcher's logger implement them.
+    """
+
+    def on_train_start(self, info: Mapping[str, Any]) -> None:
+        """Called once with run facts: arch, device, epochs, steps_per_epoch, world_size, start_epoch."""
+
+    def on_step_end(self, step: int, seconds: float) -> None:
+        """Called after each optimiser step with its wall time (no device sync is forced for it)."""
+
+    def on_epoch_end(self, record: Mapping[str, Any]) -> None:
+        """Called with the epoch's history record (epoch, loss, lr, images_per_second, seconds, …)."""
+
+    def on_train_end(self, summary: Mapping[str, Any]) -> None:
+        """Called once with the pretrain summary (the metrics.json ``pretrain`` block)."""
+
+
+class CallbackList(Callback):
+    """Fan one call out to many callbacks, in order."""
+
+    def __init__(self, callbacks: Sequence[Callback] = ()) -> None:
+        self.callbacks = list(callbacks)
+
+    def on_train_start(self, info: Mapping[str, Any]) -> None:
+        for cb in self.callbacks:
+            cb.on_train_start(info)
+
+    def on_step_end(self, step: int, seconds: float) -> None:
+        for cb in self.callbacks:
+            cb.on_step_end(step, seconds)
+
+    def on_epoch_end(self, record: Mapping[str, Any]) -> None:
+        for cb in self.callbacks:
+            cb.on_epoch_end(record)
+
+    def on_train_end(self, summary: Mapping[str, Any]) -> None:
+        for cb in self.callbacks:
+            cb.on_train_end(summary)
 
 
 @dataclass
@@ -65,29 +109,23 @@ class PretrainResult:
 STEP_SAMPLES = 50  # per-step losses kept per epoch (sampled evenly)
 
 
-def forward_loss(model: nn.Module, loss_fn: nn.Module, view1: Tensor, view2: Tensor) -> Tensor:
-    """NT-Xent of one (local) batch of view pairs.
+def paired_loss(
+    model: nn.Module, loss_fn: nn.Module, views: Tensor, precision: contextlib.AbstractContextManager | None = None
+) -> Tensor:
+    """NT-Xent of one (local) batch of view pairs stacked as ``(2N, 3, S, S)``, rows i and N + i a pair.
 
-    Both views go through the model in one call, so BatchNorm sees all 2N
-    views and DDP sees one forward per backward.
+    Both views go through the model in one call, so BatchNorm sees all 2N views and DDP
+    sees one forward per backward. Only the model runs under ``precision`` (an autocast,
+    default none); the loss is float32.
 
     Args:
         model: returns ``(h, z)``; may be DDP-wrapped or compiled.
         loss_fn: :class:`~kubeclr.core.loss.NTXentLoss`.
-        view1, view2: ``(N, 3, S, S)`` float views; row i of each is the same image.
+        views: ``(2N, 3, S, S)`` float views (:func:`~kubeclr.core.augment.paired_views`).
+        precision: the autocast context, or None.
 
     Returns:
         Scalar loss (float32).
-    """
-    return paired_loss(model, loss_fn, torch.cat([view1, view2]))
-
-
-def paired_loss(
-    model: nn.Module, loss_fn: nn.Module, views: Tensor, precision: contextlib.AbstractContextManager | None = None
-) -> Tensor:
-    """:func:`forward_loss` of views already stacked as ``(2N, 3, S, S)``, rows i and N + i a pair.
-
-    Only the model runs under ``precision`` (an autocast, default none); the loss is float32.
     """
     with precision or contextlib.nullcontext():
         _, z = model(views)  # (2N, proj_dim)
@@ -161,8 +199,15 @@ def train_simclr(
     scaler = torch.amp.GradScaler("cuda", enabled=cuda and pc.precision == "fp16")
     loss_fn = NTXentLoss(pc.temperature)
     aug = SimCLRAugment(cfg.augment, mean, std, compile=pc.compile).to(device)
+    # Two random streams, both derived from pretrain.seed alone (so a run, and a resumed run, is reproducible).
+    # The shuffle is the same on every rank: all ranks draw one permutation and each trains on its shard of it.
+    # The augmentation differs per rank, or every rank would draw the same crops and colours for its shard:
+    # rank r seeds seed + 7919 * (r + 1). 7919 (the 1000th prime) keeps the ranks' seeds apart from each other
+    # and, with r + 1 >= 1, from the shuffle's own seed; it depends on the rank only, so a resumed run (or one
+    # whose saved stream cannot be restored, see checkpoint.restore_run) gets the same seed back. A run with
+    # W processes therefore augments differently from a one-process run of the same seed.
     gens = {
-        "shuffle": torch.Generator().manual_seed(pc.seed),  # same on every rank
+        "shuffle": torch.Generator().manual_seed(pc.seed),
         "augment": torch.Generator(device=device).manual_seed(pc.seed + 7919 * (rank + 1)),
     }
     data = images.to(device)  # (N, 3, H, W) uint8, resident for the whole run
@@ -171,7 +216,7 @@ def train_simclr(
     parts = {"model": model, "optimizer": optimizer, "scheduler": scheduler, "scaler": scaler}
     resumed = checkpoint.load_latest(store) if store is not None else None
     if resumed is not None:
-        history = resume.restore_run(resumed[1], parts, gens, cfg, rank, world, store)
+        history = checkpoint.restore_run(resumed[1], parts, gens, cfg, rank, world, store)
     start_epoch = len(history)
     callbacks.on_train_start(
         {
@@ -250,8 +295,8 @@ def train_simclr(
             if rank == 0 and forward.stats()["compiled"]:
                 compiled.save_cache(cache, device)
         history.append(record)
-        if writer is not None and resume.checkpoint_due(epoch, pc):
-            resume.save_run(writer, epoch, epoch * steps_per_epoch, parts, gens, cfg, history, rank)
+        if writer is not None and checkpoint.checkpoint_due(epoch, pc):
+            checkpoint.save_run(writer, epoch, epoch * steps_per_epoch, parts, gens, cfg, history, rank)
         if rank == 0:
             log.info(
                 "epoch %d/%d loss %.4f lr %.4g %.0f img/s %.1fs%s",
@@ -277,6 +322,174 @@ def train_simclr(
         log.warning("torch.compile: %(graph_breaks)d graph break(s), %(recompiles)d recompile(s)", summary["compile"])
     callbacks.on_train_end(summary)
     return PretrainResult(model=model, history=history, summary=summary)
+
+
+# -- an epoch as batches: the split of the global batch over ranks, and each batch's views ---------
+
+
+def batch_plan(batch_size: int, world_size: int, n_images: int) -> tuple[int, int]:
+    """(per-rank batch, steps per epoch); the last incomplete global batch is dropped.
+
+    Raises:
+        ConfigError: the batch does not split evenly over ranks, or exceeds the data.
+    """
+    if batch_size % world_size:
+        raise ConfigError(f"pretrain.batch_size={batch_size} is not divisible by the {world_size} training processes")
+    if batch_size > n_images:
+        raise ConfigError(f"pretrain.batch_size={batch_size} exceeds the {n_images} training images")
+    return batch_size // world_size, n_images // batch_size
+
+
+def view_batches(
+    aug: SimCLRAugment,
+    data: Tensor,
+    perm: Tensor,
+    generator: torch.Generator,
+    *,
+    batch_size: int,
+    per_rank: int,
+    rank: int,
+    steps: int,
+    channels_last: bool,
+    background: bool,
+) -> contextlib.AbstractContextManager[Iterable[Tensor]]:
+    """This rank's ``steps`` batches of paired views for one epoch, as a context manager over an iterable.
+
+    Batch i holds the views ``(2 * per_rank, 3, S, S)`` of
+    ``data[perm[i * batch_size + rank * per_rank :][:per_rank]]``. With
+    ``background`` (CPU) batch i + 1 is augmented on one thread while batch i
+    trains, the overlap a DataLoader's workers give; that thread alone draws
+    from ``generator``, in order, so the stream and every checkpoint are
+    bitwise those of the inline loop. On CUDA kernels are asynchronous anyway.
+    The views are channels_last where ``channels_last`` asks for it and
+    :func:`~kubeclr.core.device.memory_format` allows it on ``data``'s device.
+    """
+    fmt = memory_format(data.device, channels_last)
+
+    def views(i: int) -> Tensor:
+        start = i * batch_size + rank * per_rank
+        v = paired_views(aug, data[perm[start : start + per_rank]], generator)  # (2b, 3, S, S) float32
+        return v.contiguous(memory_format=fmt)
+
+    return Prefetch(views, steps) if background else contextlib.nullcontext(map(views, range(steps)))
+
+
+T = TypeVar("T")
+_POLL_S = 0.1
+
+
+class Prefetch(Generic[T]):
+    """Iterate ``produce(0), …, produce(count - 1)`` computed ``depth`` items ahead on one thread.
+
+    On CPU the batched augmentation and the model share the same cores; the
+    seed article's DataLoader overlaps them with worker processes. Prefetch
+    gets the same overlap with one producer thread (PyTorch kernels release the
+    GIL) and no extra process, shared memory or pickling. Items are produced
+    strictly in order by that one thread, so a generator it draws from advances
+    exactly as it would inline: results are bitwise identical to the inline loop,
+    and once the iteration is finished the generator's state is the same as well.
+
+    Use as a context manager; leaving it (normally or by an exception) stops
+    the producer after at most the item it is computing.
+
+    Args:
+        produce: item ``i`` -> value; called on the producer thread, in order.
+        count: number of items.
+        depth: how many finished items may wait (1 = one batch ahead).
+        threads: torch intra-op threads of the producer thread (0 = torch's
+            default). Set per thread: the caller's setting is untouched.
+
+    Raises:
+        Exception: whatever ``produce`` raised, re-raised in the consumer.
+    """
+
+    def __init__(self, produce: Callable[[int], T], count: int, *, depth: int = 1, threads: int = 1) -> None:
+        self._produce, self._count, self._threads = produce, count, threads
+        self._queue: queue.Queue = queue.Queue(maxsize=depth)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="kubeclr-prefetch", daemon=True)
+
+    def __enter__(self) -> Prefetch[T]:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        while self._thread.is_alive():  # unblock a producer waiting on a full queue
+            with contextlib.suppress(queue.Empty):
+                self._queue.get(timeout=_POLL_S)
+        self._thread.join()
+
+    def __iter__(self) -> Iterator[T]:
+        for _ in range(self._count):
+            ok, value = self._queue.get()
+            if not ok:
+                raise value
+            yield value
+
+    def _run(self) -> None:
+        if self._threads:
+            torch.set_num_threads(self._threads)
+        try:
+            for i in range(self._count):
+                if self._stop.is_set():
+                    return
+                self._put((True, self._produce(i)))
+        except BaseException as exc:  # handed to the consumer, which re-raises it
+            self._put((False, exc))
+
+    def _put(self, item: tuple[bool, object]) -> None:
+        while not self._stop.is_set():
+            try:
+                self._queue.put(item, timeout=_POLL_S)
+                return
+            except queue.Full:
+                pass
+
+
+# -- timing -------------------------------------------------------------------------------------
+
+
+class StepTimer:
+    """Durations of ``steps`` consecutive steps on ``device`` that mean what they say on a GPU.
+
+    ``time.perf_counter()`` around a CUDA step measures how long the host took to
+    *enqueue* it, not how long the GPU ran it. StepTimer records a CUDA event at
+    each step boundary instead (no sync) and reads the durations when the epoch
+    ends, after the loop's one sync per epoch; on CPU, where work is synchronous,
+    the host clock is the truth.
+
+    Call :meth:`start` before the first step and :meth:`mark` after each one;
+    :meth:`seconds` returns one duration per marked step.
+    """
+
+    def __init__(self, device: torch.device, steps: int) -> None:
+        self.cuda = device.type == "cuda"
+        self._events = [torch.cuda.Event(enable_timing=True) for _ in range(steps + 1)] if self.cuda else []
+        self._times: list[float] = []
+
+    def start(self) -> None:
+        self._record()
+
+    def mark(self) -> None:
+        self._record()
+
+    def _record(self) -> None:
+        if self.cuda:
+            self._events[len(self._times)].record()
+            self._times.append(0.0)  # placeholder: the count of recorded events
+        else:
+            self._times.append(time.perf_counter())
+
+    def seconds(self) -> list[float]:
+        """One duration per step marked so far (waits for the last CUDA event)."""
+        n = len(self._times)
+        if n < 2:
+            return []
+        if not self.cuda:
+            return [b - a for a, b in zip(self._times, self._times[1:])]
+        self._events[n - 1].synchronize()
+        return [self._events[i].elapsed_time(self._events[i + 1]) / 1000 for i in range(n - 1)]
 
 
 def _knn_at_init(encoder: nn.Module, monitor: Callable[[nn.Module], float], rank: int) -> float:

@@ -12,17 +12,12 @@ uses the same safe tar reader, allowlist unpickler and validation.
 
 from __future__ import annotations
 
-import pickle
 from pathlib import Path
-from typing import Sequence
 
-import numpy as np
-
-from kubeclr.data.cifar import ROW, Batch, parse_batch, parse_meta, pickled_members
+from kubeclr.data.cifar import Batch, parse_batch, parse_meta, pickled_members
 
 ROOT = "cifar-100-python"
 MEMBERS = ("train", "test", "meta")
-LABEL_SETS = ("fine", "coarse")
 
 
 def read_cifar100(
@@ -48,16 +43,3 @@ def read_cifar100(
         for n in ("train", "test")
     )
     return train, test, names
-
-
-def dump_cifar100(images: np.ndarray, fine: Sequence[int], coarse: Sequence[int]) -> bytes:
-    """Pickle one CIFAR-100 split (test fixtures): uint8 (N, 3, 32, 32) and both label sets."""
-    data = np.ascontiguousarray(images, dtype=np.uint8).reshape(len(images), ROW)
-    return pickle.dumps(
-        {b"data": data, b"fine_labels": [int(x) for x in fine], b"coarse_labels": [int(x) for x in coarse]},
-        protocol=4,
-    )
-
-
-def dump_cifar100_meta(fine_names: Sequence[str], coarse_names: Sequence[str]) -> bytes:
-    return pickle.dumps({"fine_label_names": list(fine_names), "coarse_label_names": list(coarse_names)}, protocol=4)

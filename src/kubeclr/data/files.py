@@ -21,6 +21,8 @@ from kubeclr.errors import DataError
 
 T = TypeVar("T")
 
+SPLITS = ("train", "val", "test")  # the labelled split files the steps pass on, in this order
+
 
 def read_input(what: str, path: str | Path, reader: Callable[[str | Path], T]) -> T:
     """``reader(path)``, with any failure to read or parse it as one :class:`DataError` naming ``what``."""

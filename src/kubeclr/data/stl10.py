@@ -52,11 +52,6 @@ def to_planes(raw: np.ndarray) -> np.ndarray:
     return raw.reshape(-1, 3, SIDE, SIDE).transpose(0, 1, 3, 2)
 
 
-def from_planes(images: np.ndarray) -> bytes:
-    """The inverse of :func:`to_planes` (test fixtures write real STL-10 files with it)."""
-    return np.ascontiguousarray(np.asarray(images, dtype=np.uint8).transpose(0, 1, 3, 2)).tobytes()
-
-
 def _read_images(fh, n: int, keep: np.ndarray | None, size: int, what: str) -> np.ndarray:
     """Read ``n`` stored images (keeping the sorted indices ``keep``, or all), resized to ``size``."""
     kept = n if keep is None else len(keep)

@@ -1,17 +1,28 @@
-"""Weighted k-nearest-neighbour classification of embeddings.
+"""Weighted k-nearest-neighbour classification of embeddings, and the kNN monitor of pretraining.
 
 The monitor used across the instance-discrimination literature (Wu et al.,
 "Unsupervised Feature Learning via Non-Parametric Instance Discrimination",
 CVPR 2018, arXiv:1805.01978, Sec. 3.4): cosine similarity to every train
 embedding, the top-k neighbours vote for their class with weight
 ``exp(sim / tau)``, and the class with the largest summed vote wins.
+:func:`knn_monitor` scores the encoder that way during pretraining, on a
+held-out slice of the train split.
 """
 
 from __future__ import annotations
 
+from typing import Callable, Sequence
+
+import numpy as np
 import torch
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
+
+from kubeclr.config import EvalConfig
+from kubeclr.eval.features import extract_features
+
+KNN_QUERY = 1000  # held-out query images of the kNN monitor
+KNN_BANK = 10000  # at most this many labelled bank images
 
 
 def knn_scores(
@@ -80,3 +91,60 @@ def knn_accuracy(
         return 0.0
     pred = knn_predict(train_x, train_y, test_x, k=k, temperature=temperature, num_classes=num_classes)
     return float((pred == test_y.cpu().long()).float().mean())
+
+
+def knn_split(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Bank and query indices for the kNN monitor among ``n`` labelled train images.
+
+    Pretraining never reads labels, so a held-out slice of its own images
+    (``KNN_QUERY`` queries against up to ``KNN_BANK`` others) measures
+    representation quality without touching val/test.
+
+    Returns:
+        ``(bank, query)`` index arrays, disjoint, drawn from ``seed``.
+    """
+    order = np.random.default_rng(seed).permutation(n)
+    n_query = min(KNN_QUERY, n // 5)
+    return order[n_query : n_query + KNN_BANK], order[:n_query]
+
+
+def knn_monitor(
+    cfg: EvalConfig,
+    images: np.ndarray,
+    labels: np.ndarray,
+    num_classes: int,
+    mean: Sequence[float],
+    std: Sequence[float],
+    *,
+    seed: int,
+    device: torch.device,
+) -> tuple[Callable[[nn.Module], float], dict]:
+    """The per-epoch kNN monitor (Wu et al. 2018) with the run's ``eval`` settings, and what it uses.
+
+    Args:
+        cfg: the eval section (``knn_k``, ``knn_temperature``, ``batch_size``).
+        images: uint8 ``(N, 3, H, W)`` labelled train images.
+        labels: ``(N,)`` their labels in ``range(num_classes)``.
+        num_classes: number of classes.
+        mean, std: the normalisation statistics.
+        seed: draws the bank and the queries (:func:`knn_split`; ``data.seed``).
+        device: where the encoder runs.
+
+    Returns:
+        ``(monitor, facts)``: ``monitor(encoder)`` is the weighted kNN top-1 of the
+        held-out queries; ``facts`` is ``{"k", "temperature", "bank", "queries"}``.
+    """
+    bank, query = knn_split(len(labels), seed)
+    bank_x, query_x = images[bank], images[query]
+    bank_y, query_y = torch.as_tensor(labels[bank]), torch.as_tensor(labels[query])
+    k = min(cfg.knn_k, len(bank_y))
+
+    def monitor(encoder: nn.Module) -> float:
+        feats = [
+            extract_features(encoder, x, mean, std, device=device, batch_size=cfg.batch_size) for x in (bank_x, query_x)
+        ]
+        return knn_accuracy(
+            feats[0], bank_y, feats[1], query_y, k=k, temperature=cfg.knn_temperature, num_classes=num_classes
+        )
+
+    return monitor, {"k": k, "temperature": cfg.knn_temperature, "bank": len(bank_y), "queries": len(query_y)}

@@ -15,28 +15,22 @@ import logging
 import signal
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Mapping
 
-import numpy as np
 import torch
-from torch import nn
 
 from kubeclr.atomic import write_bytes_atomic, write_json
 from kubeclr.config import Config, config_digest
 from kubeclr.core import distributed
-from kubeclr.core.callbacks import Callback, CallbackList
-from kubeclr.core.train import train_simclr
-from kubeclr.data.files import Split, load_stats, read_split
+from kubeclr.core.model import load_init_state
+from kubeclr.core.train import Callback, CallbackList, train_simclr
+from kubeclr.data.files import load_stats, read_split
 from kubeclr.errors import UserError
-from kubeclr.eval.features import extract_features
-from kubeclr.eval.knn import knn_accuracy
+from kubeclr.eval.knn import knn_monitor
 from kubeclr.storage.store import open_store, parent_and_key
 from kubeclr.telemetry.prometheus import training_callback
 
 log = logging.getLogger(__name__)
-
-KNN_QUERY = 1000  # held-out query images of the kNN monitor
-KNN_BANK = 10000  # at most this many labelled bank images
 
 
 @dataclass(frozen=True)
@@ -101,11 +95,17 @@ def train_and_save(
         log.info("pretraining on %d images: %d labelled + %d unlabelled", len(images), len(split), len(split.unlabeled))
     split = dataclasses.replace(split, unlabeled=None)  # the kNN monitor needs the labelled part only: one copy
     mean, std, _ = load_stats(files.stats)
-    init_state = load_init_state(cfg.model.init)
+    init_state = load_init_state(cfg.model.init, parent_and_key)
     store = open_store(files.checkpoints) if files.checkpoints else None
     main = distributed.is_main()
     callbacks = CallbackList([LogCallback(), training_callback(cfg.metrics, run_name)] if main else [])
-    monitor, monitor_facts = knn_monitor(cfg, split, mean, std, device) if cfg.pretrain.knn_every else (None, None)
+    monitor, monitor_facts = (
+        knn_monitor(
+            cfg.eval, split.images, split.labels, len(split.class_names), mean, std, seed=cfg.data.seed, device=device
+        )
+        if cfg.pretrain.knn_every
+        else (None, None)
+    )
     result = train_simclr(
         cfg,
         images,
@@ -181,61 +181,3 @@ class TrainingKilled(UserError):
 
 def _json_bytes(obj: Any) -> bytes:
     return (json.dumps(obj, indent=2) + "\n").encode()
-
-
-def load_init_state(init: str) -> dict | None:
-    """The encoder state dict named by ``model.init`` when it is a URI (else ``None``).
-
-    Raises:
-        UserError: the object cannot be read or is not a plain state dict.
-    """
-    if init in ("random", "imagenet"):
-        return None
-    store, key = parent_and_key(init)
-    blob = store.read_bytes(key)
-    try:
-        state = torch.load(io.BytesIO(blob), map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise UserError(f"model.init={init}: not a weights-only torch state dict ({type(exc).__name__})") from None
-    if not isinstance(state, dict):
-        raise UserError(f"model.init={init}: expected a state dict, got {type(state).__name__}")
-    return state
-
-
-def knn_split(split: Split, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Bank and query sets for the kNN monitor, drawn from the train split.
-
-    Pretraining never reads labels, so a held-out slice of its own images
-    (``KNN_QUERY`` queries against up to ``KNN_BANK`` others) measures
-    representation quality without touching val/test.
-    """
-    order = np.random.default_rng(seed).permutation(len(split))
-    n_query = min(KNN_QUERY, len(split) // 5)
-    query, bank = order[:n_query], order[n_query : n_query + KNN_BANK]
-    return split.images[bank], split.labels[bank], split.images[query], split.labels[query]
-
-
-def knn_monitor(
-    cfg: Config, split: Split, mean: list[float], std: list[float], device: torch.device
-) -> tuple[Callable[[nn.Module], float], dict]:
-    """The per-epoch kNN monitor (Wu et al. 2018) with the run's ``eval`` settings, and what it uses.
-
-    Returns:
-        ``(monitor, facts)``: ``monitor(encoder)`` is the weighted kNN top-1 of the
-        held-out queries; ``facts`` is ``{"k", "temperature", "bank", "queries"}``.
-    """
-    bank_x, bank_y, query_x, query_y = knn_split(split, cfg.data.seed)
-    bank_y, query_y = torch.as_tensor(bank_y), torch.as_tensor(query_y)
-    num_classes = len(split.class_names)
-    k = min(cfg.eval.knn_k, len(bank_y))
-
-    def monitor(encoder: nn.Module) -> float:
-        feats = [
-            extract_features(encoder, x, mean, std, device=device, batch_size=cfg.eval.batch_size)
-            for x in (bank_x, query_x)
-        ]
-        return knn_accuracy(
-            feats[0], bank_y, feats[1], query_y, k=k, temperature=cfg.eval.knn_temperature, num_classes=num_classes
-        )
-
-    return monitor, {"k": k, "temperature": cfg.eval.knn_temperature, "bank": len(bank_y), "queries": len(query_y)}

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Sequence
 
 from kubeclr.atomic import read_json, write_json
+from kubeclr.cluster.pods import torchrun_flags
 from kubeclr.config import Config, config_digest
 from kubeclr.errors import UserError
 from kubeclr.launch.process import TrainFiles, TrainingKilled
@@ -39,8 +40,7 @@ class Torchrun:
             sys.executable,
             "-m",
             "torch.distributed.run",
-            "--standalone",
-            f"--nproc_per_node={self.nproc}",
+            *torchrun_flags(self.nproc),
             "-m",
             "kubeclr.launch.entry",
             "--config",

@@ -21,7 +21,6 @@ from typing import Any, Mapping, Sequence
 from kubeclr.config import GateConfig
 from kubeclr.report.history import metric_values
 
-STATUSES = ("pass", "warn", "fail", "not-armed")
 GATE_PREFIX = "gate FAILED"  # how a failed gate's one line starts (the local runner looks for it)
 STATUS_CODE = {"pass": 0, "warn": 1, "fail": 2, "not-armed": -1}  # simclr_gate_status
 HEALTH_FAILURES = ("below-random-init",)  # pretrain.health verdicts the gate fails on, with or without history

@@ -27,7 +27,6 @@ if TYPE_CHECKING:  # the CLI reads the gate's wording without importing torch
 
 log = logging.getLogger(__name__)
 
-RECORD_VERSION = 1
 # What makes two runs comparable: the model, the schedule and the data (not seeds, ports or URIs).
 SERIES_KEYS = (
     "model.arch",

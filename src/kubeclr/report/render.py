@@ -106,7 +106,7 @@ def _images_used(ds: dict) -> str:
 # The single-run pipeline's tasks in DAG order (pipelines/simclr.py): the step-timings table lists the
 # tasks the run timed in this order, any others after them. The last two run only when compiled in.
 TASKS = (
-    "fingerprint",
+    "resolve_config",
     "download_split",
     "compute_stats",
     "pretrain",

@@ -19,6 +19,9 @@ from kubeclr.errors import DataError
 
 log = logging.getLogger(__name__)
 
+# What this step reads of the config: nothing: the statistics have no parameters (kubeclr.steps).
+READS: tuple[str, ...] = ()
+
 
 def run(cfg: Config, train_path: str | Path, stats_out: str | Path) -> dict:
     """Write the statistics of the train split's images, labelled and unlabelled (float64, one pass, bounded memory).

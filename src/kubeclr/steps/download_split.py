@@ -18,14 +18,15 @@ from pathlib import Path
 
 from kubeclr.atomic import atomic_path, write_json
 from kubeclr.config import Config, stored_size
-from kubeclr.data.files import Split, save_split
+from kubeclr.data.files import SPLITS, Split, save_split
 from kubeclr.data.formats import Splits, read_image_folder, read_tarball
 from kubeclr.storage.folders import image_folder
 from kubeclr.storage.sources import fetch_tarball
 
 log = logging.getLogger(__name__)
 
-SPLITS = ("train", "val", "test")
+# What this step reads of the config: the data section, and the mirror the tarball may come from (kubeclr.steps).
+READS: tuple[str, ...] = ("data", "storage.mirror_uri")
 
 
 def _read(cfg: Config) -> tuple[Splits, dict]:
@@ -66,8 +67,7 @@ def run(
     Returns:
         ``{"source", "synthetic", "md5", "format", "image_size", "train_size", "val_size",
         "test_size", "unlabeled_size", "skipped_images", "manifest_sha256", "class_names",
-        "seconds", "config"}``; ``config`` is ``cfg`` as a dict, which the component hands
-        to every later step.
+        "seconds"}``.
 
     Raises:
         DataError: the source cannot be fetched, verified or safely read (the config's
@@ -114,4 +114,4 @@ def run(
         facts["unlabeled_size"],
         f", {len(splits.skipped)} images skipped" if splits.skipped else "",
     )
-    return {**facts, "class_names": list(splits.class_names), "seconds": seconds, "config": cfg.to_dict()}
+    return {**facts, "class_names": list(splits.class_names), "seconds": seconds}

@@ -24,24 +24,27 @@ import torch
 
 from kubeclr.atomic import file_sha256, read_json, write_json
 from kubeclr.config import Config
+from kubeclr.core.model import load_encoder, read_state_dict
 from kubeclr.data.files import load_stats, read_split
 from kubeclr.errors import DataError
 from kubeclr.serving import MODEL_FILES
 from kubeclr.serving.card import model_card
 from kubeclr.serving.embedder import Classifier, Embedder
 from kubeclr.serving.export import CLASSIFIER_IO, ENCODER_IO, export_pair
-from kubeclr.steps.extract_features import load_encoder
 
 log = logging.getLogger(__name__)
+
+# What this step reads of the config: what built the encoder, for the model card (kubeclr.steps).
+READS: tuple[str, ...] = ("data", "model", "augment", "pretrain", "eval")
 
 CHECK_IMAGES = 32  # test images the exported files are checked on
 
 
 def _load_classifier(path: str | Path) -> tuple[Classifier, list[str]]:
+    state = read_state_dict(path, f"classifier {path}", DataError)
     try:
-        state = torch.load(Path(path), map_location="cpu", weights_only=True)
         return Classifier(state), [str(n) for n in state["class_names"]]
-    except Exception as exc:  # a truncated file, a foreign pickle, missing keys: one line
+    except Exception as exc:  # missing keys, wrong shapes: one line
         raise DataError(f"classifier {path}: not linear_eval's classifier ({type(exc).__name__}: {exc})") from None
 
 
@@ -67,7 +70,7 @@ def run(
     test = read_split("test split", test_path)
     if not len(test):
         raise DataError(f"test split {test_path}: no images to check the export on")
-    embedder = Embedder(load_encoder(cfg, encoder_path), mean, std).eval()
+    embedder = Embedder(load_encoder(cfg.model, encoder_path), mean, std).eval()
     classifier, class_names = _load_classifier(classifier_path)
     images = torch.from_numpy(test.images[:CHECK_IMAGES]).contiguous()
     with torch.no_grad():

@@ -6,40 +6,16 @@ import logging
 import time
 from pathlib import Path
 
-import torch
-
 from kubeclr.config import Config
 from kubeclr.core.device import describe_device, resolve_device
-from kubeclr.core.model import build_encoder
-from kubeclr.data.files import Features, load_stats, read_split, save_features
-from kubeclr.errors import DataError
+from kubeclr.core.model import load_encoder
+from kubeclr.data.files import SPLITS, Features, load_stats, read_split, save_features
 from kubeclr.eval.features import extract_features
 
 log = logging.getLogger(__name__)
 
-SPLITS = ("train", "val", "test")
-
-
-def load_encoder(cfg: Config, path: str | Path) -> torch.nn.Module:
-    """The encoder of ``cfg.model`` with the weights in ``path`` (weights-only load).
-
-    Raises:
-        DataError: unreadable file, or weights that do not fit ``cfg.model``.
-    """
-    encoder = build_encoder(cfg.model)
-    try:
-        state = torch.load(Path(path), map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise DataError(f"encoder {path}: not a weights-only torch state dict ({type(exc).__name__})") from None
-    try:
-        encoder.load_state_dict(state)
-    except (RuntimeError, TypeError, AttributeError) as exc:
-        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise DataError(
-            f"encoder {path}: does not match model.arch={cfg.model.arch} "
-            f"width={cfg.model.width} stem={cfg.model.stem} ({first})"
-        ) from None
-    return encoder
+# What this step reads of the config: what built the encoder, and the evaluation's batch size (kubeclr.steps).
+READS: tuple[str, ...] = ("data", "model", "augment", "pretrain", "eval")
 
 
 def run(
@@ -58,7 +34,7 @@ def run(
     """
     start = time.perf_counter()
     device = resolve_device(cfg.pretrain.device)
-    encoder = load_encoder(cfg, encoder_path)
+    encoder = load_encoder(cfg.model, encoder_path)
     mean, std, _ = load_stats(stats_path)
     arrays = {}
     class_names: tuple[str, ...] = ()

@@ -15,11 +15,12 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from kubeclr.atomic import file_sha256, read_json, write_bytes_atomic, write_json
-from kubeclr.config import Config, config_digest
+from kubeclr.config import Config, config_digest, restrict
 from kubeclr.config.sweep import trial_config
 from kubeclr.errors import DataError
 from kubeclr.report.leaderboard import leaderboard, trial_row
 from kubeclr.report.leaderboard_page import render_html, render_markdown
+from kubeclr.steps import reads
 from kubeclr.steps.report import export_results
 from kubeclr.steps.trial_config import trial_name
 
@@ -28,14 +29,20 @@ log = logging.getLogger(__name__)
 OUTPUT_FILES = ("leaderboard.json", "leaderboard.html", "leaderboard.md", "encoder.pt")
 
 
-def _by_digest(what: str, paths: Sequence[str | Path]) -> dict[str, dict]:
+def _by_digest(what: str, paths: Sequence[str | Path], *keys: str) -> dict[tuple, dict]:
+    """The documents at ``paths`` by their ``keys`` (``config_sha256``: the digest of what the step read)."""
     out = {}
     for path in paths:
         doc = read_json(path)
-        if not isinstance(doc, dict) or not doc.get("config_sha256"):
-            raise DataError(f"{what} {path}: no config_sha256 (not written by this version's steps)")
-        out[doc["config_sha256"]] = doc
+        if not isinstance(doc, dict) or not all(doc.get(k) for k in keys):
+            raise DataError(f"{what} {path}: no {' or '.join(keys)} (not written by this version's steps)")
+        out[tuple(doc[k] for k in keys)] = doc
     return out
+
+
+def _digest(cfg: Config, step: str) -> str:
+    """The digest ``step`` logs and records when it runs on ``cfg``: that of its view (its ``READS``)."""
+    return config_digest(restrict(cfg, reads(step) or ()))
 
 
 def run(
@@ -69,17 +76,21 @@ def run(
     """
     trials = sweep["trials"]
     configs = [trial_config(cfg, t["overrides"], origin=trial_name(int(t["index"]))) for t in trials]
-    histories = _by_digest("history", history_paths)
-    results = _by_digest("results", results_paths)
+    # a trial's history is the one its pretraining view made; its results, those of its encoder under its
+    # evaluation view (trials that differ only in what evaluation reads share one encoder)
+    histories = _by_digest("history", history_paths, "config_sha256")
+    results = _by_digest("results", results_paths, "encoder_sha256", "config_sha256")
     rows = []
     for i, (trial, tcfg) in enumerate(zip(trials, configs)):
-        digest = config_digest(tcfg)
-        history, result = histories.get(digest), results.get(digest)
-        if history is None or result is None:
-            missing = "pretraining history" if history is None else "linear-eval results"
-            raise DataError(f"{trial_name(i)}: no {missing} with its config sha256 {digest[:12]}…")
+        digest = _digest(tcfg, "pretrain")
+        history = histories.get((digest,))
+        if history is None:
+            raise DataError(f"{trial_name(i)}: no pretraining history with its config sha256 {digest[:12]}…")
+        result = results.get((history.get("encoder_sha256"), _digest(tcfg, "linear_eval")))
+        if result is None:
+            raise DataError(f"{trial_name(i)}: no linear-eval results of its encoder and its evaluation config")
         numbers = {
-            "config_sha256": digest,
+            "config_sha256": config_digest(tcfg),
             "linear_eval": result,
             "knn": result.get("knn"),
             "seconds": float(history["summary"]["seconds"]) + float(result.get("seconds") or 0.0),

@@ -16,16 +16,19 @@ from typing import Any
 
 import torch
 
-from kubeclr.atomic import write_bytes_atomic, write_json
+from kubeclr.atomic import file_sha256, write_bytes_atomic, write_json
 from kubeclr.config import Config, config_digest
 from kubeclr.core.device import describe_device, resolve_device
-from kubeclr.data.files import load_stats, read_features, read_split
+from kubeclr.core.model import load_encoder
+from kubeclr.data.files import SPLITS, load_stats, read_features, read_split
 from kubeclr.errors import ConfigError
 from kubeclr.eval.knn import knn_accuracy
 from kubeclr.eval.linear import linear_eval_features
-from kubeclr.steps.extract_features import SPLITS, load_encoder
 
 log = logging.getLogger(__name__)
+
+# What this step reads of the config: the evaluation, and (crops protocol) what built the encoder (kubeclr.steps).
+READS: tuple[str, ...] = ("data", "model", "augment", "pretrain", "eval")
 
 RUN_PAGE_METRICS = ("val_top1", "val_top5", "test_top1", "test_top5", "seconds")
 
@@ -74,7 +77,7 @@ def run(
         mean, std, _ = load_stats(stats_path)
         splits = {s: read_split(f"{s} split", p) for s, p in zip(SPLITS, (train_path, val_path, test_path))}
         outcome = linear_eval_crops(
-            load_encoder(cfg, encoder_path),
+            load_encoder(cfg.model, encoder_path),
             {s: torch.from_numpy(v.images) for s, v in splits.items()},
             {s: torch.from_numpy(v.labels) for s, v in splits.items()},
             names,
@@ -110,7 +113,9 @@ def run(
         "seconds": time.perf_counter() - start,
         "knn": knn,
         "device": describe_device(device),
-        "config_sha256": config_digest(cfg),  # which trial of a sweep these numbers are
+        # which trial of a sweep these numbers are: its encoder and what this step read of its config
+        "config_sha256": config_digest(cfg),
+        "encoder_sha256": file_sha256(encoder_path) if encoder_path else None,
     }
     buf = io.BytesIO()
     torch.save({**outcome.classifier, "class_names": names, "protocol": results["protocol"]}, buf)

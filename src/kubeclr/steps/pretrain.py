@@ -20,6 +20,10 @@ from kubeclr.uri import safe_segment
 
 log = logging.getLogger(__name__)
 
+# What this step reads of the config: the method's sections, the kNN monitor's (eval), the multi-node
+# engine and the checkpoints (kubeclr.steps).
+READS: tuple[str, ...] = ("data", "model", "augment", "pretrain", "eval", "cluster", "storage.checkpoint_uri")
+
 
 def scoped_checkpoints(cfg: Config, scope: str) -> str:
     """Where this run's checkpoints go: ``<checkpoint_uri>/<scope>`` ('' without a URI).

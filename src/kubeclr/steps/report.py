@@ -15,7 +15,7 @@ import torch
 from kubeclr.atomic import read_json, write_bytes_atomic, write_json
 from kubeclr.config import Config, config_digest
 from kubeclr.core.health import STATUSES as HEALTH_STATUSES
-from kubeclr.data.files import load_stats, read_features, read_input, read_split, split_facts
+from kubeclr.data.files import SPLITS, load_stats, read_features, read_input, read_split, split_facts
 from kubeclr.errors import DataError
 from kubeclr.eval.tsne import balanced_indices, tsne
 from kubeclr.report.canary import environment, judge, record
@@ -23,7 +23,6 @@ from kubeclr.report.gate import STATUS_CODE
 from kubeclr.report.metrics import ReportInputs, build_metrics, validate_metrics
 from kubeclr.report.render import render_html, render_markdown
 from kubeclr.report.views import view_grid
-from kubeclr.steps.extract_features import SPLITS
 from kubeclr.storage.store import open_store
 from kubeclr.telemetry.prometheus import export_gate
 from kubeclr.uri import safe_segment

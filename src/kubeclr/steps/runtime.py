@@ -1,7 +1,8 @@
 """What every component does around its one library call.
 
-A component passes the ``config`` it received (and, in the first step, the UI
-parameters) here; this module resolves the run's config, logs its digest, sets
+A component passes the ``config`` it received (its task's slice, or the whole
+resolved config) here; this module builds the step's view of it
+(:func:`kubeclr.config.task_view`), logs its digest, sets
 up logging and step metrics, runs the step, and turns a :class:`UserError` into
 one clear line and a non-zero exit (no traceback for user errors, in a pod or
 locally). Locally, the step also leaves that line (or, for an unexpected error,
@@ -17,14 +18,15 @@ import sys
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
-from kubeclr.config import config_digest, resolve
+from kubeclr.config import config_digest, task_view
 from kubeclr.errors import UserError
 from kubeclr.progress import setup_logging
 from kubeclr.telemetry.prometheus import step_metrics
 
 log = logging.getLogger(__name__)
 
-# The run name of a cached step when the run_name parameter is '' (see pipelines/simclr.py).
+# The run name of a cached step when the run_name parameter is '': a cached task never takes the KFP
+# run's own name, which differs every run and would make every run a cache miss.
 UNNAMED_RUN = "unnamed"
 # Where a failing step leaves its one-line cause for the local runner to print.
 ERROR_FILE_ENV = "KUBECLR_ERROR_FILE"
@@ -36,7 +38,7 @@ def run_step(
     config: Mapping[str, Any],
     *args: Any,
     run_name: str,
-    ui_params: Mapping[str, Any] | None = None,
+    job_name: str = "",
     **kwargs: Any,
 ) -> Any:
     """Run ``fn(cfg, *args, **kwargs)`` as pipeline step ``step``.
@@ -44,15 +46,17 @@ def run_step(
     Args:
         step: the step's name (logs, metrics, error messages).
         fn: the step function (``kubeclr.steps.<step>.run``).
-        config: the ``config`` the component received: the struct of every key but the
-            UI parameters' (first step, with ``ui_params``), or the resolved config.
-        run_name: labels logs and metrics; handed on to ``fn`` when it takes a ``run_name``.
-        ui_params: the pipeline's UI parameters (first step only).
+        config: the ``config`` the component received: its task's slice (a cached task: the
+            keys its step ``READS``) or the whole resolved config.
+        run_name: the run's name; '' = ``job_name``, the KFP run's own (a task that is never
+            cached), or :data:`UNNAMED_RUN`. Labels logs and metrics; handed on to ``fn`` when
+            it takes a ``run_name``.
+        job_name: the KFP run's name ('' in a cached task).
     """
     setup_logging()
-    run_name = run_name or UNNAMED_RUN
+    run_name = run_name or job_name or UNNAMED_RUN
     try:
-        cfg = resolve(config, ui_params, origin="config")
+        cfg = task_view(config, origin="config")
         log.info("%s: config sha256 %s", step, config_digest(cfg))
         if "run_name" in inspect.signature(fn).parameters:
             kwargs["run_name"] = run_name
@@ -88,7 +92,7 @@ def _unexpected(step: str, exc: Exception) -> str:
 
 
 def run_task(step: str, fn: Callable[..., Any], *args: Any) -> Any:
-    """Run ``fn(*args)`` as a task that has no resolved config yet (the data source's fingerprint).
+    """Run ``fn(*args)`` as a task that has no resolved config yet (``resolve_config``, which makes it).
 
     Logging is set up and a :class:`UserError` ends the task as a step's would: one line, non-zero exit.
     """

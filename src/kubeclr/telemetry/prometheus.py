@@ -39,7 +39,7 @@ from prometheus_client import CollectorRegistry, Gauge, Histogram
 from prometheus_client.exposition import delete_from_gateway, pushadd_to_gateway, start_http_server
 
 from kubeclr.config import MetricsConfig
-from kubeclr.core.callbacks import Callback
+from kubeclr.core.train import Callback
 
 log = logging.getLogger(__name__)
 
