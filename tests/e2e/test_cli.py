@@ -58,7 +58,7 @@ def test_user_errors_are_one_line(args, fragment, tmp_path):
 def test_compile_into_a_directory_is_one_line(tmp_path):
     proc = run("compile", "--output", str(tmp_path))
     assert proc.returncode == 2 and proc.stderr.strip() == (
-        f"error: output {tmp_path}: is a directory (name a file in it, e.g. {tmp_path / 'simclr-cifar10.yaml'})"
+        f"error: output {tmp_path}: is a directory (name a file in it, e.g. {tmp_path / 'simclr.yaml'})"
     )
     assert list(tmp_path.iterdir()) == []
 
@@ -94,8 +94,8 @@ def test_preset_and_config_exclude_each_other(tmp_path):
             "FILE/sub",
             "error: --output-dir {tmp}/file/sub: cannot create the directory (Not a directory)",
         ),
-        ("--cifar-source", "{tmp}/missing.tar.gz", "error: data.source {tmp}/missing.tar.gz: no such file"),
-        ("--cifar-md5", "xyz", "error: --cifar-md5: data.md5='xyz' is not allowed (32 hex digits or 'none')"),
+        ("--data-source", "{tmp}/missing.tar.gz", "error: data.source {tmp}/missing.tar.gz: no such file"),
+        ("--data-md5", "xyz", "error: --data-md5: data.md5='xyz' is not allowed (32 hex digits or 'none')"),
     ],
 )
 def test_local_run_refuses_bad_arguments_before_starting(tmp_path, flag, value, message):
@@ -128,12 +128,15 @@ def _check_exported(out: Path, metrics: dict, state: dict) -> None:
     import numpy as np
     import onnxruntime as ort
 
-    from kubeclr.config import resolve
+    from kubeclr.config import config_digest, resolve, restrict
     from kubeclr.core.augment import normalize
     from kubeclr.core.model import build_encoder
+    from kubeclr.steps import reads
 
     card = json.loads((out / "model.json").read_text())
-    assert card["config_sha256"] == metrics["config_sha256"] and card["run_name"] == metrics["run_name"]
+    run_config = resolve(metrics["config"])
+    assert card["config_sha256"] == config_digest(restrict(run_config, reads("export_model")))  # what made the model
+    assert card["run_name"] == metrics["run_name"]
     assert card["metrics"]["linear"]["test_top1"] == metrics["linear_eval"]["test_top1"]
     assert card["metrics"]["knn_test_top1"] == metrics["knn"]["test_top1"]
     norm = card["input"]["normalisation"]
@@ -141,7 +144,7 @@ def _check_exported(out: Path, metrics: dict, state: dict) -> None:
     assert card["model"]["arch"] == metrics["config"]["model"]["arch"]
     for name in ("encoder.onnx", "encoder.ts", "classifier.onnx", "classifier.ts"):
         assert card["files"][name]["sha256"] == hashlib.sha256((out / name).read_bytes()).hexdigest(), name
-    encoder = build_encoder(resolve(metrics["config"]).model)
+    encoder = build_encoder(run_config.model)
     encoder.load_state_dict(state)
     from kubeclr.data.files import read_split
 
@@ -257,8 +260,10 @@ def test_every_step_runs_with_one_resolved_config(tmp_path):
     assert (config["pretrain"]["temperature"], config["data"]["seed"]) == (0.3, 3)
     whole = resolve(config)
     assert metrics["config_sha256"] == config_digest(whole) == digests["resolve_config"] == digests["report"]
+    every_section = [f.name for f in fields(whole)]
     for step, digest in digests.items():  # each step ran on its view of that one config: what its READS name
-        assert digest == config_digest(restrict(whole, reads(step) or [f.name for f in fields(whole)])), step
+        read = reads(step)
+        assert digest == config_digest(restrict(whole, every_section if read is None else read)), step
     assert metrics["pretrain"]["knn_monitor"]["k"] == 7 and metrics["knn"]["k"] == 7
     history = json.loads(next((tmp_path / "out" / ".kfp").rglob("pretrain/history")).read_text())
     assert history["config"] == restrict(whole, reads("pretrain")).to_dict()

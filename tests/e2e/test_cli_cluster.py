@@ -29,7 +29,7 @@ def test_upload_then_new_version(package, capsys):
         versions = server.find("POST", f"{API}/pipelines/upload_version")
         assert len(uploads) == 1 and len(versions) == 1
         sent = yaml.safe_load_all(next(iter(uploads[0].files.values())).decode())
-        assert next(sent)["pipelineInfo"]["name"] == "simclr-cifar10"
+        assert next(sent)["pipelineInfo"]["name"] == "simclr"
         assert versions[0].query["name"] == ["v2"]
         assert all(r.headers.get("authorization") == "Bearer tok" for r in server.requests)
 
@@ -59,9 +59,10 @@ def test_submit_sends_spec_and_typed_parameters(package, capsys):
         run = server.find("POST", f"{API}/runs")[0].json
         assert run["display_name"] == "r1"
         assert run["service_account"] == "kubeclr-pipeline-runner"
-        assert run["runtime_config"]["parameters"] == {"epochs": 3, "lr": 0.5, "cifar_source": "sample"}
+        # cifar_source, the old name, is sent as data_source
+        assert run["runtime_config"]["parameters"] == {"epochs": 3, "lr": 0.5, "data_source": "sample"}
         spec = run["pipeline_spec"].get("pipeline_spec", run["pipeline_spec"])  # with platform_spec when present
-        assert spec["pipelineInfo"]["name"] == "simclr-cifar10"
+        assert spec["pipelineInfo"]["name"] == "simclr"
         assert server.find("POST", f"{API}/experiments")[0].json["display_name"] == "nightly"
         printed = json.loads(capsys.readouterr().out)
         assert printed["run_name"] == "r1"

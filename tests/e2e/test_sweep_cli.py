@@ -42,8 +42,8 @@ def test_the_data_steps_ran_once_and_each_trial_once(sweep):
     assert [t for t in tasks if not t.startswith("for-loop")] == [
         "compute-stats",
         "download-split",
-        "fingerprint",
         "leaderboard",
+        "resolve-config",
     ]
     trials = [p for p in run_dir.iterdir() if p.name.startswith("for-loop")]
     assert sorted(p.name.rsplit("-", 1)[1] for p in trials) == ["0", "1", "2"]
@@ -74,7 +74,9 @@ def test_the_leaderboard_ranks_the_trials_on_val_and_hands_over_the_winners_enco
     (trained,) = run_dir.glob(f"for-loop-*-iteration-{winner}/pretrain/encoder")
     assert (out / "encoder.pt").read_bytes() == trained.read_bytes()
     history = json.loads((trained.parent / "history").read_text())
-    assert history["config_sha256"] == board["trials"][winner]["config_sha256"]
+    # the winner's history is that trial's: its override, its encoder
+    assert history["config"]["pretrain"]["temperature"] == board["trials"][winner]["overrides"]["pretrain.temperature"]
+    assert history["encoder_sha256"] == board["trials"][winner]["encoder_sha256"]
     assert {p.name for p in out.iterdir()} >= {"leaderboard.json", "leaderboard.html", "leaderboard.md", "encoder.pt"}
     assert f"winner trial {winner} (pretrain.temperature=" in proc.stdout
     assert "open the leaderboard: file://" in proc.stdout

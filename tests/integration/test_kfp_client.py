@@ -403,10 +403,10 @@ def test_real_pipeline_submits_with_typed_parameters(server, tmp_path):
         str(package),
         experiment="e",
         run_name="r",
-        params={"epochs": "2", "lr": "0.3", "cifar_source": "sample"},
+        params={"epochs": "2", "lr": "0.3", "data_source": "sample"},
     )
     [run] = server.find("POST", f"{API}/runs")
-    assert run.json["runtime_config"]["parameters"] == {"epochs": 2, "lr": 0.3, "cifar_source": "sample"}
+    assert run.json["runtime_config"]["parameters"] == {"epochs": 2, "lr": 0.3, "data_source": "sample"}
     sent = run.json["pipeline_spec"]  # with a Kubernetes platform spec, kfp sends both documents
-    assert sent["pipeline_spec"]["pipelineInfo"]["name"] == "simclr-cifar10"
+    assert sent["pipeline_spec"]["pipelineInfo"]["name"] == "simclr"
     assert "kubernetes" in sent["platform_spec"]["platforms"]

@@ -36,6 +36,8 @@ def render() -> str:
         "",
         "In the compiled pipeline these keys are top-level parameters (what a researcher changes in the Kubeflow",
         "UI); every other key travels in the one struct parameter `config`. A key given both ways is refused.",
+        "The `metrics` section is the exception: it is fixed at compile time, in every task's environment",
+        "(`KUBECLR_METRICS`), so changing it means compiling again, and it is in no task's cache key.",
         "",
         "| parameter | key | meaning |",
         "|---|---|---|",

@@ -5,7 +5,8 @@ The torchrun engine launches this with ``torchrun --standalone
 several. Every rank runs the same command; rank 0 writes the outputs (local
 paths and/or ``--output-uri``). Inputs may be local paths or ``s3://`` /
 ``file://`` URIs (pods of a multi-node job share no filesystem). The config is
-the run's resolved config, whole, as one JSON argument (so ``kubectl get … -o
+the pretraining step's view of the run's resolved config (the sections it
+reads, see ``kubeclr.steps.pretrain.READS``) as one JSON argument (so ``kubectl get … -o
 yaml`` shows exactly what trains) or one file; with ``--config-sha256`` a
 config that changed on the way is refused.
 
@@ -28,7 +29,7 @@ from typing import Sequence
 
 import yaml
 
-from kubeclr.config import Config, config_digest, resolve
+from kubeclr.config import Config, config_digest
 from kubeclr.core import distributed
 from kubeclr.errors import ConfigError, UserError
 from kubeclr.launch.process import TrainFiles, train_and_save
@@ -43,7 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m kubeclr.launch.entry", description="One SimCLR pretraining process (run it under torchrun)."
     )
     which = p.add_mutually_exclusive_group(required=True)
-    which.add_argument("--config", metavar="FILE", help="the run's resolved config (JSON or YAML), every key")
+    which.add_argument("--config", metavar="FILE", help="the pretraining step's config (JSON or YAML), its keys")
     which.add_argument("--config-json", metavar="JSON", help="the same, inline")
     p.add_argument("--config-sha256", metavar="HEX", help="refuse a config whose digest differs")
     p.add_argument("--train", required=True, help="train split .npz (path or URI)")
@@ -102,7 +103,7 @@ def read_config(args: argparse.Namespace) -> Config:
         raise ConfigError(f"--config {args.config}: {exc.strerror or exc}") from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"{origin}: not valid JSON or YAML ({str(exc).splitlines()[0]})") from None
-    cfg = resolve(raw, origin=origin)
+    cfg = Config.from_dict(raw, origin=origin, partial=True)  # a view: reading a key not given is an error
     if args.config_sha256 and config_digest(cfg) != args.config_sha256:
         raise ConfigError(
             f"{origin}: config digest {config_digest(cfg)[:12]}… differs from --config-sha256 "

@@ -378,8 +378,8 @@ def render_html(inp: ReportInputs, metrics: Mapping[str, Any]) -> str:
         + "</section>",
         '<section class="card"><h2>Environment</h2>' + _table(environment_rows(metrics)) + "</section>",
         '<section class="card"><h2>Configuration</h2>'
-        + f'<p class="sub">SHA-256 <code>{breakable(metrics.get("config_sha256", ""))}</code>: every step ran with '
-        + "this resolved config</p>"
+        + f'<p class="sub">SHA-256 <code>{breakable(metrics.get("config_sha256", ""))}</code>: the run\'s resolved '
+        + "config; each step read its slice of it</p>"
         + _table(config_rows, ("key", "value"))
         + "</section>",
         f"<footer>kubeclr {_e(__version__)} · self-contained report, no external resources</footer>",

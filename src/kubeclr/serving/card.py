@@ -57,6 +57,8 @@ def model_card(
         "run_name": run_name,
         "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "kubeclr_version": __version__,
+        # what made this model: the export step's slice (data, model, augment, pretrain, eval), so two
+        # runs that differ only in, say, gate or report settings give the same digest
         "config_sha256": config_digest(cfg),
         "model": {
             "arch": cfg.model.arch,

@@ -1,18 +1,29 @@
-"""Where the CIFAR-10 tarball comes from: URI dispatch, cached download, MD5, mirror.
+"""Where a dataset file comes from: URI dispatch, cached download, MD5, mirror.
 
-Sources (``data.source``):
+``data.source`` names one file for every format except image folders, and this
+module fetches it; the format's reader then parses it (:mod:`kubeclr.data.formats`):
+
+- ``cifar10``: the ``cifar-10-python.tar.gz`` tarball (python pickles, read safely);
+- ``cifar100``: the ``cifar-100-python.tar.gz`` tarball;
+- ``stl10``: the ``stl10_binary.tar.gz`` tarball (binary planes);
+- ``imagefolder``: a folder, an archive or an ``s3://`` prefix, resolved by
+  :mod:`kubeclr.storage.folders` (an archive is fetched here first).
+
+The file behind a source:
 
 - ``https://…`` (or ``http://``): downloaded into ``data.cache_dir`` with a
   progress bar; an interrupted download leaves ``<file>.part`` and the next run
   resumes it with an HTTP ``Range`` request.
 - ``s3://bucket/key``: fetched through :mod:`kubeclr.storage.store` into the cache.
 - ``file:///path`` or a plain path: read in place.
-- ``sample``: the synthetic dataset of :mod:`kubeclr.data.sample`, generated in
-  memory (its MD5 is not checked).
+- ``sample`` (``cifar10`` only): the synthetic CIFAR-layout dataset of
+  :mod:`kubeclr.data.sample`, generated in memory (its MD5 is not checked);
+  ``sample-folder`` is the image-folder counterpart.
 
-Every tarball is MD5-verified against ``data.md5`` unless that is ``none``.
-With a mirror (``storage.mirror_uri``) the tarball is looked up first at
-``<mirror>/<md5 or file name>/cifar-10-python.tar.gz`` and uploaded there after
+Every file is MD5-verified against ``data.md5`` unless that is ``none``. With a
+mirror (``storage.mirror_uri``) the file is looked up first at
+``<mirror>/<md5, or a digest of the URI>/cifar-10-python.tar.gz`` (one fixed name
+whatever the format; the directory tells files apart) and uploaded there after
 a verified fetch from the source, so clusters download the internet copy once.
 """
 
