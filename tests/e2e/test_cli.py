@@ -119,6 +119,11 @@ def _check_outputs(out: Path, run_name: str) -> dict:
     state = torch.load(out / "encoder.pt", weights_only=True)
     assert all(isinstance(v, torch.Tensor) for v in state.values())
     assert run_name in (out / "report.html").read_text()
+    # the label-free measures, in every run: on the test images, beside the accuracy
+    rep = metrics["representation"]
+    assert rep["n_images"] == min(metrics["dataset"]["test_size"], 2048) and metrics["dataset"]["labelled"] is True
+    assert 1.0 <= rep["rankme"] <= min(rep["n_images"], rep["feature_dim"]) and 0.0 <= rep["alignment"] <= 4.0
+    assert -4.0 <= rep["uniformity"] <= 0.0 and "Representation (label-free)" in (out / "report.html").read_text()
     _check_exported(out, metrics, state)
     return metrics
 

@@ -12,11 +12,12 @@ from kubeclr.report.history import append_record, read_history, series_name
 from kubeclr.storage.store import LocalStore
 
 
-def _metrics(linear=0.80, knn=0.70, ips=1000.0, loss=4.0):
+def _metrics(linear=0.80, knn=0.70, ips=1000.0, loss=4.0, rankme=None):
     return {
         "linear_eval": {"test_top1": linear},
         "knn": {"test_top1": knn},
         "pretrain": {"images_per_second": ips, "final_loss": loss},
+        **({"representation": {"rankme": rankme}} if rankme is not None else {}),
     }
 
 
@@ -70,6 +71,7 @@ def test_a_run_below_its_random_init_fails_the_gate_without_history(action):
         "verdict": "fail",
         "knn_top1_init": 0.40,
         "knn_top1_final": 0.35,
+        "rankme_final": None,
     }
     head = "gate FAILED: " if action == "fail" else "gate warning: "
     assert summary_line(gate) == head + "pretrain below-random-init: kNN top-1 0.35 <= 0.4 at epoch 0"
@@ -83,6 +85,28 @@ def test_a_run_below_its_random_init_fails_the_gate_without_history(action):
     assert summary_line(both).startswith(
         "gate warning: pretrain below-random-init"
     ) and "linear_top1 0.5 <" in summary_line(both)
+
+
+def test_rankme_is_compared_relatively_against_the_runs_that_measured_it():
+    history = _records((0.8, 0.7, 1000, 4.0, 100.0), (0.8, 0.7, 1000, 4.0, 120.0), (0.8, 0.7, 1000))  # one before
+    gate = evaluate(GateConfig(min_runs=2, action="fail"), _metrics(rankme=80.0), history)
+    (rank,) = [c for c in gate["comparisons"] if c["metric"] == "rankme"]
+    assert (rank["median"], rank["floor"], rank["verdict"]) == (110.0, pytest.approx(82.5), "fail")  # 25% below
+    assert gate["status"] == "fail" and "rankme 80 < 82.5 (median 110 - 25%)" in summary_line(gate)
+    assert evaluate(GateConfig(min_runs=2), _metrics(rankme=90.0), history)["status"] == "pass"
+    few = evaluate(
+        GateConfig(min_runs=3), _metrics(rankme=10.0), _records(*[(0.8, 0.7, 1000)] * 2, (0.8, 0.7, 1000, 4.0, 99.0))
+    )
+    assert [c["verdict"] for c in few["comparisons"] if c["metric"] == "rankme"] == ["not-armed"]  # 1 of 3 runs
+    unmeasured = evaluate(GateConfig(min_runs=1), _metrics(), history)  # this run has none: nothing to compare
+    assert "rankme" not in {c["metric"] for c in unmeasured["comparisons"]}
+
+
+def test_a_collapsing_run_fails_the_gate_without_history():
+    metrics = _metrics()
+    metrics["pretrain"]["health"] = {"status": "collapsing", "rankme_final": 1.3}
+    gate = evaluate(GateConfig(action="fail"), metrics, [])
+    assert gate["status"] == "fail" and summary_line(gate) == "gate FAILED: pretrain collapsing: RankMe 1.3"
 
 
 @pytest.mark.parametrize("status", ["healthy", "slow-start", "not-learning", None])

@@ -11,6 +11,7 @@ from test_train import CPU, MEAN, STD, structured_images, tiny_config
 from kubeclr.config import Config
 from kubeclr.core import train
 from kubeclr.core.health import (
+    against_collapse,
     against_init,
     chance_loss,
     check_epoch,
@@ -176,7 +177,7 @@ class Scripted:
     def __init__(self, *values: float) -> None:
         self.values = list(values)
 
-    def __call__(self, encoder) -> float:
+    def __call__(self, encoder):
         return self.values.pop(0)
 
 
@@ -196,6 +197,44 @@ def test_a_run_that_ends_below_its_own_epoch_zero_is_flagged_once(caplog, curve,
     assert len(warnings) == (status == "below-random-init")  # said once, after the last epoch
     if warnings:
         assert warnings[0] == health["message"] and "0.350 is not above 0.500" in warnings[0]
+
+
+HEALTHY = {"status": "healthy", "message": "loss fell", "loss": 3.0, "chance_loss": 4.1}
+
+
+@pytest.mark.parametrize(
+    "curve, status, said",
+    [
+        ((12.6, 20.0, 30.0, 1.5), "collapsing", "under 5.1 (2% of the 256"),  # an end near one direction
+        ((12.6, 40.0, 30.0, 20.0, 15.0), "collapsing", "falling at each of the last 4 measurements from a peak of 40"),
+        ((12.6, 40.0, 30.0, 35.0, 15.0), "healthy", None),  # fell, but not steadily
+        ((12.6, 40.0, 39.0, 38.0, 37.0), "healthy", None),  # steadily, but by little
+        ((12.6, 20.0, 30.0, 28.0), "healthy", None),
+    ],
+)
+def test_collapse_by_hand(curve, status, said):
+    out = against_collapse(HEALTHY, curve, 256)
+    assert out["status"] == status and out["rankme_final"] == curve[-1]
+    if said:
+        assert said in out["message"] and "temperature" in out["message"]
+    else:
+        assert out["message"] == HEALTHY["message"]
+
+
+def test_collapse_keeps_a_worse_verdict_and_needs_a_curve():
+    worse = {**HEALTHY, "status": "below-random-init", "message": "below random init"}
+    assert against_collapse(worse, (12.0, 1.1), 256)["status"] == "below-random-init"
+    assert against_collapse(HEALTHY, (), 256) == HEALTHY  # the monitor was off
+    assert against_collapse(HEALTHY, (1.5, 1.9), 64)["status"] == "collapsing"  # floor 2 for small dimensions
+
+
+def test_a_run_whose_monitor_rank_collapses_is_flagged():
+    images, _ = structured_images(seed=3)
+    cfg = tiny_config(**{"pretrain.epochs": 3, "pretrain.seed": 3, "pretrain.knn_every": 1})
+    curve = [{"knn_top1": 0.3 + 0.1 * i, "rankme": r} for i, r in enumerate((12.0, 9.0, 3.0, 1.2))]
+    result = train.train_simclr(cfg, images, MEAN, STD, device=CPU, monitor=Scripted(*curve))
+    assert [r["rankme"] for r in result.history] == [9.0, 3.0, 1.2] and result.summary["rankme_init"] == 12.0
+    assert result.summary["health"]["status"] == "collapsing", result.summary["health"]
 
 
 def test_the_report_and_the_gate_know_the_same_verdicts():

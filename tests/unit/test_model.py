@@ -142,3 +142,12 @@ def test_init_imagenet_with_cifar_stem_keeps_random_conv1(monkeypatch):
 def test_no_cuda_calls_in_model_source():
     source = Path(model_mod.__file__).read_text()
     assert ".cuda(" not in source
+
+
+@pytest.mark.parametrize("arch", ["resnet18", "resnet50"])
+def test_feature_dim_without_building_the_encoder(arch):
+    from kubeclr.config import ModelConfig
+    from kubeclr.core.model import build_encoder, feature_dim
+
+    cfg = ModelConfig(arch=arch, width=8)
+    assert feature_dim(cfg) == build_encoder(cfg).feature_dim == 8 * 8 * (4 if arch == "resnet50" else 1)

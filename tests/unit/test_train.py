@@ -231,7 +231,11 @@ def test_knn_monitor_is_recorded():
     assert 0.0 <= init <= 1.0 and result.summary["knn_top1_init"] == init
     assert all("knn_top1_init" not in r for r in result.history[1:])
     train._seed_everything(cfg.pretrain.seed)  # the encoder the run started from: the monitor scores it alike
-    assert monitor(train.build_model(cfg.model).encoder) == pytest.approx(init)
+    again = monitor(train.build_model(cfg.model).encoder)
+    assert again["knn_top1"] == pytest.approx(init)
+    # beside it, the effective rank of the queries' features: at most min(queries, feature dimension)
+    assert again["rankme"] == pytest.approx(result.history[0]["rankme_init"]) == result.summary["rankme_init"]
+    assert 1.0 <= result.history[1]["rankme"] <= min(12, train.build_model(cfg.model).encoder.feature_dim)
 
 
 class CountingMonitor:

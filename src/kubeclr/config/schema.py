@@ -175,6 +175,9 @@ class GateConfig:
     max_drop_throughput: float = option(
         0.15, ge=0, le=1, help="allowed drop of pretraining images/s below the median (relative)"
     )
+    max_drop_rankme: float = option(
+        0.25, ge=0, le=1, help="allowed drop of the test features' effective rank (RankMe) below the median (relative)"
+    )
     expected_interval_s: int = option(
         86400, ge=60, help="how often the series runs (its schedule): the dead-canary alert fires after 2x this"
     )

@@ -13,10 +13,16 @@ the two views without separating the classes. With the kNN monitor on, every run
 measures its own baseline, the monitor on its encoder before the first step
 (epoch 0); a run whose final kNN top-1 is not above that is ``below-random-init``.
 
+The monitor also records the effective rank of its features (RankMe,
+:mod:`kubeclr.eval.representation`). A run whose features fold into a few
+directions is ``collapsing``: its final RankMe is under :data:`COLLAPSE_FRACTION`
+of the feature dimension (at least 2), or it fell at each of the last
+:data:`FALLING_POINTS` measurements to under half its peak.
+
 Verdicts (``status``), in metrics.json after the last epoch: ``healthy``,
 ``slow-start`` (the loss left chance only after the check epoch; the log warned),
-``not-learning``, ``below-random-init``; ``too-early`` only mid-run, before
-:func:`check_epoch`.
+``not-learning``, ``below-random-init``, ``collapsing``; ``too-early`` only mid-run,
+before :func:`check_epoch`.
 """
 
 from __future__ import annotations
@@ -25,12 +31,16 @@ import math
 from typing import Any, Sequence
 
 from kubeclr.config import Config
+from kubeclr.core.model import feature_dim
 from kubeclr.core.optim import scaled_lr, warmup_length
 
 MARGIN = 0.01  # the loss must drop 1% below chance
 CHECK_FRACTION = 0.25  # judged once a quarter of the epochs are done
-# every verdict, in order of severity (its index is the KFP metric pretrain_health_status);
-# "collapsing" is part of the metrics.json contract but no rule here gives it
+# RankMe under this fraction of the feature dimension is collapse; a random ResNet-18 of width 32 measures
+# ~5% (12.6 of 256 on the digits), a trained one far more, a collapsed one ~1
+COLLAPSE_FRACTION = 0.02
+FALLING_POINTS = 4  # RankMe falling at each of this many monitor measurements in a row, to half its peak
+# every verdict, in order of severity (its index is the KFP metric pretrain_health_status)
 STATUSES = ("healthy", "slow-start", "not-learning", "below-random-init", "collapsing")
 WARN_STATUSES = frozenset({"not-learning", "below-random-init", "collapsing"})  # a warning in the log and report
 
@@ -221,11 +231,43 @@ def against_init(
     return {**out, "status": "below-random-init", "message": seen + why}
 
 
+def against_collapse(health: dict[str, Any], rankmes: Sequence[float], feature_dim: int) -> dict[str, Any]:
+    """``health`` judged on the monitor's RankMe curve (epoch 0 first): ``collapsing`` or unchanged.
+
+    The rule: the final RankMe is under ``max(2, COLLAPSE_FRACTION * feature_dim)``, or the last
+    :data:`FALLING_POINTS` values each fell and the final one is under half the curve's peak.
+    A verdict already worse than ``slow-start`` stands (its cause comes first).
+    """
+    if not rankmes or health["status"] == "too-early":
+        return health
+    final, peak = float(rankmes[-1]), float(max(rankmes))
+    out = {**health, "rankme_final": final}
+    floor = max(2.0, COLLAPSE_FRACTION * feature_dim)
+    tail = list(rankmes[-FALLING_POINTS:])
+    falling = len(tail) == FALLING_POINTS and all(b < a for a, b in zip(tail, tail[1:])) and final < peak / 2
+    if health["status"] not in ("healthy", "slow-start") or not (final < floor or falling):
+        return out
+    seen = (
+        f"under {floor:.1f} ({100 * COLLAPSE_FRACTION:g}% of the {feature_dim} feature dimensions)"
+        if final < floor
+        else f"after falling at each of the last {FALLING_POINTS} measurements from a peak of {peak:.1f}"
+    )
+    return {
+        **out,
+        "status": "collapsing",
+        "message": f"collapsing: the features' effective rank (RankMe) is {final:.1f}, {seen}: the encoder maps "
+        "images into a few directions; likely causes: a temperature too low or too high (0.1-0.5 trains best), "
+        "augmentations too weak to need more than a few features (colour strength, crop scale), or a learning "
+        "rate large enough to wreck the features",
+    }
+
+
 def pretrain_health(history: list[dict[str, Any]], cfg: Config, steps_per_epoch: int) -> dict[str, Any]:
     """The verdict on a pretraining history under its own recipe (schedule, peak lr, warm-up, augmentation).
 
     The loss is judged by :func:`training_health`; once the last epoch is done, the kNN monitor's
-    final value is judged against epoch 0 (:func:`against_init`).
+    final value is judged against epoch 0 (:func:`against_init`) and its RankMe curve for
+    collapse (:func:`against_collapse`).
     """
     pc = cfg.pretrain
     health = training_health(
@@ -239,9 +281,12 @@ def pretrain_health(history: list[dict[str, Any]], cfg: Config, steps_per_epoch:
     )
     if len(history) < pc.epochs:
         return health
-    return against_init(
+    health = against_init(
         health,
         knn_init=history[0].get("knn_top1_init"),
         knn_final=history[-1].get("knn_top1"),
         causes=recipe_causes(cfg),
     )
+    curve = [history[0]["rankme_init"]] if "rankme_init" in history[0] else []
+    curve += [r["rankme"] for r in history if "rankme" in r]
+    return against_collapse(health, curve, feature_dim(cfg.model))

@@ -134,6 +134,12 @@ def build_encoder(cfg: ModelConfig) -> ResNetEncoder:
     return ResNetEncoder(block, layers, width=cfg.width, stem=cfg.stem)
 
 
+def feature_dim(cfg: ModelConfig) -> int:
+    """Size of the representation h that :func:`build_encoder` gives for ``cfg``, without building it."""
+    block, _, _ = ARCHS[cfg.arch]
+    return cfg.width * 8 * block.expansion
+
+
 def build_head(cfg: ModelConfig, feature_dim: int) -> nn.Module:
     """Projection head g(·): ``(B, feature_dim) -> (B, cfg.proj_dim)``.
 

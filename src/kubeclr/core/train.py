@@ -46,6 +46,9 @@ from kubeclr.progress import progress
 
 log = logging.getLogger(__name__)
 
+# the representation monitor: the encoder in, {"knn_top1": …, "rankme": …} (or the kNN top-1 alone) out
+Monitor = Callable[[nn.Module], "Mapping[str, float] | float"]
+
 
 class Callback:
     """Training hooks: how side effects (metrics, logging) reach the pure loop. No-op base: override what you need.
@@ -96,8 +99,9 @@ class PretrainResult:
 
     Attributes:
         model: the trained ``SimCLRModel`` (unwrapped from DDP/compile), on the training device.
-        history: one record per epoch: epoch, loss, lr, images_per_second, seconds[, knn_top1];
-            with the kNN monitor on, the first record also holds ``knn_top1_init`` (epoch 0).
+        history: one record per epoch: epoch, loss, lr, images_per_second, seconds[, knn_top1, rankme];
+            with the kNN monitor on, the first record also holds ``knn_top1_init`` and
+            ``rankme_init`` (epoch 0).
         summary: the metrics.json ``pretrain`` block (plus ``world_size``, ``device_name``).
     """
 
@@ -142,7 +146,7 @@ def train_simclr(
     device: torch.device,
     store: Store | None = None,
     callbacks: Callback | None = None,
-    monitor: Callable[[nn.Module], float] | None = None,
+    monitor: Monitor | None = None,
     init_state: dict | None = None,
 ) -> PretrainResult:
     """Pretrain encoder + head with SimCLR, resuming from ``store`` if it holds a checkpoint.
@@ -157,10 +161,11 @@ def train_simclr(
         callbacks: hooks for metrics/logging (called on every rank; rank-aware
             callbacks decide themselves).
         monitor: called with the encoder (in train mode; it must restore that) every
-            ``pretrain.knn_every`` epochs and after the last one; its value is recorded
-            as the epoch's ``knn_top1`` (see :mod:`kubeclr.launch.process`). It also runs
-            once before the first step: the run's own baseline, ``knn_top1_init`` of the
-            first record and the summary (a resumed run keeps the value it recorded).
+            ``pretrain.knn_every`` epochs and after the last one; its values (a mapping such as
+            ``{"knn_top1", "rankme"}``, or a float: the kNN top-1) go into the epoch's record
+            (see :mod:`kubeclr.launch.process`). It also runs once before the first step: the
+            run's own baseline, ``knn_top1_init`` (``rankme_init``) of the first record and the
+            summary (a resumed run keeps the values it recorded).
         init_state: encoder state dict when ``model.init`` is a URI.
 
     Returns:
@@ -230,7 +235,7 @@ def train_simclr(
     )
 
     knn_on = monitor is not None and pc.knn_every > 0
-    knn_init = _knn_at_init(model.encoder, monitor, rank) if knn_on and start_epoch == 0 else None
+    at_init = _monitor_at_init(model.encoder, monitor, rank) if knn_on and start_epoch == 0 else {}
     writer = checkpoint.CheckpointWriter(store) if store is not None else None  # writes in the background
     warned: set[str] = set()  # each bad verdict is logged once
     for epoch in range(start_epoch + 1, pc.epochs + 1):
@@ -284,9 +289,9 @@ def train_simclr(
             "step_loss": {"every": stride, "values": [round(v, 5) for v in step_loss[::stride].tolist()]},
         }
         if knn_on and (epoch % pc.knn_every == 0 or epoch == pc.epochs):
-            record["knn_top1"] = float(monitor(model.encoder))
-        if epoch == 1 and knn_init is not None:
-            record["knn_top1_init"] = knn_init
+            record |= _read_monitor(monitor, model.encoder)
+        if epoch == 1:
+            record |= {f"{name}_init": value for name, value in at_init.items()}
         if epoch == start_epoch + 1 and pc.compile:
             # compilation happens in this process's first step: what it cost, over a steady step
             record["compile_seconds"] = (
@@ -306,7 +311,8 @@ def train_simclr(
                 lr,
                 record["images_per_second"],
                 seconds,
-                f" knn {record['knn_top1']:.3f}" if "knn_top1" in record else "",
+                (f" knn {record['knn_top1']:.3f}" if "knn_top1" in record else "")
+                + (f" rankme {record['rankme']:.1f}" if "rankme" in record else ""),
             )
             health = pretrain_health(history, cfg, steps_per_epoch)
             if health["status"] in WARN_STATUSES and health["status"] not in warned:
@@ -492,13 +498,20 @@ class StepTimer:
         return [self._events[i].elapsed_time(self._events[i + 1]) / 1000 for i in range(n - 1)]
 
 
-def _knn_at_init(encoder: nn.Module, monitor: Callable[[nn.Module], float], rank: int) -> float:
-    """The kNN monitor on the encoder before any step (epoch 0): the baseline this run must beat."""
+def _read_monitor(monitor: Monitor, encoder: nn.Module) -> dict[str, float]:
+    """The monitor's values as ``{name: float}`` (a bare float is the kNN top-1)."""
+    out = monitor(encoder)
+    return {k: float(v) for k, v in (out.items() if isinstance(out, Mapping) else {"knn_top1": out}.items())}
+
+
+def _monitor_at_init(encoder: nn.Module, monitor: Monitor, rank: int) -> dict[str, float]:
+    """The monitor on the encoder before any step (epoch 0): the baseline this run must beat."""
     t0 = time.perf_counter()
-    value = float(monitor(encoder))
+    values = _read_monitor(monitor, encoder)
     if rank == 0:
-        log.info("epoch 0 (before the first step): knn %.3f (%.1fs)", value, time.perf_counter() - t0)
-    return value
+        seen = ", ".join(f"{k} {v:.3f}" for k, v in values.items())
+        log.info("epoch 0 (before the first step): %s (%.1fs)", seen, time.perf_counter() - t0)
+    return values
 
 
 def _seed_everything(seed: int) -> None:
@@ -531,5 +544,6 @@ def _summary(
         "peak_lr": scaled_lr(cfg.pretrain),
         # the kNN monitor before the first step (None with the monitor off): what the run must beat
         "knn_top1_init": history[0].get("knn_top1_init") if history else None,
+        "rankme_init": history[0].get("rankme_init") if history else None,
         "health": pretrain_health(history, cfg, steps_per_epoch),
     }

@@ -20,6 +20,7 @@ from torch import Tensor, nn
 
 from kubeclr.config import EvalConfig
 from kubeclr.eval.features import extract_features
+from kubeclr.eval.representation import rankme
 
 KNN_QUERY = 1000  # held-out query images of the kNN monitor
 KNN_BANK = 10000  # at most this many labelled bank images
@@ -118,7 +119,7 @@ def knn_monitor(
     *,
     seed: int,
     device: torch.device,
-) -> tuple[Callable[[nn.Module], float], dict]:
+) -> tuple[Callable[[nn.Module], dict[str, float]], dict]:
     """The per-epoch kNN monitor (Wu et al. 2018) with the run's ``eval`` settings, and what it uses.
 
     Args:
@@ -131,20 +132,23 @@ def knn_monitor(
         device: where the encoder runs.
 
     Returns:
-        ``(monitor, facts)``: ``monitor(encoder)`` is the weighted kNN top-1 of the
-        held-out queries; ``facts`` is ``{"k", "temperature", "bank", "queries"}``.
+        ``(monitor, facts)``: ``monitor(encoder)`` is ``{"knn_top1", "rankme"}``: the weighted
+        kNN top-1 of the held-out queries and the effective rank of their features (RankMe,
+        :mod:`kubeclr.eval.representation`: collapse shows as it happens); ``facts`` is
+        ``{"k", "temperature", "bank", "queries"}``.
     """
     bank, query = knn_split(len(labels), seed)
     bank_x, query_x = images[bank], images[query]
     bank_y, query_y = torch.as_tensor(labels[bank]), torch.as_tensor(labels[query])
     k = min(cfg.knn_k, len(bank_y))
 
-    def monitor(encoder: nn.Module) -> float:
+    def monitor(encoder: nn.Module) -> dict[str, float]:
         feats = [
             extract_features(encoder, x, mean, std, device=device, batch_size=cfg.batch_size) for x in (bank_x, query_x)
         ]
-        return knn_accuracy(
+        top1 = knn_accuracy(
             feats[0], bank_y, feats[1], query_y, k=k, temperature=cfg.knn_temperature, num_classes=num_classes
         )
+        return {"knn_top1": top1, "rankme": rankme(feats[1])}
 
     return monitor, {"k": k, "temperature": cfg.knn_temperature, "bank": len(bank_y), "queries": len(query_y)}

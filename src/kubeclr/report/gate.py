@@ -1,16 +1,19 @@
 """The regression gate: this run against the median of its series' earlier runs.
 
-Three comparisons, each against the median of the history (robust to one odd run):
+Four comparisons, each against the median of the history (robust to one odd run):
 linear test top-1 and kNN test top-1 may drop by at most an *absolute* amount
-(``gate.max_drop_linear_top1``, ``gate.max_drop_knn_top1``), pretraining throughput by
-at most a *relative* one (``gate.max_drop_throughput``). With fewer than
+(``gate.max_drop_linear_top1``, ``gate.max_drop_knn_top1``), pretraining throughput and
+the test features' effective rank (RankMe, label-free) by at most a *relative* one
+(``gate.max_drop_throughput``, ``gate.max_drop_rankme``; RankMe against the earlier runs
+that measured it). With fewer than
 ``gate.min_runs`` earlier runs the gate is ``not-armed`` (the numbers are still
 reported). A failed comparison makes the status ``fail`` with ``gate.action=fail``
 and ``warn`` with ``warn``; otherwise it is ``pass``.
 
 One check needs no history: a run whose pretraining health is in :data:`HEALTH_FAILURES`
 (``below-random-init``: its final kNN monitor is not above its own encoder before the
-first step, :mod:`kubeclr.core.health`) fails or warns the same way, armed or not.
+first step; ``collapsing``: its features fold into a few directions; :mod:`kubeclr.core.health`)
+fails or warns the same way, armed or not.
 """
 
 from __future__ import annotations
@@ -23,12 +26,14 @@ from kubeclr.report.history import metric_values
 
 GATE_PREFIX = "gate FAILED"  # how a failed gate's one line starts (the local runner looks for it)
 STATUS_CODE = {"pass": 0, "warn": 1, "fail": 2, "not-armed": -1}  # simclr_gate_status
-HEALTH_FAILURES = ("below-random-init",)  # pretrain.health verdicts the gate fails on, with or without history
+# pretrain.health verdicts the gate fails on, with or without history
+HEALTH_FAILURES = ("below-random-init", "collapsing")
 # metric -> (gate key of its allowed drop, kind of drop)
 COMPARISONS = {
     "linear_top1": ("max_drop_linear_top1", "absolute"),
     "knn_top1": ("max_drop_knn_top1", "absolute"),
     "throughput": ("max_drop_throughput", "relative"),
+    "rankme": ("max_drop_rankme", "relative"),  # compared where this run and earlier ones measured it
 }
 
 
@@ -38,7 +43,7 @@ def evaluate(gate: GateConfig, metrics: Mapping[str, Any], history: Sequence[Map
     Returns:
         ``{"status", "action", "runs_compared", "min_runs", "comparisons": [{"metric", "value",
         "median", "allowed_drop", "kind", "drop", "floor", "verdict"}, …], "health": {"status",
-        "verdict", "knn_top1_init", "knn_top1_final"}}`` (``health.verdict``: ``fail`` for a status
+        "verdict", "knn_top1_init", "knn_top1_final", "rankme_final"}}`` (``health.verdict``: ``fail`` for a status
         in :data:`HEALTH_FAILURES`, else ``pass``).
     """
     now = metric_values(metrics)
@@ -46,15 +51,18 @@ def evaluate(gate: GateConfig, metrics: Mapping[str, Any], history: Sequence[Map
     armed = len(past) >= gate.min_runs
     comparisons = []
     for metric, (key, kind) in COMPARISONS.items():
+        if metric not in now:
+            continue
         allowed = float(getattr(gate, key))
         entry: dict[str, Any] = {"metric": metric, "value": now[metric], "allowed_drop": allowed, "kind": kind}
-        if past:
-            median = statistics.median(p[metric] for p in past)
+        earlier = [p[metric] for p in past if metric in p]
+        if earlier:
+            median = statistics.median(earlier)
             floor = median - allowed if kind == "absolute" else median * (1 - allowed)
             drop = median - now[metric] if kind == "absolute" else (1 - now[metric] / median if median else 0.0)
             ok = now[metric] >= floor
             entry |= {"median": median, "floor": floor, "drop": drop}
-            entry["verdict"] = ("pass" if ok else "fail") if armed else "not-armed"
+            entry["verdict"] = ("pass" if ok else "fail") if len(earlier) >= gate.min_runs else "not-armed"
         else:
             entry |= {"median": None, "floor": None, "drop": None, "verdict": "not-armed"}
         comparisons.append(entry)
@@ -84,12 +92,15 @@ def _health(metrics: Mapping[str, Any]) -> dict[str, Any]:
         "verdict": "fail" if status in HEALTH_FAILURES else "pass",
         "knn_top1_init": health.get("knn_top1_init"),
         "knn_top1_final": health.get("knn_top1_final"),
+        "rankme_final": health.get("rankme_final"),
     }
 
 
 def describe_health(health: Mapping[str, Any]) -> str:
-    """'pretrain below-random-init: kNN top-1 0.31 <= 0.35 at epoch 0'."""
+    """'pretrain below-random-init: kNN top-1 0.31 <= 0.35 at epoch 0', 'pretrain collapsing: RankMe 1.3'."""
     line = f"pretrain {health['status']}"
+    if health["status"] == "collapsing" and health.get("rankme_final") is not None:
+        return line + f": RankMe {health['rankme_final']:.3g}"
     if health.get("knn_top1_init") is not None and health.get("knn_top1_final") is not None:
         line += f": kNN top-1 {health['knn_top1_final']:.4g} <= {health['knn_top1_init']:.4g} at epoch 0"
     return line

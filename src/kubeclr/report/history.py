@@ -107,10 +107,15 @@ def append_record(store: Store, series: str, record: Mapping[str, Any]) -> str:
 
 
 def metric_values(metrics: Mapping[str, Any]) -> dict[str, float]:
-    """The numbers the gate and the trend charts follow, from a metrics.json."""
-    return {
+    """The numbers the gate and the trend charts follow, from a metrics.json.
+
+    ``rankme`` is absent where the run had no label-free measures (runs recorded before them).
+    """
+    values = {
         "linear_top1": float(metrics["linear_eval"]["test_top1"]),
         "knn_top1": float(metrics["knn"]["test_top1"]),
         "throughput": float(metrics["pretrain"]["images_per_second"]),
         "final_loss": float(metrics["pretrain"]["final_loss"]),
     }
+    rankme = (metrics.get("representation") or {}).get("rankme")
+    return values | ({"rankme": float(rankme)} if rankme is not None else {})

@@ -35,6 +35,7 @@ METRICS_SCHEMA: dict[str, Any] = {
     },
     "linear_eval": {"val_top1": "fraction", "test_top1": "fraction", "test_top5": "fraction", "seconds": "seconds"},
     "knn": {"test_top1": "fraction"},
+    "representation": "representation",
     "config": {},
     "config_sha256": "sha256",
     "gate": {"status": "gate_status", "runs_compared": "count", "comparisons": "list"},
@@ -46,13 +47,33 @@ def is_number(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
+def _is_count(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and v >= 0
+
+
+def _is_representation(v: Any) -> bool:
+    """The label-free measures (kubeclr.eval.representation), or None where there were too few images."""
+    if v is None:
+        return True
+    return (
+        isinstance(v, Mapping)
+        and all(is_number(v.get(k)) for k in ("rankme", "alignment", "uniformity"))
+        and _is_count(v.get("n_images"))
+        and _is_count(v.get("feature_dim"))
+    )
+
+
 _CHECKS = {
     "gate_status": (lambda v: v in GATE_STATUSES, "one of pass, warn, fail, not-armed"),
     "list": (lambda v: isinstance(v, list), "a list"),
     "sha256": (lambda v: isinstance(v, str) and re.fullmatch(r"[0-9a-f]{64}", v) is not None, "64 hex digits"),
     "str": (lambda v: isinstance(v, str), "a string"),
     "bool": (lambda v: isinstance(v, bool), "a boolean"),
-    "count": (lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 0, "a non-negative integer"),
+    "count": (_is_count, "a non-negative integer"),
+    "representation": (
+        _is_representation,
+        "null or {rankme, alignment, uniformity: numbers, n_images, feature_dim: counts}",
+    ),
     "number": (is_number, "a finite number"),
     "seconds": (lambda v: is_number(v) and v >= 0, "a non-negative number"),
     "fraction": (lambda v: is_number(v) and 0.0 <= v <= 1.0, "a fraction in [0, 1]"),
@@ -98,6 +119,7 @@ class ReportInputs:
         tsne: (M, 2) embedding of test features, or empty.
         tsne_labels: (M,) labels of those points.
         views, crop_size: the grid of augmented view pairs and the views' side.
+        representation: the label-free measures of the held-out images' features, or None.
     """
 
     run_name: str
@@ -111,6 +133,7 @@ class ReportInputs:
     tsne_labels: Sequence[int] = field(default_factory=list)
     views: str = ""  # PNG data URI of augmented view pairs (kubeclr.report.views.view_grid), or ''
     crop_size: int = 0
+    representation: dict | None = None
 
 
 def build_metrics(inp: ReportInputs) -> dict:
@@ -137,6 +160,7 @@ def build_metrics(inp: ReportInputs) -> dict:
             "per_class": res.get("per_class", {}),
         },
         "knn": dict(res.get("knn", {})),
+        "representation": dict(inp.representation) if inp.representation else None,
         "timings": {step: float(seconds) for step, seconds in inp.timings.items()},
         "config": dict(inp.config),
         "config_sha256": inp.config_sha256,

@@ -91,6 +91,45 @@ def _knn_rows(history: Mapping[str, Any]) -> list[tuple[str, str]]:
     ]
 
 
+def representation_rows(rep: Mapping[str, Any] | None) -> list[tuple[str, str, str]]:
+    """The label-free measures, each with how to read it (empty when the run has none)."""
+    if not rep:
+        return []
+    return [
+        (
+            "RankMe (effective rank)",
+            f"{rep['rankme']:.1f} of {rep['feature_dim']}",
+            "how many feature directions the images really use: 1 is collapse; within one method, higher "
+            "usually means better downstream accuracy (Garrido et al. 2023)",
+        ),
+        (
+            "alignment",
+            f"{rep['alignment']:.3f}",
+            "mean squared distance between two augmented views of an image, features on the unit sphere "
+            "(0 to 4): lower means the views agree (Wang & Isola 2020)",
+        ),
+        (
+            "uniformity",
+            f"{rep['uniformity']:.3f}",
+            "log of the mean Gaussian potential between images (t = 2): lower (more negative) means the "
+            "features spread over the sphere; 0 means they all coincide",
+        ),
+    ]
+
+
+def _representation_section(metrics: Mapping[str, Any]) -> str:
+    rep = metrics.get("representation")
+    rows = representation_rows(rep)
+    if not rows:
+        return ""
+    return (
+        '<section class="card"><h2>Representation (label-free)</h2>'
+        + f'<p class="sub">On {rep["n_images"]:,} test images the encoder never trained on, no labels used: '
+        "the measures a run without labels has, shown here beside the accuracy so you can see how they "
+        "relate on your data.</p>" + _table(rows, ("measure", "value", "how to read it")) + "</section>"
+    )
+
+
 def _images_used(ds: dict) -> str:
     """How many images of each kind the run used, e.g. 'pretraining 1,500 (1,000 labelled + 500 unlabelled); ...'."""
     unlabeled = int(ds.get("unlabeled_size") or 0)
@@ -154,6 +193,7 @@ def render_markdown(inp: ReportInputs, metrics: Mapping[str, Any]) -> str:
         f"| linear eval test top-5 | {pct(lin['test_top5'])} |",
         f"| linear eval val top-1 | {pct(lin['val_top1'])} |",
         f"| kNN test top-1 (k={knn.get('k', '–')}) | {pct(knn['test_top1'])} |",
+        *[f"| {md_escape(name)} | {value} |" for name, value, _ in representation_rows(metrics.get("representation"))],
         "",
         *gate_markdown(metrics),
         f"**Dataset**: {md_escape(ds['source'])}{synthetic}; {md_escape(_images_used(ds))}.",
@@ -328,6 +368,7 @@ def render_html(inp: ReportInputs, metrics: Mapping[str, Any]) -> str:
         )  # non-breaking hyphens: a narrow column breaks "val top-1" at the space only
         + f'<p class="sub">L2 chosen on val: {_e(lin.get("l2"))}</p></section>',
         history_html(metrics),
+        _representation_section(metrics),
         '<section class="card"><h2>Dataset</h2>'
         + _table(
             [

@@ -6,15 +6,20 @@ import logging
 import time
 from pathlib import Path
 
+import numpy as np
+import torch
+
 from kubeclr.config import Config
 from kubeclr.core.device import describe_device, resolve_device
 from kubeclr.core.model import load_encoder
 from kubeclr.data.files import SPLITS, Features, load_stats, read_split, save_features
 from kubeclr.eval.features import extract_features
+from kubeclr.eval.representation import measure
 
 log = logging.getLogger(__name__)
 
-# What this step reads of the config: what built the encoder, and the evaluation's batch size (kubeclr.steps).
+# What this step reads of the config (kubeclr.steps): what built the encoder, the augmentation (the
+# label-free measures' views), data.seed, and the evaluation's batch size.
 READS: tuple[str, ...] = ("data", "model", "augment", "pretrain", "eval")
 
 
@@ -27,10 +32,13 @@ def run(
     test_path: str | Path,
     features_out: str | Path,
 ) -> dict:
-    """Encode the three splits with the frozen encoder and save the features.
+    """Encode the three splits with the frozen encoder, measure the representation, save the features.
+
+    The label-free measures (:mod:`kubeclr.eval.representation`) are taken on the test split,
+    images the encoder never trained on.
 
     Returns:
-        ``{"seconds", "feature_dim", "device", "train_size", "val_size", "test_size"}``.
+        ``{"seconds", "feature_dim", "device", "representation"}``, also the features' ``meta``.
     """
     start = time.perf_counter()
     device = resolve_device(cfg.pretrain.device)
@@ -41,14 +49,15 @@ def run(
     for name, path in zip(SPLITS, (train_path, val_path, test_path)):
         split = read_split(f"{name} split", path)
         class_names = split.class_names
-        arrays[f"{name}_x"] = extract_features(
-            encoder, split.images, mean, std, device=device, batch_size=cfg.eval.batch_size
-        ).numpy()
-        arrays[f"{name}_y"] = split.labels
+        feats = extract_features(encoder, split.images, mean, std, device=device, batch_size=cfg.eval.batch_size)
+        arrays[f"{name}_x"], arrays[f"{name}_y"] = feats.numpy(), split.labels
+        if name == "test":
+            representation = _measure(cfg, encoder, split.images, feats, mean, std, device)
     meta = {
         "seconds": time.perf_counter() - start,
         "feature_dim": int(encoder.feature_dim),
         "device": describe_device(device),
+        "representation": representation,
     }
     save_features(features_out, Features(arrays=arrays, class_names=class_names, meta=meta))
     log.info(
@@ -59,3 +68,34 @@ def run(
         meta["device"],
     )
     return {**meta, **{f"{s}_size": int(len(arrays[f"{s}_y"])) for s in SPLITS}}
+
+
+def _measure(
+    cfg: Config,
+    encoder: torch.nn.Module,
+    images: np.ndarray,
+    feats: torch.Tensor,
+    mean: list[float],
+    std: list[float],
+    device: torch.device,
+) -> dict | None:
+    """The label-free measures on the test images, logged; None (and a warning) with fewer than two."""
+    if len(images) < 2:
+        log.warning("representation: %d test image(s), too few for the label-free measures", len(images))
+        return None
+    rep = measure(
+        encoder,
+        images,
+        feats,
+        mean,
+        std,
+        cfg.augment,
+        device=device,
+        seed=cfg.data.seed,
+        batch_size=cfg.eval.batch_size,
+    )
+    log.info(
+        "representation (%d test images): RankMe %.1f of %d dimensions, alignment %.3f, uniformity %.3f",
+        *(rep[k] for k in ("n_images", "rankme", "feature_dim", "alignment", "uniformity")),
+    )
+    return rep

@@ -88,6 +88,7 @@ def run(
         "skipped_images": int(train_meta.get("skipped_images", 0)),
         "manifest_sha256": train_meta.get("manifest_sha256") or None,
         "pretrain_images": sizes["train"] + int(train_meta.get("unlabeled_size", 0)),
+        "labelled": sizes["train"] > 0,
     }
     points, point_labels = _tsne_points(cfg, features.arrays)
     timings = {
@@ -110,6 +111,7 @@ def run(
         tsne_labels=point_labels,
         views=_views(cfg, train_path, mean, std),
         crop_size=cfg.crop_size,
+        representation=features.meta.get("representation"),
     )
     try:
         summary = build_metrics(inputs)
@@ -172,6 +174,9 @@ def log_run_page(summary: dict, metrics: Any) -> None:
         metrics.log_metric("pretrain_health_status", float(HEALTH_STATUSES.index(health)))
     if pretrain.get("knn_top1_init") is not None:  # the kNN monitor before the first step
         metrics.log_metric("pretrain_knn_top1_init", float(pretrain["knn_top1_init"]))
+    for name, value in (summary.get("representation") or {}).items():
+        if name in ("rankme", "alignment", "uniformity"):  # label-free, on the test images
+            metrics.log_metric(f"representation_{name}", float(value))
     gate = summary.get("gate")
     if gate:
         metrics.log_metric("gate_status", float(STATUS_CODE[gate["status"]]))  # 0 pass, 1 warn, 2 fail, -1 off

@@ -1,0 +1,130 @@
+"""Label-free measures of a representation: effective rank, alignment, uniformity.
+
+They need no labels, so every run reports them, and a run on unlabelled images has
+nothing else. All three are computed on the frozen encoder's features ``h`` (the
+representation that is exported and evaluated; the projection head is not kept).
+
+- **RankMe** (Garrido et al., ICML 2023, arXiv:2210.02885): ``exp(-Σ p_k log p_k)`` with
+  ``p = σ / Σσ + ε`` over the singular values σ of the ``(N, D)`` feature matrix: the
+  effective rank, between 1 (every image maps to one direction: collapse) and
+  ``min(N, D)``. Higher tracks better downstream accuracy within one method.
+- **Alignment** (Wang & Isola, ICML 2020, arXiv:2005.10242): ``E ||f(x) - f(x⁺)||²`` over
+  two augmented views of the same image, features L2-normalised: 0 = the views map to
+  one point; 4 = opposite points. Lower is better.
+- **Uniformity** (same paper): ``log E exp(-t ||f(x) - f(y)||²)`` over pairs of distinct
+  images, ``t = 2``, features L2-normalised: how evenly the features cover the sphere,
+  from 0 (all equal) down to about ``-4`` (spread out). Lower is better.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+from torch.nn import functional as F
+
+from kubeclr.config import AugmentConfig
+from kubeclr.core.augment import SimCLRAugment, paired_views
+
+RANKME_EPS = 1e-7  # the paper's ε, added to the normalised singular values
+UNIFORMITY_T = 2.0
+MAX_IMAGES = 2048  # the measures' sample: enough for a stable rank below D = 2048, a few seconds on a CPU
+COLLAPSE_FRACTION = 0.05  # RankMe below this fraction of the feature dimension: collapsing
+
+
+def rankme(features: Tensor) -> float:
+    """Effective rank of an ``(N, D)`` feature matrix (RankMe); 1.0 for N = 0 or all-zero features."""
+    x = torch.as_tensor(features, dtype=torch.float64)
+    if x.shape[0] == 0:
+        return 1.0
+    s = torch.linalg.svdvals(x)
+    if float(s.sum()) == 0.0:
+        return 1.0
+    p = s / s.sum() + RANKME_EPS
+    return float(torch.exp(-(p * torch.log(p)).sum()))
+
+
+def alignment(z1: Tensor, z2: Tensor) -> float:
+    """Mean squared distance between the L2-normalised features of paired views (rows match)."""
+    a, b = F.normalize(z1.double(), dim=1), F.normalize(z2.double(), dim=1)
+    return float((a - b).pow(2).sum(dim=1).mean())
+
+
+def uniformity(z: Tensor, t: float = UNIFORMITY_T) -> float:
+    """``log`` of the mean Gaussian potential ``exp(-t d²)`` over the pairs of distinct rows, L2-normalised."""
+    x = F.normalize(z.double(), dim=1)
+    if x.shape[0] < 2:
+        raise ValueError("uniformity needs at least two feature vectors")
+    sq = torch.pdist(x).pow(2)  # the N(N-1)/2 pairs i < j
+    return float(torch.logsumexp(-t * sq, dim=0) - np.log(sq.numel()))
+
+
+def sample_indices(n: int, seed: int, limit: int = MAX_IMAGES) -> np.ndarray:
+    """A seeded, sorted sample of at most ``limit`` of ``n`` indices (all of them when ``n <= limit``)."""
+    if n <= limit:
+        return np.arange(n)
+    return np.sort(np.random.default_rng(seed).choice(n, size=limit, replace=False))
+
+
+def measure(
+    encoder: nn.Module,
+    images: np.ndarray,
+    features: Tensor,
+    mean: Sequence[float],
+    std: Sequence[float],
+    augment: AugmentConfig,
+    *,
+    device: torch.device,
+    seed: int,
+    batch_size: int = 512,
+) -> dict:
+    """The label-free measures of ``encoder`` on held-out ``images`` (uint8 ``(N, 3, H, W)``).
+
+    RankMe and uniformity use ``features``, the encoder's features of ``images`` as stored
+    (the evaluation's, computed once); alignment encodes two augmented views of each image
+    (the run's own augmentation, drawn from ``seed``). At most :data:`MAX_IMAGES` images,
+    a seeded sample, are used.
+
+    Returns:
+        ``{"rankme", "alignment", "uniformity", "n_images", "feature_dim"}``.
+
+    Raises:
+        ValueError: fewer than two images.
+    """
+    if len(images) != len(features):
+        raise ValueError(f"measure: {len(images)} images but {len(features)} feature vectors")
+    if len(images) < 2:
+        raise ValueError(f"the label-free measures need at least 2 held-out images, got {len(images)}")
+    idx = sample_indices(len(images), seed)
+    picked, feats = torch.as_tensor(images[idx]), torch.as_tensor(features)[torch.as_tensor(idx)]
+    aug = SimCLRAugment(augment, mean, std).to(device)
+    generator = torch.Generator(device=device).manual_seed(seed)
+    z1, z2 = [], []
+    for start in range(0, picked.shape[0], batch_size):
+        chunk = picked[start : start + batch_size].to(device)
+        views = paired_views(aug, chunk, generator)  # (2B, 3, S, S) float, normalised
+        encoded = _encode_views(encoder, views, device=device, batch_size=batch_size)
+        z1.append(encoded[: chunk.shape[0]])
+        z2.append(encoded[chunk.shape[0] :])
+    return {
+        "rankme": rankme(feats),
+        "alignment": alignment(torch.cat(z1), torch.cat(z2)),
+        "uniformity": uniformity(feats),
+        "n_images": int(picked.shape[0]),
+        "feature_dim": int(feats.shape[1]),
+    }
+
+
+def _encode_views(encoder: nn.Module, views: Tensor, *, device: torch.device, batch_size: int) -> Tensor:
+    """Encoder features of already-normalised float views, frozen, in eval mode (as :func:`extract_features`)."""
+    was_training = encoder.training
+    encoder.to(device).eval()
+    try:
+        with torch.inference_mode(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+            return torch.cat(
+                [encoder(views[i : i + batch_size]).float().cpu() for i in range(0, views.shape[0], batch_size)]
+            )
+    finally:
+        encoder.train(was_training)
