@@ -195,3 +195,34 @@ def make_cifar100_tarball(path: Path, *, train: int = 100, test: int = 40, seed:
         out[split] = (images, fine, coarse)
     path.write_bytes(pack_tarball(members, compresslevel=1))
     return out
+
+
+# -- datasets without labels -------------------------------------------------------------
+
+
+def coded_color(code: int) -> tuple[int, int, int]:
+    """A colour that names ``code`` (0-255): R is the code; G and B vary, so no channel is constant."""
+    return code, 255 - code, (code * 37) % 256
+
+
+def write_coded_images(root: Path, names: Sequence[str]) -> dict[str, int]:
+    """One solid PNG per name (a path under ``root``), coloured by its index; returns ``{name: code}``.
+
+    A decoded image's red value at any pixel is its file's code (PNG is lossless, a solid image resizes to itself).
+    """
+    codes = {}
+    for code, name in enumerate(names):
+        path = root / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(encode(solid(coded_color(code)), "PNG"))
+        codes[name] = code
+    return codes
+
+
+def make_stl10_unlabelled_tarball(path: Path, *, unlabeled: int = 30, seed: int = 0) -> np.ndarray:
+    """A ``stl10_binary.tar.gz`` with ``unlabeled_X.bin`` (and class_names.txt) only; returns its images."""
+    unl = stl10_images(unlabeled, seed)
+    names = "airplane\nbird\ncar\ncat\ndeer\ndog\nhorse\nmonkey\nship\ntruck\n"
+    members = {"stl10_binary/class_names.txt": names.encode(), "stl10_binary/unlabeled_X.bin": stl10_bytes(unl)}
+    path.write_bytes(pack_tarball(members, compresslevel=1))
+    return unl

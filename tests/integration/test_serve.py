@@ -187,7 +187,7 @@ def test_serve_refuses_a_folder_that_is_not_an_export(tmp_path):
         timeout=60,
     )
     assert proc.returncode == 2 and proc.stderr.strip().splitlines() == [
-        f"error: --model {tmp_path}: no encoder.onnx, classifier.onnx, model.json (expected the export folder of a run)"
+        f"error: --model {tmp_path}: no encoder.onnx, model.json (expected the export folder of a run)"
     ]
 
 
@@ -236,3 +236,17 @@ def test_check_port_passes_a_free_port_and_names_a_taken_one():
             check_port("127.0.0.1", port)
     with pytest.raises(UserError, match="^--host no-such-host.invalid: not an address of this machine"):
         check_port("no-such-host.invalid", port)
+
+
+def test_a_model_without_labels_serves_embeddings_and_refuses_probabilities_in_one_line(tmp_path):
+    from kubeclr.steps import export_model
+    from tests.export_fixtures import step_inputs
+
+    inputs = step_inputs(tmp_path, CFG, classifier_state={"class_names": [], "protocol": None})  # no labels
+    export_model.run(CFG, *inputs, tmp_path / "model", run_name="unlabelled")
+    with EmbeddingServer(tmp_path / "serve", tmp_path / "model") as server:
+        images = _images(2)
+        status, body = _post(server, {"inputs": [_tensor(images)]})
+        assert status == 200 and [o["name"] for o in body["outputs"]] == ["embedding"]
+        status, body = _post(server, {"inputs": [_tensor(images)], "outputs": [{"name": "probabilities"}]})
+        assert status == 400 and "no classifier (its run had no labels)" in json.dumps(body)

@@ -96,3 +96,16 @@ def test_a_failed_check_or_a_bad_classifier_leaves_no_folder(tmp_path, monkeypat
     with pytest.raises(DataError, match=r"classifier .*classifier.pt: not linear_eval's classifier"):
         export_model.run(CFG, *inputs, tmp_path / "model", run_name="r")
     assert not (tmp_path / "model").exists() and not [p for p in tmp_path.iterdir() if p.name.startswith(".model")]
+
+
+def test_a_run_without_labels_exports_the_encoder_alone_and_serves_embeddings_only(tmp_path):
+    from kubeclr.serving.server import Encoder
+
+    inputs = step_inputs(tmp_path, CFG, classifier_state={"class_names": [], "protocol": None})  # linear_eval's
+    card = export_model.run(CFG, *inputs, tmp_path / "model", run_name="unlabelled")
+    assert sorted(p.name for p in (tmp_path / "model").iterdir()) == ["encoder.onnx", "encoder.ts", "model.json"]
+    assert card["classifier"] is None and card["metrics"] is None and card["labelled"] is False
+    assert set(card["files"]) == {"encoder.onnx", "encoder.ts"} and set(card["validation"]) >= {"encoder"}
+    served = Encoder(tmp_path / "model")
+    assert not served.has_classifier
+    assert served.embed(random_images(3).numpy()).shape == (3, 32)

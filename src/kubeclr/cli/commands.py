@@ -80,9 +80,16 @@ def _print_leaderboard(run_name: str, board: dict) -> None:
 
 def _print_run(run_name: str, summary: dict) -> None:
     linear, knn, pretrain = summary["linear_eval"], summary["knn"], summary["pretrain"]
+    rep = summary.get("representation") or {}
+    if linear is not None:
+        measured = f"linear test top-1 {linear['test_top1']:.3f}, kNN test top-1 {knn['test_top1']:.3f}"
+    elif rep:
+        measured = f"no labels; RankMe {rep['rankme']:.1f} of {rep['feature_dim']}, alignment {rep['alignment']:.3f}"
+        measured += f", uniformity {rep['uniformity']:.3f}"
+    else:
+        measured = "no labels"
     print(
-        f"\nrun {run_name} finished: linear test top-1 {linear['test_top1']:.3f}, kNN test top-1 "
-        f"{knn['test_top1']:.3f}, final loss {pretrain['final_loss']:.4f}"
+        f"\nrun {run_name} finished: {measured}, final loss {pretrain['final_loss']:.4f}"
         + (" (SYNTHETIC sample data, not CIFAR-10)" if summary["dataset"]["synthetic"] else "")
     )
     gate = summary.get("gate") or {}

@@ -175,8 +175,9 @@ def run_local(
     sources = {
         name: Path(task.outputs[output].path) for name, output in (SWEEP_FILES if sweep else RESULT_FILES).items()
     }
-    if not sweep:  # the exported models and their card: the files of the `model` folder
-        sources |= {name: Path(task.outputs["model"].path) / name for name in MODEL_FILES}
+    if not sweep:  # the exported models and their card: the files of the `model` folder (no classifier unlabelled)
+        model = Path(task.outputs["model"].path)
+        sources |= {name: model / name for name in MODEL_FILES if (model / name).is_file()}
     for name, src in sources.items():
         dest = output_dir / name
         shutil.copyfile(src, dest)

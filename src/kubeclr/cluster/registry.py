@@ -37,12 +37,13 @@ def endpoint(url: str) -> tuple[str, int, bool]:
 
 def version_metadata(card: Mapping[str, Any]) -> dict[str, str | int | float | bool]:
     """What a version records from ``model.json``: accuracy, digests, the model, the data."""
-    linear = card["metrics"]["linear"]
+    measured = card.get("metrics") or {}  # none for a run without labels
+    linear = measured.get("linear") or {}
     facts = {
         "config_sha256": card["config_sha256"],
         "linear_test_top1": linear.get("test_top1"),
         "linear_val_top1": linear.get("val_top1"),
-        "knn_test_top1": card["metrics"].get("knn_test_top1"),
+        "knn_test_top1": measured.get("knn_test_top1"),
         "arch": card["model"]["arch"],
         "width": card["model"]["width"],
         "feature_dim": card["model"]["feature_dim"],

@@ -79,8 +79,10 @@ class Split:
 
     Attributes:
         images: uint8, (N, 3, S, S) — labelled images, channel planes as in the CIFAR batches.
-        labels: int64, (N,), values in ``range(len(class_names))``.
-        class_names: the label names, index = label.
+        labels: int64, (N,), values in ``range(len(class_names))``; -1 (every one) for a dataset
+            without labels.
+        class_names: the label names, index = label; ``()`` for a dataset without labels (its train
+            and val splits are empty, its test split is images held out for label-free evaluation).
         meta: JSON-serialisable facts: ``source``, ``synthetic``, ``split``, ``format``, ``image_size``.
         unlabeled: uint8 (M, 3, S, S) — the train split's unlabelled images, for pretraining only
             (empty elsewhere, and unless asked for when read: evaluation never loads them).

@@ -9,6 +9,12 @@ manifest of what was read. Validation is ``data.val_split`` for CIFAR-10, the
 folder's own ``val/`` when it has one, and a stratified ``data.val_fraction``
 of train otherwise. Limits are applied before image folders are decoded, so a
 subset of a large folder decodes only that subset.
+
+A dataset without labels (an image folder of ``unlabeled/`` alone or a flat
+folder of images; an STL-10 tarball with only ``unlabeled_X.bin``) has
+``class_names == ()``, empty train and val, and a seeded slice of its images
+held out as test (labels -1) for label-free evaluation; the rest are the
+unlabelled pretraining images.
 """
 
 from __future__ import annotations
@@ -35,6 +41,9 @@ from kubeclr.errors import DataError
 log = logging.getLogger(__name__)
 
 STREAM_UNLABELED = 4  # random stream of the unlabelled subset (split.py uses 0-3)
+STREAM_HELD_OUT = 5  # random stream of the held-out slice of a dataset without labels
+MIN_UNLABELLED = 4  # images a dataset without labels needs: some held out, some to pretrain on
+HELD_OUT_FLOOR = 256  # held out at least this many (or half the images) for label-free evaluation
 WORKER_BYTES = 100 * 2**20  # a decoding worker's interpreter, numpy and Pillow
 
 
@@ -43,9 +52,10 @@ class Splits:
     """What the data step writes.
 
     Attributes:
-        train, val, test: labelled images (uint8 ``(N, 3, S, S)``) and labels.
+        train, val, test: labelled images (uint8 ``(N, 3, S, S)``) and labels (int64 ``(N,)``).
         unlabeled: uint8 ``(M, 3, S, S)``, pretraining only (``M = 0`` for CIFAR).
-        class_names: index = label.
+        class_names: index = label. ``()`` for a dataset without labels: train and val are then
+            empty, and test is the held-out slice of its images, every label -1.
         manifest: ``{file: sha256}`` of every image file read (image folders); empty for tarballs,
             whose MD5 stands for their content.
         skipped: one message per image left out (``data.on_bad_image=skip``).
@@ -83,6 +93,36 @@ def _unlabeled_subset(n: int, d: DataConfig) -> np.ndarray:
     return np.sort(np.random.default_rng([d.seed, STREAM_UNLABELED]).choice(n, d.unlabeled_limit, replace=False))
 
 
+def _empty(size: int) -> Batch:
+    return Batch(images=np.zeros((0, 3, size, size), dtype=np.uint8), labels=np.zeros(0, dtype=np.int64))
+
+
+def held_out_count(n: int, val_fraction: float) -> int:
+    """How many of ``n`` unlabelled images are held out for label-free evaluation (always leaves one)."""
+    return min(max(round(val_fraction * n), min(HELD_OUT_FLOOR, n // 2)), n - 1)
+
+
+def _held_out(n: int, d: DataConfig, origin: str, names: list[str] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Sorted indices ``(test, rest)`` of ``n`` images without labels (``names``, for the error, if known):
+    a seeded held-out slice, under ``data.test_limit``, and every image not held out.
+
+    Raises:
+        DataError: fewer than :data:`MIN_UNLABELLED` images.
+    """
+    if n < MIN_UNLABELLED:
+        found = f" ({', '.join(names)})" if names else ""
+        raise DataError(
+            f"{origin}: no labels and only {n} image(s){found}; at least {MIN_UNLABELLED} images needed "
+            "(some are held out for label-free evaluation)"
+        )
+    held = held_out_count(n, d.val_fraction)
+    order = np.random.default_rng([d.seed, STREAM_HELD_OUT]).permutation(n)
+    test_idx, rest = np.sort(order[:held]), np.sort(order[held:])
+    test = limit(Batch(images=test_idx, labels=np.full(held, -1, dtype=np.int64)), d.test_limit, d.seed, "test")
+    log.info("%s: no labels: %d images, %d held out for label-free evaluation", origin, n, len(test.labels))
+    return test.images, rest
+
+
 def read_tarball(d: DataConfig, data: Path | bytes, origin: str) -> Splits:
     """CIFAR-10, CIFAR-100 or STL-10 from its tarball, split, limited and resized to ``data.image_size``."""
     size = stored_size(d)
@@ -99,6 +139,10 @@ def read_tarball(d: DataConfig, data: Path | bytes, origin: str) -> Splits:
             origin=origin,
             fits=lambda what, n: check_fits(what, n, size, factor=1.5, limit_gb=d.memory_limit_gb),
         )
+        if not stl.class_names:  # unlabeled_X.bin alone: its unlabeled_limit was applied as it was read
+            test_idx, rest = _held_out(len(stl.unlabeled), d, origin)
+            test = Batch(images=stl.unlabeled[test_idx], labels=np.full(len(test_idx), -1, dtype=np.int64))
+            return Splits(_empty(size), _empty(size), test, stl.unlabeled[rest], ())
         train, val = split_train_val((stl.train,), _val_spec(d), d.seed)
         train, val, test = _limited(d, train, val, stl.test)
         return Splits(train, val, test, stl.unlabeled, stl.class_names)
@@ -114,11 +158,11 @@ def read_tarball(d: DataConfig, data: Path | bytes, origin: str) -> Splits:
     return Splits(train, val, test, empty, names)
 
 
-def read_image_folder(d: DataConfig, root: Path, origin: str) -> Splits:
-    """An image folder: scan, split and limit the file lists, then decode only the chosen files."""
-    layout = scan_folder(root, origin=origin)
-    size = stored_size(d)
-    files = layout.files
+Chosen = dict[str, tuple[list[str], np.ndarray]]  # split -> (files to decode, their labels)
+
+
+def _choose_labelled(d: DataConfig, files: dict[str, list[tuple[str, int]]]) -> tuple[Chosen, list[str]]:
+    """The train / val / test files (split and limited) and the unlabelled files of a labelled folder."""
 
     def indexed(split: str) -> Batch:  # "images" = indices into files[split] until decoded
         entries = files[split]
@@ -131,8 +175,35 @@ def read_image_folder(d: DataConfig, root: Path, origin: str) -> Splits:
         train, val = split_train_val((indexed("train"),), _val_spec(d), d.seed)
         val_of = "train"
     chosen = dict(zip(("train", "val", "test"), _limited(d, train, val, indexed("test"))))
-    unlabeled_idx = _unlabeled_subset(len(files.get(UNLABELED, [])), d)
-    total = sum(len(b.labels) for b in chosen.values()) + len(unlabeled_idx)
+    picked = {
+        split: ([files[val_of if split == "val" else split][i][0] for i in batch.images], batch.labels)
+        for split, batch in chosen.items()
+    }
+    unlabeled = files.get(UNLABELED, [])
+    return picked, [unlabeled[i][0] for i in _unlabeled_subset(len(unlabeled), d)]
+
+
+def _choose_unlabelled(d: DataConfig, entries: list[tuple[str, int]], origin: str) -> tuple[Chosen, list[str]]:
+    """The held-out test files and the (limited) pretraining files of a folder without labels."""
+    test_idx, rest = _held_out(len(entries), d, origin, [name for name, _ in entries])
+    pretrain = rest[_unlabeled_subset(len(rest), d)]
+    test = ([entries[i][0] for i in test_idx], np.full(len(test_idx), -1, dtype=np.int64))
+    return {"test": test}, [entries[i][0] for i in pretrain]
+
+
+def read_image_folder(d: DataConfig, root: Path, origin: str) -> Splits:
+    """An image folder: scan, split and limit the file lists, then decode only the chosen files.
+
+    A folder without labels (``class_names == ()``) gets empty train and val, a held-out test
+    slice with labels -1, and the rest of its images as the unlabelled ones.
+    """
+    layout = scan_folder(root, origin=origin)
+    size = stored_size(d)
+    if layout.class_names:
+        chosen, unlabeled_names = _choose_labelled(d, layout.files)
+    else:
+        chosen, unlabeled_names = _choose_unlabelled(d, layout.files[UNLABELED], origin)
+    total = sum(len(labels) for _, labels in chosen.values()) + len(unlabeled_names)
     # each decoding worker may hold one image of data.max_image_pixels, decoded and converted (~8 bytes a pixel)
     workers = d.workers or default_workers()
     headroom = workers * (WORKER_BYTES + 8 * d.max_image_pixels)
@@ -153,16 +224,15 @@ def read_image_folder(d: DataConfig, root: Path, origin: str) -> Splits:
         skipped.extend(out.skipped)
         return out.images, out.kept
 
-    decoded = {}
-    for split, batch in chosen.items():
-        entries = files[val_of if split == "val" else split]
-        images, kept = decode(split, [entries[i][0] for i in batch.images])
+    decoded = {"train": _empty(size), "val": _empty(size)}
+    for split, (names, labels) in chosen.items():
+        images, kept = decode(split, names)
         if not kept.any():
             raise DataError(f"{origin}: no usable {split} images (every one was refused)")
-        decoded[split] = Batch(images=images, labels=batch.labels[kept])
+        decoded[split] = Batch(images=images, labels=labels[kept])
     unlabeled = np.zeros((0, 3, size, size), dtype=np.uint8)
-    if len(unlabeled_idx):
-        unlabeled, _ = decode(UNLABELED, [files[UNLABELED][i][0] for i in unlabeled_idx])
+    if unlabeled_names:
+        unlabeled, _ = decode(UNLABELED, unlabeled_names)
     _warn_duplicates(digests, origin)
     return Splits(decoded["train"], decoded["val"], decoded["test"], unlabeled, layout.class_names, manifest, skipped)
 

@@ -13,6 +13,10 @@ a plane read row-major must be transposed. Labels are one byte each, 1–10.
 The 2.6 GB unlabelled file is never held whole: it is read in chunks, each
 resized to ``data.image_size`` as it arrives and, with ``data.unlabeled_limit``,
 only the drawn images kept.
+
+A tarball with ``unlabeled_X.bin`` and none of the labelled files (``train_*``,
+``test_*``) is read as a dataset without labels: ``class_names == ()`` and
+empty ``train`` and ``test``.
 """
 
 from __future__ import annotations
@@ -39,7 +43,10 @@ MAX_TEXT_BYTES = 4096  # class_names.txt
 
 @dataclass(frozen=True)
 class Stl10:
-    """The parts of an STL-10 tarball: ``train``/``test`` labelled, ``unlabeled`` uint8 (M, 3, S, S)."""
+    """The parts of an STL-10 tarball: ``train``/``test`` labelled, ``unlabeled`` uint8 (M, 3, S, S).
+
+    ``class_names == ()`` (and ``train``, ``test`` empty) for a tarball of unlabelled images alone.
+    """
 
     train: Batch
     test: Batch
@@ -88,8 +95,9 @@ def read_stl10(
             before each image file is read, with its real size (the archive's, not the format's).
 
     Raises:
-        DataError: an unsafe or corrupt archive, a missing file, a size that is not whole images,
-            image and label counts that differ, a label outside 1–10.
+        DataError: an unsafe or corrupt archive, a missing file (only ``unlabeled_X.bin`` may stand
+            alone), a size that is not whole images, image and label counts that differ, a label
+            outside 1–10.
     """
     found: dict[str, np.ndarray] = {}
     names = CLASS_NAMES
@@ -115,6 +123,10 @@ def read_stl10(
             elif name == "class_names.txt":
                 text = read_exactly(fh, min(member.size, MAX_TEXT_BYTES), base).decode("utf-8", "replace")
                 names = tuple(line.strip() for line in text.splitlines() if line.strip())
+    labelled = [f"{split}_{xy}.bin" for split in ("train", "test") for xy in "Xy"]
+    if "unlabeled_X.bin" in found and not any(name in found for name in labelled):
+        none = Batch(images=np.zeros((0, 3, size, size), dtype=np.uint8), labels=np.zeros(0, dtype=np.int64))
+        return Stl10(train=none, test=none, unlabeled=found["unlabeled_X.bin"], class_names=())
     splits = {}
     for split in ("train", "test"):
         x, y = found.get(f"{split}_X.bin"), found.get(f"{split}_y.bin")

@@ -18,18 +18,20 @@ representation that is exported and evaluated; the projection head is not kept).
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from kubeclr.config import AugmentConfig
+from kubeclr.config import AugmentConfig, EvalConfig
 from kubeclr.core.augment import SimCLRAugment, paired_views
+from kubeclr.eval.features import extract_features
 
 RANKME_EPS = 1e-7  # the paper's ε, added to the normalised singular values
 UNIFORMITY_T = 2.0
+MONITOR_IMAGES = 1024  # the label-free monitor's sample of the pretraining images
 MAX_IMAGES = 2048  # the measures' sample: enough for a stable rank below D = 2048, a few seconds on a CPU
 COLLAPSE_FRACTION = 0.05  # RankMe below this fraction of the feature dimension: collapsing
 
@@ -115,6 +117,32 @@ def measure(
         "n_images": int(picked.shape[0]),
         "feature_dim": int(feats.shape[1]),
     }
+
+
+def rankme_monitor(
+    cfg: EvalConfig,
+    images: np.ndarray,
+    mean: Sequence[float],
+    std: Sequence[float],
+    *,
+    seed: int,
+    device: torch.device,
+) -> tuple[Callable[[nn.Module], dict[str, float]], dict]:
+    """The per-epoch monitor of a run without labels: RankMe of a fixed, seeded sample of its images.
+
+    The label-free counterpart of :func:`kubeclr.eval.knn.knn_monitor` (same contract): no kNN
+    accuracy without labels, but collapse still shows as it happens.
+
+    Returns:
+        ``(monitor, facts)``: ``monitor(encoder)`` is ``{"rankme"}``; ``facts`` is ``{"images"}``.
+    """
+    sample = images[sample_indices(len(images), seed, MONITOR_IMAGES)]
+
+    def monitor(encoder: nn.Module) -> dict[str, float]:
+        feats = extract_features(encoder, sample, mean, std, device=device, batch_size=cfg.batch_size)
+        return {"rankme": rankme(feats)}
+
+    return monitor, {"images": int(len(sample))}
 
 
 def _encode_views(encoder: nn.Module, views: Tensor, *, device: torch.device, batch_size: int) -> Tensor:

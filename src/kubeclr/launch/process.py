@@ -27,6 +27,7 @@ from kubeclr.core.train import Callback, CallbackList, train_simclr
 from kubeclr.data.files import load_stats, read_split
 from kubeclr.errors import UserError
 from kubeclr.eval.knn import knn_monitor
+from kubeclr.eval.representation import rankme_monitor
 from kubeclr.storage.store import open_store, parent_and_key
 from kubeclr.telemetry.prometheus import training_callback
 
@@ -99,13 +100,13 @@ def train_and_save(
     store = open_store(files.checkpoints) if files.checkpoints else None
     main = distributed.is_main()
     callbacks = CallbackList([LogCallback(), training_callback(cfg.metrics, run_name)] if main else [])
-    monitor, monitor_facts = (
-        knn_monitor(
+    monitor, monitor_facts = None, None
+    if cfg.pretrain.knn_every and split.class_names:
+        monitor, monitor_facts = knn_monitor(
             cfg.eval, split.images, split.labels, len(split.class_names), mean, std, seed=cfg.data.seed, device=device
         )
-        if cfg.pretrain.knn_every
-        else (None, None)
-    )
+    elif cfg.pretrain.knn_every:  # no labels: the monitor follows the features' effective rank alone
+        monitor, monitor_facts = rankme_monitor(cfg.eval, images, mean, std, seed=cfg.data.seed, device=device)
     result = train_simclr(
         cfg,
         images,

@@ -314,7 +314,8 @@ def scatter(
         sy = top + inner / 2 - (py - cy) / span * (inner - 24)
         placed.setdefault(int(lab), []).append((sx, sy))
         body.append(f'<circle cx="{sx:.1f}" cy="{sy:.1f}" r="2.6" fill="{color(int(lab))}" fill-opacity="0.8"/>')
-    if len(placed) <= LEGEND_ROWS:  # each class's name by its points: no colour has to be trusted
+    # each class's name by its points: no colour has to be trusted (unlabelled points, label -1, have none)
+    if len(placed) <= LEGEND_ROWS and min(placed, default=0) >= 0:
         names = {lab: _short(class_names[lab]) if lab < len(class_names) else str(lab) for lab in placed}
         lines, labels = [], []
         for (x, y), lab, (mx, my) in class_labels(placed, names, (pad, top, pad + inner, top + inner)):

@@ -109,13 +109,14 @@ def append_record(store: Store, series: str, record: Mapping[str, Any]) -> str:
 def metric_values(metrics: Mapping[str, Any]) -> dict[str, float]:
     """The numbers the gate and the trend charts follow, from a metrics.json.
 
-    ``rankme`` is absent where the run had no label-free measures (runs recorded before them).
+    A number the run does not have is absent: the accuracies of a run without labels, ``rankme``
+    of runs recorded before the label-free measures.
     """
-    values = {
-        "linear_top1": float(metrics["linear_eval"]["test_top1"]),
-        "knn_top1": float(metrics["knn"]["test_top1"]),
-        "throughput": float(metrics["pretrain"]["images_per_second"]),
-        "final_loss": float(metrics["pretrain"]["final_loss"]),
+    found = {
+        "linear_top1": (metrics.get("linear_eval") or {}).get("test_top1"),
+        "knn_top1": (metrics.get("knn") or {}).get("test_top1"),
+        "throughput": metrics["pretrain"]["images_per_second"],
+        "final_loss": metrics["pretrain"]["final_loss"],
+        "rankme": (metrics.get("representation") or {}).get("rankme"),
     }
-    rankme = (metrics.get("representation") or {}).get("rankme")
-    return values | ({"rankme": float(rankme)} if rankme is not None else {})
+    return {name: float(value) for name, value in found.items() if value is not None}

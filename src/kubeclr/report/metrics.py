@@ -84,12 +84,23 @@ _CHECKS = {
 }
 
 
+NEEDS_LABELS = ("linear_eval", "knn")  # null in a run without labels (dataset.labelled false)
+
+
 def validate_metrics(obj: Any, schema: Mapping[str, Any] = METRICS_SCHEMA, prefix: str = "") -> None:
     """Check ``obj`` against the metrics.json schema (docs/metrics.md).
+
+    A run without labels (``dataset.labelled`` false) has ``linear_eval`` and ``knn`` null:
+    never a made-up accuracy.
 
     Raises:
         ValueError: naming the first missing or ill-typed key (``dataset.train_size``).
     """
+    if not prefix and isinstance(obj, Mapping) and (obj.get("dataset") or {}).get("labelled") is False:
+        invented = [k for k in NEEDS_LABELS if obj.get(k) is not None]
+        if invented:
+            raise ValueError(f"metrics: '{invented[0]}' must be null in a run without labels")
+        schema = {k: v for k, v in schema.items() if k not in NEEDS_LABELS}
     if not isinstance(obj, Mapping):
         raise ValueError(f"metrics{'.' + prefix[:-1] if prefix else ''}: expected an object, got {type(obj).__name__}")
     for key, kind in schema.items():
@@ -143,11 +154,14 @@ def build_metrics(inp: ReportInputs) -> dict:
     (:func:`kubeclr.report.canary.judge`) and validates the whole again.
     """
     res = inp.results
+    labelled = inp.dataset.get("labelled", True)
     metrics = {
         "run_name": inp.run_name,
         "dataset": dict(inp.dataset),
         "pretrain": dict(inp.history.get("summary", {})),
-        "linear_eval": {
+        "linear_eval": None
+        if not labelled
+        else {
             "val_top1": res["val_top1"],
             "test_top1": res["test_top1"],
             "test_top5": res["test_top5"],
@@ -159,7 +173,7 @@ def build_metrics(inp: ReportInputs) -> dict:
             "l2_at_bound": res.get("l2_at_bound"),
             "per_class": res.get("per_class", {}),
         },
-        "knn": dict(res.get("knn", {})),
+        "knn": dict(res.get("knn", {})) if labelled else None,
         "representation": dict(inp.representation) if inp.representation else None,
         "timings": {step: float(seconds) for step, seconds in inp.timings.items()},
         "config": dict(inp.config),

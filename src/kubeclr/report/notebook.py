@@ -23,6 +23,7 @@ TRENDS = (  # history value key, title, y label
     ("knn_top1", "kNN test top-1", "top-1"),
     ("throughput", "Pretraining throughput", "images / s"),
     ("final_loss", "Final NT-Xent loss", "loss"),
+    ("rankme", "RankMe of the test features (label-free)", "effective rank"),
 )
 
 
@@ -75,7 +76,8 @@ def gate_markdown(metrics: Mapping[str, Any]) -> list[str]:
         for c in gate["comparisons"]:
             allowed = f"{c['allowed_drop']:.3g}" if c["kind"] == "absolute" else f"{c['allowed_drop']:.0%}"
             metric, verdict = md_escape(c["metric"]), md_escape(c["verdict"])
-            lines.append(f"| {metric} | {c['value']:.4g} | {c['median']:.4g} | {allowed} | {verdict} |")
+            median = "–" if c["median"] is None else f"{c['median']:.4g}"  # no earlier run measured it
+            lines.append(f"| {metric} | {c['value']:.4g} | {median} | {allowed} | {verdict} |")
         lines.append("")
     return lines
 

@@ -133,11 +133,14 @@ def _representation_section(metrics: Mapping[str, Any]) -> str:
 def _images_used(ds: dict) -> str:
     """How many images of each kind the run used, e.g. 'pretraining 1,500 (1,000 labelled + 500 unlabelled); ...'."""
     unlabeled = int(ds.get("unlabeled_size") or 0)
-    labelled = f"{ds['train_size']:,} labelled"
-    pretrain = f"{ds['train_size'] + unlabeled:,} ({labelled} + {unlabeled:,} unlabelled)" if unlabeled else labelled
-    text = (
-        f"pretraining {pretrain}; evaluation train/val/test {ds['train_size']:,}/{ds['val_size']:,}/{ds['test_size']:,}"
-    )
+    if ds.get("labelled") is False:
+        text = f"pretraining {unlabeled:,} unlabelled; {ds['test_size']:,} held out for the label-free measures"
+    else:
+        pretrain = labelled = f"{ds['train_size']:,} labelled"
+        if unlabeled:
+            pretrain = f"{ds['train_size'] + unlabeled:,} ({labelled} + {unlabeled:,} unlabelled)"
+        sizes = f"{ds['train_size']:,}/{ds['val_size']:,}/{ds['test_size']:,}"
+        text = f"pretraining {pretrain}; evaluation train/val/test {sizes}"
     skipped = int(ds.get("skipped_images") or 0)
     return text + (f"; {skipped:,} bad images skipped" if skipped else "")
 
@@ -178,6 +181,21 @@ def _untimed_note(untimed: list[str]) -> str:
     )
 
 
+NO_LABELS = (
+    "This run had no labels: there is no linear probe, kNN accuracy or confusion matrix. The label-free "
+    "measures below (effective rank, alignment, uniformity) describe the representation instead."
+)
+
+
+def _accuracy_markdown(lin: Mapping[str, Any], knn: Mapping[str, Any]) -> list[str]:
+    return [
+        f"| linear eval test top-1 ({md_escape(lin.get('protocol') or '')}) | {pct(lin['test_top1'])} |",
+        f"| linear eval test top-5 | {pct(lin['test_top5'])} |",
+        f"| linear eval val top-1 | {pct(lin['val_top1'])} |",
+        f"| kNN test top-1 (k={knn.get('k', '–')}) | {pct(knn['test_top1'])} |",
+    ]
+
+
 def render_markdown(inp: ReportInputs, metrics: Mapping[str, Any]) -> str:
     """Short Markdown summary: headline accuracies, dataset, pretraining, timings."""
     ds, pre, lin, knn = metrics["dataset"], metrics["pretrain"], metrics["linear_eval"], metrics["knn"]
@@ -187,12 +205,10 @@ def render_markdown(inp: ReportInputs, metrics: Mapping[str, Any]) -> str:
         f"# SimCLR run {md_escape(inp.run_name)}",
         "",
         *([f"> **Warning**: {md_escape(warning)}", ""] if warning else []),
+        *([f"> {md_escape(NO_LABELS)}", ""] if lin is None else []),
         "| metric | value |",
         "|---|---|",
-        f"| linear eval test top-1 ({md_escape(lin.get('protocol') or '')}) | {pct(lin['test_top1'])} |",
-        f"| linear eval test top-5 | {pct(lin['test_top5'])} |",
-        f"| linear eval val top-1 | {pct(lin['val_top1'])} |",
-        f"| kNN test top-1 (k={knn.get('k', '–')}) | {pct(knn['test_top1'])} |",
+        *(_accuracy_markdown(lin, knn) if lin is not None else []),
         *[f"| {md_escape(name)} | {value} |" for name, value, _ in representation_rows(metrics.get("representation"))],
         "",
         *gate_markdown(metrics),
@@ -275,21 +291,22 @@ def _charts(inp: ReportInputs) -> dict[str, str]:
     }
     if any("knn_top1" in e for e in epochs):
         figs["knn"] = _knn_chart(inp.history)
-    names = inp.results["class_names"]
-    figs["confusion"] = charts.svg_img(
-        charts.heatmap(inp.results["confusion"], names, title="Confusion matrix (test)"),
-        "Confusion matrix heatmap of the test split",
-    )
-    figs["per_class"] = charts.svg_img(
-        charts.bar_chart(
-            names, [inp.results["per_class"].get(n, 0.0) for n in names], title="Per-class accuracy (test)"
-        ),
-        "Per-class test accuracy",
-    )
+    names = inp.results.get("class_names") or []  # none in a run without labels
+    if names:
+        figs["confusion"] = charts.svg_img(
+            charts.heatmap(inp.results["confusion"], names, title="Confusion matrix (test)"),
+            "Confusion matrix heatmap of the test split",
+        )
+        figs["per_class"] = charts.svg_img(
+            charts.bar_chart(
+                names, [inp.results["per_class"].get(n, 0.0) for n in names], title="Per-class accuracy (test)"
+            ),
+            "Per-class test accuracy",
+        )
     if len(inp.tsne):
         figs["tsne"] = charts.svg_img(
             charts.scatter(inp.tsne, inp.tsne_labels, names, title=f"t-SNE of {len(inp.tsne)} test features"),
-            "t-SNE of encoder features of test images, coloured by class",
+            "t-SNE of encoder features of test images" + (", coloured by class" if names else " (no labels)"),
         )
     return figs
 
@@ -310,29 +327,8 @@ def _knn_chart(history: Mapping[str, Any]) -> str:
     return charts.svg_img(svg, alt)
 
 
-def render_html(inp: ReportInputs, metrics: Mapping[str, Any]) -> str:
-    """The self-contained HTML report."""
-    ds, pre, lin, knn = metrics["dataset"], metrics["pretrain"], metrics["linear_eval"], metrics["knn"]
-    figs = _charts(inp)
-    badge = (
-        ' <span class="badge" title="generated sample data, not CIFAR-10">SYNTHETIC</span>' if ds["synthetic"] else ""
-    )
-    kpis = [
-        ("linear test top-1", pct(lin["test_top1"])),
-        ("linear test top-5", pct(lin["test_top5"])),
-        ("linear val top-1", pct(lin["val_top1"])),
-        ("kNN test top-1", pct(knn["test_top1"])),
-        ("final loss", f"{pre['final_loss']:.4f}"),
-    ]
-    timed, untimed = step_timings(metrics["timings"])
-    total = sum(v for _, v in timed) or 1.0
-    timing_rows = [(s, f"{v:.2f}", f"{100 * v / total:.1f}%") for s, v in timed]
-    config_rows = [
-        (f"{sec}.{key}", redact_uri(value) if isinstance(value, str) else value)
-        for sec, keys in inp.config.items()
-        for key, value in keys.items()
-    ]
-    acc_rows = [
+def _accuracy_section(lin: Mapping[str, Any], knn: Mapping[str, Any]) -> str:
+    rows = [
         (
             "linear (" + str(lin.get("protocol")) + ")",
             pct(lin["val_top1"]),
@@ -341,6 +337,43 @@ def render_html(inp: ReportInputs, metrics: Mapping[str, Any]) -> str:
             pct(lin["test_top5"]),
         ),
         (f"kNN (k={knn.get('k', '–')}, τ={knn.get('temperature', '–')})", "–", "–", pct(knn["test_top1"]), "–"),
+    ]
+    return (
+        '<section class="card"><h2>Accuracy</h2>'
+        + _table(
+            rows,
+            ("evaluation", *(f"{split} top\u2011{k}" for split in ("val", "test") for k in (1, 5))),
+            (1, 2, 3, 4),
+        )  # non-breaking hyphens: a narrow column breaks "val top-1" at the space only
+        + f'<p class="sub">L2 chosen on val: {_e(lin.get("l2"))}</p></section>'
+    )
+
+
+def render_html(inp: ReportInputs, metrics: Mapping[str, Any]) -> str:
+    """The self-contained HTML report."""
+    ds, pre, lin, knn = metrics["dataset"], metrics["pretrain"], metrics["linear_eval"], metrics["knn"]
+    figs = _charts(inp)
+    badge = (
+        ' <span class="badge" title="generated sample data, not CIFAR-10">SYNTHETIC</span>' if ds["synthetic"] else ""
+    )
+    rep = metrics.get("representation") or {}
+    if lin is not None:
+        kpis = [
+            ("linear test top-1", pct(lin["test_top1"])),
+            ("linear test top-5", pct(lin["test_top5"])),
+            ("linear val top-1", pct(lin["val_top1"])),
+            ("kNN test top-1", pct(knn["test_top1"])),
+        ]
+    else:  # no labels: the label-free measures are the headline
+        kpis = [(name, value) for name, value, _ in representation_rows(rep)]
+    kpis.append(("final loss", f"{pre['final_loss']:.4f}"))
+    timed, untimed = step_timings(metrics["timings"])
+    total = sum(v for _, v in timed) or 1.0
+    timing_rows = [(s, f"{v:.2f}", f"{100 * v / total:.1f}%") for s, v in timed]
+    config_rows = [
+        (f"{sec}.{key}", redact_uri(value) if isinstance(value, str) else value)
+        for sec, keys in inp.config.items()
+        for key, value in keys.items()
     ]
     when = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     parts = [
@@ -360,13 +393,7 @@ def render_html(inp: ReportInputs, metrics: Mapping[str, Any]) -> str:
         '<div class="kpis card">'
         + "".join(f'<div class="kpi"><b>{v}</b><span>{_e(k)}</span></div>' for k, v in kpis)
         + "</div>",
-        '<section class="card"><h2>Accuracy</h2>'
-        + _table(
-            acc_rows,
-            ("evaluation", *(f"{split} top\u2011{k}" for split in ("val", "test") for k in (1, 5))),
-            (1, 2, 3, 4),
-        )  # non-breaking hyphens: a narrow column breaks "val top-1" at the space only
-        + f'<p class="sub">L2 chosen on val: {_e(lin.get("l2"))}</p></section>',
+        _accuracy_section(lin, knn) if lin is not None else f'<p class="warn"><b>No labels</b>: {_e(NO_LABELS)}</p>',
         history_html(metrics),
         _representation_section(metrics),
         '<section class="card"><h2>Dataset</h2>'
@@ -404,12 +431,15 @@ def render_html(inp: ReportInputs, metrics: Mapping[str, Any]) -> str:
         + "</div></section>",
         views_section(inp.views, inp.crop_size),
         references_html(metrics),
-        '<section class="card"><h2>Linear evaluation (test split)</h2><div class="grid">'
-        + figs["confusion"]
-        + figs["per_class"]
-        + l2_figure(lin.get("l2_sweep") or [], lin.get("l2"), at_bound=bool(lin.get("l2_at_bound")))
-        + "</div></section>",
     ]
+    if lin is not None:
+        parts.append(
+            '<section class="card"><h2>Linear evaluation (test split)</h2><div class="grid">'
+            + figs["confusion"]
+            + figs["per_class"]
+            + l2_figure(lin.get("l2_sweep") or [], lin.get("l2"), at_bound=bool(lin.get("l2_at_bound")))
+            + "</div></section>"
+        )
     if "tsne" in figs:
         parts.append('<section class="card"><h2>Feature space (t-SNE)</h2>' + figs["tsne"] + "</section>")
     parts += [

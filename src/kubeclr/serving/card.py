@@ -74,13 +74,19 @@ def model_card(
             "normalisation": {"mean": list(mean), "std": list(std), "inside": True},
         },
         "output": {"name": ENCODER_IO[1], "datatype": "FP32", "shape": [-1, feature_dim]},
+        # a run without labels has no classifier, and no accuracy to report
         "classifier": {
             "input": CLASSIFIER_IO[0],
             "output": CLASSIFIER_IO[1],
             "classes": list(class_names),
             "protocol": results.get("protocol"),
-        },
-        "metrics": {"linear": linear, "knn_test_top1": (results.get("knn") or {}).get("test_top1")},
+        }
+        if class_names
+        else None,
+        "metrics": {"linear": linear, "knn_test_top1": (results.get("knn") or {}).get("test_top1")}
+        if class_names
+        else None,
+        "labelled": bool(class_names),
         "data": {
             "format": cfg.data.format,
             "source": redact_uri(cfg.data.source),

@@ -22,7 +22,6 @@ from typing import Any
 import numpy as np
 
 from kubeclr.errors import UserError
-from kubeclr.serving import MODEL_FILES
 from kubeclr.serving.card import MODEL_NAME
 from kubeclr.serving.export import CLASSIFIER_IO, ENCODER_IO
 from kubeclr.serving.requests import RequestError, RequestLimits, request_images
@@ -38,7 +37,7 @@ def read_card(model_dir: Path) -> dict:
     Raises:
         UserError: not an export folder (a file missing, a card that is not this format's).
     """
-    missing = [name for name in MODEL_FILES if name.endswith((".onnx", ".json")) and not (model_dir / name).is_file()]
+    missing = [name for name in ("encoder.onnx", "model.json") if not (model_dir / name).is_file()]
     if missing:
         raise UserError(f"--model {model_dir}: no {', '.join(missing)} (expected the export folder of a run)")
     try:
@@ -47,6 +46,8 @@ def read_card(model_dir: Path) -> dict:
         int(card["output"]["shape"][1])
     except (ValueError, KeyError, IndexError, TypeError) as exc:
         raise UserError(f"--model {model_dir}: model.json is not a kubeclr model card ({type(exc).__name__})") from None
+    if card.get("classifier") is not None and not (model_dir / "classifier.onnx").is_file():
+        raise UserError(f"--model {model_dir}: no classifier.onnx, which model.json names")
     if size < 1:
         raise UserError(f"--model {model_dir}: model.json gives an input size of {size}")
     return card
@@ -63,10 +64,15 @@ class Encoder:
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads
         self._encoder = _session(model_dir, "encoder.onnx", options)
-        self._classifier = _session(model_dir, "classifier.onnx", options)
+        # a model of a run without labels has no classifier (model.json says so)
+        self._classifier = _session(model_dir, "classifier.onnx", options) if self.card.get("classifier") else None
 
     def embed(self, images: np.ndarray) -> np.ndarray:
         return self._encoder.run([ENCODER_IO[1]], {ENCODER_IO[0]: images})[0]
+
+    @property
+    def has_classifier(self) -> bool:
+        return self._classifier is not None
 
     def classify(self, features: np.ndarray) -> np.ndarray:
         return self._classifier.run([CLASSIFIER_IO[1]], {CLASSIFIER_IO[0]: features})[0]
@@ -146,6 +152,10 @@ def _kserve_model(encoder: Encoder, limits: RequestLimits):
             features = encoder.embed(images)
             tensors = {ENCODER_IO[1]: features}
             if CLASSIFIER_IO[1] in wanted:
+                if not encoder.has_classifier:
+                    raise InvalidInput(
+                        f"this model has no classifier (its run had no labels): ask for {ENCODER_IO[1]} only"
+                    )
                 tensors[CLASSIFIER_IO[1]] = encoder.classify(features)
             outputs = []
             for name, array in tensors.items():

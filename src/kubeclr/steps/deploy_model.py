@@ -32,8 +32,12 @@ def decision(cfg: Config, metrics: dict[str, Any]) -> tuple[bool, str]:
     gate = (metrics.get("gate") or {}).get("status")
     if gate == "fail":
         return False, "the regression gate failed"
-    top1 = float(metrics["linear_eval"]["test_top1"])
     floor = cfg.deploy.min_test_top1
+    if metrics.get("linear_eval") is None:  # a run without labels: an encoder with no accuracy to check
+        if floor:
+            return False, f"the run had no labels, so no accuracy to hold to deploy.min_test_top1={floor}"
+        return True, f"an encoder without labels (no accuracy), gate {gate or 'off'}"
+    top1 = float(metrics["linear_eval"]["test_top1"])
     if top1 < floor:
         return False, f"linear test top-1 {top1:.4f} is below deploy.min_test_top1={floor}"
     return True, f"linear test top-1 {top1:.4f}" + (f" >= {floor}" if floor else "") + f", gate {gate or 'off'}"
@@ -63,7 +67,7 @@ def run(
         if not cfg.storage.export_uri:
             raise UserError("deploy: set storage.export_uri (the InferenceService loads the model from object storage)")
         image = cfg.deploy.image or inference.serve_image(os.environ.get(IMAGE_ENV, ""))
-        files = {f"model/{name}": Path(model_dir) / name for name in MODEL_FILES}
+        files = {f"model/{name}": Path(model_dir) / name for name in MODEL_FILES if (Path(model_dir) / name).is_file()}
         published = export_results(cfg.storage.export_uri, run_name, files)
         storage_uri = published[0].rsplit("/", 1)[0]  # <export_uri>/<run>/model, as export_results lays it out
         namespace = cfg.deploy.namespace or own_namespace()

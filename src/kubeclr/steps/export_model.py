@@ -9,6 +9,8 @@ and a KServe InferenceService load)::
     classifier.ts     the same, TorchScript
     model.json        the card (kubeclr.serving.card)
 
+A run without labels has no probe: its folder holds the encoder and the card, which says so.
+
 Each file is checked against the PyTorch model on real test images (max |diff| ≤ 1e-4); a
 failed check fails the step and leaves no folder behind.
 """
@@ -40,9 +42,12 @@ READS: tuple[str, ...] = ("data", "model", "augment", "pretrain", "eval")
 CHECK_IMAGES = 32  # test images the exported files are checked on
 
 
-def _load_classifier(path: str | Path) -> tuple[Classifier, list[str]]:
+def _load_classifier(path: str | Path) -> tuple[Classifier | None, list[str]]:
+    """linear_eval's probe and its class names; ``(None, [])`` when the run had no labels (no classes)."""
     state = read_state_dict(path, f"classifier {path}", DataError)
     try:
+        if not state["class_names"]:
+            return None, []
         return Classifier(state), [str(n) for n in state["class_names"]]
     except Exception as exc:  # missing keys, wrong shapes: one line
         raise DataError(f"classifier {path}: not linear_eval's classifier ({type(exc).__name__}: {exc})") from None
@@ -79,10 +84,9 @@ def run(
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
-        checks = {
-            "encoder": export_pair(embedder, images, staging, "encoder", ENCODER_IO),
-            "classifier": export_pair(classifier, features, staging, "classifier", CLASSIFIER_IO),
-        }
+        checks = {"encoder": export_pair(embedder, images, staging, "encoder", ENCODER_IO)}
+        if classifier is not None:  # a run without labels has no probe: the encoder alone
+            checks["classifier"] = export_pair(classifier, features, staging, "classifier", CLASSIFIER_IO)
         card = model_card(
             cfg,
             run_name=run_name,
@@ -93,7 +97,7 @@ def run(
             class_names=class_names,
             results=read_json(results_path),
             train_sha256=file_sha256(train_path),
-            files={name: staging / name for name in MODEL_FILES if name != "model.json"},
+            files={name: staging / name for name in MODEL_FILES if (staging / name).is_file()},
             checks=checks,
         )
         write_json(staging / "model.json", card)
@@ -102,5 +106,5 @@ def run(
         staging.rename(out)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    log.info("model for serving in %s: %s", out, ", ".join(MODEL_FILES))
+    log.info("model for serving in %s: %s", out, ", ".join(sorted(p.name for p in out.iterdir())))
     return card

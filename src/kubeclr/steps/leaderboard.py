@@ -89,6 +89,11 @@ def run(
         result = results.get((history.get("encoder_sha256"), _digest(tcfg, "linear_eval")))
         if result is None:
             raise DataError(f"{trial_name(i)}: no linear-eval results of its encoder and its evaluation config")
+        if result.get("labelled") is False:
+            raise DataError(
+                "a sweep ranks its trials on validation accuracy, and this dataset has no labels: run the trials "
+                "one by one and compare their label-free measures (representation in metrics.json) instead"
+            )
         numbers = {
             "config_sha256": config_digest(tcfg),
             "linear_eval": result,

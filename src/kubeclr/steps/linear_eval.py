@@ -57,6 +57,9 @@ def run(
         metrics, confusion: KFP ``Metrics`` / ``ClassificationMetrics`` artifacts that the run
             page shows (anything with ``log_metric`` / ``log_confusion_matrix``), or None.
 
+    A dataset without labels (no class names) has nothing to evaluate: the step records that
+    (``labelled: false``, no accuracy) and writes a classifier file with no classes.
+
     Returns:
         The results dict: accuracies, per-class accuracy, confusion, L2, kNN, seconds.
 
@@ -69,6 +72,8 @@ def run(
     features = read_features(features_path)
     feats = {k: torch.from_numpy(v) for k, v in features.arrays.items()}
     names = list(features.class_names)
+    if not names:
+        return _without_labels(cfg, start, encoder_path, results_out, classifier_out)
     if cfg.eval.protocol == "crops":
         if not all((encoder_path, stats_path, train_path, val_path, test_path)):
             raise ConfigError("eval.protocol=crops needs the encoder, stats and train/val/test splits")
@@ -136,4 +141,23 @@ def run(
         metrics.log_metric("knn_test_top1", float(knn["test_top1"]))
     if confusion is not None:
         confusion.log_confusion_matrix(names, [list(map(int, row)) for row in results["confusion"]])
+    return results
+
+
+def _without_labels(
+    cfg: Config, start: float, encoder_path: str | Path | None, results_out: str | Path, classifier_out: str | Path
+) -> dict:
+    """The results of a run without labels: no probe, no kNN, no accuracy, said so."""
+    results = {
+        "labelled": False,
+        "skipped": "the dataset has no labels: no linear probe, no kNN accuracy (see the label-free measures)",
+        "seconds": time.perf_counter() - start,
+        "config_sha256": config_digest(cfg),
+        "encoder_sha256": file_sha256(encoder_path) if encoder_path else None,
+    }
+    buf = io.BytesIO()
+    torch.save({"class_names": [], "protocol": None}, buf)
+    write_bytes_atomic(classifier_out, buf.getvalue())
+    write_json(results_out, results)
+    log.info("linear eval: skipped, %s", results["skipped"].split(": ", 1)[1])
     return results

@@ -152,20 +152,28 @@ def _views(cfg: Config, train_path: str | Path, mean: list[float], std: list[flo
 
 
 def _tsne_points(cfg: Config, arrays: dict) -> tuple[list, list]:
-    """A class-balanced sample of the test features embedded in 2-D (empty when too few points are asked for)."""
+    """A class-balanced sample of the test features embedded in 2-D (empty when too few points are asked for).
+
+    Without labels (every label -1) the sample is uniform and the points keep label -1: drawn in one colour.
+    """
     labels = torch.from_numpy(arrays["test_y"])
     if cfg.eval.tsne_points < 3 or labels.shape[0] < 3:
         return [], []
-    idx = balanced_indices(labels, cfg.eval.tsne_points, seed=cfg.data.seed)
+    if bool((labels < 0).all()):
+        generator = torch.Generator().manual_seed(cfg.data.seed)
+        idx = torch.randperm(labels.shape[0], generator=generator)[: cfg.eval.tsne_points].sort().values
+    else:
+        idx = balanced_indices(labels, cfg.eval.tsne_points, seed=cfg.data.seed)
     return tsne(torch.from_numpy(arrays["test_x"])[idx], seed=cfg.data.seed).tolist(), labels[idx].tolist()
 
 
 def log_run_page(summary: dict, metrics: Any) -> None:
     """Headline scalars of metrics.json on the report step's KFP Metrics artifact."""
     pretrain, linear = summary["pretrain"], summary["linear_eval"]
-    metrics.log_metric("linear_test_top1", float(linear["test_top1"]))
-    metrics.log_metric("linear_test_top5", float(linear["test_top5"]))
-    metrics.log_metric("knn_test_top1", float(summary["knn"]["test_top1"]))
+    if linear is not None:  # a run without labels has no accuracy
+        metrics.log_metric("linear_test_top1", float(linear["test_top1"]))
+        metrics.log_metric("linear_test_top5", float(linear["test_top5"]))
+        metrics.log_metric("knn_test_top1", float(summary["knn"]["test_top1"]))
     metrics.log_metric("pretrain_final_loss", float(pretrain["final_loss"]))
     metrics.log_metric("pretrain_images_per_second", float(pretrain["images_per_second"]))
     metrics.log_metric("pretrain_seconds", float(pretrain["seconds"]))

@@ -80,7 +80,8 @@ def download_prefix(uri: str, dest: Path, *, max_bytes: int, workers: int = DOWN
         raise DataError(str(exc)) from None
     if not objects:
         raise DataError(
-            f"{shown}: no objects under this prefix (an image folder needs train/<class>/ and test/<class>/)"
+            f"{shown}: no objects under this prefix (an image folder needs images: train/<class>/ and "
+            "test/<class>/, or unlabeled/, or images at its root)"
         )
     for key, size, _ in objects:
         _safe_key(key, shown)
