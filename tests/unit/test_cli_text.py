@@ -18,7 +18,8 @@ def _commands() -> dict[str, argparse.ArgumentParser]:
 
 def test_every_command_has_a_description_paragraph():
     commands = _commands()
-    assert {"run", "compile", "upload", "submit", "schedule", "bench", "render-job", "keys", "serve"} <= set(commands)
+    expected = {"run", "compile", "upload", "submit", "schedule", "bench", "render-job", "keys", "serve", "make-shards"}
+    assert expected <= set(commands)
     for name, p in commands.items():
         assert p.description and len(p.description.split()) >= 12, name
         text = p.format_help()

@@ -1,4 +1,4 @@
-"""``simclr-pipeline``: run the pipeline locally, compile it, render its multi-node job, benchmark.
+"""``simclr-pipeline``: run the pipeline locally, compile it, render its multi-node job, benchmark, make shards.
 
 The commands that talk to a KFP server are :mod:`kubeclr.cli.cluster`. Each
 command parses its flags (:mod:`kubeclr.cli.parser`, :mod:`kubeclr.cli.options`),
@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Sequence
 
 from kubeclr.cli.cluster import cmd_schedule, cmd_submit, cmd_upload
+from kubeclr.cli.make_shards import cmd_make_shards
 from kubeclr.cli.options import (
     compile_options,
     config_from,
@@ -164,6 +165,7 @@ COMMANDS = {
     "render-job": cmd_render_job,
     "keys": cmd_keys,
     "serve": cmd_serve,
+    "make-shards": cmd_make_shards,
 }
 
 

@@ -22,6 +22,7 @@ from pathlib import Path
 from kubeclr.atomic import make_dir
 from kubeclr.cli import kfp_local
 from kubeclr.config import Config, check_folder_source
+from kubeclr.config.data import FOLDERS
 from kubeclr.config.sweep import Sweep
 from kubeclr.errors import UserError
 from kubeclr.report.gate import GATE_PREFIX
@@ -130,7 +131,7 @@ def run_local(
     check_folder_source(cfg.data)  # an image folder needs a source of its own: say so before kfp.local starts
     if not cfg.storage.mirror_uri:  # (a mirror may hold a copy of a tarball that is gone)
         # a missing local tarball or folder fails now, not after kfp.local has started
-        local_source(cfg.data.source, folder_ok=cfg.data.format == "imagefolder")
+        local_source(cfg.data.source, folder_ok=cfg.data.format in FOLDERS)
     output_dir = Path(output_dir)
     workdir = Path(workdir) if workdir else default_workdir(output_dir)
     for flag, folder in (("--output-dir", output_dir), ("--workdir", workdir)):

@@ -6,6 +6,7 @@ import argparse
 import textwrap
 
 from kubeclr import __version__
+from kubeclr.cli.make_shards import add_make_shards_parser
 from kubeclr.cli.options import add_sweep_args
 from kubeclr.cli.serve import add_serve_parser
 from kubeclr.config import DEFAULT_PRESET, preset_names
@@ -368,4 +369,6 @@ def build_parser() -> argparse.ArgumentParser:
     which = p.add_mutually_exclusive_group()
     which.add_argument("--preset", help=f"show this preset's values ({', '.join(preset_names())})")
     which.add_argument("--config", metavar="FILE", help="show this YAML config file's values")
+
+    add_make_shards_parser(sub, _Formatter)
     return parser

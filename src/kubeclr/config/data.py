@@ -26,12 +26,12 @@ CANONICAL = {
 class DataConfig:
     format: str = option(
         "cifar10",
-        choices=("cifar10", "cifar100", "stl10", "imagefolder"),
+        choices=("cifar10", "cifar100", "stl10", "imagefolder", "webdataset"),
         help="dataset layout; the CIFAR-10 default source and MD5 stand for the format's canonical download",
     )
     source: str = option(
         CIFAR10_URL,
-        help="https://…, s3://bucket/key (an image folder: an s3:// prefix), file:///path, a path, "
+        help="https://…, s3://bucket/key (an image folder or shards: an s3:// prefix), file:///path, a path, "
         "'sample' (synthetic, CIFAR-10 layout) or 'sample-folder' (synthetic image folder)",
     )
     md5: str = option(CIFAR10_MD5, help="expected MD5 of the tarball, or 'none' to skip the check")
@@ -47,7 +47,9 @@ class DataConfig:
     cifar100_labels: str = option("fine", choices=("fine", "coarse"), help="cifar100: 100 fine or 20 coarse classes")
     unlabeled_limit: int = option(0, ge=0, help="random subset size of the unlabelled pretraining images (0 = all)")
     on_bad_image: str = option(
-        "fail", choices=("fail", "skip"), help="image folders: a corrupt or refused image fails the step, or is skipped"
+        "fail",
+        choices=("fail", "skip"),
+        help="image folders and shards: a corrupt or refused image fails the step, or is skipped",
     )
     max_image_bytes: int = option(32 * 1024 * 1024, ge=1, help="image folders: largest image file accepted")
     max_image_pixels: int = option(
@@ -69,7 +71,8 @@ class DataConfig:
 
 
 # The side of each format's images as distributed (image folders have none: 64 is the default).
-NATIVE_SIZE = {"cifar10": 32, "cifar100": 32, "stl10": 96, "imagefolder": 64}
+NATIVE_SIZE = {"cifar10": 32, "cifar100": 32, "stl10": 96, "imagefolder": 64, "webdataset": 64}
+FOLDERS = ("imagefolder", "webdataset")  # formats read from a folder or s3:// prefix: no canonical download
 
 
 def data_defaults(d: DataConfig, origin: str) -> DataConfig:
@@ -94,13 +97,13 @@ def data_defaults(d: DataConfig, origin: str) -> DataConfig:
     canonical_md5s = {m for _, m in CANONICAL.values()}
     if source == "sample" and fmt == "imagefolder":
         source = "sample-folder"
-    elif source == "sample" and fmt != "cifar10":
+    elif source == "sample" and fmt in CANONICAL and fmt != "cifar10":
         source, md5 = CANONICAL[fmt]
     elif source in canonical_urls and fmt in CANONICAL:
         source = CANONICAL[fmt][0]
     if md5 in canonical_md5s and fmt in CANONICAL:  # another format's checksum can never match this one's file
         md5 = CANONICAL[fmt][1]
-    elif md5 in canonical_md5s and fmt == "imagefolder":
+    elif md5 in canonical_md5s and fmt in FOLDERS:
         md5 = "none"  # another format's checksum says nothing about a folder
     chosen = {"format": fmt, "source": source, "md5": md5}
     changed = {k: v for k, v in chosen.items() if getattr(d, k) != v}
@@ -115,15 +118,23 @@ def data_defaults(d: DataConfig, origin: str) -> DataConfig:
 
 
 def check_folder_source(d: DataConfig) -> None:
-    """Refuse an image folder whose source is still a canonical dataset download (none was given).
+    """Refuse a folder format whose source is still a canonical dataset download (none was given).
 
     Raises:
-        ConfigError: ``data.format=imagefolder`` with a canonical CIFAR/STL URL as its source.
+        ConfigError: ``data.format=imagefolder`` or ``webdataset`` with a canonical CIFAR/STL URL as
+            its source; shards from a ``sample`` source (there are none).
     """
-    if d.format == "imagefolder" and d.source in {url for url, _ in CANONICAL.values()}:
+    if d.format == "webdataset" and d.source in ("sample", "sample-folder"):
         raise ConfigError(
-            "data.format=imagefolder needs data.source (--data-source, the data_source parameter): "
-            "a folder, a .tar/.tar.gz/.zip, an s3:// prefix, or 'sample-folder'"
+            f"data.format=webdataset: there is no {d.source} in shards; write some with "
+            f"'simclr-pipeline make-shards {d.source} DEST' and give DEST as data.source"
+        )
+    if d.format in FOLDERS and d.source in {url for url, _ in CANONICAL.values()}:
+        what = "a folder, a .tar/.tar.gz/.zip, an s3:// prefix, or 'sample-folder'"
+        if d.format == "webdataset":
+            what = "a folder or an s3:// prefix of train-*.tar / test-*.tar shards"
+        raise ConfigError(
+            f"data.format={d.format} needs data.source (--data-source, the data_source parameter): {what}"
         )
 
 

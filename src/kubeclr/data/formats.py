@@ -25,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
+from kubeclr.atomic import file_sha256
 from kubeclr.config import DataConfig, stored_size
 from kubeclr.data.cifar import Batch, read_archive
 from kubeclr.data.cifar100 import read_cifar100
@@ -33,6 +34,7 @@ from kubeclr.data.images import Limits
 from kubeclr.data.ingest import decode_files, default_workers
 from kubeclr.data.memory import check_fits
 from kubeclr.data.resize import resize_images
+from kubeclr.data.shards import read_shard_splits, shard_files
 from kubeclr.data.split import limit, split_train_val
 from kubeclr.data.stl10 import COUNTS as STL10_COUNTS
 from kubeclr.data.stl10 import read_stl10
@@ -102,7 +104,7 @@ def held_out_count(n: int, val_fraction: float) -> int:
     return min(max(round(val_fraction * n), min(HELD_OUT_FLOOR, n // 2)), n - 1)
 
 
-def _held_out(n: int, d: DataConfig, origin: str, names: list[str] | None = None) -> tuple[np.ndarray, np.ndarray]:
+def held_out(n: int, d: DataConfig, origin: str, names: list[str] | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Sorted indices ``(test, rest)`` of ``n`` images without labels (``names``, for the error, if known):
     a seeded held-out slice, under ``data.test_limit``, and every image not held out.
 
@@ -140,7 +142,7 @@ def read_tarball(d: DataConfig, data: Path | bytes, origin: str) -> Splits:
             fits=lambda what, n: check_fits(what, n, size, factor=1.5, limit_gb=d.memory_limit_gb),
         )
         if not stl.class_names:  # unlabeled_X.bin alone: its unlabeled_limit was applied as it was read
-            test_idx, rest = _held_out(len(stl.unlabeled), d, origin)
+            test_idx, rest = held_out(len(stl.unlabeled), d, origin)
             test = Batch(images=stl.unlabeled[test_idx], labels=np.full(len(test_idx), -1, dtype=np.int64))
             return Splits(_empty(size), _empty(size), test, stl.unlabeled[rest], ())
         train, val = split_train_val((stl.train,), _val_spec(d), d.seed)
@@ -185,7 +187,7 @@ def _choose_labelled(d: DataConfig, files: dict[str, list[tuple[str, int]]]) -> 
 
 def _choose_unlabelled(d: DataConfig, entries: list[tuple[str, int]], origin: str) -> tuple[Chosen, list[str]]:
     """The held-out test files and the (limited) pretraining files of a folder without labels."""
-    test_idx, rest = _held_out(len(entries), d, origin, [name for name, _ in entries])
+    test_idx, rest = held_out(len(entries), d, origin, [name for name, _ in entries])
     pretrain = rest[_unlabeled_subset(len(rest), d)]
     test = ([entries[i][0] for i in test_idx], np.full(len(test_idx), -1, dtype=np.int64))
     return {"test": test}, [entries[i][0] for i in pretrain]
@@ -244,3 +246,27 @@ def _warn_duplicates(digests: dict[str, set[str]], origin: str) -> None:
             same = len(digests.get(held_out, set()) & digests.get(seen, set()))
             if same:
                 log.warning("%s: %d %s images are byte-identical to %s images", origin, same, held_out, seen)
+
+
+def read_shards(d: DataConfig, root: Path, origin: str) -> Splits:
+    """WebDataset shards (:mod:`kubeclr.data.shards`) into the same splits as every other format.
+
+    Val is the ``val-*`` shards, else a stratified ``data.val_fraction`` of train; the limits
+    apply as for folders. Shards of ``unlabeled-*`` alone are a dataset without labels (held-out
+    test slice, labels -1). The manifest is each shard's SHA-256.
+    """
+    manifest = {p.name: file_sha256(p) for paths in shard_files(root).values() for p in paths}
+    read = read_shard_splits(d, root, origin)
+    batches, names, size = read["batches"], read["class_names"], stored_size(d)
+    pool = batches.get("unlabeled", _empty(size))
+    if not names:
+        test_idx, rest = held_out(len(pool.labels), d, origin)
+        test = Batch(images=pool.images[test_idx], labels=pool.labels[test_idx])
+        return Splits(_empty(size), _empty(size), test, pool.images[rest], (), manifest, read["skipped"])
+    if "val" in batches:
+        train, val = batches["train"], batches["val"]
+    else:
+        train, val = split_train_val((batches["train"],), _val_spec(d), d.seed)
+    train, val, test = _limited(d, train, val, batches["test"])
+    unlabeled = pool.images[_unlabeled_subset(len(pool.labels), d)]
+    return Splits(train, val, test, unlabeled, names, manifest, read["skipped"])

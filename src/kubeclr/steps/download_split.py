@@ -19,8 +19,8 @@ from pathlib import Path
 from kubeclr.atomic import atomic_path, write_json
 from kubeclr.config import Config, stored_size
 from kubeclr.data.files import SPLITS, Split, save_split
-from kubeclr.data.formats import Splits, read_image_folder, read_tarball
-from kubeclr.storage.folders import image_folder
+from kubeclr.data.formats import Splits, read_image_folder, read_shards, read_tarball
+from kubeclr.storage.folders import image_folder, shard_folder
 from kubeclr.storage.sources import fetch_tarball
 
 log = logging.getLogger(__name__)
@@ -29,13 +29,17 @@ log = logging.getLogger(__name__)
 READS: tuple[str, ...] = ("data", "storage.mirror_uri")
 
 
-def _read(cfg: Config) -> tuple[Splits, dict]:
+def read_dataset(cfg: Config) -> tuple[Splits, dict]:
     """The splits and the facts every split file's ``meta`` carries."""
     d = cfg.data
     if d.format == "imagefolder":
         with image_folder(d, cfg.storage.mirror_uri) as folder:
             splits = read_image_folder(d, folder.path, folder.source)
         return splits, {"source": folder.source, "synthetic": folder.synthetic, "md5": ""}
+    if d.format == "webdataset":
+        with shard_folder(d) as folder:
+            splits = read_shards(d, folder.path, folder.source)
+        return splits, {"source": folder.source, "synthetic": False, "md5": ""}
     tarball = fetch_tarball(d, cfg.storage.mirror_uri)
     if tarball.synthetic:
         log.warning("the splits hold SYNTHETIC sample data, not CIFAR-10")
@@ -74,7 +78,7 @@ def run(
             values were checked when it was resolved).
     """
     start = time.perf_counter()
-    splits, origin = _read(cfg)
+    splits, origin = read_dataset(cfg)
     sizes = {f"{name}_size": len(getattr(splits, name).labels) for name in SPLITS}
     facts = {
         **origin,

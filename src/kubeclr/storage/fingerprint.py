@@ -29,6 +29,7 @@ from urllib.request import Request, urlopen
 
 from kubeclr.atomic import file_sha256
 from kubeclr.config import DataConfig, parse_md5
+from kubeclr.config.data import FOLDERS
 from kubeclr.errors import DataError, StorageError
 from kubeclr.storage.folders import is_archive
 from kubeclr.storage.store import open_store
@@ -76,7 +77,7 @@ def source_fingerprint(d: DataConfig) -> str:
         DataError: the source does not exist or cannot be listed.
     """
     src, md5 = d.source, parse_md5(d.md5)
-    single_file = d.format != "imagefolder" or is_archive(src)
+    single_file = d.format not in FOLDERS or is_archive(src)
     if src in ("sample", "sample-folder"):
         content: object = {"per_class": d.sample_per_class, "seed": d.seed}
     elif md5 and single_file:

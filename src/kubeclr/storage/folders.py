@@ -115,6 +115,15 @@ def download_prefix(uri: str, dest: Path, *, max_bytes: int, workers: int = DOWN
     return len(objects)
 
 
+def _checked_local(d: DataConfig) -> Path | None:
+    """The local folder ``d.source`` names (None: it must be fetched), once the source is checked."""
+    try:
+        check_folder_source(d)
+    except ConfigError as exc:
+        raise DataError(str(exc)) from None
+    return _local_dir(d.source)
+
+
 def _local_dir(uri: str) -> Path | None:
     if uri.startswith(("https://", "http://", "s3://")) or uri == "sample-folder":
         return None
@@ -132,11 +141,7 @@ def image_folder(d: DataConfig, mirror_uri: str = "") -> Iterator[LocalFolder]:
     Raises:
         DataError: see the module docstring; an unreadable source is named.
     """
-    try:
-        check_folder_source(d)
-    except ConfigError as exc:
-        raise DataError(str(exc)) from None
-    local = _local_dir(d.source)
+    local = _checked_local(d)
     if local is not None:
         yield LocalFolder(local, d.source)
         return
@@ -164,3 +169,25 @@ def image_folder(d: DataConfig, mirror_uri: str = "") -> Iterator[LocalFolder]:
                 max_total_bytes=max(min(free, d.max_archive_bytes), 0),
             )
             yield LocalFolder(dest, archive.source)
+
+
+@contextlib.contextmanager
+def shard_folder(d: DataConfig) -> Iterator[LocalFolder]:
+    """The folder of WebDataset shards ``d.source`` names (a folder or an ``s3://`` prefix), on local disk.
+
+    A prefix is downloaded into a temporary folder (removed afterwards), each object at most
+    ``data.max_archive_bytes``; the shards are then read as streams, never extracted.
+
+    Raises:
+        DataError: no source given, or one that is neither a folder nor an ``s3://`` prefix.
+    """
+    local = _checked_local(d)
+    if local is not None:
+        yield LocalFolder(local, d.source)
+        return
+    if not d.source.startswith("s3://"):
+        raise DataError(f"data.source {redact_uri(d.source)}: shards are read from a folder or an s3:// prefix")
+    with tempfile.TemporaryDirectory(prefix="kubeclr-shards-") as tmp:
+        dest = Path(tmp) / "shards"
+        download_prefix(d.source, dest, max_bytes=d.max_archive_bytes)
+        yield LocalFolder(dest, redact_uri(d.source))
