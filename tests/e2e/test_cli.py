@@ -124,6 +124,8 @@ def _check_outputs(out: Path, run_name: str) -> dict:
     assert rep["n_images"] == min(metrics["dataset"]["test_size"], 2048) and metrics["dataset"]["labelled"] is True
     assert 1.0 <= rep["rankme"] <= min(rep["n_images"], rep["feature_dim"]) and 0.0 <= rep["alignment"] <= 4.0
     assert -4.0 <= rep["uniformity"] <= 0.0 and "Representation (label-free)" in (out / "report.html").read_text()
+    head = metrics["pretrain"]["representation_head"]  # where Wang & Isola measure SimCLR: the head's output z
+    assert head["dim"] == metrics["config"]["model"]["proj_dim"] and 0.0 <= head["alignment"] <= 4.0
     _check_exported(out, metrics, state)
     return metrics
 

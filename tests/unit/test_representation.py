@@ -121,3 +121,33 @@ def test_the_report_explains_each_measure():
         ("uniformity", "-2.310"),
     ]
     assert all(len(r[2]) > 40 for r in rows) and representation_rows(None) == []
+
+
+class _TwoHeads(nn.Module):
+    """(h, z): the pooled colours and, as z, a fixed linear map of them."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.pool = _Pool()
+        self.proj = nn.Linear(4, 3)
+        torch.nn.init.eye_(self.proj.weight)
+
+    def forward(self, x):
+        h = self.pool(x)
+        return h, self.proj(h)
+
+
+def test_the_heads_measures_are_taken_on_z():
+    from kubeclr.core.augment import normalize
+    from kubeclr.eval.representation import measure_head
+
+    images = np.random.default_rng(1).integers(0, 256, size=(12, 3, 16, 16), dtype=np.uint8)
+    mean, std, aug = [0.5] * 3, [0.25] * 3, AugmentConfig(size=16)
+    model = _TwoHeads()
+    out = measure_head(model, images, mean, std, aug, device=torch.device("cpu"), seed=0)
+    with torch.no_grad():
+        z = model.eval()(normalize(torch.from_numpy(images), mean, std))[1]
+    assert (out["n_images"], out["dim"]) == (12, 3) and out["uniformity"] == pytest.approx(uniformity(z))
+    assert 0.0 < out["alignment"] < 4.0 and out == measure_head(
+        model, images, mean, std, aug, device=torch.device("cpu"), seed=0
+    )

@@ -26,7 +26,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from kubeclr.config import AugmentConfig, EvalConfig
-from kubeclr.core.augment import SimCLRAugment, paired_views
+from kubeclr.core.augment import SimCLRAugment, normalize, paired_views
 from kubeclr.eval.features import extract_features
 
 RANKME_EPS = 1e-7  # the paper's ε, added to the normalised singular values
@@ -101,18 +101,10 @@ def measure(
         raise ValueError(f"the label-free measures need at least 2 held-out images, got {len(images)}")
     idx = sample_indices(len(images), seed)
     picked, feats = torch.as_tensor(images[idx]), torch.as_tensor(features)[torch.as_tensor(idx)]
-    aug = SimCLRAugment(augment, mean, std).to(device)
-    generator = torch.Generator(device=device).manual_seed(seed)
-    z1, z2 = [], []
-    for start in range(0, picked.shape[0], batch_size):
-        chunk = picked[start : start + batch_size].to(device)
-        views = paired_views(aug, chunk, generator)  # (2B, 3, S, S) float, normalised
-        encoded = _encode_views(encoder, views, device=device, batch_size=batch_size)
-        z1.append(encoded[: chunk.shape[0]])
-        z2.append(encoded[chunk.shape[0] :])
+    z1, z2 = _paired_features(encoder, picked, mean, std, augment, device=device, seed=seed, batch_size=batch_size)
     return {
         "rankme": rankme(feats),
-        "alignment": alignment(torch.cat(z1), torch.cat(z2)),
+        "alignment": alignment(z1, z2),
         "uniformity": uniformity(feats),
         "n_images": int(picked.shape[0]),
         "feature_dim": int(feats.shape[1]),
@@ -143,6 +135,82 @@ def rankme_monitor(
         return {"rankme": rankme(feats)}
 
     return monitor, {"images": int(len(sample))}
+
+
+class _Projection(nn.Module):
+    """The projection head's output ``z`` of a SimCLR model (``model(x)`` is ``(h, z)``)."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.model(x)[1]
+
+
+def measure_head(
+    model: nn.Module,
+    images: np.ndarray,
+    mean: Sequence[float],
+    std: Sequence[float],
+    augment: AugmentConfig,
+    *,
+    device: torch.device,
+    seed: int,
+    batch_size: int = 512,
+) -> dict:
+    """Alignment and uniformity where Wang & Isola define them for SimCLR: on the head's output ``z``.
+
+    ``model(x)`` returns ``(h, z)``; the loss compares L2-normalised ``z``. A seeded sample of at
+    most :data:`MONITOR_IMAGES` of ``images`` (uint8 ``(N, 3, H, W)``): uniformity on the images as
+    stored, alignment on two augmented views of each.
+
+    Returns:
+        ``{"alignment", "uniformity", "n_images", "dim"}``.
+    """
+    picked = torch.as_tensor(images[sample_indices(len(images), seed, MONITOR_IMAGES)])
+    if picked.shape[0] < 2:
+        raise ValueError(f"the head's measures need at least 2 images, got {picked.shape[0]}")
+    head = _Projection(model)
+    z = torch.cat(
+        [
+            _encode_views(
+                head, normalize(picked[i : i + batch_size].to(device), mean, std), device=device, batch_size=batch_size
+            )
+            for i in range(0, picked.shape[0], batch_size)
+        ]
+    )
+    z1, z2 = _paired_features(head, picked, mean, std, augment, device=device, seed=seed, batch_size=batch_size)
+    return {
+        "alignment": alignment(z1, z2),
+        "uniformity": uniformity(z),
+        "n_images": int(picked.shape[0]),
+        "dim": int(z.shape[1]),
+    }
+
+
+def _paired_features(
+    net: nn.Module,
+    picked: Tensor,
+    mean: Sequence[float],
+    std: Sequence[float],
+    augment: AugmentConfig,
+    *,
+    device: torch.device,
+    seed: int,
+    batch_size: int,
+) -> tuple[Tensor, Tensor]:
+    """``net``'s outputs on two augmented views of each image (the run's augmentation, drawn from ``seed``)."""
+    aug = SimCLRAugment(augment, mean, std).to(device)
+    generator = torch.Generator(device=device).manual_seed(seed)
+    z1, z2 = [], []
+    for start in range(0, picked.shape[0], batch_size):
+        chunk = picked[start : start + batch_size].to(device)
+        views = paired_views(aug, chunk, generator)  # (2B, 3, S, S) float, normalised
+        encoded = _encode_views(net, views, device=device, batch_size=batch_size)
+        z1.append(encoded[: chunk.shape[0]])
+        z2.append(encoded[chunk.shape[0] :])
+    return torch.cat(z1), torch.cat(z2)
 
 
 def _encode_views(encoder: nn.Module, views: Tensor, *, device: torch.device, batch_size: int) -> Tensor:

@@ -27,7 +27,7 @@ from kubeclr.core.train import Callback, CallbackList, train_simclr
 from kubeclr.data.files import load_stats, read_split
 from kubeclr.errors import UserError
 from kubeclr.eval.knn import knn_monitor
-from kubeclr.eval.representation import rankme_monitor
+from kubeclr.eval.representation import measure_head, rankme_monitor
 from kubeclr.storage.store import open_store, parent_and_key
 from kubeclr.telemetry.prometheus import training_callback
 
@@ -119,6 +119,17 @@ def train_and_save(
         init_state=init_state,
     )
     summary = {**result.summary, **({"knn_monitor": monitor_facts} if monitor_facts else {})}
+    if main and len(images) >= 2:  # where Wang & Isola define them for SimCLR: the head's output z
+        summary["representation_head"] = measure_head(
+            result.model,
+            images,
+            mean,
+            std,
+            cfg.augment,
+            device=device,
+            seed=cfg.data.seed,
+            batch_size=cfg.eval.batch_size,
+        )
     if main:
         buf = io.BytesIO()
         torch.save({k: v.detach().cpu().contiguous() for k, v in result.model.encoder.state_dict().items()}, buf)

@@ -117,16 +117,32 @@ def representation_rows(rep: Mapping[str, Any] | None) -> list[tuple[str, str, s
     ]
 
 
+def head_note(pretrain: Mapping[str, Any]) -> str:
+    """Alignment and uniformity of the projection head's output, in one sentence ('' when not measured)."""
+    head = pretrain.get("representation_head")
+    if not head:
+        return ""
+    return (
+        f"On the projection head's output z, what the loss compares (Wang & Isola measure SimCLR there; "
+        f"{head['n_images']:,} pretraining images): alignment {head['alignment']:.3f}, "
+        f"uniformity {head['uniformity']:.3f}."
+    )
+
+
 def _representation_section(metrics: Mapping[str, Any]) -> str:
     rep = metrics.get("representation")
     rows = representation_rows(rep)
     if not rows:
         return ""
+    head = head_note(metrics["pretrain"])
     return (
         '<section class="card"><h2>Representation (label-free)</h2>'
-        + f'<p class="sub">On {rep["n_images"]:,} test images the encoder never trained on, no labels used: '
-        "the measures a run without labels has, shown here beside the accuracy so you can see how they "
-        "relate on your data.</p>" + _table(rows, ("measure", "value", "how to read it")) + "</section>"
+        + f'<p class="sub">On {rep["n_images"]:,} held-out (test) images the encoder never trained on, no labels '
+        "used: the measures a run without labels has, shown here beside the accuracy so you can see how they "
+        "relate on your data.</p>"
+        + _table(rows, ("measure", "value", "how to read it"))
+        + (f'<p class="sub">{_e(head)}</p>' if head else "")
+        + "</section>"
     )
 
 
@@ -211,6 +227,7 @@ def render_markdown(inp: ReportInputs, metrics: Mapping[str, Any]) -> str:
         *(_accuracy_markdown(lin, knn) if lin is not None else []),
         *[f"| {md_escape(name)} | {value} |" for name, value, _ in representation_rows(metrics.get("representation"))],
         "",
+        *([md_escape(head_note(pre)), ""] if head_note(pre) else []),
         *gate_markdown(metrics),
         f"**Dataset**: {md_escape(ds['source'])}{synthetic}; {md_escape(_images_used(ds))}.",
         "",
