@@ -226,6 +226,7 @@ def test_collapse_keeps_a_worse_verdict_and_needs_a_curve():
     assert against_collapse(worse, (12.0, 1.1), 256)["status"] == "below-random-init"
     assert against_collapse(HEALTHY, (), 256) == HEALTHY  # the monitor was off
     assert against_collapse(HEALTHY, (1.5, 1.9), 64)["status"] == "collapsing"  # floor 2 for small dimensions
+    assert against_collapse(HEALTHY, (1.0, 1.0), 3) == HEALTHY  # RankMe can reach 3 at most: too little to judge
 
 
 def test_a_run_whose_monitor_rank_collapses_is_flagged():

@@ -187,3 +187,31 @@ def test_shards_need_a_source_of_their_own():
         cfg = Config().override({"data.format": "webdataset", "data.source": source})
         with pytest.raises(ConfigError, match=said):
             check_folder_source(cfg.data)
+
+
+def test_hidden_members_are_ignored_as_in_image_folders(tmp_path):
+    members = [("m/._00001.png", b"AppleDouble"), ("m/.DS_Store", b"x"), ("__MACOSX/m/a.png", b"y")]
+    root = _one_bad(tmp_path, members)
+    assert read_shards(_cfg().data, root, "shards").skipped == []
+
+
+def test_an_oversized_cls_is_refused_or_skipped_and_large_indices_need_names(tmp_path):
+    root = _one_bad(tmp_path, [("c/1.png", _png(1)), ("c/1.cls", b"1" * 100)])
+    with pytest.raises(DataError, match="member c/1.cls: 100 bytes; a class index is a few digits"):
+        read_shards(_cfg().data, root, "shards")
+    assert len(read_shards(_cfg(on_bad_image="skip").data, root, "shards").skipped) == 1
+    bare = _labelled(tmp_path / "bare", classes=False)
+    _tar(bare / "train-000009.tar", _samples("big", [1], [99_999_999]))
+    with pytest.raises(DataError, match="class index 99999999 without classes.txt"):
+        read_shards(_cfg().data, bare, "bare")
+
+
+def test_limits_and_links(tmp_path):
+    root = tmp_path / "shards"
+    root.mkdir()
+    _tar(root / "unlabeled-000000.tar", _samples("u", list(range(0, 250, 2)), None))
+    limited = read_shards(_cfg(unlabeled_limit=10, test_limit=5).data, root, "shards")
+    assert len(limited.unlabeled) == 10 and len(limited.test.labels) == 5
+    (root / "unlabeled-000001.tar").symlink_to(root / "unlabeled-000000.tar")
+    with pytest.raises(DataError, match="shard unlabeled-000001.tar is a symbolic link"):
+        read_shards(_cfg().data, root, "shards")

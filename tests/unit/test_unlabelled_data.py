@@ -112,7 +112,16 @@ def test_the_held_out_slice_is_seeded(tmp_path):
 
 @pytest.mark.parametrize(
     "n, fraction, held",
-    [(4, 0.2, 2), (5, 0.2, 2), (4, 0.9, 3), (10, 0.9, 9), (1000, 0.2, 256), (5000, 0.2, 1000), (600, 0.1, 256)],
+    [
+        (4, 0.2, 2),
+        (5, 0.2, 2),
+        (4, 0.9, 3),
+        (10, 0.9, 9),
+        (1000, 0.2, 256),
+        (5000, 0.2, 1000),
+        (600, 0.1, 256),
+        (100_000, 0.2, 2048),
+    ],
 )
 def test_held_out_size(n, fraction, held):
     assert held_out_count(n, fraction) == held

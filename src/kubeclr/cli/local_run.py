@@ -179,6 +179,8 @@ def run_local(
     if not sweep:  # the exported models and their card: the files of the `model` folder (no classifier unlabelled)
         model = Path(task.outputs["model"].path)
         sources |= {name: model / name for name in MODEL_FILES if (model / name).is_file()}
+        for name in set(MODEL_FILES) - set(sources):  # an earlier run's classifier beside a card without one
+            (output_dir / name).unlink(missing_ok=True)
     for name, src in sources.items():
         dest = output_dir / name
         shutil.copyfile(src, dest)

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator
 
 from kubeclr.atomic import make_dir
-from kubeclr.config import CANONICAL, Config
+from kubeclr.config import CANONICAL, Config, stored_size
 from kubeclr.config.data import NATIVE_SIZE
 from kubeclr.errors import StorageError, UserError
 from kubeclr.uri import redact_uri, split_uri
@@ -41,7 +41,8 @@ def add_make_shards_parser(sub: Any, formatter: type[argparse.HelpFormatter]) ->
         "and classes.txt. A dataset without labels becomes unlabeled-*.tar alone. Every image is kept: "
         "the data.*_limit keys are 0 unless set with --set. DEST must be empty or new; nothing is left "
         "half-written. Train on the result with `simclr-pipeline run --local --data-source DEST --set "
-        "data.format=webdataset`.",
+        "data.format=webdataset --set data.image_size=N` (N: the size the shards were written at; the summary "
+        "prints it).",
         epilog="examples:\n  simclr-pipeline make-shards https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz "
         "shards/cifar10\n  simclr-pipeline make-shards ./photos s3://bucket/datasets/photos/ --image-size 64 "
         "--shard-size 1GB",
@@ -235,7 +236,7 @@ def make_shards(cfg: Config, dest: str, *, shard_bytes: int) -> dict:
         summary = write_shards(splits, staged, shard_bytes=shard_bytes)
         publish(staged, summary["files"], dest)
     facts = {"source": facts["source"], "synthetic": facts["synthetic"], "skipped": len(splits.skipped)}
-    return {**summary, "dest": dest, **facts}
+    return {**summary, "dest": dest, "image_size": stored_size(cfg.data), **facts}
 
 
 def _human(n: int) -> str:
@@ -257,6 +258,8 @@ def print_summary(summary: dict) -> None:
         print(f"  {summary['skipped']} image(s) skipped (data.on_bad_image=skip; see the log)")
     if summary["synthetic"]:
         print("  (SYNTHETIC sample data, not a real dataset)")
+    size = summary["image_size"]  # shards carry no size of their own: a run must be told it
+    print(f"train on them: --data-source DEST --set data.format=webdataset --set data.image_size={size}")
 
 
 def cmd_make_shards(args: argparse.Namespace) -> int:

@@ -236,9 +236,10 @@ def against_collapse(health: dict[str, Any], rankmes: Sequence[float], feature_d
 
     The rule: the final RankMe is under ``max(2, COLLAPSE_FRACTION * feature_dim)``, or the last
     :data:`FALLING_POINTS` values each fell and the final one is under half the curve's peak.
-    A verdict already worse than ``slow-start`` stands (its cause comes first).
+    ``feature_dim`` is the most RankMe can be: ``min(images measured, feature dimension)``; under
+    4 there is too little to judge. A verdict already worse than ``slow-start`` stands.
     """
-    if not rankmes or health["status"] == "too-early":
+    if not rankmes or health["status"] == "too-early" or feature_dim < 4:
         return health
     final, peak = float(rankmes[-1]), float(max(rankmes))
     out = {**health, "rankme_final": final}
@@ -248,7 +249,7 @@ def against_collapse(health: dict[str, Any], rankmes: Sequence[float], feature_d
     if health["status"] not in ("healthy", "slow-start") or not (final < floor or falling):
         return out
     seen = (
-        f"under {floor:.1f} ({100 * COLLAPSE_FRACTION:g}% of the {feature_dim} feature dimensions)"
+        f"under {floor:.1f} ({100 * COLLAPSE_FRACTION:g}% of the {feature_dim} it can reach)"
         if final < floor
         else f"after falling at each of the last {FALLING_POINTS} measurements from a peak of {peak:.1f}"
     )
@@ -289,4 +290,5 @@ def pretrain_health(history: list[dict[str, Any]], cfg: Config, steps_per_epoch:
     )
     curve = [history[0]["rankme_init"]] if "rankme_init" in history[0] else []
     curve += [r["rankme"] for r in history if "rankme" in r]
-    return against_collapse(health, curve, feature_dim(cfg.model))
+    bound = history[-1].get("rankme_max", feature_dim(cfg.model))  # min(images measured, feature dimension)
+    return against_collapse(health, curve, int(bound))

@@ -34,7 +34,7 @@ from kubeclr.data.images import Limits
 from kubeclr.data.ingest import decode_files, default_workers
 from kubeclr.data.memory import check_fits
 from kubeclr.data.resize import resize_images
-from kubeclr.data.shards import read_shard_splits, shard_files
+from kubeclr.data.shards import Samples, decode_chosen, read_shard_samples, shard_files
 from kubeclr.data.split import limit, split_train_val
 from kubeclr.data.stl10 import COUNTS as STL10_COUNTS
 from kubeclr.data.stl10 import read_stl10
@@ -46,6 +46,7 @@ STREAM_UNLABELED = 4  # random stream of the unlabelled subset (split.py uses 0-
 STREAM_HELD_OUT = 5  # random stream of the held-out slice of a dataset without labels
 MIN_UNLABELLED = 4  # images a dataset without labels needs: some held out, some to pretrain on
 HELD_OUT_FLOOR = 256  # held out at least this many (or half the images) for label-free evaluation
+HELD_OUT_CAP = 2048  # and at most this many: the label-free measures sample 2,048 (kubeclr.eval.representation)
 WORKER_BYTES = 100 * 2**20  # a decoding worker's interpreter, numpy and Pillow
 
 
@@ -100,8 +101,12 @@ def _empty(size: int) -> Batch:
 
 
 def held_out_count(n: int, val_fraction: float) -> int:
-    """How many of ``n`` unlabelled images are held out for label-free evaluation (always leaves one)."""
-    return min(max(round(val_fraction * n), min(HELD_OUT_FLOOR, n // 2)), n - 1)
+    """How many of ``n`` unlabelled images are held out for label-free evaluation (always leaves one).
+
+    ``val_fraction`` of them, at least :data:`HELD_OUT_FLOOR` (or half), at most :data:`HELD_OUT_CAP`:
+    the measures sample no more, and every other image pretrains.
+    """
+    return min(max(round(val_fraction * n), min(HELD_OUT_FLOOR, n // 2)), HELD_OUT_CAP, n - 1)
 
 
 def held_out(n: int, d: DataConfig, origin: str, names: list[str] | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -251,22 +256,44 @@ def _warn_duplicates(digests: dict[str, set[str]], origin: str) -> None:
 def read_shards(d: DataConfig, root: Path, origin: str) -> Splits:
     """WebDataset shards (:mod:`kubeclr.data.shards`) into the same splits as every other format.
 
-    Val is the ``val-*`` shards, else a stratified ``data.val_fraction`` of train; the limits
-    apply as for folders. Shards of ``unlabeled-*`` alone are a dataset without labels (held-out
-    test slice, labels -1). The manifest is each shard's SHA-256.
+    Val is the ``val-*`` shards, else a stratified ``data.val_fraction`` of train; the limits are
+    drawn on the samples before any is decoded, and the memory check runs before decoding, as for
+    image folders. Shards of ``unlabeled-*`` alone are a dataset without labels (held-out test
+    slice, labels -1). The manifest is each shard's SHA-256.
     """
     manifest = {p.name: file_sha256(p) for paths in shard_files(root).values() for p in paths}
-    read = read_shard_splits(d, root, origin)
-    batches, names, size = read["batches"], read["class_names"], stored_size(d)
-    pool = batches.get("unlabeled", _empty(size))
+    read = read_shard_samples(d, root, origin)
+    samples, names, size = read["samples"], read["class_names"], stored_size(d)
+    pool = samples.get("unlabeled", Samples())
+
+    def indexed(prefix: str) -> Batch:  # "images" = indices into the prefix's samples until decoded
+        return Batch(images=np.arange(len(samples[prefix].labels)), labels=np.asarray(samples[prefix].labels))
+
     if not names:
         test_idx, rest = held_out(len(pool.labels), d, origin)
-        test = Batch(images=pool.images[test_idx], labels=pool.labels[test_idx])
-        return Splits(_empty(size), _empty(size), test, pool.images[rest], (), manifest, read["skipped"])
-    if "val" in batches:
-        train, val = batches["train"], batches["val"]
+        chosen = {"test": ("unlabeled", test_idx), "unlabeled": ("unlabeled", rest[_unlabeled_subset(len(rest), d)])}
     else:
-        train, val = split_train_val((batches["train"],), _val_spec(d), d.seed)
-    train, val, test = _limited(d, train, val, batches["test"])
-    unlabeled = pool.images[_unlabeled_subset(len(pool.labels), d)]
-    return Splits(train, val, test, unlabeled, names, manifest, read["skipped"])
+        if "val" in samples:
+            train, val = indexed("train"), indexed("val")
+        else:
+            train, val = split_train_val((indexed("train"),), _val_spec(d), d.seed)
+        train, val, test = _limited(d, train, val, indexed("test"))
+        chosen = {
+            "train": ("train", train.images),
+            "val": ("val" if "val" in samples else "train", val.images),
+            "test": ("test", test.images),
+            "unlabeled": ("unlabeled", _unlabeled_subset(len(pool.labels), d)),
+        }
+    encoded = sum(len(data) for got in samples.values() for data in got.data)
+    total = sum(len(idx) for _, idx in chosen.values())
+    check_fits(f"shards ({total:,} images)", total, size, factor=1.5, limit_gb=d.memory_limit_gb, headroom=encoded)
+    out = {split: _empty(size) for split in ("train", "val", "test", "unlabeled")}
+    for split, (prefix, idx) in chosen.items():
+        source = pool if prefix == "unlabeled" else samples[prefix]
+        out[split] = decode_chosen(source, idx, d) if len(idx) else _empty(size)
+        if split == "test" and len(idx) and not len(out[split].labels):
+            raise DataError(f"{origin}: no usable {split} images (every one was refused)")
+    skipped = [message for got in samples.values() for message in got.skipped]
+    for message in skipped:
+        log.warning("skipped: %s", message)
+    return Splits(out["train"], out["val"], out["test"], out["unlabeled"].images, names, manifest, skipped)

@@ -48,7 +48,14 @@ SPLIT_PREFIXES = ("train", "val", "test", "unlabeled")  # shard name = <prefix>-
 CLASSES_FILE = "classes.txt"
 IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "webp")
 LABEL_EXTENSION = "cls"
+MAX_LABEL_BYTES = 64
+MAX_UNNAMED_CLASSES = 10_000  # without classes.txt the names are the indices: a larger index needs the file
 SHARD_PATTERN = re.compile(r"^(train|val|test|unlabeled)-[^/]*\.tar$")
+
+
+def hidden(member: str) -> bool:
+    """A member to ignore, as image folders ignore such files: ``.DS_Store``, ``._x`` (macOS tar), ``__MACOSX/``."""
+    return any(part.startswith(".") or part == "__MACOSX" for part in PurePosixPath(member).parts if part != ".")
 
 
 def sample_key(member: str) -> tuple[str, str]:
@@ -69,7 +76,11 @@ def shard_files(root: Path) -> dict[str, list[Path]]:
     """``{prefix: [shards, sorted]}`` of the shards directly in ``root`` (other files ignored)."""
     found: dict[str, list[Path]] = {}
     for path in sorted(root.iterdir()):
-        if path.is_file() and SHARD_PATTERN.match(path.name):
+        if not SHARD_PATTERN.match(path.name):
+            continue
+        if path.is_symlink():  # as in image folders: a link could lead anywhere
+            raise DataError(f"shard {path.name} is a symbolic link; refusing it (copy the shard in instead)")
+        if path.is_file():
             found.setdefault(path.name.split("-", 1)[0], []).append(path)
     return found
 
@@ -86,7 +97,7 @@ class Samples:
 
 def _members(shard: Path) -> Iterator[tuple[tarfile.TarInfo, tarfile.TarFile]]:
     try:
-        with tarfile.open(shard, mode="r|*") as tar:  # a stream: members in order, nothing extracted
+        with tarfile.open(shard, mode="r|") as tar:  # an uncompressed stream: members in order, nothing extracted
             for info in tar:
                 yield info, tar
     except (tarfile.TarError, EOFError, OSError) as exc:
@@ -176,7 +187,7 @@ def _read_shard(shard: Path, rule: _Rule, out: Samples, desc: str) -> None:
     seen: set[str] = set()
     pending: _Pending | None = None
     for info, tar in progress(_members(shard), desc=f"{desc} {shard.name}", unit="member"):
-        if info.isdir():
+        if info.isdir() or hidden(info.name):
             continue
         key, ext = sample_key(info.name)
         where = f"shard {shard.name}, member {info.name}"
@@ -197,7 +208,11 @@ def _read_shard(shard: Path, rule: _Rule, out: Samples, desc: str) -> None:
                 rule.refuse(exc, out)
                 pending.refused = True
         elif ext == LABEL_EXTENSION:
-            pending.label = _read_member(tar, info, 64, where)
+            if info.size > MAX_LABEL_BYTES:
+                rule.refuse(BadSample(f"{where}: {info.size} bytes; a class index is a few digits"), out)
+                pending.refused = True
+                continue
+            pending.label = _read_member(tar, info, MAX_LABEL_BYTES, where)
     if pending is not None:
         _finish(shard, pending, rule, out)
 
@@ -223,6 +238,8 @@ def decode_samples(samples: Samples, size: int, limits: Limits, on_bad: str) -> 
 def read_classes(root: Path) -> tuple[str, ...] | None:
     """The names of ``classes.txt`` (blank lines ignored), or None without the file."""
     path = root / CLASSES_FILE
+    if path.is_symlink():
+        raise DataError(f"{CLASSES_FILE} is a symbolic link; refusing it")
     if not path.is_file():
         return None
     names = tuple(line.strip() for line in path.read_text(encoding="utf-8", errors="replace").splitlines())
@@ -234,15 +251,16 @@ def read_classes(root: Path) -> tuple[str, ...] | None:
     return names
 
 
-def read_shard_splits(d: DataConfig, root: Path, origin: str) -> dict:
-    """Every split's decoded images and labels, the class names and what was skipped.
+def read_shard_samples(d: DataConfig, root: Path, origin: str) -> dict:
+    """Every split's samples (encoded, checked, not decoded), the class names and what was skipped.
 
     Returns:
-        ``{"batches": {prefix: Batch}, "class_names": tuple, "skipped": [str]}``; ``batches`` holds
-        the prefixes that have shards. With no ``train-*`` and ``test-*`` shards, ``class_names`` is ``()``.
+        ``{"samples": {prefix: Samples}, "class_names": tuple}``; ``samples`` holds the prefixes
+        that have shards. With no ``train-*`` and ``test-*`` shards, ``class_names`` is ``()``.
 
     Raises:
-        DataError: no shards, train without test (or the reverse), a bad classes.txt, a bad sample.
+        DataError: no shards, train without test (or the reverse), a bad classes.txt, a bad sample,
+            a class index beyond :data:`MAX_UNNAMED_CLASSES` without classes.txt.
     """
     found = shard_files(root)
     if not found:
@@ -254,13 +272,9 @@ def read_shard_splits(d: DataConfig, root: Path, origin: str) -> dict:
         have, lack = ("train", "test") if "train" in found else ("test", "train")
         raise DataError(f"{origin}: {have}-*.tar but no {lack}-*.tar shards")
     classes = read_classes(root) if labelled else None
-    size = stored_size(d)
     limits = Limits(max_bytes=d.max_image_bytes, max_pixels=d.max_image_pixels)
-    batches, skipped = {}, []
-    for prefix in SPLIT_PREFIXES:
-        if prefix not in found:
-            continue
-        samples = read_split_shards(
+    samples = {
+        prefix: read_split_shards(
             found[prefix],
             labelled=prefix != "unlabeled",
             num_classes=len(classes) if classes else None,
@@ -268,17 +282,34 @@ def read_shard_splits(d: DataConfig, root: Path, origin: str) -> dict:
             on_bad=d.on_bad_image,
             desc=prefix,
         )
-        images, labels = decode_samples(samples, size, limits, d.on_bad_image)
-        skipped += samples.skipped
-        if prefix != "unlabeled" and not len(labels):
+        for prefix in SPLIT_PREFIXES
+        if prefix in found
+    }
+    for prefix, got in samples.items():
+        if prefix != "unlabeled" and not got.labels:
             raise DataError(f"{origin}: no usable {prefix} samples in {len(found[prefix])} shard(s)")
-        batches[prefix] = Batch(images=images, labels=labels)
     names: tuple[str, ...] = ()
     if labelled:
-        top = max(int(b.labels.max()) for p, b in batches.items() if p != "unlabeled" and len(b.labels))
+        top = max(max(got.labels) for prefix, got in samples.items() if prefix != "unlabeled")
+        if classes is None and top >= MAX_UNNAMED_CLASSES:
+            raise DataError(
+                f"{origin}: class index {top} without {CLASSES_FILE}; add {CLASSES_FILE} (one name per line) "
+                f"or use indices below {MAX_UNNAMED_CLASSES}"
+            )
         names = classes or tuple(str(i) for i in range(top + 1))
         if len(names) < 2:
             raise DataError(f"{origin}: {len(names)} class(es); at least two are needed")
-    for message in skipped:
-        log.warning("skipped: %s", message)
-    return {"batches": batches, "class_names": names, "skipped": skipped}
+    return {"samples": samples, "class_names": names}
+
+
+def decode_chosen(samples: Samples, chosen: np.ndarray, d: DataConfig) -> Batch:
+    """Decode the samples at ``chosen`` (indices) as an image folder's images; bad ones per ``on_bad_image``."""
+    picked = Samples(
+        data=[samples.data[i] for i in chosen],
+        labels=[samples.labels[i] for i in chosen],
+        names=[samples.names[i] for i in chosen],
+        skipped=samples.skipped,
+    )
+    limits = Limits(max_bytes=d.max_image_bytes, max_pixels=d.max_image_pixels)
+    images, labels = decode_samples(picked, stored_size(d), limits, d.on_bad_image)
+    return Batch(images=images, labels=labels)

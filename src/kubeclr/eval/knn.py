@@ -132,9 +132,10 @@ def knn_monitor(
         device: where the encoder runs.
 
     Returns:
-        ``(monitor, facts)``: ``monitor(encoder)`` is ``{"knn_top1", "rankme"}``: the weighted
-        kNN top-1 of the held-out queries and the effective rank of their features (RankMe,
-        :mod:`kubeclr.eval.representation`: collapse shows as it happens); ``facts`` is
+        ``(monitor, facts)``: ``monitor(encoder)`` is ``{"knn_top1", "rankme", "rankme_max"}``: the
+        weighted kNN top-1 of the held-out queries, the effective rank of their features (RankMe,
+        :mod:`kubeclr.eval.representation`: collapse shows as it happens) and the most it can be,
+        ``min(queries, feature dimension)``; ``facts`` is
         ``{"k", "temperature", "bank", "queries"}``.
     """
     bank, query = knn_split(len(labels), seed)
@@ -149,6 +150,6 @@ def knn_monitor(
         top1 = knn_accuracy(
             feats[0], bank_y, feats[1], query_y, k=k, temperature=cfg.knn_temperature, num_classes=num_classes
         )
-        return {"knn_top1": top1, "rankme": rankme(feats[1])}
+        return {"knn_top1": top1, "rankme": rankme(feats[1]), "rankme_max": float(min(feats[1].shape))}
 
     return monitor, {"k": k, "temperature": cfg.knn_temperature, "bank": len(bank_y), "queries": len(query_y)}

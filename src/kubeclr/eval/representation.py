@@ -2,7 +2,9 @@
 
 They need no labels, so every run reports them, and a run on unlabelled images has
 nothing else. All three are computed on the frozen encoder's features ``h`` (the
-representation that is exported and evaluated; the projection head is not kept).
+representation that is exported and evaluated); alignment and uniformity also on the
+projection head's output ``z`` at the end of pretraining (:func:`measure_head`), where
+Wang & Isola measure SimCLR.
 
 - **RankMe** (Garrido et al., ICML 2023, arXiv:2210.02885): ``exp(-Σ p_k log p_k)`` with
   ``p = σ / Σσ + ε`` over the singular values σ of the ``(N, D)`` feature matrix: the
@@ -33,7 +35,6 @@ RANKME_EPS = 1e-7  # the paper's ε, added to the normalised singular values
 UNIFORMITY_T = 2.0
 MONITOR_IMAGES = 1024  # the label-free monitor's sample of the pretraining images
 MAX_IMAGES = 2048  # the measures' sample: enough for a stable rank below D = 2048, a few seconds on a CPU
-COLLAPSE_FRACTION = 0.05  # RankMe below this fraction of the feature dimension: collapsing
 
 
 def rankme(features: Tensor) -> float:
@@ -126,13 +127,14 @@ def rankme_monitor(
     accuracy without labels, but collapse still shows as it happens.
 
     Returns:
-        ``(monitor, facts)``: ``monitor(encoder)`` is ``{"rankme"}``; ``facts`` is ``{"images"}``.
+        ``(monitor, facts)``: ``monitor(encoder)`` is ``{"rankme", "rankme_max"}`` (the most it can be,
+        ``min(images, feature dimension)``); ``facts`` is ``{"images"}``.
     """
     sample = images[sample_indices(len(images), seed, MONITOR_IMAGES)]
 
     def monitor(encoder: nn.Module) -> dict[str, float]:
         feats = extract_features(encoder, sample, mean, std, device=device, batch_size=cfg.batch_size)
-        return {"rankme": rankme(feats)}
+        return {"rankme": rankme(feats), "rankme_max": float(min(feats.shape))}
 
     return monitor, {"images": int(len(sample))}
 

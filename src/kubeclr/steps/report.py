@@ -109,7 +109,7 @@ def run(
         timings={k: float(v) for k, v in timings.items() if v is not None},
         tsne=points,
         tsne_labels=point_labels,
-        views=_views(cfg, train_path, mean, std),
+        views=_views(cfg, train_path, mean, std, test_path),
         crop_size=cfg.crop_size,
         representation=features.meta.get("representation"),
     )
@@ -141,9 +141,12 @@ def run(
     return summary  # a failed gate fails the next task (regression_gate), once these files are uploaded
 
 
-def _views(cfg: Config, train_path: str | Path, mean: list[float], std: list[float]) -> str:
-    """The grid of augmented view pairs of the first train images ('' when it cannot be drawn)."""
+def _views(cfg: Config, train_path: str | Path, mean: list[float], std: list[float], test_path: str | Path) -> str:
+    """The grid of augmented view pairs of the first train images, else the first test images (a run
+    without labels has no train images); '' when it cannot be drawn."""
     images = read_split("train split", train_path).images
+    if not len(images):
+        images = read_split("test split", test_path).images
     try:
         return view_grid(images, cfg.augment, mean, std, count=8, seed=cfg.data.seed)
     except (RuntimeError, ValueError) as exc:  # a figure must never fail the report
