@@ -54,14 +54,15 @@ UI_PARAMS: tuple[UiParam, ...] = (
     UiParam(
         "data_source",
         "data.source",
-        "The dataset (any data_format): https://…, s3://bucket/key or an s3:// prefix (image folders), "
+        "The dataset (any data_format): https://…, s3://bucket/key or an s3:// prefix (image folders, shards), "
         "file:///path, a path, 'sample' or 'sample-folder' (synthetic, offline).",
     ),
     UiParam("data_md5", "data.md5", "Expected MD5 of the tarball or archive ('none' skips the check)."),
     UiParam(
         "data_format",
         "data.format",
-        "Dataset layout: cifar10, cifar100, stl10 or imagefolder (train/<class>/, test/<class>/, unlabeled/).",
+        "Dataset layout: cifar10, cifar100, stl10, imagefolder (train/<class>/, test/<class>/, unlabeled/; "
+        "or unlabeled/ alone) or webdataset (train-*.tar, test-*.tar shards).",
     ),
     UiParam("arch", "model.arch", "Encoder: resnet18, resnet34 or resnet50."),
     UiParam("epochs", "pretrain.epochs", "Pretraining epochs."),
