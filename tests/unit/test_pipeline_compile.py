@@ -373,9 +373,10 @@ def _changed(cfg, key):
         candidates = [[0.2, 1.0], [1e-3]]
     else:
         candidates = ["cuda" if value == "auto" else "x", "file:///tmp/x", "random:0.1", "0" * 32, "abc"]
+    needs = {"data.stream": {"data.format": "webdataset"}}.get(key, {})  # valid only beside another value
     for candidate in candidates:
         try:
-            changed = cfg.override({key: candidate})
+            changed = cfg.override({**needs, key: candidate})
         except ConfigError:
             continue
         if changed.to_dict()[section][name] != value:

@@ -454,18 +454,8 @@ def test_background_views_are_bitwise_the_inline_views_and_leave_the_same_genera
     runs = {}
     for background in (False, True):
         gen = torch.Generator().manual_seed(9)
-        with view_batches(
-            aug,
-            images,
-            perm,
-            gen,
-            batch_size=16,
-            per_rank=8,
-            rank=1,
-            steps=3,
-            channels_last=False,
-            background=background,
-        ) as batches:
+        pick = train._resident_picker(images, perm, batch_size=16, per_rank=8, rank=1)
+        with view_batches(aug, pick, gen, steps=3, fmt=torch.contiguous_format, background=background) as batches:
             runs[background] = ([v.clone() for v in batches], gen.get_state())
     (inline, inline_state), (ahead, ahead_state) = runs[False], runs[True]
     assert len(inline) == len(ahead) == 3 and inline[0].shape == (16, 3, 16, 16)

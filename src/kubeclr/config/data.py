@@ -58,7 +58,15 @@ class DataConfig:
     max_archive_bytes: int = option(
         64 * 2**30, ge=1, help="image folder archives: most bytes extracted in all (each file counts at least 4 KiB)"
     )
-    workers: int = option(0, ge=0, help="image folders: decoding processes (0 = one per CPU)")
+    workers: int = option(0, ge=0, help="image folders and shards: decoding processes (0 = one per CPU)")
+    stream: bool = option(
+        False,
+        help="webdataset only: index the shards in the data step and stream them into pretraining and feature "
+        "extraction (data larger than memory), instead of decoding them into the split files",
+    )
+    shuffle_buffer: int = option(
+        2048, ge=0, help="streamed shards: samples each decoding process shuffles among (0 = shard order only)"
+    )
     memory_limit_gb: float = option(
         0.0, ge=0, help="memory the data steps may use, checked before decoding (0 = the container's limit)"
     )
@@ -90,6 +98,11 @@ def data_defaults(d: DataConfig, origin: str) -> DataConfig:
         ConfigError: ``sample-folder`` read as CIFAR-100 or STL-10.
     """
     fmt = "imagefolder" if d.source == "sample-folder" and d.format == "cifar10" else d.format
+    if d.stream and fmt != "webdataset":
+        raise ConfigError(
+            f"{origin}: data.stream=true streams WebDataset shards; data.format is {fmt} (write shards with "
+            "'simclr-pipeline make-shards SOURCE DEST' and set data.format=webdataset data.source=DEST)"
+        )
     source, md5 = d.source, d.md5
     if source == "sample-folder" and fmt != "imagefolder":
         raise ConfigError(f"{origin}: data.source='sample-folder' is an image folder; it cannot be read as {fmt}")

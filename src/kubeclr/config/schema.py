@@ -294,6 +294,11 @@ class Config:
             if name == "data" and (not partial or given == keys):
                 values = data_defaults(values, origin)
             built[name] = values if not partial or given == keys else PartialSection(name, values, given)
+        if not partial and built["data"].stream and built["eval"].protocol == "crops":
+            raise ConfigError(
+                f"{origin}: eval.protocol=crops trains on the decoded images, which data.stream=true does not "
+                "keep; use eval.protocol=features"
+            )
         return cls(**built)
 
     @property

@@ -25,7 +25,7 @@ import random
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, Generic, Iterable, Iterator, Mapping, Sequence, TypeVar
+from typing import Any, Callable, Generic, Iterable, Iterator, Mapping, Protocol, Sequence, TypeVar
 
 import numpy as np
 import torch
@@ -113,6 +113,28 @@ class PretrainResult:
 STEP_SAMPLES = 50  # per-step losses kept per epoch (sampled evenly)
 
 
+class BatchStream(Protocol):
+    """Training images too large for the device: each epoch's uint8 batches arrive from elsewhere.
+
+    :class:`kubeclr.data.stream.StreamedImages` reads them from WebDataset shards. The order of an
+    epoch must depend on the epoch (and the rank) alone, so that a run resumed at an epoch
+    boundary reads what the uninterrupted run read.
+    """
+
+    image_shape: tuple[int, int, int]  # (3, H, W)
+
+    def __len__(self) -> int:
+        """Images per epoch, all ranks together."""
+
+    def steps(self, per_rank: int, world: int) -> int:
+        """Optimiser steps per epoch (the same on every rank)."""
+
+    def epoch(
+        self, epoch: int, *, rank: int, world: int, per_rank: int, steps: int
+    ) -> contextlib.AbstractContextManager[Iterator[Tensor]]:
+        """This rank's ``steps`` uint8 ``(per_rank, 3, H, W)`` batches of ``epoch`` (1-based)."""
+
+
 def paired_loss(
     model: nn.Module, loss_fn: nn.Module, views: Tensor, precision: contextlib.AbstractContextManager | None = None
 ) -> Tensor:
@@ -139,7 +161,7 @@ def paired_loss(
 
 def train_simclr(
     cfg: Config,
-    images: Tensor | np.ndarray,
+    images: Tensor | np.ndarray | BatchStream,
     mean: Sequence[float],
     std: Sequence[float],
     *,
@@ -153,7 +175,8 @@ def train_simclr(
 
     Args:
         cfg: the run's config (model, augment, pretrain).
-        images: uint8 ``(N, 3, H, W)`` training images (labels are never used).
+        images: uint8 ``(N, 3, H, W)`` training images (labels are never used), moved to the device
+            once; or a :class:`BatchStream` that hands over each epoch's batches.
         mean, std: per-channel normalisation statistics in [0, 1].
         device: this process's device (``cuda:LOCAL_RANK`` under torchrun).
         store: checkpoint store; the newest complete checkpoint is resumed and
@@ -177,11 +200,15 @@ def train_simclr(
         UserError: the checkpoint at ``store`` was written for another model.
     """
     pc = cfg.pretrain
-    images = torch.as_tensor(images)
-    if images.dtype != torch.uint8 or images.dim() != 4 or images.shape[1] != 3:
-        raise DataError(f"pretraining images must be uint8 (N, 3, H, W), got {images.dtype} {tuple(images.shape)}")
+    streamed = not isinstance(images, (Tensor, np.ndarray))
+    if not streamed:
+        images = torch.as_tensor(images)
+        if images.dtype != torch.uint8 or images.dim() != 4 or images.shape[1] != 3:
+            raise DataError(f"pretraining images must be uint8 (N, 3, H, W), got {images.dtype} {tuple(images.shape)}")
     rank, world = distributed.rank_and_world()
-    per_rank, steps_per_epoch = batch_plan(pc.batch_size, world, images.shape[0])
+    per_rank, steps_per_epoch = batch_plan(pc.batch_size, world, len(images))
+    if streamed:
+        steps_per_epoch = images.steps(per_rank, world)
     callbacks = callbacks or Callback()
     cuda = device.type == "cuda"
     mixed = autocast(device, pc.precision)  # first: fp16 on CPU fails before any work
@@ -215,7 +242,7 @@ def train_simclr(
         "shuffle": torch.Generator().manual_seed(pc.seed),
         "augment": torch.Generator(device=device).manual_seed(pc.seed + 7919 * (rank + 1)),
     }
-    data = images.to(device)  # (N, 3, H, W) uint8, resident for the whole run
+    data = None if streamed else images.to(device)  # (N, 3, H, W) uint8, resident for the whole run
 
     history: list[dict[str, Any]] = []
     parts = {"model": model, "optimizer": optimizer, "scheduler": scheduler, "scaler": scaler}
@@ -242,25 +269,31 @@ def train_simclr(
         model.train()
         t0 = time.perf_counter()
         timer = StepTimer(device, steps_per_epoch)  # GPU time per step, read once per epoch
-        perm = torch.randperm(data.shape[0], generator=gens["shuffle"]).to(device)  # (N,)
         step_loss = torch.zeros(steps_per_epoch, device=device)  # read once per epoch, with the mean
         bar = (
             progress(range(steps_per_epoch), total=steps_per_epoch, desc=f"epoch {epoch}/{pc.epochs}")
             if rank == 0
             else range(steps_per_epoch)
         )
-        with view_batches(
-            aug,
-            data,
-            perm,
-            gens["augment"],
-            batch_size=pc.batch_size,
-            per_rank=per_rank,
-            rank=rank,
-            steps=steps_per_epoch,
-            channels_last=pc.channels_last,
-            background=device.type == "cpu",
-        ) as batches:
+        with contextlib.ExitStack() as stack:
+            if streamed:  # this epoch's batches, read and decoded elsewhere while the device trains
+                chunks = stack.enter_context(
+                    images.epoch(epoch, rank=rank, world=world, per_rank=per_rank, steps=steps_per_epoch)
+                )
+                pick = _streamed_picker(chunks, device)
+            else:
+                perm = torch.randperm(data.shape[0], generator=gens["shuffle"]).to(device)  # (N,)
+                pick = _resident_picker(data, perm, batch_size=pc.batch_size, per_rank=per_rank, rank=rank)
+            batches = stack.enter_context(
+                view_batches(
+                    aug,
+                    pick,
+                    gens["augment"],
+                    steps=steps_per_epoch,
+                    fmt=memory_format(device, pc.channels_last),
+                    background=device.type == "cpu",
+                )
+            )
             timer.start()
             for i, batch_views in zip(bar, batches):
                 loss = paired_loss(forward, loss_fn, batch_views, mixed)
@@ -346,35 +379,48 @@ def batch_plan(batch_size: int, world_size: int, n_images: int) -> tuple[int, in
     return batch_size // world_size, n_images // batch_size
 
 
+def _resident_picker(
+    data: Tensor, perm: Tensor, *, batch_size: int, per_rank: int, rank: int
+) -> Callable[[int], Tensor]:
+    """Batch i of an epoch of resident data: ``data[perm[i * batch_size + rank * per_rank :][:per_rank]]``."""
+
+    def pick(i: int) -> Tensor:
+        start = i * batch_size + rank * per_rank
+        return data[perm[start : start + per_rank]]
+
+    return pick
+
+
+def _streamed_picker(batches: Iterator[Tensor], device: torch.device) -> Callable[[int], Tensor]:
+    """Batch i of a streamed epoch: the next one the stream hands over, copied to ``device``."""
+
+    def pick(i: int) -> Tensor:
+        return next(batches).to(device, non_blocking=True)
+
+    return pick
+
+
 def view_batches(
     aug: SimCLRAugment,
-    data: Tensor,
-    perm: Tensor,
+    pick: Callable[[int], Tensor],
     generator: torch.Generator,
     *,
-    batch_size: int,
-    per_rank: int,
-    rank: int,
     steps: int,
-    channels_last: bool,
+    fmt: torch.memory_format,
     background: bool,
 ) -> contextlib.AbstractContextManager[Iterable[Tensor]]:
     """This rank's ``steps`` batches of paired views for one epoch, as a context manager over an iterable.
 
-    Batch i holds the views ``(2 * per_rank, 3, S, S)`` of
-    ``data[perm[i * batch_size + rank * per_rank :][:per_rank]]``. With
-    ``background`` (CPU) batch i + 1 is augmented on one thread while batch i
-    trains, the overlap a DataLoader's workers give; that thread alone draws
-    from ``generator``, in order, so the stream and every checkpoint are
-    bitwise those of the inline loop. On CUDA kernels are asynchronous anyway.
-    The views are channels_last where ``channels_last`` asks for it and
-    :func:`~kubeclr.core.device.memory_format` allows it on ``data``'s device.
+    Batch i holds the views ``(2 * b, 3, S, S)`` of ``pick(i)``, the epoch's i-th uint8 batch of
+    this rank (resident data indexed by the epoch's permutation, or the next streamed batch), in
+    memory format ``fmt``. With ``background`` (CPU) batch i + 1 is augmented on one thread while
+    batch i trains, the overlap a DataLoader's workers give; that thread alone calls ``pick`` and
+    draws from ``generator``, in order, so the stream and every checkpoint are bitwise those of
+    the inline loop. On CUDA kernels are asynchronous anyway.
     """
-    fmt = memory_format(data.device, channels_last)
 
     def views(i: int) -> Tensor:
-        start = i * batch_size + rank * per_rank
-        v = paired_views(aug, data[perm[start : start + per_rank]], generator)  # (2b, 3, S, S) float32
+        v = paired_views(aug, pick(i), generator)  # (2b, 3, S, S) float32
         return v.contiguous(memory_format=fmt)
 
     return Prefetch(views, steps) if background else contextlib.nullcontext(map(views, range(steps)))

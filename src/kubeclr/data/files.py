@@ -86,6 +86,9 @@ class Split:
         meta: JSON-serialisable facts: ``source``, ``synthetic``, ``split``, ``format``, ``image_size``.
         unlabeled: uint8 (M, 3, S, S) — the train split's unlabelled images, for pretraining only
             (empty elsewhere, and unless asked for when read: evaluation never loads them).
+        refs, unlabeled_refs: streamed shards (``data.stream``): no images (``(0, 3, S, S)``), but
+            each sample's int64 (shard, position) address, ``meta["stream"]`` naming the shards
+            (:mod:`kubeclr.data.stream`); None otherwise.
     """
 
     images: np.ndarray
@@ -93,6 +96,8 @@ class Split:
     class_names: tuple[str, ...]
     meta: dict[str, Any]
     unlabeled: np.ndarray | None = None
+    refs: np.ndarray | None = None
+    unlabeled_refs: np.ndarray | None = None
 
     def pretraining_images(self) -> np.ndarray:
         """Labelled and unlabelled images together (labels are not part of it)."""
@@ -106,6 +111,9 @@ class Split:
 
 def save_split(path: str | Path, split: Split) -> None:
     extra = {} if split.unlabeled is None else {"unlabeled": np.ascontiguousarray(split.unlabeled, dtype=np.uint8)}
+    for name in ("refs", "unlabeled_refs"):
+        if getattr(split, name) is not None:
+            extra[name] = np.asarray(getattr(split, name), dtype=np.int64).reshape(-1, 2)
     save_arrays(
         path,
         images=np.ascontiguousarray(split.images, dtype=np.uint8),
@@ -125,6 +133,8 @@ def load_split(path: str | Path, *, unlabeled: bool = False) -> Split:
             class_names=tuple(str(c) for c in npz["class_names"]),
             meta=json.loads(str(npz["meta"])),
             unlabeled=npz["unlabeled"] if unlabeled and "unlabeled" in npz.files else None,
+            refs=npz["refs"] if "refs" in npz.files else None,
+            unlabeled_refs=npz["unlabeled_refs"] if unlabeled and "unlabeled_refs" in npz.files else None,
         )
 
 

@@ -25,7 +25,6 @@ from pathlib import Path
 
 import numpy as np
 
-from kubeclr.atomic import file_sha256
 from kubeclr.config import DataConfig, stored_size
 from kubeclr.data.cifar import Batch, read_archive
 from kubeclr.data.cifar100 import read_cifar100
@@ -34,7 +33,7 @@ from kubeclr.data.images import Limits
 from kubeclr.data.ingest import decode_files, default_workers
 from kubeclr.data.memory import check_fits
 from kubeclr.data.resize import resize_images
-from kubeclr.data.shards import Samples, decode_chosen, read_shard_samples, shard_files
+from kubeclr.data.shards import Samples, ShardDir, decode_chosen, read_shard_samples
 from kubeclr.data.split import limit, split_train_val
 from kubeclr.data.stl10 import COUNTS as STL10_COUNTS
 from kubeclr.data.stl10 import read_stl10
@@ -253,17 +252,17 @@ def _warn_duplicates(digests: dict[str, set[str]], origin: str) -> None:
                 log.warning("%s: %d %s images are byte-identical to %s images", origin, same, held_out, seen)
 
 
-def read_shards(d: DataConfig, root: Path, origin: str) -> Splits:
-    """WebDataset shards (:mod:`kubeclr.data.shards`) into the same splits as every other format.
+ShardChoice = dict[str, tuple[str, np.ndarray]]  # split -> (the shard prefix it comes from, indices into its samples)
+
+
+def choose_shard_samples(d: DataConfig, read: dict, origin: str) -> ShardChoice:
+    """Which samples of :func:`~kubeclr.data.shards.read_shard_samples` make train, val, test and unlabeled.
 
     Val is the ``val-*`` shards, else a stratified ``data.val_fraction`` of train; the limits are
-    drawn on the samples before any is decoded, and the memory check runs before decoding, as for
-    image folders. Shards of ``unlabeled-*`` alone are a dataset without labels (held-out test
-    slice, labels -1). The manifest is each shard's SHA-256.
+    drawn on the samples, before any is decoded. Shards of ``unlabeled-*`` alone are a dataset
+    without labels (a held-out test slice).
     """
-    manifest = {p.name: file_sha256(p) for paths in shard_files(root).values() for p in paths}
-    read = read_shard_samples(d, root, origin)
-    samples, names, size = read["samples"], read["class_names"], stored_size(d)
+    samples, names = read["samples"], read["class_names"]
     pool = samples.get("unlabeled", Samples())
 
     def indexed(prefix: str) -> Batch:  # "images" = indices into the prefix's samples until decoded
@@ -271,26 +270,36 @@ def read_shards(d: DataConfig, root: Path, origin: str) -> Splits:
 
     if not names:
         test_idx, rest = held_out(len(pool.labels), d, origin)
-        chosen = {"test": ("unlabeled", test_idx), "unlabeled": ("unlabeled", rest[_unlabeled_subset(len(rest), d)])}
+        return {"test": ("unlabeled", test_idx), "unlabeled": ("unlabeled", rest[_unlabeled_subset(len(rest), d)])}
+    if "val" in samples:
+        train, val = indexed("train"), indexed("val")
     else:
-        if "val" in samples:
-            train, val = indexed("train"), indexed("val")
-        else:
-            train, val = split_train_val((indexed("train"),), _val_spec(d), d.seed)
-        train, val, test = _limited(d, train, val, indexed("test"))
-        chosen = {
-            "train": ("train", train.images),
-            "val": ("val" if "val" in samples else "train", val.images),
-            "test": ("test", test.images),
-            "unlabeled": ("unlabeled", _unlabeled_subset(len(pool.labels), d)),
-        }
+        train, val = split_train_val((indexed("train"),), _val_spec(d), d.seed)
+    train, val, test = _limited(d, train, val, indexed("test"))
+    return {
+        "train": ("train", train.images),
+        "val": ("val" if "val" in samples else "train", val.images),
+        "test": ("test", test.images),
+        "unlabeled": ("unlabeled", _unlabeled_subset(len(pool.labels), d)),
+    }
+
+
+def read_shards(d: DataConfig, where: ShardDir | Path, origin: str) -> Splits:
+    """WebDataset shards (:mod:`kubeclr.data.shards`) into the same splits as every other format.
+
+    The splits are :func:`choose_shard_samples`'; the memory check runs before decoding, as for
+    image folders. The manifest is each shard's SHA-256.
+    """
+    read = read_shard_samples(d, where, origin)
+    samples, names, size = read["samples"], read["class_names"], stored_size(d)
+    manifest = {name: fact["sha256"] for shards in read["shards"].values() for name, fact in shards.items()}
+    chosen = choose_shard_samples(d, read, origin)
     encoded = sum(len(data) for got in samples.values() for data in got.data)
     total = sum(len(idx) for _, idx in chosen.values())
     check_fits(f"shards ({total:,} images)", total, size, factor=1.5, limit_gb=d.memory_limit_gb, headroom=encoded)
     out = {split: _empty(size) for split in ("train", "val", "test", "unlabeled")}
     for split, (prefix, idx) in chosen.items():
-        source = pool if prefix == "unlabeled" else samples[prefix]
-        out[split] = decode_chosen(source, idx, d) if len(idx) else _empty(size)
+        out[split] = decode_chosen(samples[prefix], idx, d) if len(idx) else _empty(size)
         if split == "test" and len(idx) and not len(out[split].labels):
             raise DataError(f"{origin}: no usable {split} images (every one was refused)")
     skipped = [message for got in samples.values() for message in got.skipped]

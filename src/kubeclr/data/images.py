@@ -13,9 +13,11 @@ antialiased bicubic filter, once, at ingestion.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import warnings
 from dataclasses import dataclass
+from typing import Iterator
 
 import numpy as np
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
@@ -56,6 +58,55 @@ def _to_rgb(img: Image.Image) -> Image.Image:
     return img if img.mode == "RGB" else img.convert("RGB")
 
 
+@contextlib.contextmanager
+def _refusing(name: str) -> Iterator[None]:
+    """Any failure to open or decode ``name`` as one :class:`BadImage` saying why; Pillow's own
+    pixel limit is lifted meanwhile (ours, in :func:`_opened`, names the config key)."""
+    pillow_limit, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            yield
+    except BadImage:
+        raise
+    except UnidentifiedImageError:
+        raise BadImage(f"{name}: not a {', '.join(FORMATS[:-1])} or {FORMATS[-1]} image") from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise BadImage(f"{name}: refused as a decompression bomb ({exc})") from None
+    except (OSError, SyntaxError, ValueError, EOFError, MemoryError) as exc:
+        raise BadImage(f"{name}: corrupt or truncated image ({type(exc).__name__}: {exc})") from None
+    except Exception as exc:  # a plugin's or the EXIF parser's own error (struct.error, KeyError, …): still this file's
+        raise BadImage(f"{name}: cannot be decoded ({type(exc).__name__}: {exc})") from None
+    finally:
+        Image.MAX_IMAGE_PIXELS = pillow_limit
+
+
+def _opened(data: bytes, name: str, limits: Limits) -> Image.Image:
+    """The image's header, read and checked against ``limits``; no pixel decoded yet."""
+    if len(data) > limits.max_bytes:
+        raise BadImage(f"{name}: {len(data)} bytes, more than data.max_image_bytes={limits.max_bytes}")
+    if not data:
+        raise BadImage(f"{name}: empty file")
+    img = Image.open(io.BytesIO(data), formats=FORMATS)  # reads the header only
+    width, height = img.size
+    if width * height > limits.max_pixels:
+        raise BadImage(
+            f"{name}: declares {width}x{height} = {width * height} pixels, more than "
+            f"data.max_image_pixels={limits.max_pixels} (a decompression bomb?)"
+        )
+    return img
+
+
+def check_image(data: bytes, *, name: str, limits: Limits = Limits()) -> None:
+    """What :func:`decode_image` checks before decoding (bytes, format, declared pixels), without decoding.
+
+    Raises:
+        BadImage: too large, not a JPEG/PNG/WebP, too many pixels, an unreadable header.
+    """
+    with _refusing(name):
+        _opened(data, name, limits)
+
+
 def decode_image(data: bytes, size: int, *, name: str, limits: Limits = Limits()) -> np.ndarray:
     """Decode, orient, convert to RGB, centre-crop and resize one image file.
 
@@ -71,37 +122,12 @@ def decode_image(data: bytes, size: int, *, name: str, limits: Limits = Limits()
     Raises:
         BadImage: too large, not a JPEG/PNG/WebP, too many pixels, truncated or corrupt.
     """
-    if len(data) > limits.max_bytes:
-        raise BadImage(f"{name}: {len(data)} bytes, more than data.max_image_bytes={limits.max_bytes}")
-    if not data:
-        raise BadImage(f"{name}: empty file")
-    pillow_limit, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None  # ours, below, names the limit's key
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            img = Image.open(io.BytesIO(data), formats=FORMATS)  # reads the header only
-            width, height = img.size
-            if width * height > limits.max_pixels:
-                raise BadImage(
-                    f"{name}: declares {width}x{height} = {width * height} pixels, more than "
-                    f"data.max_image_pixels={limits.max_pixels} (a decompression bomb?)"
-                )
-            if img.format == "JPEG":
-                img.draft("RGB", (size, size))  # decode at the smallest DCT scale still >= size
-            img.load()
-            img = ImageOps.exif_transpose(img)
-            img = _to_rgb(img)
-            img = ImageOps.fit(img, (size, size), method=Image.Resampling.BICUBIC)
-    except BadImage:
-        raise
-    except UnidentifiedImageError:
-        raise BadImage(f"{name}: not a {', '.join(FORMATS[:-1])} or {FORMATS[-1]} image") from None
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise BadImage(f"{name}: refused as a decompression bomb ({exc})") from None
-    except (OSError, SyntaxError, ValueError, EOFError, MemoryError) as exc:
-        raise BadImage(f"{name}: corrupt or truncated image ({type(exc).__name__}: {exc})") from None
-    except Exception as exc:  # a plugin's or the EXIF parser's own error (struct.error, KeyError, …): still this file's
-        raise BadImage(f"{name}: cannot be decoded ({type(exc).__name__}: {exc})") from None
-    finally:
-        Image.MAX_IMAGE_PIXELS = pillow_limit
+    with _refusing(name):
+        img = _opened(data, name, limits)
+        if img.format == "JPEG":
+            img.draft("RGB", (size, size))  # decode at the smallest DCT scale still >= size
+        img.load()
+        img = ImageOps.exif_transpose(img)
+        img = _to_rgb(img)
+        img = ImageOps.fit(img, (size, size), method=Image.Resampling.BICUBIC)
     return np.ascontiguousarray(np.asarray(img, dtype=np.uint8).transpose(2, 0, 1))

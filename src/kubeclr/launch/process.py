@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
+import numpy as np
 import torch
 
 from kubeclr.atomic import write_bytes_atomic, write_json
@@ -24,10 +25,11 @@ from kubeclr.config import Config, config_digest
 from kubeclr.core import distributed
 from kubeclr.core.model import load_init_state
 from kubeclr.core.train import Callback, CallbackList, train_simclr
-from kubeclr.data.files import load_stats, read_split
+from kubeclr.data.files import Split, load_stats, read_split
+from kubeclr.data.stream import StreamedImages, decode_sample, open_index
 from kubeclr.errors import UserError
-from kubeclr.eval.knn import knn_monitor
-from kubeclr.eval.representation import measure_head, rankme_monitor
+from kubeclr.eval.knn import KNN_BANK, KNN_QUERY, knn_monitor
+from kubeclr.eval.representation import MAX_IMAGES, measure_head, rankme_monitor
 from kubeclr.storage.store import open_store, parent_and_key
 from kubeclr.telemetry.prometheus import training_callback
 
@@ -91,10 +93,7 @@ def train_and_save(
         The metrics.json ``pretrain`` block.
     """
     split = read_split("train split", files.train, unlabeled=True)
-    images = split.pretraining_images()  # labelled + unlabelled; pretraining never reads a label
-    if distributed.is_main() and split.unlabeled is not None and len(split.unlabeled):
-        log.info("pretraining on %d images: %d labelled + %d unlabelled", len(images), len(split), len(split.unlabeled))
-    split = dataclasses.replace(split, unlabeled=None)  # the kNN monitor needs the labelled part only: one copy
+    images, split, sample = _pretraining_images(cfg, split, device)
     mean, std, _ = load_stats(files.stats)
     init_state = load_init_state(cfg.model.init, parent_and_key)
     store = open_store(files.checkpoints) if files.checkpoints else None
@@ -106,7 +105,7 @@ def train_and_save(
             cfg.eval, split.images, split.labels, len(split.class_names), mean, std, seed=cfg.data.seed, device=device
         )
     elif cfg.pretrain.knn_every:  # no labels: the monitor follows the features' effective rank alone
-        monitor, monitor_facts = rankme_monitor(cfg.eval, images, mean, std, seed=cfg.data.seed, device=device)
+        monitor, monitor_facts = rankme_monitor(cfg.eval, sample, mean, std, seed=cfg.data.seed, device=device)
     result = train_simclr(
         cfg,
         images,
@@ -122,7 +121,7 @@ def train_and_save(
     if main and len(images) >= 2:  # where Wang & Isola define them for SimCLR: the head's output z
         summary["representation_head"] = measure_head(
             result.model,
-            images,
+            sample,
             mean,
             std,
             cfg.augment,
@@ -151,6 +150,44 @@ def train_and_save(
             out.write_bytes("summary.json", _json_bytes(summary))
     distributed.barrier()  # no rank exits (and tears down the group) before the outputs exist
     return summary
+
+
+def _pretraining_images(
+    cfg: Config, split: Split, device: torch.device
+) -> tuple[np.ndarray | StreamedImages, Split, np.ndarray]:
+    """The pretraining images (labelled + unlabelled; pretraining never reads a label), the labelled
+    split the kNN monitor reads, and decoded pretraining images for the label-free measures.
+
+    Resident: the images themselves. Streamed from shards: a :class:`StreamedImages`, and seeded
+    decoded samples for the monitor (its bank and queries) and the measures.
+    """
+    main = distributed.is_main()
+    index = open_index(split, unlabeled=True)
+    if index is None:
+        images = split.pretraining_images()
+        if main and split.unlabeled is not None and len(split.unlabeled):
+            log.info(
+                "pretraining on %d images: %d labelled + %d unlabelled", len(images), len(split), len(split.unlabeled)
+            )
+        return images, dataclasses.replace(split, unlabeled=None), images  # the monitor: the labelled part only
+    d = cfg.data
+    cuda = device.type == "cuda"
+    images = StreamedImages(index, seed=cfg.pretrain.seed, workers=d.workers, buffer=d.shuffle_buffer, pin=cuda)
+    labelled = open_index(split)
+    shown, labels = decode_sample(labelled, KNN_BANK + KNN_QUERY, d.seed)  # the kNN monitor's bank and queries
+    sample = decode_sample(index, MAX_IMAGES, d.seed)[0]
+    if main:
+        log.info(
+            "pretraining on %d images streamed from %d shards at %s (%d labelled, %d unlabelled); the monitors "
+            "on a decoded sample of %d",
+            len(index),
+            len(index.shards),
+            index.source,
+            len(labelled),
+            len(index) - len(labelled),
+            max(len(labels), len(sample)),
+        )
+    return images, dataclasses.replace(split, images=shown, labels=labels, refs=None), sample
 
 
 # what a signal that ended a training process says, and what to try

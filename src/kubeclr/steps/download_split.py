@@ -16,11 +16,14 @@ import logging
 import time
 from pathlib import Path
 
+import numpy as np
+
 from kubeclr.atomic import atomic_path, write_json
 from kubeclr.config import Config, stored_size
 from kubeclr.data.files import SPLITS, Split, save_split
 from kubeclr.data.formats import Splits, read_image_folder, read_shards, read_tarball
-from kubeclr.storage.folders import image_folder, shard_folder
+from kubeclr.data.stream import META_KEY, index_shards
+from kubeclr.storage.folders import checked_shard_dir, image_folder
 from kubeclr.storage.sources import fetch_tarball
 
 log = logging.getLogger(__name__)
@@ -37,9 +40,8 @@ def read_dataset(cfg: Config) -> tuple[Splits, dict]:
             splits = read_image_folder(d, folder.path, folder.source)
         return splits, {"source": folder.source, "synthetic": folder.synthetic, "md5": ""}
     if d.format == "webdataset":
-        with shard_folder(d) as folder:
-            splits = read_shards(d, folder.path, folder.source)
-        return splits, {"source": folder.source, "synthetic": False, "md5": ""}
+        where = checked_shard_dir(d)  # a folder, or an s3:// prefix read as streams (nothing downloaded first)
+        return read_shards(d, where, where.source), {"source": where.source, "synthetic": False, "md5": ""}
     tarball = fetch_tarball(d, cfg.storage.mirror_uri)
     if tarball.synthetic:
         log.warning("the splits hold SYNTHETIC sample data, not CIFAR-10")
@@ -78,6 +80,8 @@ def run(
             values were checked when it was resolved).
     """
     start = time.perf_counter()
+    if cfg.data.stream:
+        return _index(cfg, start, {"train": train_out, "val": val_out, "test": test_out}, manifest_out)
     splits, origin = read_dataset(cfg)
     sizes = {f"{name}_size": len(getattr(splits, name).labels) for name in SPLITS}
     facts = {
@@ -119,3 +123,52 @@ def run(
         f", {len(splits.skipped)} images skipped" if splits.skipped else "",
     )
     return {**facts, "class_names": list(splits.class_names), "seconds": seconds}
+
+
+def _index(cfg: Config, start: float, outs: dict[str, str | Path], manifest_out: str | Path | None) -> dict:
+    """``data.stream``: split files that index the shards (:mod:`kubeclr.data.stream`), no decoded pixel."""
+    d = cfg.data
+    where = checked_shard_dir(d)
+    index = index_shards(d, where, where.source)
+    size = stored_size(d)
+    facts = {
+        "source": where.source,
+        "synthetic": False,
+        "md5": "",
+        "format": d.format,
+        "image_size": size,
+        **{f"{name}_size": len(index["labels"][name]) for name in SPLITS},
+        "unlabeled_size": len(index["refs"]["unlabeled"]),
+        "skipped_images": len(index["skipped"]),
+        "manifest_sha256": manifest_digest(index["manifest"]),
+        "streamed": True,
+    }
+    seconds = time.perf_counter() - start
+    with contextlib.ExitStack() as stack:
+        tmps = {name: stack.enter_context(atomic_path(path)) for name, path in outs.items()}
+        manifest_tmp = stack.enter_context(atomic_path(manifest_out)) if manifest_out else None
+        for name in SPLITS:
+            save_split(
+                tmps[name],
+                Split(
+                    images=np.zeros((0, 3, size, size), dtype=np.uint8),
+                    labels=index["labels"][name],
+                    class_names=index["class_names"],
+                    meta={**facts, "seconds": seconds, "split": name, META_KEY: index["meta"]},
+                    refs=index["refs"][name],
+                    unlabeled_refs=index["refs"]["unlabeled"] if name == "train" else None,
+                ),
+            )
+        if manifest_tmp is not None:
+            write_json(manifest_tmp, {**facts, "files": index["manifest"], "skipped": index["skipped"]})
+    for message in index["skipped"]:
+        log.warning("skipped: %s", message)
+    log.info(
+        "indexed %d shards at %s for streaming (%d px, nothing decoded): %s, unlabelled %d",
+        len(index["manifest"]),
+        where.source,
+        size,
+        {name: facts[f"{name}_size"] for name in SPLITS},
+        facts["unlabeled_size"],
+    )
+    return {**facts, "class_names": list(index["class_names"]), "seconds": seconds}

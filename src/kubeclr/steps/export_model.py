@@ -28,6 +28,7 @@ from kubeclr.atomic import file_sha256, read_json, write_json
 from kubeclr.config import Config
 from kubeclr.core.model import load_encoder, read_state_dict
 from kubeclr.data.files import load_stats, read_split
+from kubeclr.data.stream import first_images
 from kubeclr.errors import DataError
 from kubeclr.serving import MODEL_FILES
 from kubeclr.serving.card import model_card
@@ -77,7 +78,7 @@ def run(
         raise DataError(f"test split {test_path}: no images to check the export on")
     embedder = Embedder(load_encoder(cfg.model, encoder_path), mean, std).eval()
     classifier, class_names = _load_classifier(classifier_path)
-    images = torch.from_numpy(test.images[:CHECK_IMAGES]).contiguous()
+    images = torch.from_numpy(first_images(test, CHECK_IMAGES)).contiguous()
     with torch.no_grad():
         features = embedder(images)
     out = Path(model_out)

@@ -13,8 +13,10 @@ from kubeclr.config import Config
 from kubeclr.core.device import describe_device, resolve_device
 from kubeclr.core.model import load_encoder
 from kubeclr.data.files import SPLITS, Features, load_stats, read_split, save_features
+from kubeclr.data.stream import ShardIndex, decode_sample, open_index, ordered_chunks
 from kubeclr.eval.features import extract_features
-from kubeclr.eval.representation import measure
+from kubeclr.eval.representation import MAX_IMAGES, measure
+from kubeclr.progress import progress
 
 log = logging.getLogger(__name__)
 
@@ -49,10 +51,19 @@ def run(
     for name, path in zip(SPLITS, (train_path, val_path, test_path)):
         split = read_split(f"{name} split", path)
         class_names = split.class_names
-        feats = extract_features(encoder, split.images, mean, std, device=device, batch_size=cfg.eval.batch_size)
-        arrays[f"{name}_x"], arrays[f"{name}_y"] = feats.numpy(), split.labels
+        index = open_index(split)
+        if index is None:
+            images, labels = split.images, split.labels
+            feats = extract_features(encoder, images, mean, std, device=device, batch_size=cfg.eval.batch_size)
+        else:  # streamed shards: decoded chunk by chunk, each sample once
+            feats, labels = _streamed_features(cfg, encoder, index, mean, std, device)
+        arrays[f"{name}_x"], arrays[f"{name}_y"] = feats.numpy(), labels
         if name == "test":
-            representation = _measure(cfg, encoder, split.images, feats, mean, std, device)
+            shown = feats
+            if index is not None:  # the measures' images: a seeded decoded sample, with its own features
+                images = decode_sample(index, MAX_IMAGES, cfg.data.seed)[0]
+                shown = extract_features(encoder, images, mean, std, device=device, batch_size=cfg.eval.batch_size)
+            representation = _measure(cfg, encoder, images, shown, mean, std, device)
     meta = {
         "seconds": time.perf_counter() - start,
         "feature_dim": int(encoder.feature_dim),
@@ -68,6 +79,25 @@ def run(
         meta["device"],
     )
     return {**meta, **{f"{s}_size": int(len(arrays[f"{s}_y"])) for s in SPLITS}}
+
+
+def _streamed_features(
+    cfg: Config,
+    encoder: torch.nn.Module,
+    index: ShardIndex,
+    mean: list[float],
+    std: list[float],
+    device: torch.device,
+) -> tuple[torch.Tensor, np.ndarray]:
+    """Features and labels of every sample of streamed shards, decoded by ``data.workers`` processes."""
+    feats, labels = [], []
+    with ordered_chunks(index, chunk=cfg.eval.batch_size, workers=cfg.data.workers) as chunks:
+        for images, chunk_labels, _ in progress(chunks, total=None, desc="features (streamed)", unit="chunk"):
+            feats.append(extract_features(encoder, images, mean, std, device=device, batch_size=cfg.eval.batch_size))
+            labels.append(chunk_labels.numpy())
+    if not feats:
+        return torch.zeros((0, int(encoder.feature_dim))), np.zeros(0, dtype=np.int64)
+    return torch.cat(feats), np.concatenate(labels)
 
 
 def _measure(

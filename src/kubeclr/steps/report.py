@@ -16,6 +16,7 @@ from kubeclr.atomic import read_json, write_bytes_atomic, write_json
 from kubeclr.config import Config, config_digest
 from kubeclr.core.health import STATUSES as HEALTH_STATUSES
 from kubeclr.data.files import SPLITS, load_stats, read_features, read_input, read_split, split_facts
+from kubeclr.data.stream import first_images
 from kubeclr.errors import DataError
 from kubeclr.eval.tsne import balanced_indices, tsne
 from kubeclr.report.canary import environment, judge, record
@@ -144,9 +145,9 @@ def run(
 def _views(cfg: Config, train_path: str | Path, mean: list[float], std: list[float], test_path: str | Path) -> str:
     """The grid of augmented view pairs of the first train images, else the first test images (a run
     without labels has no train images); '' when it cannot be drawn."""
-    images = read_split("train split", train_path).images
+    images = first_images(read_split("train split", train_path), 8)
     if not len(images):
-        images = read_split("test split", test_path).images
+        images = first_images(read_split("test split", test_path), 8)
     try:
         return view_grid(images, cfg.augment, mean, std, count=8, seed=cfg.data.seed)
     except (RuntimeError, ValueError) as exc:  # a figure must never fail the report

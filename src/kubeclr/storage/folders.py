@@ -21,11 +21,12 @@ import tempfile
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import Iterator
+from typing import BinaryIO, Iterator
 
 from kubeclr.config import DataConfig, check_folder_source
 from kubeclr.data.archives import extract_archive
 from kubeclr.data.sample_folder import write_sample_folder
+from kubeclr.data.shards import LocalShards, Selected, ShardDir, split_pattern
 from kubeclr.errors import ConfigError, DataError, StorageError
 from kubeclr.progress import progress
 from kubeclr.storage.sources import fetch_tarball
@@ -171,23 +172,74 @@ def image_folder(d: DataConfig, mirror_uri: str = "") -> Iterator[LocalFolder]:
             yield LocalFolder(dest, archive.source)
 
 
-@contextlib.contextmanager
-def shard_folder(d: DataConfig) -> Iterator[LocalFolder]:
-    """The folder of WebDataset shards ``d.source`` names (a folder or an ``s3://`` prefix), on local disk.
+class S3Shards:
+    """Shards under an ``s3://`` prefix, each read as a stream over the network (nothing downloaded first)."""
 
-    A prefix is downloaded into a temporary folder (removed afterwards), each object at most
-    ``data.max_archive_bytes``; the shards are then read as streams, never extracted.
+    def __init__(self, uri: str) -> None:
+        self.uri, self.source = uri.rstrip("/"), redact_uri(uri.rstrip("/"))
+        try:
+            self._store = open_store(self.uri)
+        except StorageError as exc:
+            raise DataError(str(exc)) from None
+        self._sizes: dict[str, int] | None = None
+
+    def names(self) -> list[str]:
+        if self._sizes is None:
+            try:
+                self._sizes = {k: size for k, size, _ in self._store.list_objects("") if "/" not in k}
+            except StorageError as exc:
+                raise DataError(str(exc)) from None
+        return list(self._sizes)
+
+    def open(self, name: str) -> contextlib.AbstractContextManager[BinaryIO]:
+        return _as_data_error(self._store.open_stream(name))
+
+    def text(self, name: str) -> str | None:
+        if name not in self.names():
+            return None
+        if self._sizes[name] > MAX_TEXT_BYTES:
+            raise DataError(f"{self.source}/{name}: {self._sizes[name]} bytes; a class list is far smaller")
+        try:
+            return self._store.read_bytes(name).decode("utf-8", errors="replace")
+        except StorageError as exc:
+            raise DataError(str(exc)) from None
+
+
+MAX_TEXT_BYTES = 16 * 2**20  # classes.txt of an S3 prefix
+
+
+@contextlib.contextmanager
+def _as_data_error(stream: contextlib.AbstractContextManager[BinaryIO]) -> Iterator[BinaryIO]:
+    try:
+        with stream as fh:
+            yield fh
+    except StorageError as exc:
+        raise DataError(str(exc)) from None
+
+
+def shard_dir(source: str) -> ShardDir:
+    """The shards ``source`` names, where they are: a local folder (path or ``file://``) or an ``s3://``
+    prefix, optionally ending in a glob or brace pattern that selects some of its shards
+    (``…/train-{000000..000099}.tar``; :func:`~kubeclr.data.shards.split_pattern`).
 
     Raises:
-        DataError: no source given, or one that is neither a folder nor an ``s3://`` prefix.
+        DataError: neither a folder nor an ``s3://`` prefix; a bad pattern.
     """
-    local = _checked_local(d)
-    if local is not None:
-        yield LocalFolder(local, d.source)
-        return
-    if not d.source.startswith("s3://"):
-        raise DataError(f"data.source {redact_uri(d.source)}: shards are read from a folder or an s3:// prefix")
-    with tempfile.TemporaryDirectory(prefix="kubeclr-shards-") as tmp:
-        dest = Path(tmp) / "shards"
-        download_prefix(d.source, dest, max_bytes=d.max_archive_bytes)
-        yield LocalFolder(dest, redact_uri(d.source))
+    where, patterns = split_pattern(source)
+    if where.startswith("s3://"):
+        found: ShardDir = S3Shards(where)
+    else:
+        local = _local_dir(where)
+        if local is None:
+            raise DataError(f"data.source {redact_uri(source)}: shards are read from a folder or an s3:// prefix")
+        found = LocalShards(local, where)
+    return Selected(found, patterns, redact_uri(source)) if patterns else found
+
+
+def checked_shard_dir(d: DataConfig) -> ShardDir:
+    """:func:`shard_dir` of ``d.source``, once the source is checked (:func:`check_folder_source`)."""
+    try:
+        check_folder_source(d)
+    except ConfigError as exc:
+        raise DataError(str(exc)) from None
+    return shard_dir(d.source)

@@ -29,12 +29,13 @@ line. Credentials never appear in messages or logs.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import logging
 import os
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, Iterator
 
 import boto3
 import boto3.exceptions
@@ -212,6 +213,23 @@ class S3Store:
             raise self._error(exc, key, "read") from None
         self._verify(key, hashlib.sha256(data).hexdigest(), resp.get("Metadata", {}))
         return data
+
+    @contextlib.contextmanager
+    def open_stream(self, key: str) -> Iterator[BinaryIO]:
+        """``key`` as a binary stream read over the network as it is consumed (nothing stored).
+
+        The caller checks what it read (a streamed shard's SHA-256 against its index).
+        """
+        try:
+            body = self._client.get_object(Bucket=self.bucket, Key=self._key(key))["Body"]
+        except (bx.BotoCoreError, bx.ClientError) as exc:
+            raise self._error(exc, key, "read") from None
+        try:
+            yield body
+        except (bx.BotoCoreError, bx.ClientError) as exc:
+            raise self._error(exc, key, "read") from None
+        finally:
+            body.close()
 
     def get_file(self, key: str, dest: Path) -> None:
         """Download ``key`` to ``dest`` atomically; ``dest`` appears only if the digest matches."""
