@@ -221,6 +221,48 @@ def test_entry_point_on_two_ranks_writes_once_and_resumes(inputs):
     assert json.loads((inputs / "export" / "summary.json").read_text()) == second["summary"]
 
 
+@pytest.mark.integration
+def test_two_ranks_stream_disjoint_shards_in_the_same_number_of_steps(tmp_path):
+    """data.stream=true under torchrun: each rank with its own decoding process, every rank the same steps."""
+    from kubeclr.atomic import write_json
+    from kubeclr.config import load_config
+    from kubeclr.data.files import load_split
+    from kubeclr.data.stream import open_index, stream_steps
+    from kubeclr.steps import download_split
+    from kubeclr.storage.folders import shard_dir
+    from tests.unit.test_stream import _dataset
+
+    shards = _dataset(tmp_path / "shards")  # 8 train shards of 12 images, 8 px
+    data = ["data.format=webdataset", f"data.source={shards}", "data.md5=none", "data.image_size=8"]
+    data += ["data.stream=true", "data.workers=1", "data.val_fraction=0.25"]
+    cfg = load_config("smoke", overrides=[*TINY, *data, "augment.size=8", "pretrain.epochs=2"])
+    splits = [tmp_path / f"{s}.npz" for s in ("train", "val", "test")]
+    download_split.run(cfg, *splits)
+    write_json(tmp_path / "stats.json", {"mean": [0.4] * 3, "std": [0.3] * 3, "count": 72, "seconds": 0.0})
+    (tmp_path / "config.json").write_text(json.dumps(cfg.to_dict()))
+    out = tmp_path / "out"
+    proc = _torchrun(
+        "-m",
+        "kubeclr.launch.entry",
+        "--train",
+        str(splits[0]),
+        "--stats",
+        str(tmp_path / "stats.json"),
+        "--run-name",
+        "ddp-stream",
+        "--config",
+        str(tmp_path / "config.json"),
+        "--history-out",
+        str(out / "history.json"),
+    )
+    history = json.loads((out / "history.json").read_text())
+    index = open_index(load_split(splits[0]), shard_dir)
+    steps = stream_steps(index, 2, 8)  # the fewest images a rank can be dealt, in batches of 16 / 2
+    assert history["summary"]["world_size"] == 2 and [e["epoch"] for e in history["epochs"]] == [1, 2]
+    assert "streamed from 8 shards" in proc.stdout + proc.stderr
+    assert all(len(e["step_loss"]["values"]) == steps for e in history["epochs"]), (steps, history["epochs"])
+
+
 if __name__ == "__main__":
     mode, target, *rest = sys.argv[1:]
     _parity_worker(target) if mode == "parity" else _audit_worker(target, rest)

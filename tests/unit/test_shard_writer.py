@@ -53,7 +53,7 @@ def test_a_cifar_tarball_becomes_shards_that_decode_to_the_data_steps_splits(tmp
     tarball = tmp_path / "cifar-10-python.tar.gz"
     make_cifar_tarball(tarball, per_batch=10)
     dest = tmp_path / "shards"
-    proc = _cli("make-shards", str(tarball), str(dest), "--format", "cifar10")
+    proc = _cli("make-shards", str(tarball), str(dest), "--format", "cifar10", "--no-shuffle")
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert str(dest) in proc.stdout and "train" in proc.stdout and "classes.txt: 10 classes" in proc.stdout
 
@@ -74,6 +74,13 @@ def test_a_cifar_tarball_becomes_shards_that_decode_to_the_data_steps_splits(tmp
             assert np.array_equal(_pixels(sample["png"]), batch.images[i]), (prefix, i)
             assert sample["cls"] == str(batch.labels[i]).encode()
 
+    shuffled = tmp_path / "shuffled"  # the default: the same samples, in a seeded order (shards mix classes)
+    assert _cli("make-shards", str(tarball), str(shuffled), "--format", "cifar10").returncode == 0
+    for prefix in ("train", "val", "test"):
+        plain = [(s["png"], s["cls"]) for s in _samples(dest, prefix)]
+        mixed = [(s["png"], s["cls"]) for s in _samples(shuffled, prefix)]
+        assert sorted(mixed) == sorted(plain) and (mixed != plain or len(plain) < 3), prefix
+
 
 def _noise(side: int, seed: int) -> np.ndarray:
     return np.random.default_rng(seed).integers(0, 256, (3, side, side), dtype=np.uint8)
@@ -90,7 +97,7 @@ def test_a_small_shard_size_makes_several_shards_none_over_it_but_a_lone_larger_
     splits = Splits(train, empty, test, images[:0], ("a", "b", "c"))
     bound = 12_000
 
-    summary = write_shards(splits, tmp_path / "a", shard_bytes=bound)
+    summary = write_shards(splits, tmp_path / "a", shard_bytes=bound, shuffle_seed=None)
     shards = sorted((tmp_path / "a").glob("train-*.tar"))
     assert len(shards) >= 3 and summary["splits"]["train"]["shards"] == len(shards)
     assert "val" not in summary["splits"]  # no images, no shards
@@ -105,7 +112,7 @@ def test_a_small_shard_size_makes_several_shards_none_over_it_but_a_lone_larger_
     decoded = [_pixels(s["png"]) for s in _samples(tmp_path / "a", "train")]
     assert np.array_equal(np.stack(decoded), images)  # in order, across shard boundaries
 
-    write_shards(splits, tmp_path / "b", shard_bytes=bound)  # deterministic: byte-identical files
+    write_shards(splits, tmp_path / "b", shard_bytes=bound, shuffle_seed=None)  # deterministic: byte-identical
     for name in summary["files"]:
         assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes(), name
 
@@ -113,7 +120,7 @@ def test_a_small_shard_size_makes_several_shards_none_over_it_but_a_lone_larger_
 def test_an_image_folder_without_labels_becomes_unlabeled_shards_read_back_the_same(tmp_path):
     codes = write_coded_images(tmp_path / "photos", [f"unlabeled/{i:02d}.png" for i in range(10)])
     dest = tmp_path / "shards"
-    proc = _cli("make-shards", str(tmp_path / "photos"), str(dest), "--image-size", "8")  # a folder: imagefolder
+    proc = _cli("make-shards", str(tmp_path / "photos"), str(dest), "--image-size", "8", "--no-shuffle")  # a folder
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "no labels" in proc.stdout
     assert sorted(p.name for p in dest.iterdir()) == ["unlabeled-000000.tar"]

@@ -63,6 +63,10 @@ def _streamed(tmp_path: Path, root: Path | str, **data) -> dict[str, Path]:
     return outs
 
 
+def _index(path: Path) -> stream.ShardIndex:
+    return stream.open_index(load_split(path), shard_dir)
+
+
 def _reds(images: torch.Tensor | np.ndarray) -> list[int]:
     return [int(v) for v in np.asarray(images)[:, 0, 0, 0]]
 
@@ -81,17 +85,17 @@ def test_the_index_holds_addresses_and_digests_not_pixels_and_picks_the_resident
     manifest = json.loads((tmp_path / "manifest.json").read_text())
     assert manifest["streamed"] and set(manifest["files"]) == {s["name"] for s in meta["shards"]}
     for name in ("train", "val", "test"):  # the same images in each split as the resident path decodes
-        index = stream.open_index(load_split(outs[name]))
+        index = _index(outs[name])
         images, labels = stream.decode_sample(index, 10_000, seed=0)
         want = getattr(resident, name)
         assert sorted(_reds(images)) == sorted(_reds(want.images)), name
         assert sorted(zip(_reds(images), labels.tolist())) == sorted(zip(_reds(want.images), want.labels.tolist()))
-    pretraining = stream.open_index(train_split, unlabeled=True)
+    pretraining = stream.open_index(train_split, shard_dir, unlabeled=True)
     assert len(pretraining) == len(resident.train.labels) + 5 and (pretraining.labels[-5:] == -1).all()
 
 
 def test_every_image_once_an_epoch_ranks_disjoint_and_the_order_a_function_of_the_epoch(tmp_path):
-    index = stream.open_index(load_split(_streamed(tmp_path, _dataset(tmp_path / "shards"))["train"]))
+    index = _index(_streamed(tmp_path, _dataset(tmp_path / "shards"))["train"])
     everyone = sorted(_reds(stream.decode_sample(index, 10_000, seed=0)[0]))
 
     def epoch(e: int, rank: int = 0, world: int = 1, workers: int = 2) -> list[int]:
@@ -115,7 +119,7 @@ def test_every_image_once_an_epoch_ranks_disjoint_and_the_order_a_function_of_th
 
 
 def test_batches_have_a_fixed_shape_and_steps_are_what_every_rank_can_take(tmp_path):
-    index = stream.open_index(load_split(_streamed(tmp_path, _dataset(tmp_path / "shards"))["train"]))
+    index = _index(_streamed(tmp_path, _dataset(tmp_path / "shards"))["train"])
     counts = sorted(index.counts()[index.counts() > 0].tolist())
     imgs = stream.StreamedImages(index, seed=0, workers=1, buffer=0)
     steps = imgs.steps(per_rank=10, world=1)
@@ -130,7 +134,7 @@ def test_batches_have_a_fixed_shape_and_steps_are_what_every_rank_can_take(tmp_p
 
 def test_a_shard_changed_after_indexing_fails_by_name(tmp_path):
     root = _dataset(tmp_path / "shards")
-    index = stream.open_index(load_split(_streamed(tmp_path, root)["test"]))
+    index = _index(_streamed(tmp_path, root)["test"])
     _tar(root / "test-000001.tar", _samples("e1", [77] * 10, [0] * 10))
     changed = "shard test-000001.tar: its SHA-256 is not the one the data step indexed"
     with pytest.raises(DataError, match=changed), stream.ordered_chunks(index, chunk=4, workers=1) as chunks:
@@ -171,13 +175,13 @@ def test_a_link_member_and_a_truncated_shard_are_refused_by_name(tmp_path):
 def test_statistics_of_streamed_shards_are_those_of_the_images(tmp_path):
     outs = _streamed(tmp_path, _dataset(tmp_path / "shards"))
     stats = compute_stats.run(Config(), outs["train"], tmp_path / "stats.json")
-    images = stream.decode_sample(stream.open_index(load_split(outs["train"])), 10_000, 0)[0] / 255.0
+    images = stream.decode_sample(_index(outs["train"]), 10_000, 0)[0] / 255.0
     assert stats["count"] == len(images) == stats["sampled_from"]
     assert np.allclose(stats["mean"], images.mean(axis=(0, 2, 3)), atol=1e-9)
 
 
 def test_pretraining_on_a_stream_resumes_exactly_at_an_epoch_boundary(tmp_path):
-    index = stream.open_index(load_split(_streamed(tmp_path, _dataset(tmp_path / "shards"))["train"]))
+    index = _index(_streamed(tmp_path, _dataset(tmp_path / "shards"))["train"])
     cfg = tiny_config(**{"augment.size": 8})
     images = stream.StreamedImages(index, seed=cfg.pretrain.seed, workers=1, buffer=8)
     full = train.train_simclr(cfg, images, MEAN, STD, device=CPU, store=LocalStore(tmp_path / "a"))
@@ -210,3 +214,22 @@ def test_brace_and_glob_patterns_select_shards(tmp_path):
     assert len(load_split(outs["train"])) + len(load_split(outs["val"])) == 2 * PER_SHARD
     with pytest.raises(DataError, match="no file matches the pattern"):
         shard_dir(f"{root}/nothing-*.tar").names()
+
+
+def test_a_multi_node_stream_needs_shards_every_pod_can_reach():
+    from kubeclr.launch.engines import choose_engine
+    from kubeclr.launch.settings import LaunchSettings
+
+    with pytest.raises(ConfigError, match="every pod reads the shards itself, so data.source must be an s3://"):
+        choose_engine(_cfg(stream=True, source="/data/shards"), nodes=2, gpus=1, settings=LaunchSettings())
+    engine = choose_engine(_cfg(stream=True, source="s3://bucket/shards/"), nodes=2, gpus=1, settings=LaunchSettings())
+    assert engine.name
+
+
+def test_a_decoding_process_error_reaches_the_user_as_one_line(tmp_path):
+    root = _dataset(tmp_path / "shards")
+    index = _index(_streamed(tmp_path, root)["test"])
+    _tar(root / "test-000000.tar", _samples("e0", [5] * 10, [0] * 10))
+    with pytest.raises(DataError) as err, stream.ordered_chunks(index, chunk=4, workers=2) as chunks:
+        list(chunks)
+    assert str(err.value).startswith("shard test-000000.tar: its SHA-256") and "\n" not in str(err.value)

@@ -67,6 +67,16 @@ def add_make_shards_parser(sub: Any, formatter: type[argparse.HelpFormatter]) ->
         "--image-size", type=int, metavar="N", help="data.image_size: side of the stored images (0 = native)"
     )
     p.add_argument(
+        "--shuffle-seed",
+        type=int,
+        default=0,
+        metavar="N",
+        help="write each split's samples in this seed's random order, so every shard mixes classes (default 0)",
+    )
+    p.add_argument(
+        "--no-shuffle", action="store_true", help="write the samples in the source's order (shards may hold one class)"
+    )
+    p.add_argument(
         "--data-md5",
         metavar="HEX|none",
         help="expected MD5 of a tarball (default: the official one for a format's canonical download, else none)",
@@ -216,7 +226,7 @@ def publish(staged: Path, files: list[str], dest: str) -> None:
         raise
 
 
-def make_shards(cfg: Config, dest: str, *, shard_bytes: int) -> dict:
+def make_shards(cfg: Config, dest: str, *, shard_bytes: int, shuffle_seed: int | None = 0) -> dict:
     """Read the dataset ``cfg.data`` names and write it to ``dest`` as shards; the writer's summary.
 
     Returns:
@@ -233,7 +243,7 @@ def make_shards(cfg: Config, dest: str, *, shard_bytes: int) -> dict:
     splits, facts = read_dataset(cfg)
     splits = rejoin_held_out(splits, cfg)
     with _staging(dest) as staged:
-        summary = write_shards(splits, staged, shard_bytes=shard_bytes)
+        summary = write_shards(splits, staged, shard_bytes=shard_bytes, shuffle_seed=shuffle_seed)
         publish(staged, summary["files"], dest)
     facts = {"source": facts["source"], "synthetic": facts["synthetic"], "skipped": len(splits.skipped)}
     return {**summary, "dest": dest, "image_size": stored_size(cfg.data), **facts}
@@ -269,5 +279,6 @@ def cmd_make_shards(args: argparse.Namespace) -> int:
     cfg = shards_config(
         args.source, fmt=args.data_format, md5=args.data_md5, image_size=args.image_size, overrides=args.overrides
     )
-    print_summary(make_shards(cfg, args.dest, shard_bytes=shard_bytes))
+    seed = None if args.no_shuffle else args.shuffle_seed
+    print_summary(make_shards(cfg, args.dest, shard_bytes=shard_bytes, shuffle_seed=seed))
     return 0

@@ -3,7 +3,8 @@
 Each split becomes ``<split>-000000.tar``, ``<split>-000001.tar``, … (only splits that have images):
 plain POSIX (ustar) tar files, uncompressed, whose members are regular files with mtime 0, uid/gid 0
 and mode 0644, written in sorted order, so equal splits give byte-identical shards. A sample is
-``<split>/<index:08d>.png`` (the image, PNG: lossless, so decoding gives back the stored pixels) and,
+``<split>/<index:08d>.png`` (the image, PNG: lossless, so decoding gives back the stored pixels; by
+default the samples of a split are written in a seeded random order, so that every shard mixes classes) and,
 in a labelled split, ``<split>/<index:08d>.cls`` (the class index as ASCII text). ``classes.txt``
 names the classes, one a line, when the dataset has labels.
 
@@ -146,13 +147,18 @@ def _check_classes(names: tuple[str, ...]) -> None:
         raise DataError(f"class names repeat; {CLASSES_FILE} needs each once")
 
 
-def write_shards(splits: Splits, dest: Path, *, shard_bytes: int = DEFAULT_SHARD_BYTES) -> dict:
+def write_shards(
+    splits: Splits, dest: Path, *, shard_bytes: int = DEFAULT_SHARD_BYTES, shuffle_seed: int | None = 0
+) -> dict:
     """Write ``splits`` into the folder ``dest`` as WebDataset shards (and ``classes.txt``).
 
     Args:
         splits: what a format's reader returned (:mod:`kubeclr.data.formats`); images uint8 ``(N, 3, S, S)``.
         dest: the folder to write into (created if missing; files of the same names are replaced).
         shard_bytes: the most bytes a shard holds, unless one sample alone is larger.
+        shuffle_seed: write each split's samples in this seed's permutation (None: in their order).
+            A reader that streams shards mixes only as far as its shuffle buffer reaches: shards of
+            one class each would give batches of few classes (WebDataset's advice: shuffle when writing).
 
     Returns:
         ``{"splits": {prefix: {"samples", "shards", "bytes", "files"}}, "classes": int, "files": [names]}``,
@@ -166,12 +172,15 @@ def write_shards(splits: Splits, dest: Path, *, shard_bytes: int = DEFAULT_SHARD
     summary: dict = {"splits": {}, "classes": len(splits.class_names), "files": []}
     for prefix, images, labels in _split_arrays(splits):
         sink = _ShardSink(dest, prefix, shard_bytes)
+        order = np.arange(len(images))
+        if shuffle_seed is not None:
+            order = np.random.default_rng([shuffle_seed, SPLIT_PREFIXES.index(prefix)]).permutation(len(images))
         try:
-            for i in progress(range(len(images)), total=len(images), desc=f"writing {prefix}", unit="sample"):
+            for i, j in enumerate(progress(order, total=len(images), desc=f"writing {prefix}", unit="sample")):
                 key = f"{prefix}/{i:08d}"
-                members = [(f"{key}.{IMAGE_EXTENSION}", encode_png(images[i]))]  # (3, S, S) uint8
+                members = [(f"{key}.{IMAGE_EXTENSION}", encode_png(images[j]))]  # (3, S, S) uint8
                 if labels is not None:
-                    members.append((f"{key}.{LABEL_EXTENSION}", str(int(labels[i])).encode("ascii")))
+                    members.append((f"{key}.{LABEL_EXTENSION}", str(int(labels[j])).encode("ascii")))
                 sink.add(members)
         finally:
             sink.close()

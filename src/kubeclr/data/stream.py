@@ -29,7 +29,7 @@ import dataclasses
 import logging
 import os
 from dataclasses import dataclass
-from typing import Any, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -52,14 +52,14 @@ class ShardIndex:
     """Where a split's samples are: the shards (names, SHA-256) and each sample's (shard, position).
 
     Attributes:
-        source: the folder or ``s3://`` prefix of the shards.
+        where: the folder or ``s3://`` prefix of the shards (picklable: it travels to the decoding processes).
         shards: every shard's name, in the order ``refs[:, 0]`` counts them.
         digests: their SHA-256 when indexed.
         refs: int64 ``(N, 2)``: shard number, position of the sample's key in that shard.
         labels: int64 ``(N,)`` (-1 without).
     """
 
-    source: str
+    where: ShardDir
     shards: tuple[str, ...]
     digests: tuple[str, ...]
     refs: np.ndarray
@@ -131,10 +131,12 @@ def index_shards(d: DataConfig, where: ShardDir, origin: str) -> dict[str, Any]:
     }
 
 
-def open_index(split: Split, *, unlabeled: bool = False) -> ShardIndex | None:
+def open_index(split: Split, opener: Callable[[str], ShardDir], *, unlabeled: bool = False) -> ShardIndex | None:
     """The index a split file of streamed shards holds (None: the split holds its images).
 
     Args:
+        opener: the shards' location from the source the data step read
+            (:func:`kubeclr.storage.folders.shard_dir`; data never imports storage).
         unlabeled: also the train split's unlabelled samples (label -1), as pretraining reads them;
             the split must have been read with ``unlabeled=True``.
     """
@@ -146,7 +148,7 @@ def open_index(split: Split, *, unlabeled: bool = False) -> ShardIndex | None:
         refs = np.concatenate([refs, split.unlabeled_refs])
         labels = np.concatenate([labels, np.full(len(split.unlabeled_refs), -1, dtype=np.int64)])
     return ShardIndex(
-        source=meta["source"],
+        where=opener(meta["source"]),
         shards=tuple(s["name"] for s in meta["shards"]),
         digests=tuple(s["sha256"] for s in meta["shards"]),
         refs=np.asarray(refs, dtype=np.int64).reshape(-1, 2),
@@ -160,17 +162,11 @@ def open_index(split: Split, *, unlabeled: bool = False) -> ShardIndex | None:
 # -- reading: one shard, then many in worker processes ---------------------------------------
 
 
-def _shard_dir(source: str) -> ShardDir:
-    from kubeclr.storage.folders import shard_dir  # storage reads data.shards: imported here, not at the top
-
-    return shard_dir(source)
-
-
-def _encoded(index: ShardIndex, where: ShardDir, shard: int) -> Iterator[tuple[str, bytes, int]]:
+def _encoded(index: ShardIndex, shard: int) -> Iterator[tuple[str, bytes, int]]:
     """``(name, encoded image, label)`` of the index's samples in ``shard``, in the shard's order."""
     name, wanted = index.shards[shard], index.wanted(shard)
     rule = Rule(labelled=False, num_classes=None, limits=index.limits, on_bad="skip")  # checked when indexed
-    with where.open(name) as fh:
+    with index.where.open(name) as fh:
         reader = HashingReader(fh)
         for found in iter_shard(name, reader, rule):
             if found.position in wanted:
@@ -198,11 +194,10 @@ class ShardStream(IterableDataset):
         info = get_worker_info()
         worker, workers = (info.id, info.num_workers) if info is not None else (0, 1)
         rng = np.random.default_rng([*self.seed, worker])
-        where = _shard_dir(self.index.source)
         images: list[np.ndarray] = []
         labels: list[int] = []
         names: list[str] = []
-        for name, data, label in self._shuffled(where, self.shards[worker::workers], rng):
+        for name, data, label in self._shuffled(self.shards[worker::workers], rng):
             try:
                 images.append(decode_image(data, self.index.image_size, name=name, limits=self.index.limits))
             except BadImage as exc:
@@ -218,12 +213,10 @@ class ShardStream(IterableDataset):
         if images:
             yield _chunk(images, labels, names)
 
-    def _shuffled(
-        self, where: ShardDir, shards: list[int], rng: np.random.Generator
-    ) -> Iterator[tuple[str, bytes, int]]:
+    def _shuffled(self, shards: list[int], rng: np.random.Generator) -> Iterator[tuple[str, bytes, int]]:
         pool: list[tuple[str, bytes, int]] = []
         for shard in shards:
-            for sample in _encoded(self.index, where, shard):
+            for sample in _encoded(self.index, shard):
                 if not self.buffer:
                     yield sample
                     continue
@@ -258,11 +251,21 @@ def _loader(stream: ShardStream, workers: int) -> Iterator[Iterator[tuple[torch.
     loader = DataLoader(stream, batch_size=None, num_workers=workers, prefetch_factor=2, worker_init_fn=_one_thread)
     it = iter(loader)
     try:
-        yield it
+        yield _relayed(it)
     finally:
         shutdown = getattr(it, "_shutdown_workers", None)  # at once, not whenever the iterator is collected
         if shutdown is not None:
             shutdown()
+
+
+def _relayed(chunks: Iterator) -> Iterator:
+    """``chunks``, with a decoding process's error as one line: the DataLoader re-raises it in this process
+    with the worker's whole traceback in its message; the user needs the last line, what went wrong."""
+    try:
+        yield from chunks
+    except DataError as exc:
+        last = str(exc).strip().splitlines()[-1]
+        raise type(exc)(last.partition(": ")[2] or last) from None
 
 
 def decoding_workers(requested: int, shards: int) -> int:
@@ -354,7 +357,8 @@ class StreamedImages:
         """This rank's ``steps`` uint8 batches ``(per_rank, 3, S, S)`` of ``epoch`` (1-based)."""
         mine = epoch_shards(self.index, seed=self.seed, epoch=epoch, rank=rank, world=world)
         workers = decoding_workers(self.workers, len(self.index.counts()[self.index.counts() > 0]) // world)
-        stream = ShardStream(self.index, mine, seed=(self.seed, epoch, rank), buffer=self.buffer, chunk=per_rank)
+        chunk = -(-per_rank // workers)  # the DataLoader takes chunks from each process in turn: every batch mixes all
+        stream = ShardStream(self.index, mine, seed=(self.seed, epoch, rank), buffer=self.buffer, chunk=chunk)
         with _loader(stream, workers) as chunks:
             yield _batches(chunks, per_rank, steps, self.pin)
 
@@ -394,7 +398,7 @@ def decode_sample(index: ShardIndex, count: int, seed: int) -> tuple[np.ndarray,
     return np.concatenate(images), np.concatenate(labels)
 
 
-def first_images(split: Split, count: int) -> np.ndarray:
+def first_images(split: Split, count: int, opener: Callable[[str], ShardDir]) -> np.ndarray:
     """Up to ``count`` of a split's images (uint8): its first, or a decoded sample of streamed shards."""
-    index = open_index(split)
+    index = open_index(split, opener)
     return split.images[:count] if index is None else decode_sample(index, count, seed=0)[0]

@@ -28,7 +28,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from kubeclr.config import AugmentConfig, EvalConfig
-from kubeclr.core.augment import SimCLRAugment, normalize, paired_views
+from kubeclr.core.augment import SimCLRAugment, paired_views
 from kubeclr.eval.features import extract_features
 
 RANKME_EPS = 1e-7  # the paper's ε, added to the normalised singular values
@@ -174,14 +174,7 @@ def measure_head(
     if picked.shape[0] < 2:
         raise ValueError(f"the head's measures need at least 2 images, got {picked.shape[0]}")
     head = _Projection(model)
-    z = torch.cat(
-        [
-            _encode_views(
-                head, normalize(picked[i : i + batch_size].to(device), mean, std), device=device, batch_size=batch_size
-            )
-            for i in range(0, picked.shape[0], batch_size)
-        ]
-    )
+    z = extract_features(head, picked, mean, std, device=device, batch_size=batch_size)  # the images as stored
     z1, z2 = _paired_features(head, picked, mean, std, augment, device=device, seed=seed, batch_size=batch_size)
     return {
         "alignment": alignment(z1, z2),

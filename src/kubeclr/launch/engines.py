@@ -8,8 +8,10 @@ from typing import Protocol
 import torch
 
 from kubeclr.config import Config
+from kubeclr.errors import ConfigError
 from kubeclr.launch.process import TrainFiles
 from kubeclr.launch.settings import LaunchSettings
+from kubeclr.uri import redact_uri
 
 log = logging.getLogger(__name__)
 
@@ -26,6 +28,12 @@ def choose_engine(cfg: Config, *, nodes: int, gpus: int, settings: LaunchSetting
     """The engine for ``nodes`` × ``gpus``: a job for several nodes, torchrun for several visible GPUs."""
     if nodes > 1:
         from kubeclr.launch.multinode import MultiNode
+
+        if cfg.data.stream and not cfg.data.source.startswith("s3://"):
+            raise ConfigError(
+                f"data.stream=true with {nodes} nodes: every pod reads the shards itself, so data.source must be "
+                f"an s3:// prefix they can all reach (not {redact_uri(cfg.data.source)})"
+            )
 
         return MultiNode(nodes, gpus, settings)
     visible = torch.cuda.device_count() if torch.cuda.is_available() else 0

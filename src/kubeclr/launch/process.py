@@ -28,8 +28,9 @@ from kubeclr.core.train import Callback, CallbackList, train_simclr
 from kubeclr.data.files import Split, load_stats, read_split
 from kubeclr.data.stream import StreamedImages, decode_sample, open_index
 from kubeclr.errors import UserError
-from kubeclr.eval.knn import KNN_BANK, KNN_QUERY, knn_monitor
-from kubeclr.eval.representation import MAX_IMAGES, measure_head, rankme_monitor
+from kubeclr.eval.knn import knn_monitor
+from kubeclr.eval.representation import MAX_IMAGES, MONITOR_IMAGES, measure_head, rankme_monitor
+from kubeclr.storage.folders import shard_dir
 from kubeclr.storage.store import open_store, parent_and_key
 from kubeclr.telemetry.prometheus import training_callback
 
@@ -93,7 +94,7 @@ def train_and_save(
         The metrics.json ``pretrain`` block.
     """
     split = read_split("train split", files.train, unlabeled=True)
-    images, split, sample = _pretraining_images(cfg, split, device)
+    images, split = _pretraining_images(cfg, split, device)
     mean, std, _ = load_stats(files.stats)
     init_state = load_init_state(cfg.model.init, parent_and_key)
     store = open_store(files.checkpoints) if files.checkpoints else None
@@ -105,7 +106,8 @@ def train_and_save(
             cfg.eval, split.images, split.labels, len(split.class_names), mean, std, seed=cfg.data.seed, device=device
         )
     elif cfg.pretrain.knn_every:  # no labels: the monitor follows the features' effective rank alone
-        monitor, monitor_facts = rankme_monitor(cfg.eval, sample, mean, std, seed=cfg.data.seed, device=device)
+        shown = _decoded(images, MONITOR_IMAGES, cfg.data.seed)
+        monitor, monitor_facts = rankme_monitor(cfg.eval, shown, mean, std, seed=cfg.data.seed, device=device)
     result = train_simclr(
         cfg,
         images,
@@ -121,7 +123,7 @@ def train_and_save(
     if main and len(images) >= 2:  # where Wang & Isola define them for SimCLR: the head's output z
         summary["representation_head"] = measure_head(
             result.model,
-            sample,
+            _decoded(images, MAX_IMAGES, cfg.data.seed),
             mean,
             std,
             cfg.augment,
@@ -152,42 +154,49 @@ def train_and_save(
     return summary
 
 
-def _pretraining_images(
-    cfg: Config, split: Split, device: torch.device
-) -> tuple[np.ndarray | StreamedImages, Split, np.ndarray]:
-    """The pretraining images (labelled + unlabelled; pretraining never reads a label), the labelled
-    split the kNN monitor reads, and decoded pretraining images for the label-free measures.
+STREAM_MONITOR_IMAGES = 2_500  # streamed shards: the kNN monitor's decoded sample (its bank and queries)
 
-    Resident: the images themselves. Streamed from shards: a :class:`StreamedImages`, and seeded
-    decoded samples for the monitor (its bank and queries) and the measures.
+
+def _pretraining_images(cfg: Config, split: Split, device: torch.device) -> tuple[np.ndarray | StreamedImages, Split]:
+    """The pretraining images (labelled + unlabelled; pretraining never reads a label) and the labelled
+    split the kNN monitor reads.
+
+    Resident: the images themselves. Streamed from shards: a :class:`StreamedImages`, and, only when
+    the kNN monitor runs, a seeded decoded sample of :data:`STREAM_MONITOR_IMAGES` labelled images
+    (host memory stays bounded whatever the dataset's size).
     """
     main = distributed.is_main()
-    index = open_index(split, unlabeled=True)
+    index = open_index(split, shard_dir, unlabeled=True)
     if index is None:
         images = split.pretraining_images()
         if main and split.unlabeled is not None and len(split.unlabeled):
             log.info(
                 "pretraining on %d images: %d labelled + %d unlabelled", len(images), len(split), len(split.unlabeled)
             )
-        return images, dataclasses.replace(split, unlabeled=None), images  # the monitor: the labelled part only
+        return images, dataclasses.replace(split, unlabeled=None)  # the monitor needs the labelled part only
     d = cfg.data
     cuda = device.type == "cuda"
     images = StreamedImages(index, seed=cfg.pretrain.seed, workers=d.workers, buffer=d.shuffle_buffer, pin=cuda)
-    labelled = open_index(split)
-    shown, labels = decode_sample(labelled, KNN_BANK + KNN_QUERY, d.seed)  # the kNN monitor's bank and queries
-    sample = decode_sample(index, MAX_IMAGES, d.seed)[0]
+    labelled = open_index(split, shard_dir)
+    count = STREAM_MONITOR_IMAGES if cfg.pretrain.knn_every and split.class_names else 0
+    shown, labels = decode_sample(labelled, count, d.seed)
     if main:
         log.info(
-            "pretraining on %d images streamed from %d shards at %s (%d labelled, %d unlabelled); the monitors "
-            "on a decoded sample of %d",
+            "pretraining on %d images streamed from %d shards at %s (%d labelled, %d unlabelled)%s",
             len(index),
-            len(index.shards),
-            index.source,
+            int((index.counts() > 0).sum()),
+            index.where.source,
             len(labelled),
             len(index) - len(labelled),
-            max(len(labels), len(sample)),
+            f"; the kNN monitor on a decoded sample of {len(labels)}" if count else "",
         )
-    return images, dataclasses.replace(split, images=shown, labels=labels, refs=None), sample
+    return images, dataclasses.replace(split, images=shown, labels=labels, refs=None)
+
+
+def _decoded(images: np.ndarray | StreamedImages, count: int, seed: int) -> np.ndarray:
+    """Pretraining images to measure on: resident ones as they are (the measures draw their own sample),
+    or a seeded decoded sample of ``count`` streamed ones."""
+    return images if isinstance(images, np.ndarray) else decode_sample(images.index, count, seed)[0]
 
 
 # what a signal that ended a training process says, and what to try

@@ -418,7 +418,11 @@ def render_html(inp: ReportInputs, metrics: Mapping[str, Any]) -> str:
             [
                 ("source", ds["source"]),
                 ("synthetic", "yes" if ds["synthetic"] else "no"),
-                ("format", f"{ds.get('format') or 'cifar10'}, {ds.get('image_size') or 32} px"),
+                (
+                    "format",
+                    f"{ds.get('format') or 'cifar10'}, {ds.get('image_size') or 32} px"
+                    + (", streamed" if ds.get("streamed") else ""),
+                ),
                 ("MD5", ds.get("md5") or "not checked"),
                 ("images used", _images_used(ds)),
                 ("train / val / test", f"{ds['train_size']} / {ds['val_size']} / {ds['test_size']}"),

@@ -19,6 +19,7 @@ from kubeclr.data.files import read_split, split_facts
 from kubeclr.data.stats import channel_mean_std, check_spread, iter_npz_rows
 from kubeclr.data.stream import META_KEY, decode_sample, open_index
 from kubeclr.errors import DataError
+from kubeclr.storage.folders import shard_dir
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +50,7 @@ def run(cfg: Config, train_path: str | Path, stats_out: str | Path) -> dict:
     arrays = ("images", "unlabeled") if meta.get("unlabeled_size") else ("images",)
     try:
         if streamed:  # shards: a seeded sample, decoded (what the encoder sees, read from the shards once)
-            index = open_index(read_split("train split", train_path, unlabeled=True), unlabeled=True)
+            index = open_index(read_split("train split", train_path, unlabeled=True), shard_dir, unlabeled=True)
             rows = iter([decode_sample(index, STREAMED_SAMPLE, seed=0)[0]])
         else:
             rows = itertools.chain.from_iterable(iter_npz_rows(Path(train_path), a) for a in arrays)

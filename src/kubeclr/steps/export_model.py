@@ -34,6 +34,7 @@ from kubeclr.serving import MODEL_FILES
 from kubeclr.serving.card import model_card
 from kubeclr.serving.embedder import Classifier, Embedder
 from kubeclr.serving.export import CLASSIFIER_IO, ENCODER_IO, export_pair
+from kubeclr.storage.folders import shard_dir
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +79,7 @@ def run(
         raise DataError(f"test split {test_path}: no images to check the export on")
     embedder = Embedder(load_encoder(cfg.model, encoder_path), mean, std).eval()
     classifier, class_names = _load_classifier(classifier_path)
-    images = torch.from_numpy(first_images(test, CHECK_IMAGES)).contiguous()
+    images = torch.from_numpy(first_images(test, CHECK_IMAGES, shard_dir)).contiguous()
     with torch.no_grad():
         features = embedder(images)
     out = Path(model_out)

@@ -17,6 +17,7 @@ from kubeclr.data.stream import ShardIndex, decode_sample, open_index, ordered_c
 from kubeclr.eval.features import extract_features
 from kubeclr.eval.representation import MAX_IMAGES, measure
 from kubeclr.progress import progress
+from kubeclr.storage.folders import shard_dir
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +52,7 @@ def run(
     for name, path in zip(SPLITS, (train_path, val_path, test_path)):
         split = read_split(f"{name} split", path)
         class_names = split.class_names
-        index = open_index(split)
+        index = open_index(split, shard_dir)
         if index is None:
             images, labels = split.images, split.labels
             feats = extract_features(encoder, images, mean, std, device=device, batch_size=cfg.eval.batch_size)

@@ -24,6 +24,7 @@ from kubeclr.report.gate import STATUS_CODE
 from kubeclr.report.metrics import ReportInputs, build_metrics, validate_metrics
 from kubeclr.report.render import render_html, render_markdown
 from kubeclr.report.views import view_grid
+from kubeclr.storage.folders import shard_dir
 from kubeclr.storage.store import open_store
 from kubeclr.telemetry.prometheus import export_gate
 from kubeclr.uri import safe_segment
@@ -90,6 +91,7 @@ def run(
         "manifest_sha256": train_meta.get("manifest_sha256") or None,
         "pretrain_images": sizes["train"] + int(train_meta.get("unlabeled_size", 0)),
         "labelled": sizes["train"] > 0,
+        "streamed": bool(train_meta.get("streamed", False)),
     }
     points, point_labels = _tsne_points(cfg, features.arrays)
     timings = {
@@ -145,9 +147,9 @@ def run(
 def _views(cfg: Config, train_path: str | Path, mean: list[float], std: list[float], test_path: str | Path) -> str:
     """The grid of augmented view pairs of the first train images, else the first test images (a run
     without labels has no train images); '' when it cannot be drawn."""
-    images = first_images(read_split("train split", train_path), 8)
+    images = first_images(read_split("train split", train_path), 8, shard_dir)
     if not len(images):
-        images = first_images(read_split("test split", test_path), 8)
+        images = first_images(read_split("test split", test_path), 8, shard_dir)
     try:
         return view_grid(images, cfg.augment, mean, std, count=8, seed=cfg.data.seed)
     except (RuntimeError, ValueError) as exc:  # a figure must never fail the report

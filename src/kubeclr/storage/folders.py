@@ -173,15 +173,30 @@ def image_folder(d: DataConfig, mirror_uri: str = "") -> Iterator[LocalFolder]:
 
 
 class S3Shards:
-    """Shards under an ``s3://`` prefix, each read as a stream over the network (nothing downloaded first)."""
+    """Shards under an ``s3://`` prefix, each read as a stream over the network (nothing downloaded first).
+
+    Picklable (it travels to DataLoader processes): each process opens its own client.
+    """
 
     def __init__(self, uri: str) -> None:
         self.uri, self.source = uri.rstrip("/"), redact_uri(uri.rstrip("/"))
+        self._client_store = self._open()  # a bad URI fails here, not in a decoding process
+        self._sizes: dict[str, int] | None = None
+
+    def _open(self):
         try:
-            self._store = open_store(self.uri)
+            return open_store(self.uri)
         except StorageError as exc:
             raise DataError(str(exc)) from None
-        self._sizes: dict[str, int] | None = None
+
+    @property
+    def _store(self):
+        if self._client_store is None:  # unpickled in a decoding process
+            self._client_store = self._open()
+        return self._client_store
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "_client_store": None}
 
     def names(self) -> list[str]:
         if self._sizes is None:
