@@ -153,6 +153,7 @@ def run_ours(tarball: Path, overrides: list[str], seed: int, out: Path, splits: 
         "pretrain_seconds": m["pretrain"]["seconds"],
         "wall_seconds": time.perf_counter() - t0,
         "command": " ".join(cmd),
+        "seed": seed,
         **probe(encoder, splits, *stats),
     }
 
@@ -174,6 +175,7 @@ def run_plain(fields: dict, seed: int, splits: dict, stats, tag: str = "") -> di
         "loss_curve": losses,
         "pretrain_seconds": time.perf_counter() - t0,
         "recipe": dataclasses.asdict(recipe),
+        "seed": seed,
         **probe(encoder, splits, *stats),
     }
 
@@ -183,7 +185,7 @@ def run_random(seed: int, splits: dict, stats) -> dict:
     from kubeclr.core.model import build_encoder
 
     torch.manual_seed(seed)
-    return probe(build_encoder(load_config(ARGS.preset, overrides=COMMON_SETS).model), splits, *stats)
+    return {"seed": seed, **probe(build_encoder(load_config(ARGS.preset, overrides=COMMON_SETS).model), splits, *stats)}
 
 
 def run_pixels(splits: dict) -> dict:
@@ -305,6 +307,10 @@ class Progress:
     def start(self, what: str) -> None:
         print(f"[{self.done + 1}/{self.total}] {what} …", flush=True)
 
+    def skip(self, what: str) -> None:
+        self.total -= 1
+        print(f"[–] {what}: in the resumed record", flush=True)
+
     def finish(self, what: str, result: dict) -> None:
         self.done += 1
         spent = time.perf_counter() - self.t0
@@ -329,6 +335,47 @@ def dataset_entry(ds: suite_data.Dataset, splits: dict, md5: str, knobs: dict) -
         "budget": {**knobs, "steps": knobs["epochs"] * (len(splits["train"][1]) // knobs["batch_size"])},
         "methods": {},
     }
+
+
+def read_record(path: Path) -> dict:
+    """An earlier record to resume, or one line saying why it cannot be."""
+    try:
+        old = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise SystemExit(f"--resume {path}: cannot read it as a record: {e}") from None
+    if not isinstance(old, dict) or old.get("benchmark") != "quality-suite":
+        raise SystemExit(f"--resume {path}: not a quality-suite record")
+    return old
+
+
+def resume(old: dict, path: Path, datasets: dict) -> None:
+    """Keep the runs of an earlier record ``old`` of the same data and budget in ``datasets`` (in place).
+
+    A run counts as done when it names its seed; one that does not (older records) is dropped, so it
+    runs again rather than being counted under a seed it may not have had."""
+    for name, entry in datasets.items():
+        before = old.get("datasets", {}).get(name)
+        if before is None:
+            continue
+        for key in ("data", "budget"):
+            if before[key] != entry[key]:
+                raise SystemExit(
+                    f"--resume {path}: {name}'s {key} differs from this run's "
+                    f"({json.dumps(before[key])} != {json.dumps(entry[key])}): not the same benchmark"
+                )
+        for method, m in before["methods"].items():
+            runs = [r for r in m["runs"] if method == "pixels" or r.get("seed") is not None]
+            if runs:
+                entry["methods"][method] = {
+                    **{k: v for k, v in m.items() if k not in ("runs", "summary")},
+                    "runs": runs,
+                }
+
+
+def done(methods: dict, method: str, seed: int | None = None) -> bool:
+    """Whether ``method`` already has a run of ``seed`` (``None``: any run) in this record."""
+    runs = methods.get(method, {}).get("runs", [])
+    return any(seed is None or r.get("seed") == seed for r in runs)
 
 
 def judge_all(name: str, entry: dict, reference: str | None) -> None:
@@ -390,6 +437,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--no-plain", action="store_true", help="skip the plain SimCLR")
     p.add_argument("--no-baselines", action="store_true", help="skip raw pixels and the random encoder")
+    p.add_argument(
+        "--resume",
+        type=Path,
+        metavar="RECORD",
+        help="keep the runs of an earlier record (same datasets, data seed and budget) and run only what it lacks",
+    )
     p.add_argument("--keep", type=Path, help="keep the tarballs and runs' output folders here (a rerun replaces them)")
     ARGS = p.parse_args(argv)
     knobs = budget(ARGS)
@@ -444,6 +497,12 @@ def main(argv: list[str] | None = None) -> int:
         "seeds": ARGS.seeds,
         "datasets": {},
     }
+    earlier = read_record(ARGS.resume) if ARGS.resume else None
+    if earlier is not None:
+        record["resumed_from"] = [
+            *earlier.get("resumed_from", []),
+            {"argv": earlier.get("argv"), "date": earlier.get("date")},
+        ]
 
     def save() -> None:
         for name, entry in record["datasets"].items():
@@ -466,6 +525,8 @@ def main(argv: list[str] | None = None) -> int:
         md5 = suite_data.write_tarball(tarball, splits, ds.class_names, name)
         data[name] = (splits, train_stats(splits), tarball)
         record["datasets"][name] = dataset_entry(ds, splits, md5, knobs)
+    if earlier is not None:
+        resume(earlier, ARGS.resume, record["datasets"])
     save()
 
     runs = len(ARGS.seeds) * len(names) * (len(plains) + len(variants))
@@ -475,9 +536,11 @@ def main(argv: list[str] | None = None) -> int:
             splits, stats, _ = data[name]
             progress.start(f"{name}: raw pixels and the random-init encoder")
             methods = record["datasets"][name]["methods"]
-            methods["pixels"] = {"runs": [run_pixels(splits)]}
-            methods["random"] = {"runs": [run_random(s, splits, stats) for s in ARGS.seeds]}
-            progress.finish(f"{name}: baselines", methods["random"]["runs"][-1])
+            if not done(methods, "pixels"):
+                methods["pixels"] = {"runs": [run_pixels(splits)]}
+            random = methods.setdefault("random", {"runs": []})["runs"]
+            random += [run_random(s, splits, stats) for s in ARGS.seeds if not done(methods, "random", s)]
+            progress.finish(f"{name}: baselines", random[-1])
             save()
     for seed in ARGS.seeds:
         for name in names:
@@ -485,6 +548,9 @@ def main(argv: list[str] | None = None) -> int:
             methods = record["datasets"][name]["methods"]
             for plain_name, fields in plains:
                 what = f"{name} seed {seed} plain:{plain_name}"
+                if done(methods, f"plain:{plain_name}", seed):
+                    progress.skip(what)
+                    continue
                 progress.start(what)
                 entry = methods.setdefault(f"plain:{plain_name}", {"fields": fields, "runs": []})
                 entry["runs"].append(run_plain(fields, seed, splits, stats, tag=f"{name} "))
@@ -492,6 +558,9 @@ def main(argv: list[str] | None = None) -> int:
                 save()
             for variant, overrides in variants:
                 what = f"{name} seed {seed} ours:{variant}"
+                if done(methods, f"ours:{variant}", seed):
+                    progress.skip(what)
+                    continue
                 progress.start(what)
                 entry = methods.setdefault(f"ours:{variant}", {"overrides": overrides, "runs": []})
                 out = work / name / f"{variant}-s{seed}"

@@ -203,6 +203,9 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--json", type=Path, help="where the record goes")
     p.add_argument("--quick", action="store_true", help="small sizes and one seed: checks the script, not a result")
+    p.add_argument(
+        "--only", choices=("throughput", "memory", "quality"), action="append", help="run only these parts (repeatable)"
+    )
     p.add_argument("--child", choices=("resident", "streamed"), help=argparse.SUPPRESS)
     p.add_argument("--split", help=argparse.SUPPRESS)
     p.add_argument("--size", type=int, default=32, help=argparse.SUPPRESS)
@@ -223,6 +226,7 @@ def main(argv: list[str] | None = None) -> int:
         "python": platform.python_version(),
         "argv": sys.argv,
         "settings": {"workers": 2, "batch_size": 128, "width": 8, "shuffle_buffer": 2048, "preset": "smoke"},
+        "malloc_arena_max": os.environ.get("MALLOC_ARENA_MAX"),  # glibc's, inherited by every child
         "throughput": {},
         "memory": {},
     }
@@ -231,7 +235,8 @@ def main(argv: list[str] | None = None) -> int:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(record, indent=2) + "\n")
 
-    for size in sizes:  # images/s, dataset ×1, the second epoch
+    parts = set(args.only or ("throughput", "memory", "quality"))
+    for size in sizes if "throughput" in parts else ():  # images/s, dataset ×1, the second epoch
         shards = write_dataset(work / f"shards-{size}-x1", 1, size)
         row = {}
         for mode in ("resident", "streamed"):
@@ -242,7 +247,7 @@ def main(argv: list[str] | None = None) -> int:
         record["throughput"][f"{size}px"] = row
         save()
     size = sizes[-1]  # memory against dataset size, the largest images
-    for n in copies:
+    for n in copies if "memory" in parts else ():
         shards = work / f"shards-{size}-x{n}"
         if not shards.exists():
             write_dataset(shards, n, size)
@@ -253,18 +258,20 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{size} px ×{n} {mode}: {row[mode]}", flush=True)
         record["memory"][f"x{n}"] = row
         save()
-    small, large = (record["memory"][f"x{n}"] for n in copies)
-    record["memory"]["growth"] = {
-        mode: large[mode]["peak_rss_mib"] / small[mode]["peak_rss_mib"] for mode in ("resident", "streamed")
-    }
-    record["memory"]["streamed_flat_within_20_percent"] = record["memory"]["growth"]["streamed"] <= 1.2
-    save()
-    digits_shards = write_dataset(work / "shards-quality", 1, 32)
-    seeds, epochs = ([0], 3) if args.quick else ([0, 1, 2], 15)
-    record["quality"] = {"epochs": epochs, **quality(digits_shards, work, seeds, epochs)}
-    save()
+    if "memory" in parts:
+        small, large = (record["memory"][f"x{n}"] for n in copies)
+        record["memory"]["growth"] = {
+            mode: large[mode]["peak_rss_mib"] / small[mode]["peak_rss_mib"] for mode in ("resident", "streamed")
+        }
+        record["memory"]["streamed_flat_within_20_percent"] = record["memory"]["growth"]["streamed"] <= 1.2
+        save()
+    if "quality" in parts:
+        digits_shards = write_dataset(work / "shards-quality", 1, 32)
+        seeds, epochs = ([0], 3) if args.quick else ([0, 1, 2], 15)
+        record["quality"] = {"epochs": epochs, **quality(digits_shards, work, seeds, epochs)}
+        save()
+        print(f"quality gap (streamed - resident, points): {record['quality']['gap_points']}")
     print(json.dumps({k: record[k] for k in ("throughput", "memory")}, indent=1)[:3000])
-    print(f"quality gap (streamed - resident, points): {record['quality']['gap_points']}")
     print(f"record: {args.json}")
     return 0
 

@@ -6,6 +6,7 @@ the verdict is checked against hand-made summaries.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import sys
 from pathlib import Path
@@ -271,12 +272,43 @@ def test_the_record_gets_summaries_and_a_verdict_per_recipe_and_a_table():
         (["--skip-preset-recipe"], "--skip-preset-recipe without any --variant"),
         (["--variant", "typo=pretrain.temprature=0.2"], "--variant typo: .*pretrain.temprature"),
         (["--plain", "x=lr=fast"], "--plain lr=fast: lr takes a float"),
+        (["--resume", "/nonexistent/r.json"], "--resume /nonexistent/r.json: cannot read it as a record"),
     ],
 )
 def test_mistakes_stop_the_suite_before_it_builds_anything(argv, message, tmp_path):
     with pytest.raises(SystemExit, match=message) as stop:
         quality_bench.main(["--json", str(tmp_path / "r.json"), *argv])
     assert "\n" not in str(stop.value) and not (tmp_path / "r.json").exists()
+
+
+def test_resume_keeps_the_seeded_runs_of_the_same_benchmark_and_refuses_another(tmp_path):
+    entry = {"data": {"md5": "a"}, "budget": {"epochs": 30}, "methods": {}}
+    old = {
+        "benchmark": "quality-suite",
+        "datasets": {
+            "digits": {
+                **entry,
+                "methods": {
+                    "pixels": {"runs": [{"probe_linear_top1": 0.9}]},
+                    "random": {"runs": [{"seed": 0}, {"seed": 1}], "summary": {}},
+                    "ours:preset": {"overrides": [], "runs": [{"seed": 2}, {"linear_top1": 0.5}]},  # no seed: redone
+                },
+            }
+        },
+    }
+    datasets = {"digits": copy.deepcopy(entry), "scenes": copy.deepcopy(entry)}
+    quality_bench.resume(old, tmp_path / "r.json", datasets)
+    methods = datasets["digits"]["methods"]
+    assert methods["ours:preset"] == {"overrides": [], "runs": [{"seed": 2}]}
+    assert quality_bench.done(methods, "pixels") and quality_bench.done(methods, "random", 1)
+    assert not quality_bench.done(methods, "random", 2) and not quality_bench.done(methods, "ours:preset", 0)
+    assert datasets["scenes"]["methods"] == {}
+    datasets["digits"]["budget"]["epochs"] = 5
+    with pytest.raises(SystemExit, match="digits's budget differs from this run's .*not the same benchmark"):
+        quality_bench.resume(old, tmp_path / "r.json", datasets)
+    (tmp_path / "other.json").write_text('{"benchmark": "stream"}')
+    with pytest.raises(SystemExit, match="other.json: not a quality-suite record"):
+        quality_bench.read_record(tmp_path / "other.json")
 
 
 def test_quick_fills_only_what_is_not_given():
