@@ -7,10 +7,12 @@ what the pretrain step runs (the split read as :mod:`kubeclr.launch.process` rea
 ``train_simclr``) and reports:
 
 - throughput: images/s of its last epoch (the first pays the start-up), at 32 and 96 px;
-- memory: the peak resident set (``VmHWM``) of the training process, and the largest of its decoding
-  processes (``ru_maxrss`` of its children: a forked worker counts the pages it shares with its
-  parent, so this overstates it), for the dataset ×1 and ×10 (each copy drawn with fresh shifts and
-  brightness), at 96 px;
+- memory: the resident set of the training process once its data is ready (``VmRSS`` before the
+  first step) and its peak (``VmHWM``), and the largest of its decoding processes (``ru_maxrss`` of
+  its children: a forked worker counts the pages it shares with its parent, so this overstates
+  it), for the dataset ×1 and ×10 (each copy drawn with fresh shifts and brightness), at 96 px, over
+  the same number of steps (×1 for 10 epochs, ×10 for one): on CPU the training's own memory swings
+  from step to step, and a longer run reaches a higher peak whatever its data;
 - quality: the same digits, 3 seeds, resident and streamed pretraining of the same recipe, kNN and
   linear top-1 of the test split (kubeclr's own evaluation on features computed once).
 
@@ -123,20 +125,27 @@ def child(args: argparse.Namespace) -> int:
     cfg = config(args.size, stream=args.child == "streamed", **{"pretrain.epochs": args.epochs})
     split = read_split("train split", Path(args.split) / "train.npz", unlabeled=True)
     images, _ = _pretraining_images(cfg, split, torch.device("cpu"))
+    ready = status_mib("VmRSS")  # the data ready to train on, no step taken
     result = train_simclr(cfg, images, [0.2] * 3, [0.3] * 3, device=torch.device("cpu"))
-    hwm = int(re.search(r"VmHWM:\s+(\d+) kB", Path("/proc/self/status").read_text()).group(1))
     print(
         json.dumps(
             {
                 "images": len(images),
+                "epochs": args.epochs,
                 "images_per_second": result.history[-1]["images_per_second"],
                 "epoch_seconds": [round(r["seconds"], 2) for r in result.history],
-                "peak_rss_mib": hwm / 1024,
+                "ready_rss_mib": ready,
+                "peak_rss_mib": status_mib("VmHWM"),
                 "peak_worker_rss_mib": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024,
             }
         )
     )
     return 0
+
+
+def status_mib(field: str) -> float:
+    """A memory field of this process's ``/proc/self/status`` (``VmRSS``, ``VmHWM``: the peak), in MiB."""
+    return int(re.search(rf"{field}:\s+(\d+) kB", Path("/proc/self/status").read_text()).group(1)) / 1024
 
 
 def run_child(mode: str, split: Path, size: int, epochs: int) -> dict:
@@ -145,6 +154,60 @@ def run_child(mode: str, split: Path, size: int, epochs: int) -> dict:
     if proc.returncode:
         raise SystemExit(f"{mode} pretraining failed:\n{proc.stderr[-3000:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+# -- the reader alone: ours against the webdataset package ----------------------------------------
+
+
+def loader_rates(shards: Path, split: Path, size: int, repeats: int) -> dict:
+    """Images/s of one epoch's train batches read and decoded, no training: kubeclr's stream and the
+    ``webdataset`` package's pipeline over the same shards, the same decoder (``decode_image``), shuffle
+    buffer, batch size and decoding processes; alternated ``repeats`` times (the median is kept)."""
+    import webdataset as wds
+
+    from kubeclr.data.files import read_split
+    from kubeclr.launch.process import _pretraining_images
+
+    cfg = config(size, stream=True)
+    ours_images, _ = _pretraining_images(
+        cfg, read_split("train", split / "train.npz", unlabeled=True), torch.device("cpu")
+    )
+    batch, workers, buffer = cfg.pretrain.batch_size, cfg.data.workers, cfg.data.shuffle_buffer
+    steps = ours_images.steps(batch, 1)
+
+    def ours(epoch: int) -> int:
+        with ours_images.epoch(epoch, rank=0, world=1, per_rank=batch, steps=steps) as batches:
+            return sum(len(b) for b in batches)
+
+    def package(epoch: int) -> int:
+        from kubeclr.data.images import decode_image
+
+        urls = sorted(str(f) for f in shards.glob("train-*.tar"))
+        pipeline = (
+            wds.WebDataset(urls, shardshuffle=len(urls), seed=epoch, empty_check=False)
+            .shuffle(buffer)
+            .map(lambda s: decode_image(s["png"], size, name=s["__key__"]))
+            .batched(-(-batch // workers), collation_fn=lambda images: torch.from_numpy(np.stack(images)))
+        )
+        loader = torch.utils.data.DataLoader(pipeline, batch_size=None, num_workers=workers, prefetch_factor=2)
+        seen = 0
+        for chunk in loader:
+            seen += len(chunk)
+            if seen >= steps * batch:
+                break
+        return min(seen, steps * batch)
+
+    rates: dict[str, list[float]] = {"kubeclr": [], "webdataset": []}
+    for r in range(repeats):
+        for name, read in (("kubeclr", ours), ("webdataset", package)):
+            t0 = time.perf_counter()
+            n = read(r + 1)
+            rates[name].append(n / (time.perf_counter() - t0))
+    return {
+        "images_per_epoch": steps * batch,
+        **{name: {"images_per_second": statistics.median(v), "runs": v} for name, v in rates.items()},
+        "webdataset_version": wds.__version__ if hasattr(wds, "__version__") else "?",
+    }
 
 
 # -- quality ---------------------------------------------------------------------------------------
@@ -204,7 +267,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", type=Path, help="where the record goes")
     p.add_argument("--quick", action="store_true", help="small sizes and one seed: checks the script, not a result")
     p.add_argument(
-        "--only", choices=("throughput", "memory", "quality"), action="append", help="run only these parts (repeatable)"
+        "--only",
+        choices=("throughput", "memory", "loader", "quality"),
+        action="append",
+        help="run only these parts (repeatable)",
     )
     p.add_argument("--child", choices=("resident", "streamed"), help=argparse.SUPPRESS)
     p.add_argument("--split", help=argparse.SUPPRESS)
@@ -235,7 +301,7 @@ def main(argv: list[str] | None = None) -> int:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(record, indent=2) + "\n")
 
-    parts = set(args.only or ("throughput", "memory", "quality"))
+    parts = set(args.only or ("throughput", "memory", "loader", "quality"))
     for size in sizes if "throughput" in parts else ():  # images/s, dataset ×1, the second epoch
         shards = write_dataset(work / f"shards-{size}-x1", 1, size)
         row = {}
@@ -246,15 +312,15 @@ def main(argv: list[str] | None = None) -> int:
         row["streamed_over_resident"] = row["streamed"]["images_per_second"] / row["resident"]["images_per_second"]
         record["throughput"][f"{size}px"] = row
         save()
-    size = sizes[-1]  # memory against dataset size, the largest images
-    for n in copies if "memory" in parts else ():
+    size = sizes[-1]  # memory against dataset size, the largest images, the same number of steps:
+    for n in copies if "memory" in parts else ():  # ×1 for 10 epochs, ×10 for one
         shards = work / f"shards-{size}-x{n}"
         if not shards.exists():
             write_dataset(shards, n, size)
         row = {}
         for mode in ("resident", "streamed"):
             split = data_step(shards, work / f"{mode}-{size}-x{n}", size, mode == "streamed")
-            row[mode] = run_child(mode, split, size, epochs=1)
+            row[mode] = run_child(mode, split, size, epochs=copies[-1] // n)
             print(f"{size} px ×{n} {mode}: {row[mode]}", flush=True)
         record["memory"][f"x{n}"] = row
         save()
@@ -263,7 +329,20 @@ def main(argv: list[str] | None = None) -> int:
         record["memory"]["growth"] = {
             mode: large[mode]["peak_rss_mib"] / small[mode]["peak_rss_mib"] for mode in ("resident", "streamed")
         }
+        record["memory"]["ready_growth"] = {
+            mode: large[mode]["ready_rss_mib"] / small[mode]["ready_rss_mib"] for mode in ("resident", "streamed")
+        }
         record["memory"]["streamed_flat_within_20_percent"] = record["memory"]["growth"]["streamed"] <= 1.2
+        save()
+    for size in sizes if "loader" in parts else ():  # the reader alone, kubeclr's and the package's
+        shards = work / f"shards-{size}-x1"
+        if not shards.exists():
+            write_dataset(shards, 1, size)
+        split = data_step(shards, work / f"streamed-{size}-x1", size, True)
+        row = loader_rates(shards, split, size, repeats=1 if args.quick else 5)
+        row["kubeclr_over_webdataset"] = row["kubeclr"]["images_per_second"] / row["webdataset"]["images_per_second"]
+        print(f"{size} px reader alone: {row}", flush=True)
+        record.setdefault("loader", {})[f"{size}px"] = row
         save()
     if "quality" in parts:
         digits_shards = write_dataset(work / "shards-quality", 1, 32)

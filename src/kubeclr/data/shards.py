@@ -58,7 +58,7 @@ SHARD_PATTERN = re.compile(r"^(train|val|test|unlabeled)-[^/]*\.tar$")
 
 def hidden(member: str) -> bool:
     """A member to ignore, as image folders ignore such files: ``.DS_Store``, ``._x`` (macOS tar), ``__MACOSX/``."""
-    return any(part.startswith(".") or part == "__MACOSX" for part in PurePosixPath(member).parts if part != ".")
+    return any(part.startswith(".") or part == "__MACOSX" for part in member.split("/") if part != ".")
 
 
 def sample_key(member: str) -> tuple[str, str]:
@@ -69,10 +69,11 @@ def sample_key(member: str) -> tuple[str, str]:
     >>> sample_key("a.b.cls")
     ('a', 'b.cls')
     """
-    path = PurePosixPath(member)
-    base, dot, ext = path.name.partition(".")
-    key = str(path.with_name(base)) if path.parent != PurePosixPath(".") else base
-    return key, ext.lower() if dot else ""
+    if member.startswith("./") or member.endswith("/") or "//" in member or "/./" in member:
+        member = str(PurePosixPath(member))  # ./train/1.png is train/1.png (string work: once per member)
+    folder, slash, name = member.rpartition("/")
+    base, dot, ext = name.partition(".")
+    return (f"{folder}/{base}" if slash else base), ext.lower() if dot else ""
 
 
 def by_prefix(names: Iterable[str]) -> dict[str, list[str]]:
