@@ -206,7 +206,7 @@ def loader_rates(shards: Path, split: Path, size: int, repeats: int) -> dict:
     return {
         "images_per_epoch": steps * batch,
         **{name: {"images_per_second": statistics.median(v), "runs": v} for name, v in rates.items()},
-        "webdataset_version": wds.__version__ if hasattr(wds, "__version__") else "?",
+        "webdataset_version": getattr(wds, "__version__", "?"),
     }
 
 
@@ -350,7 +350,7 @@ def main(argv: list[str] | None = None) -> int:
         record["quality"] = {"epochs": epochs, **quality(digits_shards, work, seeds, epochs)}
         save()
         print(f"quality gap (streamed - resident, points): {record['quality']['gap_points']}")
-    print(json.dumps({k: record[k] for k in ("throughput", "memory")}, indent=1)[:3000])
+    print(json.dumps({k: record.get(k) for k in ("throughput", "memory", "loader")}, indent=1)[:3000])
     print(f"record: {args.json}")
     return 0
 
