@@ -161,11 +161,15 @@ def run_child(mode: str, split: Path, size: int, epochs: int) -> dict:
 
 def loader_rates(shards: Path, split: Path, size: int, repeats: int) -> dict:
     """Images/s of one epoch's train batches read and decoded, no training: kubeclr's stream and the
-    ``webdataset`` package's pipeline over the same shards, the same decoder (``decode_image``), shuffle
-    buffer, batch size and decoding processes; alternated ``repeats`` times (the median is kept)."""
+    ``webdataset`` package's pipeline over the same shards, the same samples (the train split's: the
+    package selects them by key, as ours does by position; the rest of a shard is read, not decoded),
+    the same decoder (``decode_image``), shuffle buffer, batch size and decoding processes; alternated
+    ``repeats`` times (the median is kept)."""
     import webdataset as wds
 
     from kubeclr.data.files import read_split
+    from kubeclr.data.images import decode_image
+    from kubeclr.data.stream import ordered_chunks
     from kubeclr.launch.process import _pretraining_images
 
     cfg = config(size, stream=True)
@@ -174,17 +178,20 @@ def loader_rates(shards: Path, split: Path, size: int, repeats: int) -> dict:
     )
     batch, workers, buffer = cfg.pretrain.batch_size, cfg.data.workers, cfg.data.shuffle_buffer
     steps = ours_images.steps(batch, 1)
+    train_keys: set[str] = set()  # "<shard>:<key>", as ours names a sample
+    with ordered_chunks(ours_images.index, chunk=256) as chunks:
+        for _, _, names in chunks:
+            train_keys.update(names)
 
     def ours(epoch: int) -> int:
         with ours_images.epoch(epoch, rank=0, world=1, per_rank=batch, steps=steps) as batches:
             return sum(len(b) for b in batches)
 
     def package(epoch: int) -> int:
-        from kubeclr.data.images import decode_image
-
         urls = sorted(str(f) for f in shards.glob("train-*.tar"))
         pipeline = (
             wds.WebDataset(urls, shardshuffle=len(urls), seed=epoch, empty_check=False)
+            .select(lambda s: f"{Path(s['__url__']).name}:{s['__key__']}" in train_keys)
             .shuffle(buffer)
             .map(lambda s: decode_image(s["png"], size, name=s["__key__"]))
             .batched(-(-batch // workers), collation_fn=lambda images: torch.from_numpy(np.stack(images)))

@@ -118,6 +118,26 @@ def test_every_image_once_an_epoch_ranks_disjoint_and_the_order_a_function_of_th
     assert not set(shards[0]) & set(shards[1]) and len(shards[0]) == len(shards[1])
 
 
+@pytest.mark.parametrize("buffer", [1, 16, 1000])
+def test_the_shuffle_buffer_yields_early_holds_at_most_its_size_and_loses_nothing(monkeypatch, buffer):
+    read = []
+
+    def encoded(_index, shard):
+        for i in range(300):
+            read.append((shard, i))
+            yield f"{shard}:{i}", b"", 0
+
+    monkeypatch.setattr(stream, "_encoded", encoded)
+    shuffler = stream.ShardStream(None, [0, 1], seed=(0,), buffer=buffer, chunk=1)
+    out, held = [], []
+    for name, _, _ in shuffler._shuffled([0, 1], np.random.default_rng(0)):
+        out.append(name)
+        held.append(len(read) - len(out) + 1)  # samples in the pool when this one was drawn
+    assert sorted(out) == sorted(f"{s}:{i}" for s in (0, 1) for i in range(300))
+    assert max(held) <= buffer and held[0] <= min(buffer, stream.SHUFFLE_START)  # the first waits for 100 at most
+    assert buffer == 1 or out != sorted(out, key=lambda n: tuple(map(int, n.split(":"))))
+
+
 def test_batches_have_a_fixed_shape_and_steps_are_what_every_rank_can_take(tmp_path):
     index = _index(_streamed(tmp_path, _dataset(tmp_path / "shards"))["train"])
     counts = sorted(index.counts()[index.counts() > 0].tolist())

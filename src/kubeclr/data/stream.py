@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import itertools
 import logging
 import os
 from dataclasses import dataclass
@@ -45,6 +46,7 @@ from kubeclr.errors import ConfigError, DataError
 log = logging.getLogger(__name__)
 
 META_KEY = "stream"  # a split file's meta entry that marks it as an index of streamed shards
+SHUFFLE_START = 100  # samples in a decoding process's shuffle buffer before it yields (WebDataset's default)
 
 
 @dataclass(frozen=True)
@@ -214,15 +216,21 @@ class ShardStream(IterableDataset):
             yield _chunk(images, labels, names)
 
     def _shuffled(self, shards: list[int], rng: np.random.Generator) -> Iterator[tuple[str, bytes, int]]:
+        """The shards' samples through the shuffle buffer. The buffer fills while it yields (two samples
+        read for each one given until it holds ``buffer``), so decoding starts after ``SHUFFLE_START``
+        samples, not after a whole buffer: an epoch's first batch does not wait for the buffer to fill."""
+        samples = (sample for shard in shards for sample in _encoded(self.index, shard))
+        if not self.buffer:
+            yield from samples
+            return
         pool: list[tuple[str, bytes, int]] = []
-        for shard in shards:
-            for sample in _encoded(self.index, shard):
-                if not self.buffer:
-                    yield sample
-                    continue
-                pool.append(sample)
-                if len(pool) >= self.buffer:
-                    yield _pop(pool, rng)
+        start = min(SHUFFLE_START, self.buffer)
+        for sample in samples:
+            pool.append(sample)
+            if len(pool) < self.buffer:
+                pool.extend(itertools.islice(samples, 1))
+            if len(pool) >= start:
+                yield _pop(pool, rng)
         while pool:
             yield _pop(pool, rng)
 
