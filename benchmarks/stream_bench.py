@@ -197,11 +197,14 @@ def loader_rates(shards: Path, split: Path, size: int, repeats: int) -> dict:
             .batched(-(-batch // workers), collation_fn=lambda images: torch.from_numpy(np.stack(images)))
         )
         loader = torch.utils.data.DataLoader(pipeline, batch_size=None, num_workers=workers, prefetch_factor=2)
-        seen = 0
-        for chunk in loader:
-            seen += len(chunk)
-            if seen >= steps * batch:
-                break
+        seen, chunks = 0, iter(loader)
+        try:
+            for chunk in chunks:
+                seen += len(chunk)
+                if seen >= steps * batch:
+                    break
+        finally:  # stopped inside the timing, as ours are (left to the collector, they decode beside the next run)
+            chunks._shutdown_workers()
         return min(seen, steps * batch)
 
     rates: dict[str, list[float]] = {"kubeclr": [], "webdataset": []}
@@ -299,7 +302,7 @@ def main(argv: list[str] | None = None) -> int:
         "python": platform.python_version(),
         "argv": sys.argv,
         "settings": {"workers": 2, "batch_size": 128, "width": 8, "shuffle_buffer": 2048, "preset": "smoke"},
-        "malloc_arena_max": os.environ.get("MALLOC_ARENA_MAX"),  # glibc's, inherited by every child
+        "malloc_env": {k: v for k, v in os.environ.items() if k.startswith("MALLOC_")},  # glibc's, inherited
         "throughput": {},
         "memory": {},
     }

@@ -152,6 +152,18 @@ def test_batches_have_a_fixed_shape_and_steps_are_what_every_rank_can_take(tmp_p
         stream.stream_steps(index, 99, 4)
 
 
+def test_batches_are_the_chunks_images_in_order_each_in_its_own_tensor():
+    images = torch.arange(23 * 3, dtype=torch.uint8).reshape(23, 3, 1, 1)
+    cuts = [0, 4, 5, 11, 20, 23]  # chunks of 4, 1, 6, 9, 3 images
+    chunks = [(images[a:b], np.zeros(b - a, np.int64), []) for a, b in zip(cuts, cuts[1:])]
+    got = list(stream._batches(iter(chunks), size=7, steps=3, pin=False))
+    assert [b.shape for b in got] == [(7, 3, 1, 1)] * 3
+    assert torch.equal(torch.cat(got), images[:21])  # in order, the last 2 images left over
+    assert len({b.untyped_storage().data_ptr() for b in got} | {images.untyped_storage().data_ptr()}) == 4
+    with pytest.raises(DataError, match="the shards gave 3 of the 4 batches of this epoch"):
+        list(stream._batches(iter(chunks), size=7, steps=4, pin=False))
+
+
 def test_a_shard_changed_after_indexing_fails_by_name(tmp_path):
     root = _dataset(tmp_path / "shards")
     index = _index(_streamed(tmp_path, root)["test"])

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import gc
 import itertools
 import logging
 import os
@@ -181,7 +182,7 @@ def _encoded(index: ShardIndex, shard: int) -> Iterator[tuple[str, bytes, int]]:
 
 
 class ShardStream(IterableDataset):
-    """Decoded samples of some shards in chunks ``(images uint8 (k, 3, S, S), labels (k,), names)``.
+    """Decoded samples of some shards in chunks ``(images uint8 (k, 3, S, S), labels int64 ndarray (k,), names)``.
 
     Under a DataLoader with workers, worker w of k reads ``shards[w::k]``. With ``buffer`` > 0
     the encoded samples pass through a shuffle buffer of that many per worker (WebDataset's
@@ -192,7 +193,7 @@ class ShardStream(IterableDataset):
         super().__init__()
         self.index, self.shards, self.seed, self.buffer, self.chunk = index, list(shards), list(seed), buffer, chunk
 
-    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor, list[str]]]:
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, np.ndarray, list[str]]]:
         info = get_worker_info()
         worker, workers = (info.id, info.num_workers) if info is not None else (0, 1)
         rng = np.random.default_rng([*self.seed, worker])
@@ -242,21 +243,27 @@ def _pop(pool: list, rng: np.random.Generator) -> Any:
     return pool.pop()
 
 
-def _chunk(images: list[np.ndarray], labels: list[int], names: list[str]) -> tuple[torch.Tensor, torch.Tensor, list]:
-    return torch.from_numpy(np.stack(images)), torch.tensor(labels, dtype=torch.int64), names
+def _chunk(images: list[np.ndarray], labels: list[int], names: list[str]) -> tuple[torch.Tensor, np.ndarray, list]:
+    # the labels travel by value: a second tensor would cost a second shared-memory handover per chunk
+    return torch.from_numpy(np.stack(images)), np.asarray(labels, dtype=np.int64), names
 
 
-def _one_thread(_: int) -> None:
-    torch.set_num_threads(1)  # a decoding process: Pillow, not torch, does the work
+def _worker_init(_: int) -> None:
+    """A decoding process's start: one torch thread (Pillow, not torch, does the work), and the objects
+    inherited from the training process frozen out of the garbage collector. Unfrozen, the child's
+    first full collection walks every one of them (torch's, hundreds of thousands), writing to their
+    pages: ~0.2 s per process per epoch and copies of the parent's memory (benchmarks/README.md)."""
+    torch.set_num_threads(1)
+    gc.freeze()
 
 
 @contextlib.contextmanager
-def _loader(stream: ShardStream, workers: int) -> Iterator[Iterator[tuple[torch.Tensor, torch.Tensor, list]]]:
+def _loader(stream: ShardStream, workers: int) -> Iterator[Iterator[tuple[torch.Tensor, np.ndarray, list]]]:
     """The stream's chunks, read by ``workers`` processes (0: this one), stopped on exit."""
     if not workers:
         yield iter(stream)
         return
-    loader = DataLoader(stream, batch_size=None, num_workers=workers, prefetch_factor=2, worker_init_fn=_one_thread)
+    loader = DataLoader(stream, batch_size=None, num_workers=workers, prefetch_factor=2, worker_init_fn=_worker_init)
     it = iter(loader)
     try:
         yield _relayed(it)
@@ -318,20 +325,27 @@ def epoch_shards(index: ShardIndex, *, seed: int, epoch: int, rank: int, world: 
 
 
 def _batches(chunks: Iterator, size: int, steps: int, pin: bool) -> Iterator[torch.Tensor]:
-    """``steps`` uint8 batches of exactly ``size`` images cut from chunks of any size."""
-    pending: list[torch.Tensor] = []
-    have = made = 0
+    """``steps`` uint8 batches of exactly ``size`` images cut from chunks of any size.
+
+    Each batch is a new tensor (pinned for a GPU) that the chunks are copied into once, by numpy: a
+    torch copy would run on the intra-op thread pool, whose threads wait on cores the decoding
+    processes keep busy (on 2 cores, 8 ms for a 128-image batch at 32 px instead of 0.2 ms).
+    """
+    made = filled = 0
+    batch: torch.Tensor | None = None
     for images, _, _ in chunks:
-        pending.append(images)
-        have += len(images)
-        while have >= size and made < steps:
-            joined = torch.cat(pending) if len(pending) > 1 else pending[0]
-            batch, rest = joined[:size], joined[size:]
-            pending, have = ([rest] if len(rest) else []), len(rest)
-            made += 1
-            yield batch.pin_memory() if pin else batch
-        if made == steps:
-            return
+        rest = images.numpy()
+        while len(rest):
+            if batch is None:
+                batch, filled = torch.empty((size, *rest.shape[1:]), dtype=torch.uint8, pin_memory=pin), 0
+            take = min(size - filled, len(rest))
+            batch.numpy()[filled : filled + take] = rest[:take]
+            filled, rest = filled + take, rest[take:]
+            if filled == size:
+                yield batch
+                batch, made = None, made + 1
+                if made == steps:
+                    return
     raise DataError(
         f"the shards gave {made} of the {steps} batches of this epoch: images that could not be decoded were "
         "skipped (data.on_bad_image=skip); remove them from the shards"
@@ -400,7 +414,7 @@ def decode_sample(index: ShardIndex, count: int, seed: int) -> tuple[np.ndarray,
     images, labels = [], []
     for chunk, chunk_labels, _ in ShardStream(picked, sorted(taken.tolist()), seed=(seed,), buffer=0, chunk=256):
         images.append(chunk.numpy())
-        labels.append(chunk_labels.numpy())
+        labels.append(chunk_labels)
     if not images:
         return np.zeros((0, 3, size, size), np.uint8), np.zeros(0, np.int64)
     return np.concatenate(images), np.concatenate(labels)

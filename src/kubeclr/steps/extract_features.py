@@ -95,7 +95,7 @@ def _streamed_features(
     with ordered_chunks(index, chunk=cfg.eval.batch_size, workers=cfg.data.workers) as chunks:
         for images, chunk_labels, _ in progress(chunks, total=None, desc="features (streamed)", unit="chunk"):
             feats.append(extract_features(encoder, images, mean, std, device=device, batch_size=cfg.eval.batch_size))
-            labels.append(chunk_labels.numpy())
+            labels.append(chunk_labels)
     if not feats:
         return torch.zeros((0, int(encoder.feature_dim))), np.zeros(0, dtype=np.int64)
     return torch.cat(feats), np.concatenate(labels)
