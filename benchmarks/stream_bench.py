@@ -17,7 +17,9 @@ what the pretrain step runs (the split read as :mod:`kubeclr.launch.process` rea
   linear top-1 of the test split (kubeclr's own evaluation on features computed once).
 
 On 2 CPU cores the decoding processes and the training share the same cores: the numbers are a CPU
-trade-off, not a GPU's. Results: ``benchmarks/results/stream-cpu-<date>.json``.
+trade-off, not a GPU's. Results: ``benchmarks/results/stream-cpu-<date>.json``. glibc's ``MALLOC_*``
+variables change the memory (the record keeps them under ``malloc_env``): the image sets
+``MALLOC_ARENA_MAX=2``, so export it to measure what a pod does.
 
     .venv/bin/python benchmarks/stream_bench.py --json benchmarks/results/stream-cpu-<date>.json
     .venv/bin/python benchmarks/stream_bench.py --quick --json /tmp/stream.json   # a check, not a result
