@@ -120,7 +120,11 @@ def render(image: np.ndarray, top: int, left: int, window: int, grey: bool) -> n
     crop = image[top : top + window, left : left + window].astype(np.float32)  # (window, window, 3)
     small = crop.reshape(SIZE, f, SIZE, f, 3).mean(axis=(1, 3))  # (32, 32, 3)
     if grey:
-        small = np.repeat((small @ LUMA)[:, :, None], 3, axis=2)
+        # an elementwise sum, not `small @ LUMA`: a matrix product goes through BLAS, whose kernel
+        # (chosen per CPU: FMA or not, the order of the sum) moves some values across a .5 and so
+        # the set's bytes with the machine; this is IEEE float32, the same everywhere
+        luma = small[:, :, 0] * LUMA[0] + small[:, :, 1] * LUMA[1] + small[:, :, 2] * LUMA[2]
+        small = np.repeat(luma[:, :, None], 3, axis=2)
     return small.round().clip(0, 255).astype(np.uint8).transpose(2, 0, 1)
 
 

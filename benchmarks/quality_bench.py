@@ -45,6 +45,7 @@ import datetime as dt
 import json
 import os
 import platform
+import re
 import shutil
 import statistics
 import subprocess
@@ -254,11 +255,16 @@ def check_variants(variants: list[tuple[str, list[str]]]) -> None:
             raise SystemExit(f"--variant {name}: {e}") from None
 
 
+SETTINGS = re.compile(r",(?![^\[]*\])")  # the commas between settings, not those of a list value
+
+
 def parse_variant(text: str) -> tuple[str, list[str]]:
+    """``NAME=key=value,key=value`` as ``(NAME, ["key=value", …])``; a list value keeps its commas
+    (``crop=augment.crop_scale=[0.2,1.0],pretrain.lr=2.4``)."""
     name, sep, sets = text.partition("=")
     if not sep:
         raise SystemExit(f"--variant {text!r}: expected NAME=key=value[,key=value…] or NAME=")
-    return name, [s for s in sets.split(",") if s]
+    return name, [s for s in SETTINGS.split(sets) if s]
 
 
 def parse_datasets(text: str | None) -> list[str]:

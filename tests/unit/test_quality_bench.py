@@ -111,6 +111,14 @@ def test_a_bad_variant_is_refused_before_anything_runs(monkeypatch):
         quality_bench.check_variants([("typo", ["pretrain.temprature=0.2"])])
 
 
+def test_a_variant_splits_at_the_commas_between_settings_not_inside_a_list():
+    name, sets = quality_bench.parse_variant("crop=augment.crop_scale=[0.2,1.0],pretrain.lr=2.4")
+    assert (name, sets) == ("crop", ["augment.crop_scale=[0.2,1.0]", "pretrain.lr=2.4"])
+    assert quality_bench.parse_variant("base=") == ("base", [])
+    with pytest.raises(SystemExit, match="expected NAME=key=value"):
+        quality_bench.parse_variant("no-settings")
+
+
 def test_smoke_shows_learning_per_epoch():
     # issue 13: the kNN monitor is on in smoke, so the report shows learning epoch by epoch
     assert load_config("smoke").pretrain.knn_every == 1
