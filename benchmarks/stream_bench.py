@@ -166,12 +166,16 @@ def loader_rates(shards: Path, split: Path, size: int, repeats: int) -> dict:
     ``webdataset`` package's pipeline over the same shards, the same samples (the train split's: the
     package selects them by key, as ours does by position; the rest of a shard is read, not decoded),
     the same decoder (``decode_image``), shuffle buffer, batch size and decoding processes; alternated
-    ``repeats`` times (the median is kept)."""
+    ``repeats`` times (the median is kept).
+
+    Twice: ``workers`` (``data.workers`` processes, as pretraining reads) and ``in_process`` (the
+    reader alone in this process, no DataLoader: what each reader costs per image, without the
+    processes' start and handover; ours still cuts its fixed-size batches)."""
     import webdataset as wds
 
     from kubeclr.data.files import read_split
     from kubeclr.data.images import decode_image
-    from kubeclr.data.stream import ordered_chunks
+    from kubeclr.data.stream import ShardStream, _batches, epoch_shards, ordered_chunks
     from kubeclr.launch.process import _pretraining_images
 
     cfg = config(size, stream=True)
@@ -189,16 +193,33 @@ def loader_rates(shards: Path, split: Path, size: int, repeats: int) -> dict:
         with ours_images.epoch(epoch, rank=0, world=1, per_rank=batch, steps=steps) as batches:
             return sum(len(b) for b in batches)
 
-    def package(epoch: int) -> int:
+    def ours_in_process(epoch: int) -> int:
+        mine = epoch_shards(ours_images.index, seed=ours_images.seed, epoch=epoch, rank=0, world=1)
+        stream = ShardStream(ours_images.index, mine, seed=(ours_images.seed, epoch, 0), buffer=buffer, chunk=batch)
+        return sum(len(b) for b in _batches(iter(stream), batch, steps, pin=False))
+
+    def pipeline(epoch: int, chunk: int):
         urls = sorted(str(f) for f in shards.glob("train-*.tar"))
-        pipeline = (
+        return (
             wds.WebDataset(urls, shardshuffle=len(urls), seed=epoch, empty_check=False)
             .select(lambda s: f"{Path(s['__url__']).name}:{s['__key__']}" in train_keys)
             .shuffle(buffer)
             .map(lambda s: decode_image(s["png"], size, name=s["__key__"]))
-            .batched(-(-batch // workers), collation_fn=lambda images: torch.from_numpy(np.stack(images)))
+            .batched(chunk, collation_fn=lambda images: torch.from_numpy(np.stack(images)))
         )
-        loader = torch.utils.data.DataLoader(pipeline, batch_size=None, num_workers=workers, prefetch_factor=2)
+
+    def package_in_process(epoch: int) -> int:
+        seen = 0
+        for chunk in pipeline(epoch, batch):
+            seen += len(chunk)
+            if seen >= steps * batch:
+                break
+        return min(seen, steps * batch)
+
+    def package(epoch: int) -> int:
+        loader = torch.utils.data.DataLoader(
+            pipeline(epoch, -(-batch // workers)), batch_size=None, num_workers=workers, prefetch_factor=2
+        )
         seen, chunks = 0, iter(loader)
         try:
             for chunk in chunks:
@@ -209,17 +230,22 @@ def loader_rates(shards: Path, split: Path, size: int, repeats: int) -> dict:
             chunks._shutdown_workers()
         return min(seen, steps * batch)
 
-    rates: dict[str, list[float]] = {"kubeclr": [], "webdataset": []}
-    for r in range(repeats):
-        for name, read in (("kubeclr", ours), ("webdataset", package)):
-            t0 = time.perf_counter()
-            n = read(r + 1)
-            rates[name].append(n / (time.perf_counter() - t0))
-    return {
-        "images_per_epoch": steps * batch,
-        **{name: {"images_per_second": statistics.median(v), "runs": v} for name, v in rates.items()},
-        "webdataset_version": getattr(wds, "__version__", "?"),
+    readers = {
+        "workers": (("kubeclr", ours), ("webdataset", package)),
+        "in_process": (("kubeclr", ours_in_process), ("webdataset", package_in_process)),
     }
+    out: dict = {"images_per_epoch": steps * batch, "workers": workers, "webdataset_version": wds.__version__}
+    for how, pair in readers.items():
+        rates: dict[str, list[float]] = {name: [] for name, _ in pair}
+        for r in range(repeats):
+            for name, read in pair:
+                t0 = time.perf_counter()
+                n = read(r + 1)
+                rates[name].append(n / (time.perf_counter() - t0))
+        row = {name: {"images_per_second": statistics.median(v), "runs": v} for name, v in rates.items()}
+        row["kubeclr_over_webdataset"] = row["kubeclr"]["images_per_second"] / row["webdataset"]["images_per_second"]
+        out[how] = row
+    return out
 
 
 # -- quality ---------------------------------------------------------------------------------------
@@ -346,14 +372,14 @@ def main(argv: list[str] | None = None) -> int:
         }
         record["memory"]["streamed_flat_within_20_percent"] = record["memory"]["growth"]["streamed"] <= 1.2
         save()
-    for size in sizes if "loader" in parts else ():  # the reader alone, kubeclr's and the package's
-        shards = work / f"shards-{size}-x1"
+    n = copies[-1]  # the reader alone, kubeclr's and the package's, over the ×10 set: an epoch long
+    for size in sizes if "loader" in parts else ():  # enough that starting the processes is not the measure
+        shards = work / f"shards-{size}-x{n}"
         if not shards.exists():
-            write_dataset(shards, 1, size)
-        split = data_step(shards, work / f"streamed-{size}-x1", size, True)
+            write_dataset(shards, n, size)
+        split = data_step(shards, work / f"streamed-{size}-x{n}", size, True)
         row = loader_rates(shards, split, size, repeats=1 if args.quick else 5)
-        row["kubeclr_over_webdataset"] = row["kubeclr"]["images_per_second"] / row["webdataset"]["images_per_second"]
-        print(f"{size} px reader alone: {row}", flush=True)
+        print(f"{size} px reader alone: {json.dumps(row)}", flush=True)
         record.setdefault("loader", {})[f"{size}px"] = row
         save()
     if "quality" in parts:
