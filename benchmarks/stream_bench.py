@@ -165,7 +165,8 @@ def loader_rates(shards: Path, split: Path, size: int, repeats: int) -> dict:
     """Images/s of one epoch's train batches read and decoded, no training: kubeclr's stream and the
     ``webdataset`` package's pipeline over the same shards, the same samples (the train split's: the
     package selects them by key, as ours does by position; the rest of a shard is read, not decoded),
-    the same decoder (``decode_image``), shuffle buffer, batch size and decoding processes; alternated
+    the same decoder (``decode_image``), shuffle buffer, batch size and decoding processes, both cut
+    into the same fixed-size batches (``_batches``: each mixes every process's chunks); alternated
     ``repeats`` times (the median is kept).
 
     Twice: ``workers`` (``data.workers`` processes, as pretraining reads) and ``in_process`` (the
@@ -205,30 +206,21 @@ def loader_rates(shards: Path, split: Path, size: int, repeats: int) -> dict:
             .select(lambda s: f"{Path(s['__url__']).name}:{s['__key__']}" in train_keys)
             .shuffle(buffer)
             .map(lambda s: decode_image(s["png"], size, name=s["__key__"]))
-            .batched(chunk, collation_fn=lambda images: torch.from_numpy(np.stack(images)))
+            .batched(chunk, collation_fn=lambda images: (torch.from_numpy(np.stack(images)), None, None))
         )
 
     def package_in_process(epoch: int) -> int:
-        seen = 0
-        for chunk in pipeline(epoch, batch):
-            seen += len(chunk)
-            if seen >= steps * batch:
-                break
-        return min(seen, steps * batch)
+        return sum(len(b) for b in _batches(iter(pipeline(epoch, batch)), batch, steps, pin=False))
 
-    def package(epoch: int) -> int:
+    def package(epoch: int) -> int:  # its chunks cut into the same fixed batches as ours, each mixing all processes
         loader = torch.utils.data.DataLoader(
             pipeline(epoch, -(-batch // workers)), batch_size=None, num_workers=workers, prefetch_factor=2
         )
-        seen, chunks = 0, iter(loader)
+        chunks = iter(loader)
         try:
-            for chunk in chunks:
-                seen += len(chunk)
-                if seen >= steps * batch:
-                    break
+            return sum(len(b) for b in _batches(chunks, batch, steps, pin=False))
         finally:  # stopped inside the timing, as ours are (left to the collector, they decode beside the next run)
             chunks._shutdown_workers()
-        return min(seen, steps * batch)
 
     readers = {
         "workers": (("kubeclr", ours), ("webdataset", package)),

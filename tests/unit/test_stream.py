@@ -118,6 +118,19 @@ def test_every_image_once_an_epoch_ranks_disjoint_and_the_order_a_function_of_th
     assert not set(shards[0]) & set(shards[1]) and len(shards[0]) == len(shards[1])
 
 
+def test_chunks_cross_from_a_decoding_process_as_made(tmp_path):
+    """Images in a tensor (shared memory), labels and names by value: the DataLoader's default would
+    make the labels a second tensor, a second shared-memory handover per chunk."""
+    index = _index(_streamed(tmp_path, _dataset(tmp_path / "shards"))["train"])
+    shards = np.flatnonzero(index.counts() > 0).tolist()
+    for workers in (0, 1):
+        with stream._loader(stream.ShardStream(index, shards, seed=(0,), buffer=0, chunk=4), workers) as chunks:
+            images, labels, names = next(iter(chunks))
+        assert isinstance(images, torch.Tensor) and images.dtype == torch.uint8
+        assert isinstance(labels, np.ndarray) and labels.dtype == np.int64 and len(labels) == len(images)
+        assert isinstance(names, list) and len(names) == len(images)
+
+
 @pytest.mark.parametrize("buffer", [1, 16, 1000])
 def test_the_shuffle_buffer_yields_early_holds_at_most_its_size_and_loses_nothing(monkeypatch, buffer):
     read = []

@@ -248,6 +248,12 @@ def _chunk(images: list[np.ndarray], labels: list[int], names: list[str]) -> tup
     return torch.from_numpy(np.stack(images)), np.asarray(labels, dtype=np.int64), names
 
 
+def _as_made(chunk: Any) -> Any:
+    """A chunk as the decoding process made it. The DataLoader's default (``default_convert``) would
+    turn the labels' ndarray into a tensor, which travels through shared memory of its own."""
+    return chunk
+
+
 def _worker_init(_: int) -> None:
     """A decoding process's start: one torch thread (Pillow, not torch, does the work), and the objects
     inherited from the training process frozen out of the garbage collector. Unfrozen, the child's
@@ -263,7 +269,14 @@ def _loader(stream: ShardStream, workers: int) -> Iterator[Iterator[tuple[torch.
     if not workers:
         yield iter(stream)
         return
-    loader = DataLoader(stream, batch_size=None, num_workers=workers, prefetch_factor=2, worker_init_fn=_worker_init)
+    loader = DataLoader(
+        stream,
+        batch_size=None,
+        num_workers=workers,
+        prefetch_factor=2,
+        worker_init_fn=_worker_init,
+        collate_fn=_as_made,
+    )
     it = iter(loader)
     try:
         yield _relayed(it)
