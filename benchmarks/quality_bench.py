@@ -53,6 +53,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -354,11 +355,35 @@ def read_record(path: Path) -> dict:
     return old
 
 
-def resume(old: dict, path: Path, datasets: dict) -> None:
+NOT_RECIPE = ("pretrain.seed", "pretrain.device")  # set per run and per machine; the rest is the recipe
+
+
+def recipe(overrides: list[str]) -> dict:
+    """What a recipe of ours trains with: every ``model``, ``augment`` and ``pretrain`` setting of the
+    preset with ``overrides`` (and the budget) applied, as ``{"section.key": value}`` in JSON types."""
+    from kubeclr.config import load_config
+
+    cfg = load_config(ARGS.preset, overrides=[*COMMON_SETS, *overrides]).to_dict()
+    flat = {f"{s}.{k}": v for s in ("model", "augment", "pretrain") for k, v in cfg[s].items()}
+    return json.loads(json.dumps({k: v for k, v in flat.items() if k not in NOT_RECIPE}))
+
+
+def recipe_change(before: dict, now: dict) -> str:
+    """The settings that differ, as ``key a → b`` (for the line that says why runs are redone)."""
+    keys = sorted(k for k in before.keys() | now.keys() if before.get(k) != now.get(k))
+    return ", ".join(f"{k} {before.get(k, '–')} → {now.get(k, '–')}" for k in keys)
+
+
+def resume(old: dict, path: Path, datasets: dict, recipe_of: Callable[[list[str]], dict] = recipe) -> None:
     """Keep the runs of an earlier record ``old`` of the same data and budget in ``datasets`` (in place).
 
     A run counts as done when it names its seed; one that does not (older records) is dropped, so it
-    runs again rather than being counted under a seed it may not have had."""
+    runs again rather than being counted under a seed it may not have had. A recipe of ours is kept
+    only if it trained with what its overrides give today (``recipe_of``): a preset that changed
+    since, or a record from before recipes were recorded, has its runs done again, not counted
+    under the same name."""
+    from kubeclr.errors import ConfigError
+
     for name, entry in datasets.items():
         before = old.get("datasets", {}).get(name)
         if before is None:
@@ -370,6 +395,16 @@ def resume(old: dict, path: Path, datasets: dict) -> None:
                     f"({json.dumps(before[key])} != {json.dumps(entry[key])}): not the same benchmark"
                 )
         for method, m in before["methods"].items():
+            if method.startswith("ours:"):
+                try:
+                    now = recipe_of(m.get("overrides", []))
+                except ConfigError as e:  # an override today's config no longer takes
+                    now, why = None, f"its overrides no longer apply ({e})"
+                else:
+                    why = "no recipe recorded" if "recipe" not in m else recipe_change(m["recipe"], now)
+                if now is None or m.get("recipe") != now:
+                    print(f"[!] {name} {method}: not resumed, it trained with another recipe: {why}", flush=True)
+                    continue
             runs = [r for r in m["runs"] if method == "pixels" or r.get("seed") is not None]
             if runs:
                 entry["methods"][method] = {
@@ -568,7 +603,9 @@ def main(argv: list[str] | None = None) -> int:
                     progress.skip(what)
                     continue
                 progress.start(what)
-                entry = methods.setdefault(f"ours:{variant}", {"overrides": overrides, "runs": []})
+                entry = methods.setdefault(
+                    f"ours:{variant}", {"overrides": overrides, "recipe": recipe(overrides), "runs": []}
+                )
                 out = work / name / f"{variant}-s{seed}"
                 entry["runs"].append(run_ours(tarball, overrides, seed, out, splits, stats))
                 progress.finish(what, entry["runs"][-1])

@@ -122,4 +122,4 @@ def test_the_local_run_logs_a_config_output_with_integers_not_floats():
     assert typed["pretrain"] == {"pretrain": cfg["pretrain"]}
     kfp_local.install_typed_output_log()
     lines = "\n".join(logging_utils.make_log_lines_for_outputs({"Output": floated}))
-    assert "'epochs': 6," in lines and "'epochs': 6.0" not in lines and "'lr': 1.2" in lines
+    assert "'epochs': 6," in lines and "'epochs': 6.0" not in lines and "'lr': 2.4" in lines

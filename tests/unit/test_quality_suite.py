@@ -304,15 +304,15 @@ def test_resume_keeps_the_seeded_runs_of_the_same_benchmark_and_refuses_another(
                 "methods": {
                     "pixels": {"runs": [{"probe_linear_top1": 0.9}]},
                     "random": {"runs": [{"seed": 0}, {"seed": 1}], "summary": {}},
-                    "ours:preset": {"overrides": [], "runs": [{"seed": 2}, {"linear_top1": 0.5}]},  # no seed: redone
+                    "ours:preset": {"overrides": [], "recipe": {"pretrain.lr": 2.4}, "runs": [{"seed": 2}, {}]},
                 },
             }
         },
     }
     datasets = {"digits": copy.deepcopy(entry), "scenes": copy.deepcopy(entry)}
-    quality_bench.resume(old, tmp_path / "r.json", datasets)
+    quality_bench.resume(old, tmp_path / "r.json", datasets, recipe_of=lambda overrides: {"pretrain.lr": 2.4})
     methods = datasets["digits"]["methods"]
-    assert methods["ours:preset"] == {"overrides": [], "runs": [{"seed": 2}]}
+    assert methods["ours:preset"] == {"overrides": [], "recipe": {"pretrain.lr": 2.4}, "runs": [{"seed": 2}]}
     assert quality_bench.done(methods, "pixels") and quality_bench.done(methods, "random", 1)
     assert not quality_bench.done(methods, "random", 2) and not quality_bench.done(methods, "ours:preset", 0)
     assert datasets["scenes"]["methods"] == {}
@@ -322,6 +322,43 @@ def test_resume_keeps_the_seeded_runs_of_the_same_benchmark_and_refuses_another(
     (tmp_path / "other.json").write_text('{"benchmark": "stream"}')
     with pytest.raises(SystemExit, match="other.json: not a quality-suite record"):
         quality_bench.read_record(tmp_path / "other.json")
+
+
+def test_resume_redoes_a_recipe_whose_preset_changed_or_that_recorded_none(tmp_path, capsys):
+    entry = {"data": {"md5": "a"}, "budget": {"epochs": 30}, "methods": {}}
+    old = {
+        "benchmark": "quality-suite",
+        "datasets": {
+            "digits": {
+                **entry,
+                "methods": {
+                    "random": {"runs": [{"seed": 0}]},
+                    "ours:preset": {"overrides": [], "recipe": {"pretrain.lr": 1.2}, "runs": [{"seed": 0}]},
+                    "ours:lr2.4": {"overrides": ["pretrain.lr=2.4"], "runs": [{"seed": 0}]},  # before recipes
+                    "ours:same": {"overrides": [], "recipe": {"pretrain.lr": 2.4}, "runs": [{"seed": 0}]},
+                },
+            }
+        },
+    }
+    datasets = {"digits": copy.deepcopy(entry)}
+    quality_bench.resume(old, tmp_path / "r.json", datasets, recipe_of=lambda overrides: {"pretrain.lr": 2.4})
+    methods = datasets["digits"]["methods"]
+    assert sorted(methods) == ["ours:same", "random"]  # the baselines do not depend on the preset
+    out = capsys.readouterr().out
+    assert "digits ours:preset: not resumed, it trained with another recipe: pretrain.lr 1.2 → 2.4" in out
+    assert "digits ours:lr2.4: not resumed, it trained with another recipe: no recipe recorded" in out
+
+
+def test_the_recipe_is_the_presets_settings_with_the_overrides_seed_and_device_aside(monkeypatch):
+    monkeypatch.setattr(quality_bench, "ARGS", type("A", (), {"preset": "smoke"}), raising=False)
+    monkeypatch.setattr(quality_bench, "COMMON_SETS", ["pretrain.epochs=30"], raising=False)
+    base, changed = quality_bench.recipe([]), quality_bench.recipe(["augment.crop_scale=[0.5,1.0]"])
+    assert base["pretrain.epochs"] == 30 and base["pretrain.lr"] == load_config("smoke").pretrain.lr
+    assert changed["augment.crop_scale"] == [0.5, 1.0] and {k for k in base if base[k] != changed[k]} == {
+        "augment.crop_scale"
+    }
+    assert "pretrain.seed" not in base and "pretrain.device" not in base
+    assert quality_bench.recipe(["pretrain.seed=7", "pretrain.device=cpu"]) == base
 
 
 def test_quick_fills_only_what_is_not_given():
