@@ -401,9 +401,11 @@ def resume(old: dict, path: Path, datasets: dict, recipe_of: Callable[[list[str]
                 except ConfigError as e:  # an override today's config no longer takes
                     now, why = None, f"its overrides no longer apply ({e})"
                 else:
-                    why = "no recipe recorded" if "recipe" not in m else recipe_change(m["recipe"], now)
+                    why = (
+                        "the record predates recorded recipes" if "recipe" not in m else recipe_change(m["recipe"], now)
+                    )
                 if now is None or m.get("recipe") != now:
-                    print(f"[!] {name} {method}: not resumed, it trained with another recipe: {why}", flush=True)
+                    print(f"[!] {name} {method}: not resumed ({why}); asked for, it runs again", flush=True)
                     continue
             runs = [r for r in m["runs"] if method == "pixels" or r.get("seed") is not None]
             if runs:

@@ -345,8 +345,8 @@ def test_resume_redoes_a_recipe_whose_preset_changed_or_that_recorded_none(tmp_p
     methods = datasets["digits"]["methods"]
     assert sorted(methods) == ["ours:same", "random"]  # the baselines do not depend on the preset
     out = capsys.readouterr().out
-    assert "digits ours:preset: not resumed, it trained with another recipe: pretrain.lr 1.2 → 2.4" in out
-    assert "digits ours:lr2.4: not resumed, it trained with another recipe: no recipe recorded" in out
+    assert "digits ours:preset: not resumed (pretrain.lr 1.2 → 2.4); asked for, it runs again" in out
+    assert "digits ours:lr2.4: not resumed (the record predates recorded recipes)" in out
 
 
 def test_the_recipe_is_the_presets_settings_with_the_overrides_seed_and_device_aside(monkeypatch):
