@@ -263,7 +263,11 @@ def test_epoch_zero_monitor_is_kept_not_recomputed_on_resume(tmp_path):
     assert again.calls == 2  # epochs 2 and 3 only: epoch 0 comes from the checkpoint's history
     assert result.history[0]["knn_top1_init"] == pytest.approx(0.1) and result.summary["knn_top1_init"] == 0.1
     assert [r["knn_top1"] for r in result.history] == pytest.approx([0.2, 0.1, 0.2])
-    assert result.summary["health"]["status"] == "healthy"  # 0.2 > 0.1: above its own epoch 0
+    health = result.summary["health"]  # the kNN verdict reads the kept epoch 0: 0.2 > 0.1, above it
+    assert (health["knn_top1_init"], health["knn_top1_final"]) == pytest.approx((0.1, 0.2))
+    # not "healthy": whether 12 steps of this tiny run take the loss 1% below chance (else
+    # "not-learning", checked first) depends on the CPU's float kernels; that rule has its own tests
+    assert health["status"] != "below-random-init"
     off = train.train_simclr(tiny_config(**{"pretrain.epochs": 1}), images, MEAN, STD, device=CPU, monitor=again)
     assert off.summary["knn_top1_init"] is None and again.calls == 2  # knn_every=0: the monitor never runs
 
