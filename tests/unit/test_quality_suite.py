@@ -294,21 +294,20 @@ def test_mistakes_stop_the_suite_before_it_builds_anything(argv, message, tmp_pa
     assert "\n" not in str(stop.value) and not (tmp_path / "r.json").exists()
 
 
-def test_resume_keeps_the_seeded_runs_of_the_same_benchmark_and_refuses_another(tmp_path):
+def digits_record(methods: dict) -> tuple[dict, dict]:
+    """``(entry, record)``: an empty dataset entry of the suite, and a record whose digits hold ``methods``."""
     entry = {"data": {"md5": "a"}, "budget": {"epochs": 30}, "methods": {}}
-    old = {
-        "benchmark": "quality-suite",
-        "datasets": {
-            "digits": {
-                **entry,
-                "methods": {
-                    "pixels": {"runs": [{"probe_linear_top1": 0.9}]},
-                    "random": {"runs": [{"seed": 0}, {"seed": 1}], "summary": {}},
-                    "ours:preset": {"overrides": [], "recipe": {"pretrain.lr": 2.4}, "runs": [{"seed": 2}, {}]},
-                },
-            }
-        },
-    }
+    return entry, {"benchmark": "quality-suite", "datasets": {"digits": {**entry, "methods": methods}}}
+
+
+def test_resume_keeps_the_seeded_runs_of_the_same_benchmark_and_refuses_another(tmp_path):
+    entry, old = digits_record(
+        {
+            "pixels": {"runs": [{"probe_linear_top1": 0.9}]},
+            "random": {"runs": [{"seed": 0}, {"seed": 1}], "summary": {}},
+            "ours:preset": {"overrides": [], "recipe": {"pretrain.lr": 2.4}, "runs": [{"seed": 2}, {}]},
+        }
+    )
     datasets = {"digits": copy.deepcopy(entry), "scenes": copy.deepcopy(entry)}
     quality_bench.resume(old, tmp_path / "r.json", datasets, recipe_of=lambda overrides: {"pretrain.lr": 2.4})
     methods = datasets["digits"]["methods"]
@@ -325,21 +324,14 @@ def test_resume_keeps_the_seeded_runs_of_the_same_benchmark_and_refuses_another(
 
 
 def test_resume_redoes_a_recipe_whose_preset_changed_or_that_recorded_none(tmp_path, capsys):
-    entry = {"data": {"md5": "a"}, "budget": {"epochs": 30}, "methods": {}}
-    old = {
-        "benchmark": "quality-suite",
-        "datasets": {
-            "digits": {
-                **entry,
-                "methods": {
-                    "random": {"runs": [{"seed": 0}]},
-                    "ours:preset": {"overrides": [], "recipe": {"pretrain.lr": 1.2}, "runs": [{"seed": 0}]},
-                    "ours:lr2.4": {"overrides": ["pretrain.lr=2.4"], "runs": [{"seed": 0}]},  # before recipes
-                    "ours:same": {"overrides": [], "recipe": {"pretrain.lr": 2.4}, "runs": [{"seed": 0}]},
-                },
-            }
-        },
-    }
+    entry, old = digits_record(
+        {
+            "random": {"runs": [{"seed": 0}]},
+            "ours:preset": {"overrides": [], "recipe": {"pretrain.lr": 1.2}, "runs": [{"seed": 0}]},
+            "ours:lr2.4": {"overrides": ["pretrain.lr=2.4"], "runs": [{"seed": 0}]},  # before recipes
+            "ours:same": {"overrides": [], "recipe": {"pretrain.lr": 2.4}, "runs": [{"seed": 0}]},
+        }
+    )
     datasets = {"digits": copy.deepcopy(entry)}
     quality_bench.resume(old, tmp_path / "r.json", datasets, recipe_of=lambda overrides: {"pretrain.lr": 2.4})
     methods = datasets["digits"]["methods"]
