@@ -16,8 +16,11 @@ from tests.e2e.test_cli import run
 
 GATE = ["gate.min_runs=2", "gate.max_drop_linear_top1=0.01", "gate.max_drop_knn_top1=0.01"]
 GATE += ["gate.max_drop_throughput=0.95"]  # 2 shared cores: throughput is not what this test judges
-# the smoke preset's own data and schedule: enough steps for the healthy runs to beat an untrained encoder
-RECIPE = ["eval.tsne_points=0", "report.series=canary-test"]
+# The smoke preset's own data and schedule, with the kNN monitor off: this test judges the
+# comparison against earlier runs, not the health check (whose below-random-init verdict would
+# also move the gate). At 6 epochs on the sample data the monitor ends within a point or two of
+# its epoch 0, above it on some CPUs and below it on others (AMD EPYC: 0.760 -> 0.745).
+RECIPE = ["eval.tsne_points=0", "report.series=canary-test", "pretrain.knn_every=0"]
 
 
 def _run(tmp_path, name: str, *sets: str):
