@@ -56,7 +56,7 @@ def test_keys_shows_a_presets_values_next_to_the_defaults(capsys, tmp_path):
     assert plain["pretrain.epochs"].startswith("  pretrain.epochs (int, default 100, >= 1)")
     smoke = _keys(capsys, "--preset", "smoke")
     assert "preset 'smoke'" in smoke[""]
-    assert smoke["pretrain.epochs"].startswith("  pretrain.epochs = 6 (int, default 100, >= 1)")
+    assert smoke["pretrain.epochs"].startswith("  pretrain.epochs = 12 (int, default 100, >= 1)")
     assert smoke["data.source"].startswith("  data.source = 'sample' (str, default 'https://")
     assert smoke.keys() == plain.keys()
     config = tmp_path / "mine.yaml"
@@ -116,10 +116,10 @@ def test_the_local_run_logs_a_config_output_with_integers_not_floats():
 
     cfg = load_config("smoke").to_dict()
     floated = json_format.MessageToDict(json_format.ParseDict(cfg, struct_pb2.Struct()))  # as kfp.local hands it
-    assert floated["pretrain"]["epochs"] == 6.0 and type(floated["pretrain"]["epochs"]) is float
+    assert floated["pretrain"]["epochs"] == 12.0 and type(floated["pretrain"]["epochs"]) is float
     typed = kfp_local.typed_outputs({"Output": floated, "n": 3.0, "pretrain": {"pretrain": floated["pretrain"]}})
     assert typed["Output"] == cfg and typed["n"] == 3.0  # only a config (or a task's slice of one) is re-typed
     assert typed["pretrain"] == {"pretrain": cfg["pretrain"]}
     kfp_local.install_typed_output_log()
     lines = "\n".join(logging_utils.make_log_lines_for_outputs({"Output": floated}))
-    assert "'epochs': 6," in lines and "'epochs': 6.0" not in lines and "'lr': 2.4" in lines
+    assert "'epochs': 12," in lines and "'epochs': 12.0" not in lines and "'lr': 2.4" in lines

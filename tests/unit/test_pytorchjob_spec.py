@@ -211,7 +211,7 @@ def test_entry_refuses_a_config_that_changed_on_the_way():
     cfg = load_config("smoke")
     argv = entry_args(cfg, train="t.npz", stats="s.json", run_name="r", output_uri="s3://b/x")
     i = argv.index("--config-json") + 1
-    argv[i] = argv[i].replace('"epochs":6', '"epochs":7')
+    argv[i] = argv[i].replace('"epochs":12', '"epochs":13')
     with pytest.raises(UserError, match="differs from --config-sha256"):
         read_config(build_parser().parse_args(argv))
 
