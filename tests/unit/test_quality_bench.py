@@ -131,3 +131,33 @@ def test_plain_simclr_trains_with_either_schedule_and_decay_rule(schedule):
     encoder, losses = plain_simclr.train(images, recipe, log=lambda _: None)
     assert len(losses) == 1 and np.isfinite(losses[0])
     assert plain_simclr.embed(encoder, images[:5], [0.5] * 3, [0.25] * 3).shape == (5, encoder.dim)
+
+
+def test_smoke_demo_epochs_summary_counts_healthy_seeds_and_the_smallest_margin():
+    import smoke_demo_epochs
+
+    def run(epochs, seed, health, init, final):
+        return {
+            "epochs": epochs,
+            "seed": seed,
+            "health": health,
+            "knn_monitor_init": init,
+            "knn_monitor_final": final,
+            "pretrain_seconds": 9.0 + seed,
+        }
+
+    runs = [
+        run(6, 0, "below-random-init", 0.76, 0.745),
+        run(6, 1, "healthy", 0.62, 0.80),
+        run(12, 0, "healthy", 0.76, 0.925),
+        run(12, 1, "healthy", 0.62, None),  # monitor off: no margin, still counted
+    ]
+    summary = smoke_demo_epochs.summarise(runs)
+    assert summary["6"] == {
+        "healthy": 1,
+        "runs": 2,
+        "min_knn_margin": pytest.approx(-0.015),
+        "pretrain_seconds_max": 10.0,
+    }
+    assert summary["12"]["healthy"] == 2 and summary["12"]["min_knn_margin"] == pytest.approx(0.165)
+    assert list(summary) == ["6", "12"]  # numeric order, not string order
