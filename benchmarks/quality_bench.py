@@ -43,12 +43,9 @@ import argparse
 import dataclasses
 import datetime as dt
 import json
-import os
 import platform
 import re
-import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -59,6 +56,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import cli_run
 import plain_simclr
 import quality_targets
 import suite_data
@@ -114,25 +112,8 @@ def train_stats(splits: dict) -> tuple[list[float], list[float]]:
 
 
 def run_ours(tarball: Path, overrides: list[str], seed: int, out: Path, splits: dict, stats) -> dict:
-    cli = Path(sys.executable).with_name("simclr-pipeline")
-    cmd = [
-        str(cli),
-        "run",
-        "--local",
-        "--preset",
-        ARGS.preset,
-        "--output-dir",
-        str(out),
-        "--run-name",
-        out.name,
-        *[a for kv in [*COMMON_SETS, *data_sets(tarball), f"pretrain.seed={seed}", *overrides] for a in ("--set", kv)],
-    ]
-    shutil.rmtree(out, ignore_errors=True)  # a rerun into --keep replaces this run's folder
-    t0 = time.perf_counter()
-    proc = subprocess.run(cmd, capture_output=True, text=True)
-    if proc.returncode:
-        raise SystemExit(f"ours failed ({' '.join(cmd)}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
-    m = json.loads((out / "metrics.json").read_text())
+    run = cli_run.run_local(ARGS.preset, [*COMMON_SETS, *data_sets(tarball), f"pretrain.seed={seed}", *overrides], out)
+    m = run.metrics
     found = sorted((out / ".kfp").rglob("pretrain/history"), key=lambda f: f.stat().st_mtime)
     if not found:
         raise SystemExit(f"ours: no pretrain/history under {out / '.kfp'} (did kfp.local change its layout?)")
@@ -153,8 +134,8 @@ def run_ours(tarball: Path, overrides: list[str], seed: int, out: Path, splits: 
         "knn_top1_init": m["pretrain"].get("knn_top1_init", history["epochs"][0].get("knn_top1_init")),
         "health": health.get("status"),
         "pretrain_seconds": m["pretrain"]["seconds"],
-        "wall_seconds": time.perf_counter() - t0,
-        "command": " ".join(cmd),
+        "wall_seconds": run.wall_seconds,
+        "command": " ".join(run.command),
         "seed": seed,
         **probe(encoder, splits, *stats),
     }
@@ -517,10 +498,12 @@ def main(argv: list[str] | None = None) -> int:
     reference = plains[0][0] if plains else None
     work = Path(tempfile.mkdtemp(prefix="quality-bench-")) if ARGS.keep is None else ARGS.keep
 
+    from kubeclr.core.device import describe_device, resolve_device
+
     record = {
         "benchmark": "quality-suite",
         "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "device": torch.cuda.get_device_name() if torch.cuda.is_available() else f"cpu ({os.cpu_count()} cores)",
+        "device": describe_device(resolve_device()),
         "torch": torch.__version__,
         "python": platform.python_version(),
         "argv": sys.argv,

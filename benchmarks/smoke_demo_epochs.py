@@ -17,28 +17,17 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import json
-import os
-import platform
-import shutil
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
+import torch
+
 from kubeclr.atomic import write_json
+from kubeclr.core.device import describe_device
 
-
-def cpu_model() -> str:
-    """The CPU's model name (Linux), else what ``platform`` knows."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import cli_run  # benchmarks/ is not a package: found by path, as quality_bench.py finds its helpers
 
 
 def _fmt(x: float | None, spec: str = ".3f") -> str:
@@ -47,17 +36,8 @@ def _fmt(x: float | None, spec: str = ".3f") -> str:
 
 def run_demo(epochs: int, seed: int, out: Path) -> dict:
     """One smoke run; its verdict and numbers from the run's ``metrics.json``."""
-    cli = Path(sys.executable).with_name("simclr-pipeline")
-    sets = [f"pretrain.epochs={epochs}", f"pretrain.seed={seed}", "eval.tsne_points=0"]
-    cmd = [str(cli), "run", "--local", "--preset", "smoke", "--output-dir", str(out)]
-    cmd += [a for kv in sets for a in ("--set", kv)]
-    shutil.rmtree(out, ignore_errors=True)
-    t0 = time.perf_counter()
-    proc = subprocess.run(cmd, capture_output=True, text=True)
-    wall = time.perf_counter() - t0
-    if proc.returncode:
-        raise SystemExit(f"run failed ({' '.join(cmd)}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
-    m = json.loads((out / "metrics.json").read_text())
+    run = cli_run.run_local("smoke", [f"pretrain.epochs={epochs}", f"pretrain.seed={seed}", "eval.tsne_points=0"], out)
+    m = run.metrics
     health = m["pretrain"]["health"]
     return {
         "epochs": epochs,
@@ -69,7 +49,7 @@ def run_demo(epochs: int, seed: int, out: Path) -> dict:
         "linear_test_top1": m["linear_eval"]["test_top1"],
         "knn_test_top1": m["knn"]["test_top1"],
         "pretrain_seconds": m["pretrain"]["seconds"],
-        "wall_seconds": wall,
+        "wall_seconds": run.wall_seconds,
         "device": m["pretrain"]["device_name"],
     }
 
@@ -106,10 +86,10 @@ def main(argv: list[str] | None = None) -> int:
     record = {
         "benchmark": "smoke-demo-epochs",
         "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "machine": f"{cpu_model()}, {os.cpu_count()} cores",
+        "machine": describe_device(torch.device("cpu")),
         "argv": sys.argv,
         "command": "simclr-pipeline run --local --preset smoke --set pretrain.epochs=E --set pretrain.seed=S "
-        "--set eval.tsne_points=0 --output-dir OUT",
+        "--set eval.tsne_points=0 --output-dir OUT --run-name NAME",
         "runs": [],
     }
     with tempfile.TemporaryDirectory(prefix="smoke-demo-epochs-") as tmp:

@@ -48,6 +48,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import digits
 
 from kubeclr.config import load_config
+from kubeclr.core.device import describe_device
 from kubeclr.data.cifar import Batch
 from kubeclr.data.formats import Splits
 from kubeclr.data.shard_writer import write_shards
@@ -317,7 +318,7 @@ def main(argv: list[str] | None = None) -> int:
     record: dict = {
         "benchmark": "stream",
         "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "device": f"cpu ({os.cpu_count()} cores)",
+        "device": describe_device(torch.device("cpu")),
         "torch": torch.__version__,
         "python": platform.python_version(),
         "argv": sys.argv,

@@ -161,3 +161,17 @@ def test_smoke_demo_epochs_summary_counts_healthy_seeds_and_the_smallest_margin(
     }
     assert summary["12"]["healthy"] == 2 and summary["12"]["min_knn_margin"] == pytest.approx(0.165)
     assert list(summary) == ["6", "12"]  # numeric order, not string order
+
+
+def test_a_benchmark_run_that_fails_stops_the_sweep_naming_its_command_and_error(tmp_path):
+    import cli_run
+
+    out = tmp_path / "typo-s0"
+    out.mkdir()
+    (out / "stale.txt").write_text("from an earlier run")  # a rerun replaces the folder
+    with pytest.raises(SystemExit) as exc:
+        cli_run.run_local("smoke", ["pretrain.temprature=0.2"], out)
+    message = str(exc.value)
+    assert message.startswith("run failed (") and "--set pretrain.temprature=0.2" in message
+    assert "temprature" in message.split("):", 1)[1]  # the CLI's own error, not only the command
+    assert not (out / "stale.txt").exists()

@@ -34,6 +34,7 @@ import torch
 from torch import nn
 
 from kubeclr.core.checkpoint import Store
+from kubeclr.core.device import describe_device
 
 log = logging.getLogger(__name__)
 
@@ -159,8 +160,7 @@ def _is_compile_error(exc: BaseException) -> bool:
 
 def cache_tag(device: torch.device) -> str:
     """Compiled kernels are valid for one torch build and one device model: the cache key says both."""
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
-    raw = f"torch-{torch.__version__}-{name}"
+    raw = f"torch-{torch.__version__}-{describe_device(device)}"
     return "".join(c if c.isalnum() or c in "-._" else "-" for c in raw)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import logging
 import os
+import platform
 import re
 import subprocess
 from pathlib import Path
@@ -95,10 +96,35 @@ def require_given_gpus(gpus: int, device: str, env: Mapping[str, str] | None = N
 
 
 def describe_device(device: torch.device) -> str:
-    """Human-readable device name for reports and benchmarks."""
+    """Human-readable device name for reports and benchmarks: the GPU's model, or the CPU's model and cores.
+
+    A CPU result is only comparable with one from the same CPU model (floats and
+    speed both differ between, say, Intel and AMD), so CPU records name it.
+    """
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
-    return "cpu"
+    return f"cpu: {cpu_model()} ({usable_cores()} cores)"
+
+
+@functools.cache
+def cpu_model(cpuinfo: Path = Path("/proc/cpuinfo")) -> str:
+    """The CPU's model name from ``/proc/cpuinfo`` (Linux x86), else what :mod:`platform` knows."""
+    try:
+        for line in cpuinfo.read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() == "model name" and value.strip():
+                return value.strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown"
+
+
+def usable_cores() -> int:
+    """Cores this process may run on (a container's CPU set, not the host's count)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
 
 
 def memory_format(device: torch.device, wanted: bool = True) -> torch.memory_format:
