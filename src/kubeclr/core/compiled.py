@@ -34,7 +34,7 @@ import torch
 from torch import nn
 
 from kubeclr.core.checkpoint import Store
-from kubeclr.core.device import describe_device
+from kubeclr.core.device import cpu_model
 
 log = logging.getLogger(__name__)
 
@@ -160,7 +160,8 @@ def _is_compile_error(exc: BaseException) -> bool:
 
 def cache_tag(device: torch.device) -> str:
     """Compiled kernels are valid for one torch build and one device model: the cache key says both."""
-    raw = f"torch-{torch.__version__}-{describe_device(device)}"
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu-{cpu_model()}"
+    raw = f"torch-{torch.__version__}-{name}"
     return "".join(c if c.isalnum() or c in "-._" else "-" for c in raw)
 
 
