@@ -16,12 +16,13 @@ import argparse
 import json
 import multiprocessing
 import os
-import platform
 import sys
 import tempfile
 import threading
 import time
 from pathlib import Path
+
+from kubeclr.cpus import cpu_model, usable_cpus
 
 GB = 1e9
 
@@ -112,7 +113,7 @@ def measure(root: str, size: int, workers: int) -> dict:
     done.set()
     sampler.join()
     return {
-        "workers": workers or len(os.sched_getaffinity(0)),
+        "workers": workers or usable_cpus(),
         "seconds": round(result["seconds"], 1),
         "images_per_second": round(result["images"] / result["seconds"], 1),
         "decoded_array_gb": round(result["array_bytes"] / GB, 3),
@@ -140,7 +141,7 @@ def main(argv: list[str] | None = None) -> int:
         "files": counts,
         "image_size": args.size,
         "cpus": os.cpu_count(),
-        "machine": platform.processor() or platform.machine(),
+        "machine": cpu_model(),
         "variants": variants,
         "limit_gb": 1.5,
         "within_limit": all(v["peak_rss_gb_process_and_workers"] <= 1.5 for v in variants),

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
-import platform
 
 import numpy as np
 import pytest
@@ -130,18 +128,7 @@ def test_the_pretrain_step_refuses_before_any_work(tmp_path, monkeypatch):
     assert not (tmp_path / "e").exists() and not (tmp_path / "h").exists()
 
 
-def test_a_cpu_is_described_by_its_model_and_usable_cores(tmp_path, monkeypatch):
-    info = tmp_path / "cpuinfo"
-    info.write_text("processor\t: 0\nvendor_id\t: AuthenticAMD\nmodel name\t: AMD EPYC 7B13\nflags\t\t: avx2\n")
-    assert device_rules.cpu_model(info) == "AMD EPYC 7B13"
+def test_a_cpu_is_described_by_its_model_and_usable_cpus(monkeypatch):
     monkeypatch.setattr(device_rules, "cpu_model", lambda: "AMD EPYC 7B13")
-    monkeypatch.setattr(device_rules, "usable_cores", lambda: 2)
+    monkeypatch.setattr(device_rules, "usable_cpus", lambda: 2)
     assert device_rules.describe_device(CPU) == "cpu: AMD EPYC 7B13 (2 cores)"
-
-
-def test_a_cpu_without_a_model_name_falls_back_to_what_platform_knows(tmp_path):
-    info = tmp_path / "cpuinfo"
-    info.write_text("processor\t: 0\nCPU part\t: 0xd0c\n")  # Arm: no "model name" line
-    assert device_rules.cpu_model(info) == (platform.processor() or platform.machine() or "unknown")
-    assert device_rules.cpu_model(tmp_path / "missing") == device_rules.cpu_model(info)
-    assert 1 <= device_rules.usable_cores() <= (os.cpu_count() or 1)

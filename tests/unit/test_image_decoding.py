@@ -114,15 +114,3 @@ def test_bad_files_fail_by_name_or_are_skipped_and_counted(tmp_path):
     assert out.images.shape[0] == 6 and not out.kept[2] and out.kept.sum() == 6
     assert len(out.skipped) == 1 and out.skipped[0].startswith("broken.png")
     assert out.sha256[2]  # a skipped file is still in the manifest: changing it changes the input
-
-
-def test_default_workers_follow_the_container_cpu_limit(tmp_path, monkeypatch):
-    from kubeclr.data import ingest
-
-    cpu_max = tmp_path / "cpu.max"
-    monkeypatch.setattr(ingest.os, "sched_getaffinity", lambda pid: set(range(64)))
-    monkeypatch.setattr(ingest, "CPU_QUOTA_FILES", ((str(cpu_max), str(cpu_max)),))
-    cpu_max.write_text("250000 100000\n")  # 2.5 CPUs
-    assert ingest.default_workers() == 3
-    cpu_max.write_text("max 100000\n")
-    assert ingest.default_workers() == 64

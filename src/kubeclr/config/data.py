@@ -58,7 +58,9 @@ class DataConfig:
     max_archive_bytes: int = option(
         64 * 2**30, ge=1, help="image folder archives: most bytes extracted in all (each file counts at least 4 KiB)"
     )
-    workers: int = option(0, ge=0, help="image folders and shards: decoding processes (0 = one per CPU)")
+    workers: int = option(
+        0, ge=0, help="image folders and shards: decoding processes (0 = one per CPU the step may use)"
+    )
     stream: bool = option(
         False,
         help="webdataset only: index the shards in the data step and stream them into pretraining and feature "

@@ -34,7 +34,7 @@ import torch
 from torch import nn
 
 from kubeclr.core.checkpoint import Store
-from kubeclr.core.device import cpu_model
+from kubeclr.cpus import cpu_model
 
 log = logging.getLogger(__name__)
 

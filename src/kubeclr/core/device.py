@@ -5,7 +5,6 @@ from __future__ import annotations
 import functools
 import logging
 import os
-import platform
 import re
 import subprocess
 from pathlib import Path
@@ -13,6 +12,7 @@ from typing import Mapping
 
 import torch
 
+from kubeclr.cpus import cpu_model, usable_cpus
 from kubeclr.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -103,28 +103,7 @@ def describe_device(device: torch.device) -> str:
     """
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
-    return f"cpu: {cpu_model()} ({usable_cores()} cores)"
-
-
-@functools.cache
-def cpu_model(cpuinfo: Path = Path("/proc/cpuinfo")) -> str:
-    """The CPU's model name from ``/proc/cpuinfo`` (Linux x86), else what :mod:`platform` knows."""
-    try:
-        for line in cpuinfo.read_text().splitlines():
-            key, _, value = line.partition(":")
-            if key.strip() == "model name" and value.strip():
-                return value.strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine() or "unknown"
-
-
-def usable_cores() -> int:
-    """Cores this process may run on (a container's CPU set, not the host's count)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        return os.cpu_count() or 1
+    return f"cpu: {cpu_model()} ({usable_cpus()} cores)"
 
 
 def memory_format(device: torch.device, wanted: bool = True) -> torch.memory_format:

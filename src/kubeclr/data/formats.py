@@ -26,11 +26,12 @@ from pathlib import Path
 import numpy as np
 
 from kubeclr.config import DataConfig, stored_size
+from kubeclr.cpus import usable_cpus
 from kubeclr.data.cifar import Batch, read_archive
 from kubeclr.data.cifar100 import read_cifar100
 from kubeclr.data.folder import UNLABELED, scan_folder
 from kubeclr.data.images import Limits
-from kubeclr.data.ingest import decode_files, default_workers
+from kubeclr.data.ingest import decode_files
 from kubeclr.data.memory import check_fits
 from kubeclr.data.resize import resize_images
 from kubeclr.data.shards import Samples, ShardDir, decode_chosen, read_shard_samples
@@ -211,7 +212,7 @@ def read_image_folder(d: DataConfig, root: Path, origin: str) -> Splits:
         chosen, unlabeled_names = _choose_unlabelled(d, layout.files[UNLABELED], origin)
     total = sum(len(labels) for _, labels in chosen.values()) + len(unlabeled_names)
     # each decoding worker may hold one image of data.max_image_pixels, decoded and converted (~8 bytes a pixel)
-    workers = d.workers or default_workers()
+    workers = d.workers or usable_cpus()
     headroom = workers * (WORKER_BYTES + 8 * d.max_image_pixels)
     check_fits(
         f"image folder ({total:,} images)", total, size, factor=1.5, limit_gb=d.memory_limit_gb, headroom=headroom

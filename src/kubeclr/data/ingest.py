@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import math
 import multiprocessing
 import os
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
@@ -24,6 +23,7 @@ from typing import Sequence
 import numpy as np
 from tqdm import tqdm
 
+from kubeclr.cpus import usable_cpus
 from kubeclr.data.images import BadImage, Limits, decode_image
 from kubeclr.errors import DataError
 from kubeclr.progress import interactive
@@ -35,11 +35,6 @@ IN_FLIGHT = 4  # chunks per worker queued at once
 INLINE_BELOW = 2 * CHUNK  # fewer files than this are decoded in this process
 SHOWN_SKIPS = 10  # skipped files named one by one in the log
 DEFAULT_LIMITS = Limits()
-# (quota, period): cgroup v2 keeps both in cpu.max ("max 100000" = no limit), v1 in two files
-CPU_QUOTA_FILES = (
-    ("/sys/fs/cgroup/cpu.max", "/sys/fs/cgroup/cpu.max"),
-    ("/sys/fs/cgroup/cpu/cpu.cfs_quota_us", "/sys/fs/cgroup/cpu/cpu.cfs_period_us"),
-)
 
 
 @dataclass
@@ -86,25 +81,6 @@ def _decode_chunk(
     return out
 
 
-def default_workers() -> int:
-    """The CPUs this process may use: its affinity, capped by the container's CPU limit (cgroup v2 or v1).
-
-    A pod limited to 2 CPUs on a 64-core node gets 2 workers, not 64 (each holds its own interpreter).
-    """
-    try:
-        cpus = len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        cpus = os.cpu_count() or 1
-    for quota_file, period_file in CPU_QUOTA_FILES:
-        try:
-            quota, period = Path(quota_file).read_text().split()[0], Path(period_file).read_text().split()[-1]
-            if quota not in ("max", "-1"):
-                return max(1, min(cpus, math.ceil(int(quota) / int(period))))
-        except (OSError, ValueError, IndexError):
-            continue
-    return cpus
-
-
 def decode_files(
     root: Path,
     names: Sequence[str],
@@ -122,7 +98,7 @@ def decode_files(
         names: the files, in the order the output keeps.
         size: side of the square output images.
         limits: what a file may be (:class:`~kubeclr.data.images.Limits`).
-        workers: decoding processes (0 = one per CPU; 1 or few files = this process).
+        workers: decoding processes (0 = :func:`kubeclr.cpus.usable_cpus`; 1 or few files = this process).
         on_bad: ``'fail'`` (raise on the first refused file) or ``'skip'``.
         desc: label of the progress bar and log lines.
 
@@ -135,7 +111,7 @@ def decode_files(
     sha = [""] * n
     skipped: list[str] = []
     chunks = [range(i, min(i + CHUNK, n)) for i in range(0, n, CHUNK)]
-    workers = workers or default_workers()
+    workers = workers or usable_cpus()
 
     def take(idx: range, results: list[tuple[str, np.ndarray | None, str]]) -> None:
         for i, (digest, image, error) in zip(idx, results):

@@ -29,7 +29,6 @@ import dataclasses
 import gc
 import itertools
 import logging
-import os
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator, Sequence
 
@@ -38,6 +37,7 @@ import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from kubeclr.config import DataConfig, stored_size
+from kubeclr.cpus import usable_cpus
 from kubeclr.data.files import Split
 from kubeclr.data.formats import choose_shard_samples
 from kubeclr.data.images import BadImage, Limits, decode_image
@@ -297,8 +297,8 @@ def _relayed(chunks: Iterator) -> Iterator:
 
 
 def decoding_workers(requested: int, shards: int) -> int:
-    """Decoding processes: ``data.workers`` (0 = one per CPU), at most one per shard to read."""
-    return max(1, min(requested or (os.cpu_count() or 1), shards))
+    """Decoding processes: ``data.workers`` (0 = one per usable CPU), at most one per shard to read."""
+    return max(1, min(requested or usable_cpus(), shards))
 
 
 # -- pretraining -----------------------------------------------------------------------------
