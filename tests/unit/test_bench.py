@@ -20,6 +20,7 @@ from kubeclr.bench import gpu as bench_gpu
 from kubeclr.bench import throughput as bench
 from kubeclr.cli import main as cli_main
 from kubeclr.config import AugmentConfig, load_config
+from kubeclr.cpus import usable_cpus
 from kubeclr.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -34,7 +35,7 @@ def test_settings_from_env_and_overrides():
     s = measure.BenchSettings.from_env({"KUBECLR_BENCH_REPEATS": "5", "KUBECLR_BENCH_WORKERS": "0"}, steps=7)
     assert (s.repeats, s.workers, s.steps, s.warmup) == (5, 0, 7, 1)
     assert s.loader_workers() == 0
-    assert measure.BenchSettings(workers=-1).loader_workers() == min(4, __import__("os").cpu_count() or 1)
+    assert measure.BenchSettings(workers=-1).loader_workers() == min(4, usable_cpus())
     with pytest.raises(ConfigError, match="KUBECLR_BENCH_STEPS"):
         measure.BenchSettings.from_env({"KUBECLR_BENCH_STEPS": "two"})
     with pytest.raises(ConfigError, match="repeats"):

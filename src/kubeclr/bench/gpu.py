@@ -55,6 +55,7 @@ from kubeclr.core.loss import NTXentLoss
 from kubeclr.core.model import build_model
 from kubeclr.core.optim import build_optimizer, build_scheduler
 from kubeclr.core.train import Callback, StepTimer
+from kubeclr.cpus import usable_cpus
 
 log = logging.getLogger(__name__)
 
@@ -209,7 +210,7 @@ def baselines(cfg: Config, images: torch.Tensor, device: torch.device, s: BenchS
         rates = measure(limit, b, warmup=s.warmup, repeats=1, calls=s.steps, device=device)
         out["limit_compiled" if compile else "limit_eager"] = rates[0]
     host = images[: max(b, 2048)].cpu().numpy()
-    for workers in sorted({min(4, os.cpu_count() or 1), os.cpu_count() or 1}):
+    for workers in sorted({min(4, usable_cpus()), usable_cpus()}):  # the pod's CPUs, not the node's
         repeat = bench.seed_repeat(cfg, host, device, BenchSettings(steps=s.steps, workers=workers, seed=s.seed))
         out[f"seed_{workers}_workers"] = repeat()[0]
     return out

@@ -11,6 +11,7 @@ from typing import Any, Callable
 
 import torch
 
+from kubeclr.cpus import usable_cpus
 from kubeclr.errors import ConfigError
 
 
@@ -65,7 +66,7 @@ class BenchSettings:
         return settings
 
     def loader_workers(self) -> int:
-        return min(4, os.cpu_count() or 1) if self.workers < 0 else self.workers
+        return min(4, usable_cpus()) if self.workers < 0 else self.workers
 
 
 def sync(device: torch.device) -> None:
