@@ -65,3 +65,25 @@ def test_the_decoders_size_their_pools_without_importing_torch():
     code = "import sys, kubeclr.data.ingest; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "False"
+
+
+@pytest.fixture
+def torch_threads():
+    torch = pytest.importorskip("torch")
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    yield torch
+    torch.set_num_threads(before)
+
+
+@pytest.mark.parametrize("limit, threads", [(1, 1), (64, 2)], ids=["a limit below torch's pool", "no lower limit"])
+def test_a_step_runs_torch_within_its_cpu_limit(monkeypatch, torch_threads, limit, threads):
+    """A pod limited to 1 CPU on a big node: torch's pool, sized from the node, shrinks to 1; it never grows."""
+    from kubeclr.config import Config
+    from kubeclr.steps import runtime
+
+    monkeypatch.setattr(runtime, "usable_cpus", lambda: limit)
+    seen = runtime.run_step(
+        "compute_stats", lambda cfg: torch_threads.get_num_threads(), Config().to_dict(), run_name="t"
+    )
+    assert seen == threads
