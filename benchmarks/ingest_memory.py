@@ -126,7 +126,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--images", type=int, default=60_000)
     ap.add_argument("--size", type=int, default=32)
     ap.add_argument(
-        "--workers", default="0,1", help="comma-separated variants: decoding processes (0 = one per CPU, 1 = inline)"
+        "--workers",
+        default="0,1",
+        help="comma-separated variants: decoding processes (0 = one per usable CPU, 1 = inline)",
     )
     ap.add_argument("--json", help="write the result here")
     args = ap.parse_args(argv)
@@ -141,6 +143,7 @@ def main(argv: list[str] | None = None) -> int:
         "files": counts,
         "image_size": args.size,
         "cpus": os.cpu_count(),
+        "usable_cpus": usable_cpus(),
         "machine": cpu_model(),
         "variants": variants,
         "limit_gb": 1.5,

@@ -49,6 +49,7 @@ import digits
 
 from kubeclr.config import load_config
 from kubeclr.core.device import describe_device
+from kubeclr.cpus import usable_cpus
 from kubeclr.data.cifar import Batch
 from kubeclr.data.formats import Splits
 from kubeclr.data.shard_writer import write_shards
@@ -312,7 +313,7 @@ def main(argv: list[str] | None = None) -> int:
         return child(args)
     if args.json is None:
         p.error("--json is required")
-    torch.set_num_threads(os.cpu_count() or 1)
+    torch.set_num_threads(usable_cpus())
     work = Path(tempfile.mkdtemp(prefix="stream-bench-"))
     sizes, copies = ((32, 96), (1, 10)) if not args.quick else ((32,), (1, 2))
     record: dict = {

@@ -1,16 +1,21 @@
 """The CPUs this process has: their model, and how many of them it may use.
 
 Torch-free on purpose: the image decoders' spawned workers import the modules
-that size their pools from :func:`usable_cpus`.
+that size their pools from :func:`usable_cpus`; :func:`cap_torch_threads`
+works on a torch that the caller has already loaded.
 """
 
 from __future__ import annotations
 
 import functools
+import logging
 import math
 import os
 import platform
+import sys
 from pathlib import Path
+
+log = logging.getLogger(__name__)
 
 # (quota, period): cgroup v2 keeps both in cpu.max ("max 100000" = no limit), v1 in two files
 CPU_QUOTA_FILES = (
@@ -34,9 +39,28 @@ def usable_cpus() -> int:
             quota, period = Path(quota_file).read_text().split()[0], Path(period_file).read_text().split()[-1]
             if quota not in ("max", "-1"):
                 return max(1, min(cpus, math.ceil(int(quota) / int(period))))
-        except (OSError, ValueError, IndexError):
+        except (OSError, ValueError, IndexError, ZeroDivisionError):
             continue
     return cpus
+
+
+def cap_torch_threads() -> None:
+    """Lower torch's CPU threads to :func:`usable_cpus` when its pool is larger; never raise it.
+
+    Torch sizes its pool from the CPUs it sees, in a pod the node's; under a
+    lower CPU limit the extra threads only queue for the CFS quota. Called where
+    a step or a training process starts, after torch is loaded (it is not
+    imported here: a process that has not loaded torch is left alone). An
+    ``OMP_NUM_THREADS`` the user set wins (torchrun sets it to 1 for several
+    processes a pod).
+    """
+    torch = sys.modules.get("torch")
+    if torch is None or "OMP_NUM_THREADS" in os.environ:
+        return
+    cpus = usable_cpus()
+    if torch.get_num_threads() > cpus:
+        log.info("torch CPU threads %d -> %d: the CPUs this process may use", torch.get_num_threads(), cpus)
+        torch.set_num_threads(cpus)
 
 
 @functools.cache

@@ -20,7 +20,6 @@ from kubeclr.bench import gpu as bench_gpu
 from kubeclr.bench import throughput as bench
 from kubeclr.cli import main as cli_main
 from kubeclr.config import AugmentConfig, load_config
-from kubeclr.cpus import usable_cpus
 from kubeclr.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -31,11 +30,14 @@ RATE_KEYS = {"step", "limit", "seed", "augment_ours", "augment_pil", "augment_pi
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
-def test_settings_from_env_and_overrides():
+def test_settings_from_env_and_overrides(monkeypatch):
     s = measure.BenchSettings.from_env({"KUBECLR_BENCH_REPEATS": "5", "KUBECLR_BENCH_WORKERS": "0"}, steps=7)
     assert (s.repeats, s.workers, s.steps, s.warmup) == (5, 0, 7, 1)
     assert s.loader_workers() == 0
-    assert measure.BenchSettings(workers=-1).loader_workers() == min(4, usable_cpus())
+    monkeypatch.setattr(measure, "usable_cpus", lambda: 2)  # a pod's 2 CPUs on a bigger node
+    assert measure.BenchSettings(workers=-1).loader_workers() == 2
+    monkeypatch.setattr(measure, "usable_cpus", lambda: 64)
+    assert measure.BenchSettings(workers=-1).loader_workers() == 4
     with pytest.raises(ConfigError, match="KUBECLR_BENCH_STEPS"):
         measure.BenchSettings.from_env({"KUBECLR_BENCH_STEPS": "two"})
     with pytest.raises(ConfigError, match="repeats"):

@@ -68,8 +68,10 @@ def test_the_decoders_size_their_pools_without_importing_torch():
 
 
 @pytest.fixture
-def torch_threads():
+def torch_threads(monkeypatch):
+    """Torch with a pool of 2 threads and no OMP_NUM_THREADS; the pool is put back afterwards."""
     torch = pytest.importorskip("torch")
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     before = torch.get_num_threads()
     torch.set_num_threads(2)
     yield torch
@@ -82,8 +84,22 @@ def test_a_step_runs_torch_within_its_cpu_limit(monkeypatch, torch_threads, limi
     from kubeclr.config import Config
     from kubeclr.steps import runtime
 
-    monkeypatch.setattr(runtime, "usable_cpus", lambda: limit)
-    seen = runtime.run_step(
-        "compute_stats", lambda cfg: torch_threads.get_num_threads(), Config().to_dict(), run_name="t"
-    )
-    assert seen == threads
+    monkeypatch.setattr(cpus, "usable_cpus", lambda: limit)
+    step = lambda cfg: torch_threads.get_num_threads()
+    assert runtime.run_step("compute_stats", step, Config().to_dict(), run_name="t") == threads
+
+
+def test_a_training_process_under_torchrun_runs_torch_within_its_cpu_limit(monkeypatch, torch_threads):
+    """A multi-node job's ranks start in kubeclr.launch.entry, not in a step: they are capped there."""
+    from kubeclr.launch import entry
+
+    monkeypatch.setattr(cpus, "usable_cpus", lambda: 1)
+    assert entry.main(["--config-json", "{}", "--train", "t.npz", "--stats", "s.json"]) == 2  # nothing to write
+    assert torch_threads.get_num_threads() == 1
+
+
+def test_omp_num_threads_set_by_the_user_wins(monkeypatch, torch_threads):
+    monkeypatch.setattr(cpus, "usable_cpus", lambda: 1)
+    monkeypatch.setenv("OMP_NUM_THREADS", "2")
+    cpus.cap_torch_threads()
+    assert torch_threads.get_num_threads() == 2

@@ -118,6 +118,12 @@ def test_every_image_once_an_epoch_ranks_disjoint_and_the_order_a_function_of_th
     assert not set(shards[0]) & set(shards[1]) and len(shards[0]) == len(shards[1])
 
 
+def test_decoding_processes_are_one_per_usable_cpu_and_at_most_one_per_shard(monkeypatch):
+    monkeypatch.setattr(stream, "usable_cpus", lambda: 3)  # a pod's 3 CPUs, whatever the node has
+    assert [stream.decoding_workers(0, shards) for shards in (10, 2)] == [3, 2]
+    assert [stream.decoding_workers(5, shards) for shards in (10, 2)] == [5, 2]  # data.workers, as asked
+
+
 def test_chunks_cross_from_a_decoding_process_as_made(tmp_path):
     """Images in a tensor (shared memory), labels and names by value: the DataLoader's default would
     make the labels a second tensor, a second shared-memory handover per chunk."""

@@ -307,6 +307,7 @@ def environment(device: torch.device) -> dict[str, Any]:
         "torch": torch.__version__,
         "cuda": torch.version.cuda,
         "cpu_count": os.cpu_count(),
+        "usable_cpus": usable_cpus(),
     }
 
 
@@ -314,7 +315,7 @@ def gpu_check(out_dir: str | Path, *, archs: Sequence[str] = ARCHS, dry_run: boo
     """Measure each arch and (re)write ``gpu-<device>-<date>.json`` and ``.md`` after each one.
 
     Returns:
-        ``{"date", "device_name", "driver", "torch", "cuda", "cpu_count", "images", "batch_size",
+        ``{"date", "device_name", "driver", "torch", "cuda", "cpu_count", "usable_cpus", "images", "batch_size",
         "archs": {arch: record}, "files"}``.
 
     Raises:

@@ -371,7 +371,7 @@ class StreamedImages:
 
     index: ShardIndex
     seed: int
-    workers: int = 0  # data.workers (0 = one per CPU)
+    workers: int = 0  # data.workers (0 = one per usable CPU)
     buffer: int = 2048  # data.shuffle_buffer
     pin: bool = False
 
@@ -403,7 +403,7 @@ class StreamedImages:
 
 def ordered_chunks(index: ShardIndex, *, chunk: int, workers: int = 0) -> contextlib.AbstractContextManager[Iterator]:
     """Every sample of ``index`` once, decoded, as ``(images, labels, names)`` chunks, by ``workers``
-    processes (``data.workers``; 0 = one per CPU) in shard order each (no shuffling)."""
+    processes (``data.workers``; 0 = one per usable CPU) in shard order each (no shuffling)."""
     shards = np.flatnonzero(index.counts() > 0).tolist()
     stream = ShardStream(index, shards, seed=(0,), buffer=0, chunk=chunk)
     return _loader(stream, decoding_workers(workers, len(shards)))

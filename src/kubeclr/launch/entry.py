@@ -31,6 +31,7 @@ import yaml
 
 from kubeclr.config import Config, config_digest
 from kubeclr.core import distributed
+from kubeclr.cpus import cap_torch_threads
 from kubeclr.errors import ConfigError, UserError
 from kubeclr.launch.process import TrainFiles, train_and_save
 from kubeclr.progress import setup_logging
@@ -126,6 +127,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Parse, join the group, train, write; returns the exit code (2 on a user error)."""
     args = build_parser().parse_args(argv)
     setup_logging()
+    cap_torch_threads()
     try:
         if not (args.encoder_out or args.history_out or args.output_uri):
             raise UserError("entry: give --encoder-out/--history-out or --output-uri (nothing would be written)")

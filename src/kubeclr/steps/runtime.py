@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping
 
 from kubeclr.config import config_digest, task_view
-from kubeclr.cpus import usable_cpus
+from kubeclr.cpus import cap_torch_threads
 from kubeclr.errors import UserError
 from kubeclr.progress import setup_logging
 from kubeclr.telemetry.prometheus import step_metrics
@@ -62,7 +62,7 @@ def run_step(
         log.info("%s: config sha256 %s", step, config_digest(cfg))
         if "run_name" in inspect.signature(fn).parameters:
             kwargs["run_name"] = run_name
-        _threads_within_cpu_limit()
+        cap_torch_threads()
         with step_metrics(cfg.metrics, run_name, step):
             return fn(cfg, *args, **kwargs)
     except UserError as exc:
@@ -70,21 +70,6 @@ def run_step(
     except Exception as exc:  # a bug, not bad input: the traceback stays; the local runner still gets one line
         _leave_cause(_unexpected(step, exc))
         raise
-
-
-def _threads_within_cpu_limit() -> None:
-    """Cap torch's CPU threads at the CPUs the step may use.
-
-    Torch sizes its thread pool from the CPUs it sees, in a pod the node's; under
-    a lower CPU limit the extra threads only queue for the CFS quota, and CPU
-    work slows down instead of speeding up. Every step that computes imports
-    torch with its module, so it is loaded by now; a step that does not is left alone.
-    """
-    torch = sys.modules.get("torch")
-    cpus = usable_cpus()
-    if torch is not None and torch.get_num_threads() > cpus:
-        log.info("torch CPU threads %d -> %d: the CPUs this step may use", torch.get_num_threads(), cpus)
-        torch.set_num_threads(cpus)
 
 
 def _fail(step: str, exc: UserError) -> None:
