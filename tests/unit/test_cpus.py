@@ -24,6 +24,8 @@ def test_usable_cpus_follow_a_cgroup_v2_cpu_limit(tmp_path, monkeypatch, on_a_64
     assert cpus.usable_cpus() == 3
     cpu_max.write_text("max 100000\n")
     assert cpus.usable_cpus() == 64
+    cpu_max.write_text("200000 0\n")  # a zero period is no limit, not a crash
+    assert cpus.usable_cpus() == 64
 
 
 def test_usable_cpus_follow_a_cgroup_v1_quota_and_skip_what_they_cannot_read(tmp_path, monkeypatch, on_a_64_core_node):
